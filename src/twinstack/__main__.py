@@ -1,0 +1,3 @@
+from twinstack.cli import main
+
+main()

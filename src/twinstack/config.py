@@ -1,0 +1,151 @@
+"""One settings object for every process: flags > TWINSTACK_* environment > file > defaults.
+
+Each setting is declared once, with its type, default and help text; the command line flags of
+`twinstack serve` are generated from these declarations so `--help` always shows all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from twinstack.exitcodes import ExitCode, FatalError
+
+ENV_PREFIX = "TWINSTACK_"
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split `host:port` (or `[v6]:port`) into its parts, refusing anything else."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"{address!r} is not host:port (e.g. 0.0.0.0:7410 or [::1]:7410)")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} in {address!r} is outside 0-65535")
+    return host.strip("[]"), port
+
+
+def _valid_address(address: str) -> str:
+    split_host_port(address)
+    return address
+
+
+Address = Annotated[str, AfterValidator(_valid_address)]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+_config_file: ContextVar[Path | None] = ContextVar("twinstack_config_file", default=None)
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """The lowest-precedence source: a TOML file whose keys are the setting names."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        if path is None:
+            return {}
+        try:
+            return tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise FatalError(ExitCode.CONFIG_ERROR, f"config file {path} does not exist") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise FatalError(ExitCode.CONFIG_ERROR, f"config file {path}: {exc}") from exc
+
+
+class Settings(BaseSettings):
+    """Every knob of a TwinStack process. Not every service uses every setting."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    bind: Address | None = Field(
+        None, description="internal (mutual TLS) listener, host:port; port 0 picks a free port; "
+        "default 0.0.0.0 and the service's own port")
+    publish: Address | None = Field(
+        None, description="address other services use to reach the internal listener "
+        "(host:port); default: this machine's host name and the bound port")
+    health_bind: Address | None = Field(
+        None, description="health listener (/healthz, /readyz, /metrics; TLS, no client "
+        "certificate), host:port")
+    public_bind: Address | None = Field(
+        None, description="public listener for thin clients (TLS + bearer token), host:port; "
+        "only services with a public channel open it")
+    cert: Path | None = Field(
+        None, description="this service's certificate chain (PEM: leaf first, then intermediates)")
+    key: Path | None = Field(None, description="private key of --cert (PEM)")
+    ca: Path | None = Field(None, description="CA bundle that peers' certificates must chain to")
+    cert_reload_seconds: float = Field(
+        5.0, gt=0, description="how often certificate files are checked for changes on disk")
+    session: str | None = Field(None, description="session id (compute services only)")
+    data_dir: Path = Field(Path("data"), description="directory for this service's files")
+    log_level: LogLevel = Field("info", description="lowest level of log records kept")
+    verbose: bool = Field(False, description="human-readable logs instead of JSON lines")
+    logger_url: str | None = Field(
+        None, description="internal URL of the logger service (https://host:port); "
+        "log records are forwarded there in batches")
+    logger_required: bool = Field(
+        False, description="exit if the logger does not answer at start-up")
+    dependency_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for a required dependency at start-up")
+    ready_file: Path | None = Field(
+        None, description="file to write the bound addresses to (JSON) once the service is ready")
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> Settings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlFileSource(settings_cls)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add one `--flag` per setting; unset flags stay absent so lower-precedence sources apply."""
+    parser.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS,
+        help=f"TOML file of settings (env {ENV_PREFIX}CONFIG)")
+    for name, field in Settings.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        help_text = f"{field.description} (env {env}; default {field.default})"
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, metavar=name.upper(),
+                                help=help_text)
+
+
+def load_settings(flags: dict[str, Any]) -> Settings:
+    """Merge flags, environment and config file; a bad value is a CONFIG_ERROR naming it."""
+    values = {k: v for k, v in flags.items() if k in Settings.model_fields}
+    config = flags.get("config") or os.environ.get(ENV_PREFIX + "CONFIG")
+    token = _config_file.set(Path(config) if config else None)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors())
+        raise FatalError(ExitCode.CONFIG_ERROR, f"invalid settings: {problems}") from exc
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,20 @@
+"""The services `twinstack serve` can run, imported only when chosen (lean start-up)."""
+
+from __future__ import annotations
+
+import importlib
+
+from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.wire.runtime import ServiceBase
+
+SERVICES: dict[str, str] = {
+    "logger": "twinstack.services.logger:LoggerService",
+}
+
+
+def load_service(name: str) -> type[ServiceBase]:
+    if name not in SERVICES:
+        raise FatalError(ExitCode.CONFIG_ERROR,
+                         f"unknown service {name!r}; known: {', '.join(sorted(SERVICES))}")
+    module, _, attr = SERVICES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)

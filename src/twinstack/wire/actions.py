@@ -1,0 +1,115 @@
+"""Declaring a service's actions and dispatching calls to them.
+
+A service marks methods with `@action(...)`. The method's `params` annotation is a pydantic
+model that validates the call's parameters; `allow` lists the peer services (certificate CN)
+that may call it over the internal channel; `public=True` also exposes it on the public channel
+to bearer-token clients. An async-generator method is a *streaming* action: WebSocket only,
+each yielded item is pushed to the caller as an event.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel, ValidationError
+
+from twinstack.wire.errors import ActionError, forbidden, malformed, unknown_action
+from twinstack.wire.identity import PeerIdentity
+
+ANY_PEER = "*"
+_MARK = "__twinstack_action__"
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler knows about the call it is serving."""
+
+    channel: Literal["internal", "public"]
+    request_id: str
+    peer: PeerIdentity | None = None  # internal channel: from the client certificate
+    principal: Any = None  # public channel: whatever the service's token check returned
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    handler: Callable[..., Any]
+    params: type[BaseModel]
+    allow: frozenset[str]
+    public: bool
+    streams: bool
+
+    def permits(self, call: Call, own_session: str | None) -> None:
+        """Raise `forbidden` unless the caller may run this action."""
+        if call.channel == "public":
+            return
+        peer = call.peer
+        if peer is None:
+            raise forbidden("no verified client certificate")
+        if own_session is not None and peer.session not in (None, own_session):
+            raise forbidden(f"{peer} belongs to another session than this service ({own_session})")
+        if ANY_PEER not in self.allow and peer.service not in self.allow:
+            raise forbidden(f"{peer.service!r} may not call {self.name!r}; allowed: "
+                            f"{', '.join(sorted(self.allow))}")
+
+    def parse(self, raw: Any) -> BaseModel:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ActionError(422, "invalid_params", "params must be a JSON object", "params")
+        try:
+            return self.params.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in ("params", *err["loc"]))
+            more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+            raise ActionError(422, "invalid_params", f"{field}: {err['msg']}{more}",
+                              field) from exc
+
+
+def action(*, allow: Iterable[str] = (ANY_PEER,), public: bool = False,
+           name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(fn, _MARK, {"allow": frozenset(allow), "public": public, "name": name})
+        return fn
+    return mark
+
+
+def collect_actions(service: object) -> dict[str, Action]:
+    """Every `@action` method of `service`, bound to it, by action name."""
+    found: dict[str, Action] = {}
+    for attr in dir(type(service)):
+        fn = getattr(type(service), attr, None)
+        mark = getattr(fn, _MARK, None)
+        if mark is None:
+            continue
+        hints = get_type_hints(fn)
+        params = hints.get("params")
+        if not (isinstance(params, type) and issubclass(params, BaseModel)):
+            raise TypeError(f"action {attr} needs a `params: <pydantic model>` argument")
+        name = mark["name"] or attr
+        found[name] = Action(name=name, handler=getattr(service, attr), params=params,
+                             allow=mark["allow"], public=mark["public"],
+                             streams=inspect.isasyncgenfunction(fn))
+    return found
+
+
+def parse_envelope(body: Any) -> tuple[str, Any]:
+    """Split `{"action": NAME, "params": {...}}`, naming what is wrong with a bad envelope."""
+    if not isinstance(body, dict):
+        raise malformed("the request body must be a JSON object {\"action\": ..., \"params\": ...}")
+    name = body.get("action")
+    if not isinstance(name, str) or not name:
+        raise ActionError(400, "malformed_request", "missing or non-string 'action'", "action")
+    return name, body.get("params")
+
+
+def lookup(actions: dict[str, Action], name: str, channel: str) -> Action:
+    found = actions.get(name)
+    if found is None or (channel == "public" and not found.public):
+        visible = [n for n, a in actions.items() if channel == "internal" or a.public]
+        raise unknown_action(name, visible)
+    return found

@@ -1,0 +1,433 @@
+"""Turns a service's declared actions into a running process with three listeners.
+
+- internal: mutual TLS; the peer's identity comes from its verified certificate and is checked
+  against each action's allow-list (and against this service's session, for compute services);
+- public: one-way TLS + bearer token, only for services with a public port;
+- health: one-way TLS, no authentication: /healthz, /readyz, /metrics.
+
+Each listener serves `POST /execute` with `{"action", "params"}` (health excepted) and `GET /ws`,
+a WebSocket carrying the same envelope plus an `id`, with pushed events for streaming actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel
+
+from twinstack import __version__
+from twinstack.config import Settings, split_host_port
+from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.logs import LogForwarder, request_id
+from twinstack.metrics import ServiceMetrics
+from twinstack.pki.tls import ReloadingContexts, TlsFiles
+from twinstack.wire.actions import Action, Call, action, collect_actions, lookup, parse_envelope
+from twinstack.wire.client import ServiceClient
+from twinstack.wire.errors import ActionError, malformed, unauthorized
+from twinstack.wire.identity import PeerIdentity
+
+log = logging.getLogger(__name__)
+Channel = Literal["internal", "public"]
+
+
+@dataclass(frozen=True)
+class Ports:
+    internal: int
+    health: int
+    public: int | None = None
+
+
+class NoParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class ServiceBase:
+    """What every service is: a name, default ports, `@action` methods and optional hooks."""
+
+    name: ClassVar[str]
+    ports: ClassVar[Ports]
+    forwards_logs: ClassVar[bool] = True
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+
+    async def start(self) -> None:
+        """Open what the service needs; raise FatalError to refuse to start."""
+
+    async def stop(self) -> None:
+        """Release what start() opened; called once on the way out."""
+
+    def is_ready(self) -> bool:
+        return True
+
+    async def authenticate(self, token: str) -> Any | None:
+        """Public channel: the principal a bearer token stands for, or None to refuse it."""
+        return None
+
+    @action()
+    async def info(self, call: Call, params: NoParams) -> dict[str, Any]:
+        """Who this service is and where it can be reached."""
+        return {"service": self.name, "version": __version__, "session": self.settings.session,
+                "publish": self.runtime.publish,
+                "uptime_s": time.monotonic() - self.runtime.started,
+                "peer": str(call.peer) if call.peer else None}
+
+
+def _listen(address: str) -> socket.socket:
+    host, port = split_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=512)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise FatalError(ExitCode.PORT_IN_USE, f"cannot bind {address}: already in use") \
+                from exc
+        raise FatalError(ExitCode.CONFIG_ERROR, f"cannot bind {address}: {exc.strerror}") from exc
+
+
+def _jsonable(result: Any) -> Any:
+    return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+
+
+def _error_response(err: ActionError) -> web.Response:
+    return web.json_response({"error": err.to_json()}, status=err.status)
+
+
+class Runtime:
+    """One running service: its listeners, TLS, metrics, log forwarding and life cycle."""
+
+    def __init__(self, service_cls: type[ServiceBase], settings: Settings) -> None:
+        self.settings = settings
+        self.service_cls = service_cls
+        self.metrics = ServiceMetrics()
+        self.started = time.monotonic()
+        self.addresses: dict[str, str] = {}
+        self.publish = ""
+        self.exit_code = ExitCode.OK
+        self._stopping = asyncio.Event()
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._forwarder: LogForwarder | None = None
+        self._logger_client: ServiceClient | None = None
+        self.service: ServiceBase | None = None
+        self.actions: dict[str, Action] = {}
+
+    # life cycle -----------------------------------------------------------------------------
+
+    def request_stop(self, code: ExitCode = ExitCode.OK, reason: str = "") -> None:
+        """Ask the service to stop; the first non-zero code wins."""
+        if code != ExitCode.OK and self.exit_code == ExitCode.OK:
+            self.exit_code = code
+            log.error("stopping: %s", reason)
+        self._stopping.set()
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.cert is None or s.key is None or s.ca is None:
+            raise FatalError(ExitCode.CERTIFICATE_ERROR,
+                             "a service needs --cert, --key and --ca (or TWINSTACK_CERT, ...)")
+        self.tls = ReloadingContexts(TlsFiles(s.cert, s.key, s.ca))
+        internal_ctx = self.tls.server(require_client_cert=True)
+        plain_ctx = self.tls.server(require_client_cert=False)
+        await self._connect_logger()
+
+        service = self.service_cls(self)
+        self.service, self.actions = service, collect_actions(service)
+        ports = service.ports
+        internal = _listen(s.bind or f"0.0.0.0:{ports.internal}")
+        health = _listen(s.health_bind or f"0.0.0.0:{ports.health}")
+        public = None
+        if ports.public is not None:
+            public = _listen(s.public_bind or f"0.0.0.0:{ports.public}")
+        await service.start()
+
+        await self._serve("internal", self._internal_app(), internal, internal_ctx)
+        await self._serve("health", self._health_app(), health, plain_ctx)
+        if public is not None:
+            await self._serve("public", self._public_app(), public, plain_ctx)
+        host, port = split_host_port(self.addresses["internal"])
+        if s.publish:
+            self.publish = s.publish
+        elif host in ("0.0.0.0", "::"):
+            self.publish = f"{socket.gethostname()}:{port}"
+        else:
+            self.publish = self.addresses["internal"]
+        self._tasks.append(asyncio.create_task(self._watch_certificates()))
+        self.metrics.ready.labels(service.name).set(1)
+        log.info("%s ready", service.name, extra={"listening": self.addresses,
+                                                  "publish": self.publish, "pid": os.getpid()})
+        if s.ready_file is not None:
+            self._write_ready_file()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self.service is not None:
+            await self.service.stop()
+        if self._forwarder is not None:
+            await self._forwarder.flush_now()
+            logging.getLogger().removeHandler(self._forwarder)
+        if self._logger_client is not None:
+            await self._logger_client.close()
+
+    async def run(self) -> ExitCode:
+        """Serve until SIGTERM/SIGINT or request_stop(); return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+        return self.exit_code
+
+    # plumbing -------------------------------------------------------------------------------
+
+    async def _connect_logger(self) -> None:
+        s = self.settings
+        if s.logger_url is None or not self.service_cls.forwards_logs:
+            return
+        self._logger_client = ServiceClient(s.logger_url, self.tls.client(), timeout=5.0)
+        if s.logger_required:
+            await self._wait_for(self._logger_client, "logger")
+
+        async def send(records: list[dict[str, Any]]) -> None:
+            assert self._logger_client is not None
+            await self._logger_client.call("append", {"records": records}, timeout=5.0)
+
+        self._forwarder = LogForwarder(send)
+        logging.getLogger().addHandler(self._forwarder)
+        self._tasks.append(asyncio.create_task(self._forwarder.run()))
+
+    async def _wait_for(self, client: ServiceClient, what: str) -> None:
+        deadline = time.monotonic() + self.settings.dependency_timeout
+        delay = 0.05
+        while True:
+            try:
+                await client.call("info", idempotent=False, timeout=2.0)
+                return
+            except ActionError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise FatalError(
+                        ExitCode.DEPENDENCY_UNREACHABLE,
+                        f"{what} at {client.url} did not answer within "
+                        f"{self.settings.dependency_timeout:g} s: {exc.message}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _serve(self, channel: str, app: web.Application, sock: socket.socket,
+                     ctx: ssl.SSLContext) -> None:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.SockSite(runner, sock, ssl_context=ctx).start()
+        host, port = sock.getsockname()[:2]
+        self.addresses[channel] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def _watch_certificates(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cert_reload_seconds)
+            if self.tls.reload_if_changed():
+                self.metrics.certificate_reloads.labels(self.service_cls.name).inc()
+
+    def _write_ready_file(self) -> None:
+        path = self.settings.ready_file
+        assert path is not None
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"service": self.service_cls.name, "pid": os.getpid(),
+                                   "publish": self.publish, **self.addresses}))
+        os.replace(tmp, path)
+
+    # the three apps ------------------------------------------------------------------------
+
+    def _internal_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/execute", self._handler(self._execute, "internal"))
+        app.router.add_get("/ws", self._handler(self._websocket, "internal"))
+        return app
+
+    def _public_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/execute", self._handler(self._execute, "public"))
+        app.router.add_get("/ws", self._handler(self._websocket, "public"))
+        return app
+
+    def _health_app(self) -> web.Application:
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "service": self.service_cls.name})
+
+        async def readyz(request: web.Request) -> web.Response:
+            ready = self.service is not None and self.service.is_ready() \
+                and not self._stopping.is_set()
+            return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+        async def metrics(request: web.Request) -> web.Response:
+            if self._forwarder is not None:
+                self.metrics.log_records_dropped.labels(self.service_cls.name).set(
+                    self._forwarder.dropped)
+            return web.Response(body=self.metrics.exposition(),
+                                content_type="text/plain", charset="utf-8")
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+        return app
+
+    def _handler(self, fn: Callable[..., Any], channel: Channel) -> Callable[..., Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await fn(request, channel)
+        return handle
+
+    # calls ---------------------------------------------------------------------------------
+
+    async def _caller(self, request: web.Request, channel: Channel, rid: str) -> Call:
+        if channel == "internal":
+            peercert = request.transport.get_extra_info("peercert") if request.transport else None
+            if not peercert:
+                raise unauthorized("a client certificate is required")
+            return Call("internal", rid, peer=PeerIdentity.from_peercert(peercert))
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise unauthorized("send 'Authorization: Bearer <token>'")
+        assert self.service is not None
+        principal = await self.service.authenticate(token.strip())
+        if principal is None:
+            raise unauthorized("the token is invalid, expired or revoked")
+        return Call("public", rid, principal=principal)
+
+    def _refused(self, err: ActionError) -> None:
+        if err.status in (401, 403):
+            self.metrics.refused_calls.labels(self.service_cls.name, err.code).inc()
+            log.warning("refused call: %s", err.message)
+
+    def _resolve(self, call: Call, body: Any) -> tuple[Action, BaseModel]:
+        name, raw_params = parse_envelope(body)
+        found = lookup(self.actions, name, call.channel)
+        found.permits(call, self.settings.session)
+        return found, found.parse(raw_params)
+
+    async def _run(self, found: Action, call: Call, params: BaseModel) -> Any:
+        token = request_id.set(call.request_id)
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return _jsonable(await found.handler(call, params))
+        except ActionError:
+            outcome = "error"
+            raise
+        except Exception as exc:
+            outcome = "crash"
+            log.exception("action %s failed", found.name)
+            raise ActionError(500, "internal", f"{found.name} failed: {type(exc).__name__}: "
+                              f"{exc}") from exc
+        finally:
+            self.metrics.action_seconds.labels(self.service_cls.name, found.name, outcome) \
+                .observe(time.perf_counter() - started)
+            request_id.reset(token)
+
+    async def _execute(self, request: web.Request, channel: Channel) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+        try:
+            call = await self._caller(request, channel, rid)
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise malformed(f"the request body is not valid JSON: {exc}") from exc
+            found, params = self._resolve(call, body)
+            if found.streams:
+                raise ActionError(400, "streaming_action",
+                                  f"{found.name} streams events: call it over the WebSocket /ws",
+                                  "action")
+            return web.json_response({"result": await self._run(found, call, params)})
+        except ActionError as err:
+            self._refused(err)
+            return _error_response(err)
+
+    async def _websocket(self, request: web.Request, channel: Channel) -> web.StreamResponse:
+        try:
+            call = await self._caller(request, channel, uuid.uuid4().hex[:16])
+        except ActionError as err:
+            self._refused(err)
+            return _error_response(err)
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        running: dict[Any, asyncio.Task[None]] = {}
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    body = json.loads(msg.data)
+                except json.JSONDecodeError as exc:
+                    await self._ws_error(ws, None, malformed(f"message is not valid JSON: {exc}"))
+                    continue
+                call_id = body.get("id") if isinstance(body, dict) else None
+                if isinstance(body, dict) and body.get("cancel"):
+                    task = running.pop(call_id, None)
+                    if task is not None:
+                        task.cancel()
+                    continue
+                rid = (body.get("request") if isinstance(body, dict) else None) or call.request_id
+                one = Call(call.channel, str(rid), peer=call.peer, principal=call.principal)
+                task = asyncio.create_task(self._ws_call(ws, call_id, one, body))
+                running[call_id] = task
+                task.add_done_callback(lambda t, k=call_id: running.pop(k, None)
+                                       if running.get(k) is t else None)
+        finally:
+            for task in running.values():
+                task.cancel()
+        return ws
+
+    async def _ws_error(self, ws: web.WebSocketResponse, call_id: Any, err: ActionError) -> None:
+        self._refused(err)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_json({"id": call_id, "error": {**err.to_json(), "status": err.status}})
+
+    async def _ws_call(self, ws: web.WebSocketResponse, call_id: Any, call: Call,
+                       body: Any) -> None:
+        try:
+            found, params = self._resolve(call, body)
+            if not found.streams:
+                result = await self._run(found, call, params)
+                await ws.send_json({"id": call_id, "result": result})
+                return
+            token = request_id.set(call.request_id)
+            try:
+                async for event in found.handler(call, params):
+                    await ws.send_json({"id": call_id, "event": _jsonable(event)})
+            finally:
+                request_id.reset(token)
+            await ws.send_json({"id": call_id, "result": None})
+        except ActionError as err:
+            await self._ws_error(ws, call_id, err)
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        except Exception as exc:
+            log.exception("streaming action failed")
+            await self._ws_error(ws, call_id, ActionError(500, "internal", f"{exc}"))
+
+
+async def serve(service_cls: type[ServiceBase], settings: Settings) -> ExitCode:
+    return await Runtime(service_cls, settings).run()

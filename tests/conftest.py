@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,9 +81,9 @@ class Services:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, service: str, identity: TlsFiles | None, *args: str,
-              env: dict[str, str] | None = None, tag: str = "") -> tuple[subprocess.Popen[bytes],
-                                                                      Path, Path]:
-        label = f"{service}{tag}-{len(self.started)}"
+              env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
+              ) -> tuple[subprocess.Popen[bytes], Path, Path]:
+        label = f"{service}-{len(self.started)}"
         ready = self.tmp / f"{label}.ready"
         output = self.tmp / f"{label}.out"
         cmd = [sys.executable, "-m", "twinstack", "serve", service,
@@ -96,13 +96,14 @@ class Services:
         full_env.update(env or {})
         with output.open("wb") as out:
             proc = subprocess.Popen([*cmd, *args], stdout=out, stderr=subprocess.STDOUT,
-                                    env=full_env)
+                                    env=full_env, preexec_fn=preexec)
         self.started.append(proc)
         return proc, ready, output
 
     def start(self, service: str, identity: TlsFiles, *args: str, timeout: float = 30.0,
-              env: dict[str, str] | None = None) -> ServiceProcess:
-        proc, ready, output = self.spawn(service, identity, *args, env=env)
+              env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
+              ) -> ServiceProcess:
+        proc, ready, output = self.spawn(service, identity, *args, env=env, preexec=preexec)
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if proc.poll() is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import json
+import resource
 import signal
 import socket
 import time
@@ -89,10 +90,20 @@ def test_required_logger_unreachable(services: Services, pki: Pki):
 
 
 def test_internal_error_when_the_log_disk_fails(services: Services, pki: Pki, tmp_path):
-    """A logger that cannot persist what it accepted stops rather than losing records."""
-    data = tmp_path / "full-disk"
+    """A logger that cannot persist what it accepted stops rather than losing records.
+
+    The failure is a real one: a file-size limit (a quota) that the log file has reached.
+    """
+    limit = 256 * 1024
+    data = tmp_path / "quota"
     data.mkdir()
-    os.symlink("/dev/full", data / "logs.jsonl")  # every write fails with ENOSPC
-    service = services.start("logger", pki.identity("logger"), "--data-dir", str(data))
+    old = json.dumps({"ts": 1.0, "level": "info", "service": "gss", "msg": "x" * 100}) + "\n"
+    (data / "logs.jsonl").write_text(old * (limit // len(old)))
+
+    def quota() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    service = services.start("logger", pki.identity("logger"), "--data-dir", str(data),
+                             preexec=quota)
     assert service.proc.wait(timeout=15) == ExitCode.INTERNAL_ERROR
-    assert "No space left on device" in service.output.read_text()
+    assert "File too large" in service.output.read_text()

@@ -9,6 +9,7 @@ from twinstack.wire.runtime import ServiceBase
 
 SERVICES: dict[str, str] = {
     "logger": "twinstack.services.logger:LoggerService",
+    "kriging": "twinstack.services.kriging:KrigingService",
 }
 
 

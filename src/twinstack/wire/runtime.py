@@ -147,14 +147,23 @@ class Runtime:
         await self._connect_logger()
 
         service = self.service_cls(self)
-        self.service, self.actions = service, collect_actions(service)
+        self.actions = collect_actions(service)
         ports = service.ports
-        internal = _listen(s.bind or f"0.0.0.0:{ports.internal}")
-        health = _listen(s.health_bind or f"0.0.0.0:{ports.health}")
-        public = None
+        wanted = {"internal": s.bind or f"0.0.0.0:{ports.internal}",
+                  "health": s.health_bind or f"0.0.0.0:{ports.health}"}
         if ports.public is not None:
-            public = _listen(s.public_bind or f"0.0.0.0:{ports.public}")
-        await service.start()
+            wanted["public"] = s.public_bind or f"0.0.0.0:{ports.public}"
+        sockets: dict[str, socket.socket] = {}
+        try:
+            for channel, address in wanted.items():
+                sockets[channel] = _listen(address)
+            await service.start()
+        except BaseException:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        self.service = service
+        internal, health, public = sockets["internal"], sockets["health"], sockets.get("public")
 
         await self._serve("internal", self._internal_app(), internal, internal_ctx)
         await self._serve("health", self._health_app(), health, plain_ctx)

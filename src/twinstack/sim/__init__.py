@@ -1,0 +1,1 @@
+"""Numerics only: plain functions on numpy arrays, no networking, no service code."""

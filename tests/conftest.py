@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from twinstack.pki import Authority, CertificateRequest, init_authority, write_issued
+from twinstack.pki import init_authority
+from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
 
 
@@ -31,15 +32,9 @@ class Pki:
     def identity(self, cn: str, *, session: str | None = None, issuer: str = "root",
                  name: str | None = None, not_before: datetime | None = None,
                  not_after: datetime | None = None) -> TlsFiles:
-        names = [{"O": "TwinStack", "OU": f"session:{session}"}] if session else \
-            [{"O": "TwinStack"}]
-        request = CertificateRequest.model_validate({"CN": cn, "names": names})
-        issued = Authority.load(self.dir, issuer=issuer).issue(  # type: ignore[arg-type]
-            request, not_before=not_before, not_after=not_after)
         prefix = self.dir / (name or (cn if session is None else f"{cn}-{session}"))
-        write_issued(issued, prefix)
-        return TlsFiles(cert=Path(f"{prefix}-chain.pem"), key=Path(f"{prefix}-key.pem"),
-                        ca=self.ca)
+        return issue_identity(self.dir, cn, prefix, session=session, issuer=issuer,  # type: ignore[arg-type]
+                              not_before=not_before, not_after=not_after)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`twinstack`: the one entry point. Verbs: certs, serve, logs (more arrive with their services)."""
+"""`twinstack`: the one entry point. Verbs: certs, serve, up, logs."""
 
 from __future__ import annotations
 
@@ -56,16 +56,31 @@ def _serve(args: argparse.Namespace) -> int:
         return ExitCode.INTERNAL_ERROR
 
 
+def _up(args: argparse.Namespace) -> int:
+    from twinstack.launcher import Platform
+
+    platform = Platform(args.data_dir, args.host, args.port, verbose=args.verbose)
+    return asyncio.run(platform.run())
+
+
 def _admin_client(settings: Settings, url: str | None, what: str) -> Any:
+    """An mTLS client for admin verbs: flags and env first, else the `twinstack up` data dir."""
+    from twinstack.launcher import admin_identity
     from twinstack.pki.tls import TlsFiles, client_context
     from twinstack.wire.client import ServiceClient
 
+    platform_file = settings.data_dir / "platform.json"
+    if url is None and platform_file.exists():
+        url = json.loads(platform_file.read_text()).get(f"{what}_url")
     if url is None:
-        raise FatalError(ExitCode.CONFIG_ERROR, f"give the {what}'s address (--{what}-url)")
-    if settings.cert is None or settings.key is None or settings.ca is None:
-        raise FatalError(ExitCode.CERTIFICATE_ERROR,
-                         "give an admin certificate: --cert, --key and --ca")
-    return ServiceClient(url, client_context(TlsFiles(settings.cert, settings.key, settings.ca)))
+        raise FatalError(ExitCode.CONFIG_ERROR,
+                         f"give the {what}'s address (--{what}-url), or --data-dir of a running "
+                         "`twinstack up`")
+    if settings.cert and settings.key and settings.ca:
+        files = TlsFiles(settings.cert, settings.key, settings.ca)
+    else:
+        files = admin_identity(settings.data_dir)
+    return ServiceClient(url, client_context(files))
 
 
 async def _print_logs(args: argparse.Namespace, settings: Settings) -> None:
@@ -126,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", help="which service, e.g. logger")
     add_setting_flags(serve)
     serve.set_defaults(run=_serve)
+
+    up = verbs.add_parser("up", help="run a whole local platform (dev PKI, separate processes)")
+    up.add_argument("--data-dir", type=Path, default=Path("data"),
+                    help="certificates, database and logs live here (default ./data)")
+    up.add_argument("--host", default="127.0.0.1",
+                    help="address every service binds (default 127.0.0.1; 0.0.0.0 for all)")
+    up.add_argument("--port", type=int, default=7400,
+                    help="front-door port; the other services use the ports above it")
+    up.add_argument("--verbose", action="store_true",
+                    help="keep every service's output in the foreground")
+    up.set_defaults(run=_up)
 
     logs = verbs.add_parser("logs", help="query and follow the logger service")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new records")

@@ -46,7 +46,8 @@ def test_every_setting_has_a_flag_with_help():
 
 
 @pytest.mark.parametrize(("text", "parsed"), [
-    ("0.0.0.0:7410", ("0.0.0.0", 7410)), ("[::1]:80", ("::1", 80)), ("gss.local:0", ("gss.local", 0)),
+    ("0.0.0.0:7410", ("0.0.0.0", 7410)), ("[::1]:80", ("::1", 80)),
+    ("gss.local:0", ("gss.local", 0)),
 ])
 def test_split_host_port(text, parsed):
     assert split_host_port(text) == parsed

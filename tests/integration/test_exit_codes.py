@@ -107,3 +107,9 @@ def test_internal_error_when_the_log_disk_fails(services: Services, pki: Pki, tm
                              preexec=quota)
     assert service.proc.wait(timeout=15) == ExitCode.INTERNAL_ERROR
     assert "File too large" in service.output.read_text()
+
+
+def test_usage_error_for_an_unknown_flag(services: Services, pki: Pki):
+    code, output = services.run_to_exit("logger", pki.identity("logger"), "--colour", "red")
+    assert code == ExitCode.USAGE, output
+    assert "unrecognized arguments: --colour red" in output

@@ -171,6 +171,41 @@ def _ca_name(name: str, role: str) -> x509.Name:
     )
 
 
+def _key_usage(*, ca: bool, key_encipherment: bool = False) -> x509.KeyUsage:
+    """CAs only sign certificates and CRLs; leaves only sign handshakes (and RSA may encrypt)."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: x509.CertificatePublicKeyTypes,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.CertificateBuilder:
+    """What every certificate here has: names, key, random serial, validity, its key id."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
 def _build_ca(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
@@ -189,29 +224,9 @@ def _build_ca(
         issuer_name = issuer_cert.subject
         aki = _authority_key_identifier(issuer_cert)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        _builder(subject, issuer_name, public_key, not_before, not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(aki, critical=False)
     )
     return builder.sign(issuer_key, _signature_hash(issuer_key))
@@ -363,33 +378,14 @@ class Authority:
 
         key = request.key.generate_private_key()
         public_key = key.public_key()
+        # RSA key exchange (TLS 1.2 and older) encrypts to the key: allow key encipherment.
+        usage = _key_usage(ca=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey))
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_subject(request))
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
+            _builder(_subject(request), self.certificate.subject, public_key, start, end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    # RSA key exchange (TLS 1.2 and older) encrypts to the key.
-                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage(_PROFILE_EKUS[profile]), critical=False)
             .add_extension(x509.SubjectAlternativeName(_sans(request)), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(_authority_key_identifier(self.certificate), critical=False)
         )
         certificate = builder.sign(self._key, _signature_hash(self._key))

@@ -1,4 +1,4 @@
-"""`twinstack`: the one entry point. Verbs: certs, serve, up, logs."""
+"""`twinstack`: the one entry point. Verbs: certs, serve, up, user, group, logs."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from twinstack.launcher import Platform
 
-    platform = Platform(args.data_dir, args.host, args.port, verbose=args.verbose)
+    platform = Platform(args.data_dir, args.host, args.port, verbose=args.verbose,
+                        database_url=args.database_url)
     return asyncio.run(platform.run())
 
 
@@ -102,6 +103,90 @@ async def _print_logs(args: argparse.Namespace, settings: Settings) -> None:
         except ActionError as exc:
             code = ExitCode.DEPENDENCY_UNREACHABLE if exc.status == 503 else ExitCode.USAGE
             raise FatalError(code, f"logger: {exc}") from exc
+
+
+def _operator(args: argparse.Namespace, operation: str, **params: Any) -> dict[str, Any]:
+    """Run an operator verb through `auth` if the platform is up, else on the database."""
+    from twinstack.services.auth import ADMIN_OPERATIONS
+    from twinstack.wire.errors import ActionError, ServiceUnavailable
+
+    settings = load_settings(vars(args))
+    model, run_offline = ADMIN_OPERATIONS[operation]
+    validated = model.model_validate(params)
+    if (settings.data_dir / "platform.json").exists():
+        async def online() -> dict[str, Any]:
+            async with _admin_client(settings, None, "auth") as client:
+                return await client.call(operation, validated.model_dump())
+        try:
+            return asyncio.run(online())
+        except ServiceUnavailable:
+            print("twinstack: the platform does not answer; using the database directly",
+                  file=sys.stderr)
+        except ActionError as exc:
+            raise FatalError(ExitCode.CONFIG_ERROR, exc.message) from exc
+
+    from twinstack.services.database import database_url
+    from twinstack.store import Database, StoreError
+
+    db = Database(database_url(settings))
+    try:
+        db.migrate()
+        with db.transaction() as s:
+            return run_offline(s, validated)
+    except StoreError as exc:
+        raise FatalError(ExitCode.CONFIG_ERROR, str(exc)) from exc
+    finally:
+        db.dispose()
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise FatalError(ExitCode.USAGE, "the passwords differ")
+    return first
+
+
+def _user(args: argparse.Namespace) -> None:
+    verb = args.user_verb
+    if verb == "add":
+        _operator(args, "user_add", name=args.name, password=_password(args), admin=args.admin)
+        print(f"user {args.name} added")
+    elif verb == "passwd":
+        _operator(args, "user_passwd", name=args.name, password=_password(args))
+        print(f"password of {args.name} changed")
+    elif verb in ("disable", "enable"):
+        reply = _operator(args, "user_disable", name=args.name, disabled=verb == "disable")
+        print(f"user {args.name} {verb}d ({reply['tokens_revoked']} tokens revoked)")
+    else:
+        for user in _operator(args, "user_list")["users"]:
+            flags = [f for f in ("admin", "disabled") if user[f]]
+            print(f"{user['name']:20} {' '.join(flags)}")
+
+
+def _group(args: argparse.Namespace) -> None:
+    verb = args.group_verb
+    if verb == "add":
+        _operator(args, "group_add", name=args.name)
+        print(f"group {args.name} added")
+    elif verb in ("add-member", "remove-member"):
+        _operator(args, "group_member", group=args.name, user=args.user,
+                  remove=verb == "remove-member")
+        print(f"{args.user} {'removed from' if verb == 'remove-member' else 'added to'} "
+              f"{args.name}")
+    else:
+        for group in _operator(args, "group_list")["groups"]:
+            print(f"{group['name']:20} {', '.join(group['members'])}")
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                        help="data directory of the platform (default ./data)")
+    parser.add_argument("--database-url", default=argparse.SUPPRESS,
+                        help="database URL, if not the SQLite file in the data directory")
 
 
 def _logs(args: argparse.Namespace) -> None:
@@ -149,9 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
                     help="address every service binds (default 127.0.0.1; 0.0.0.0 for all)")
     up.add_argument("--port", type=int, default=7400,
                     help="front-door port; the other services use the ports above it")
+    up.add_argument("--database-url",
+                    help="PostgreSQL URL (postgresql+psycopg://...); default SQLite in --data-dir")
     up.add_argument("--verbose", action="store_true",
                     help="keep every service's output in the foreground")
     up.set_defaults(run=_up)
+
+    user = verbs.add_parser("user", help="manage users (through auth when the platform is up)")
+    user_verbs = user.add_subparsers(dest="user_verb", required=True)
+    for verb, text in (("add", "add a user"), ("passwd", "set a user's password"),
+                       ("disable", "disable a user and revoke their tokens"),
+                       ("enable", "enable a disabled user"), ("list", "list users")):
+        sub = user_verbs.add_parser(verb, help=text)
+        if verb != "list":
+            sub.add_argument("name")
+        if verb in ("add", "passwd"):
+            sub.add_argument("--password-stdin", action="store_true",
+                             help="read the password from the first line of stdin")
+        if verb == "add":
+            sub.add_argument("--admin", action="store_true", help="an administrator")
+        _add_data_flags(sub)
+        sub.set_defaults(run=_user)
+
+    group = verbs.add_parser("group", help="manage groups (through auth when the platform is up)")
+    group_verbs = group.add_subparsers(dest="group_verb", required=True)
+    for verb, text in (("add", "add a group"), ("add-member", "add a user to a group"),
+                       ("remove-member", "remove a user from a group"), ("list", "list groups")):
+        sub = group_verbs.add_parser(verb, help=text)
+        if verb != "list":
+            sub.add_argument("name", help="group")
+        if verb.endswith("member"):
+            sub.add_argument("user")
+        _add_data_flags(sub)
+        sub.set_defaults(run=_group)
 
     logs = verbs.add_parser("logs", help="query and follow the logger service")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new records")

@@ -98,6 +98,44 @@ class Settings(BaseSettings):
     ready_file: Path | None = Field(
         None, description="file to write the bound addresses to (JSON) once the service is ready")
 
+    parent_pid: int | None = Field(
+        None, description="stop when this process exits (set by the LSS for its compute services)")
+
+    # data
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the platform database (postgresql+psycopg://...); "
+        "default: a SQLite file in --data-dir")
+    token_ttl_hours: float = Field(12.0, gt=0, description="lifetime of a login token")
+
+    # front door and relay
+    gss_url: str | None = Field(
+        None, description="internal URL of the global session service (https://host:port)")
+    auth_public_url: str | None = Field(
+        None, description="public URL of the auth service, told to clients by gss")
+    relay_public_url: str | None = Field(
+        None, description="public URL of the relay, told to clients by gss")
+    lss_timeout_seconds: float = Field(
+        15.0, gt=0, description="an LSS silent this long is marked lost with its sessions")
+
+    # local session service
+    lss_name: str | None = Field(None, description="this LSS's name (default: host name)")
+    capacity: int = Field(8, ge=1, description="sessions this LSS runs at most")
+    gpus: int = Field(0, ge=0, description="GPUs this LSS offers to solver services")
+    session_ca: Path | None = Field(
+        None, description="PKI directory with intermediate.pem and intermediate-key.pem, "
+        "used to sign the compute services' certificates")
+    spawn_host: str = Field(
+        "127.0.0.1", description="address compute services bind and publish")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="LSS heartbeat interval")
+    restart_backoff: float = Field(
+        0.5, gt=0, description="first delay before restarting a crashed compute service; "
+        "doubles each time")
+    restart_backoff_max: float = Field(30.0, gt=0, description="longest restart delay")
+    restart_limit: int = Field(
+        5, ge=0, description="restarts in a row after which the session fails")
+    restart_reset_seconds: float = Field(
+        60.0, gt=0, description="uptime after which a service's restart count starts over")
+
     @model_validator(mode="after")
     def _key_with_cert(self) -> Settings:
         if (self.cert is None) != (self.key is None):

@@ -24,9 +24,27 @@ from twinstack.pki import init_authority
 from twinstack.pki.authority import CA_CERT
 from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
+from twinstack.store import Database, sqlite_url
 
-# Started in this order: (service, offset): internal port = PORT + offset, health = that + 1.
-PLATFORM: tuple[tuple[str, int], ...] = (("logger", 10),)
+
+@dataclass(frozen=True)
+class Part:
+    """One platform service and its ports as offsets from --port (the front door's port)."""
+
+    name: str
+    internal: int
+    public: int | None = None
+
+    def url(self, host: str, port: int, channel: str = "internal") -> str:
+        offset = self.internal if channel == "internal" else self.public
+        assert offset is not None
+        return f"https://{host}:{port + offset}"
+
+
+# Started in this order; each also gets a health port at internal + 1.
+PLATFORM = (Part("logger", 16), Part("auth", 12, public=1), Part("gss", 10, public=0),
+            Part("relay", 14, public=2), Part("lss", 18))
+PARTS = {part.name: part for part in PLATFORM}
 READY_TIMEOUT = 60.0
 
 
@@ -44,7 +62,7 @@ def ensure_dev_pki(data_dir: Path, hosts: list[str]) -> None:
     d = pki_dir(data_dir)
     if not (d / CA_CERT).exists():
         init_authority(d)
-    for service in [name for name, _ in PLATFORM] + ["admin"]:
+    for service in [part.name for part in PLATFORM] + ["admin"]:
         if not (d / f"{service}-chain.pem").exists():
             issue_identity(d, service, d / service, hosts=hosts)
 
@@ -58,25 +76,47 @@ class Child:
 
 
 class Platform:
-    def __init__(self, data_dir: Path, host: str, port: int, verbose: bool = False) -> None:
+    def __init__(self, data_dir: Path, host: str, port: int, *, verbose: bool = False,
+                 database_url: str | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
         self.verbose = verbose
+        self.database_url = database_url or sqlite_url(self.data_dir)
         self.children: list[Child] = []
 
-    async def _spawn(self, name: str, offset: int, extra: list[str]) -> Child:
+    def _url(self, name: str, channel: str = "internal") -> str:
+        return PARTS[name].url(self._reachable(), self.port, channel)
+
+    def _arguments(self, part: Part) -> list[str]:
+        """What each service needs to find the others."""
+        args = [] if part.name == "logger" else ["--logger-url", self._url("logger")]
+        if part.public is not None:
+            args += ["--public-bind", f"{self.host}:{self.port + part.public}"]
+        if part.name in ("auth", "gss"):
+            args += ["--database-url", self.database_url]
+        if part.name == "gss":
+            args += ["--auth-public-url", self._url("auth", "public"),
+                     "--relay-public-url", self._url("relay", "public")]
+        if part.name in ("relay", "lss"):
+            args += ["--gss-url", self._url("gss")]
+        if part.name == "lss":
+            args += ["--session-ca", str(pki_dir(self.data_dir)), "--lss-name", "local"]
+        return args
+
+    async def _spawn(self, part: Part) -> Child:
+        name = part.name
         d = pki_dir(self.data_dir)
         run_dir = self.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         ready = run_dir / f"{name}.ready"
         ready.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "twinstack", "serve", name,
-               "--bind", f"{self.host}:{self.port + offset}",
-               "--health-bind", f"{self.host}:{self.port + offset + 1}",
+               "--bind", f"{self.host}:{self.port + part.internal}",
+               "--health-bind", f"{self.host}:{self.port + part.internal + 1}",
                "--cert", str(d / f"{name}-chain.pem"), "--key", str(d / f"{name}-key.pem"),
                "--ca", str(d / CA_CERT), "--data-dir", str(self.data_dir / name),
-               "--ready-file", str(ready), *extra]
+               "--ready-file", str(ready), *self._arguments(part)]
         if self.verbose:
             cmd.append("--verbose")
             out = None
@@ -108,15 +148,18 @@ class Platform:
     async def start(self) -> None:
         hosts = sorted({self.host, socket.gethostname(), "localhost", "127.0.0.1"} - {"0.0.0.0"})
         ensure_dev_pki(self.data_dir, hosts)
-        logger_url = f"https://{self._reachable()}:{self.port + PLATFORM[0][1]}"
-        for name, offset in PLATFORM:
-            extra = [] if name == "logger" else ["--logger-url", logger_url]
-            child = await self._spawn(name, offset, extra)
+        db = Database(self.database_url)  # migrate once here, before services share it
+        try:
+            await asyncio.to_thread(db.migrate)
+        finally:
+            db.dispose()
+        for part in PLATFORM:
+            child = await self._spawn(part)
             await self._wait_ready(child)
-            print(f"  {name:8} ready on {child.addresses['internal']} "  # type: ignore[index]
-                  f"(pid {child.proc.pid})", flush=True)
+            print(f"  {part.name:8} ready (pid {child.proc.pid})", flush=True)
         (self.data_dir / "platform.json").write_text(json.dumps(
-            {"logger_url": logger_url, "pid": os.getpid(),
+            {"url": self._url("gss", "public"), "logger_url": self._url("logger"),
+             "auth_url": self._url("auth"), "gss_url": self._url("gss"), "pid": os.getpid(),
              "services": {c.name: c.addresses for c in self.children}}, indent=2))
 
     def _reachable(self) -> str:
@@ -143,7 +186,9 @@ class Platform:
         try:
             print(f"starting TwinStack in {self.data_dir}", flush=True)
             await self.start()
-            print("TwinStack is up. Logs: twinstack logs --follow. Stop with Ctrl-C.", flush=True)
+            print(f"TwinStack is up at {self._url('gss', 'public')} (CA: "
+                  f"{pki_dir(self.data_dir) / CA_CERT}). Add a user: twinstack user add NAME. "
+                  "Logs: twinstack logs --follow. Stop with Ctrl-C.", flush=True)
             waits = [asyncio.create_task(c.proc.wait()) for c in self.children]
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)

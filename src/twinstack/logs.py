@@ -150,5 +150,5 @@ def configure(service: str, *, level: str = "info", verbose: bool = False,
     stdout.setFormatter(_Formatter(human=verbose))
     root.addHandler(stdout)
     root.setLevel(LEVELS[level])
-    for noisy in ("aiohttp.access",):
+    for noisy in ("aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

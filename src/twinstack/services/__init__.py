@@ -10,6 +10,10 @@ from twinstack.wire.runtime import ServiceBase
 SERVICES: dict[str, str] = {
     "logger": "twinstack.services.logger:LoggerService",
     "kriging": "twinstack.services.kriging:KrigingService",
+    "lss": "twinstack.services.lss:LssService",
+    "gss": "twinstack.services.gss:GssService",
+    "auth": "twinstack.services.auth:AuthService",
+    "relay": "twinstack.services.relay:RelayService",
 }
 
 

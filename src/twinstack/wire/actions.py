@@ -3,8 +3,8 @@
 A service marks methods with `@action(...)`. The method's `params` annotation is a pydantic
 model that validates the call's parameters; `allow` lists the peer services (certificate CN)
 that may call it over the internal channel; `public=True` also exposes it on the public channel
-to bearer-token clients. An async-generator method is a *streaming* action: WebSocket only,
-each yielded item is pushed to the caller as an event.
+to bearer-token clients (`anonymous=True`: without a token). An async-generator method is a
+*streaming* action: WebSocket only, each yielded item is pushed to the caller as an event.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class Action:
     params: type[BaseModel]
     allow: frozenset[str]
     public: bool
+    anonymous: bool
     streams: bool
 
     def permits(self, call: Call, own_session: str | None) -> None:
@@ -71,9 +72,12 @@ class Action:
 
 
 def action(*, allow: Iterable[str] = (ANY_PEER,), public: bool = False,
-           name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+           anonymous: bool = False, name: str | None = None
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare an action; `anonymous` ones are public and need no token (e.g. login)."""
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(fn, _MARK, {"allow": frozenset(allow), "public": public, "name": name})
+        setattr(fn, _MARK, {"allow": frozenset(allow), "public": public or anonymous,
+                            "anonymous": anonymous, "name": name})
         return fn
     return mark
 
@@ -93,7 +97,7 @@ def collect_actions(service: object) -> dict[str, Action]:
         name = mark["name"] or attr
         found[name] = Action(name=name, handler=getattr(service, attr), params=params,
                              allow=mark["allow"], public=mark["public"],
-                             streams=inspect.isasyncgenfunction(fn))
+                             anonymous=mark["anonymous"], streams=inspect.isasyncgenfunction(fn))
     return found
 
 

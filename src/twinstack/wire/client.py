@@ -7,6 +7,7 @@ retried only when the connection was refused, i.e. when the request certainly ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import ssl
@@ -75,27 +76,108 @@ class ServiceClient:
                     from exc
         raise AssertionError("unreachable")
 
-    async def stream(self, action: str, params: dict[str, Any] | None = None
-                     ) -> AsyncIterator[Any]:
-        """Run a streaming action over the WebSocket and yield each event it pushes."""
-        call_id = next(self._ids)
+    @contextlib.asynccontextmanager
+    async def link(self) -> AsyncIterator[Link]:
+        """A WebSocket to the service carrying many calls and streams at once."""
         try:
-            async with self._http().ws_connect(f"{self.url}/ws", headers=self._headers(),
-                                               heartbeat=30) as ws:
-                await ws.send_json({"id": call_id, "action": action, "params": params or {}})
-                async for msg in ws:
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        break
-                    reply = json.loads(msg.data)
-                    if "event" in reply:
-                        yield reply["event"]
-                    elif "error" in reply:
-                        err = reply["error"]
-                        raise ActionError.from_json(int(err.get("status", 400)), err)
-                    else:
-                        return
+            ws = await self._http().ws_connect(f"{self.url}/ws", headers=self._headers(),
+                                               heartbeat=15)
         except aiohttp.WSServerHandshakeError as exc:
             raise ActionError(exc.status, "refused", f"{self.url}/ws refused: {exc.message}") \
                 from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"{self.url} {action}: {exc or type(exc).__name__}") from exc
+            raise ServiceUnavailable(f"{self.url}/ws: {exc or type(exc).__name__}") from exc
+        link = Link(ws, self.url)
+        reader = asyncio.create_task(link.read())
+        try:
+            yield link
+        finally:
+            await ws.close()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def stream(self, action: str, params: dict[str, Any] | None = None
+                     ) -> AsyncIterator[Any]:
+        """Run a streaming action over its own WebSocket and yield each event it pushes."""
+        async with self.link() as link:
+            async for event in link.stream(action, params):
+                yield event
+
+
+_END = object()
+
+
+class Link:
+    """Calls and streams multiplexed over one WebSocket, matched to replies by `id`."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> None:
+        self.ws = ws
+        self.url = url
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Queue[Any]] = {}
+        self.closed = asyncio.Event()
+
+    async def read(self) -> None:
+        """Route every reply to its caller until the socket closes; then fail what waits."""
+        try:
+            async for msg in self.ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                reply = json.loads(msg.data)
+                queue = self._waiting.get(reply.get("id"))
+                if queue is not None:
+                    queue.put_nowait(reply)
+        finally:
+            self.closed.set()
+            for queue in self._waiting.values():
+                queue.put_nowait(_END)
+
+    async def _send(self, action: str, params: dict[str, Any] | None) -> tuple[int, Any]:
+        if self.closed.is_set():
+            raise ServiceUnavailable(f"{self.url}/ws is closed")
+        call_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiting[call_id] = queue
+        try:
+            await self.ws.send_json({"id": call_id, "action": action, "params": params or {},
+                                     **({"request": request_id.get()} if request_id.get()
+                                        else {})})
+        except (ConnectionError, RuntimeError) as exc:
+            self._waiting.pop(call_id, None)
+            raise ServiceUnavailable(f"{self.url}/ws: {exc}") from exc
+        return call_id, queue
+
+    def _unwrap(self, action: str, reply: Any) -> Any:
+        if reply is _END:
+            raise ServiceUnavailable(f"{self.url}/ws closed during {action}")
+        if "error" in reply:
+            err = reply["error"]
+            raise ActionError.from_json(int(err.get("status", 400)), err)
+        return reply
+
+    async def call(self, action: str, params: dict[str, Any] | None = None, *,
+                   timeout: float = 30.0) -> Any:
+        call_id, queue = await self._send(action, params)
+        try:
+            reply = await asyncio.wait_for(queue.get(), timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailable(f"{self.url} {action}: no answer in {timeout:g} s") from exc
+        finally:
+            self._waiting.pop(call_id, None)
+        return self._unwrap(action, reply)["result"]
+
+    async def stream(self, action: str, params: dict[str, Any] | None = None
+                     ) -> AsyncIterator[Any]:
+        call_id, queue = await self._send(action, params)
+        try:
+            while True:
+                reply = self._unwrap(action, await queue.get())
+                if "event" not in reply:
+                    return
+                yield reply["event"]
+        finally:
+            self._waiting.pop(call_id, None)
+            if not self.closed.is_set():
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.send_json({"id": call_id, "cancel": True})

@@ -79,6 +79,10 @@ class ServiceBase:
         """Public channel: the principal a bearer token stands for, or None to refuse it."""
         return None
 
+    def public_routes(self) -> list[web.RouteDef]:
+        """Extra routes on the public listener, for protocols other than the action envelope."""
+        return []
+
     @action()
     async def info(self, call: Call, params: NoParams) -> dict[str, Any]:
         """Who this service is and where it can be reached."""
@@ -98,6 +102,17 @@ def _listen(address: str) -> socket.socket:
             raise FatalError(ExitCode.PORT_IN_USE, f"cannot bind {address}: already in use") \
                 from exc
         raise FatalError(ExitCode.CONFIG_ERROR, f"cannot bind {address}: {exc.strerror}") from exc
+
+
+def _stop_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM us when the parent (an LSS) dies, so no orphan outlives it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, f"parent {parent_pid} is already gone")
 
 
 def _jsonable(result: Any) -> Any:
@@ -138,6 +153,8 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        if s.parent_pid is not None:
+            _stop_with_parent(s.parent_pid)
         if s.cert is None or s.key is None or s.ca is None:
             raise FatalError(ExitCode.CERTIFICATE_ERROR,
                              "a service needs --cert, --key and --ca (or TWINSTACK_CERT, ...)")
@@ -280,6 +297,8 @@ class Runtime:
         app = web.Application()
         app.router.add_post("/execute", self._handler(self._execute, "public"))
         app.router.add_get("/ws", self._handler(self._websocket, "public"))
+        assert self.service is not None
+        app.router.add_routes(self.service.public_routes())
         return app
 
     def _health_app(self) -> web.Application:
@@ -359,12 +378,20 @@ class Runtime:
     async def _execute(self, request: web.Request, channel: Channel) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
         try:
-            call = await self._caller(request, channel, rid)
+            # The internal channel is gated by the TLS peer; the public one by a bearer token,
+            # which anonymous actions (login, service info) do without.
+            call = await self._caller(request, channel, rid) if channel == "internal" else None
             try:
                 body = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise malformed(f"the request body is not valid JSON: {exc}") from exc
-            found, params = self._resolve(call, body)
+            name, raw_params = parse_envelope(body)
+            found = lookup(self.actions, name, channel)
+            if call is None:
+                call = Call("public", rid) if found.anonymous \
+                    else await self._caller(request, channel, rid)
+            found.permits(call, self.settings.session)
+            params = found.parse(raw_params)
             if found.streams:
                 raise ActionError(400, "streaming_action",
                                   f"{found.name} streams events: call it over the WebSocket /ws",

@@ -1,0 +1,438 @@
+"""The global session service: the front door for projects and sessions, and the LSS registry.
+
+Clients (public channel, bearer token) manage projects and open sessions; LSS nodes dial in on
+the internal channel and keep one WebSocket open (`lss_attach`), over which they receive
+start/stop commands and report heartbeats and session progress; the relay asks here whether a
+token may use a session and subscribes to the session's events. All state that must survive a
+restart lives in the database; only the open LSS sockets and event subscribers are in memory,
+and both come back by themselves (LSS nodes and relays reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session as Tx
+
+from twinstack import __version__
+from twinstack.services.database import ServiceDatabase
+from twinstack.store import Conflict, NotFound, accounts, projects
+from twinstack.store.models import SessionRecord, User, utcnow
+from twinstack.wire.actions import Call, action
+from twinstack.wire.errors import ActionError, forbidden, unauthorized
+from twinstack.wire.runtime import NoParams, Ports, ServiceBase
+
+log = logging.getLogger(__name__)
+
+# Which compute services a session of each type runs.
+SESSION_TYPES: dict[str, tuple[str, ...]] = {"data analysis": ("kriging",)}
+RANK = {"viewer": 1, "editor": 2, "owner": 3}
+LIVE = ("starting", "ready")
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    name: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An LSS as placement sees it."""
+
+    name: str
+    capacity: int
+    live_sessions: int
+    load: dict[str, float]
+
+
+def load_score(node: Candidate) -> float:
+    """Lower is better: half sessions-vs-capacity, then CPU and memory from the heartbeat."""
+    return (0.5 * node.live_sessions / node.capacity + 0.3 * node.load.get("cpu", 0.0)
+            + 0.2 * node.load.get("memory", 0.0))
+
+
+def choose_lss(nodes: list[Candidate]) -> str | None:
+    """The least loaded LSS with room for one more session, or None."""
+    open_nodes = [n for n in nodes if n.live_sessions < n.capacity]
+    return min(open_nodes, key=lambda n: (load_score(n), n.name)).name if open_nodes else None
+
+
+def session_view(record: SessionRecord) -> dict[str, Any]:
+    return {"id": record.id, "project": record.project_id, "state": record.state,
+            "lss": record.lss_id, "services": record.services or {}, "reason": record.reason,
+            "created_at": record.created_at.isoformat()}
+
+
+def require(role: str | None, needed: str, what: str, project: str) -> None:
+    if role is None:  # another user's project is not even admitted to exist
+        raise ActionError(404, "not_found", f"no project {project}")
+    if RANK[role] < RANK[needed]:
+        raise forbidden(f"{what} needs the {needed} role on project {project}; you are {role}")
+
+
+class ProjectRef(BaseModel):
+    model_config = {"extra": "forbid"}
+    project: str
+
+
+class CreateProject(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1, max_length=200)
+    session_type: str
+
+
+class RenameProject(ProjectRef):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ShareProject(ProjectRef):
+    user: str | None = None
+    group: str | None = None
+    role: Literal["viewer", "editor", "owner"] = "viewer"
+
+
+class UnshareProject(ProjectRef):
+    user: str | None = None
+    group: str | None = None
+
+
+class SessionRef(BaseModel):
+    model_config = {"extra": "forbid"}
+    session: str
+
+
+class SessionAccess(SessionRef):
+    token: str
+
+
+class LssHello(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    capacity: int = Field(ge=1)
+    gpus: int = 0
+    load: dict[str, float] = {}
+    sessions: list[str] = []
+
+
+class LssHeartbeat(BaseModel):
+    name: str
+    load: dict[str, float] = {}
+
+
+class SessionEvent(BaseModel):
+    model_config = {"extra": "allow"}
+    session: str
+    type: str
+    lss: str
+
+
+class GssService(ServiceBase):
+    name: ClassVar[str] = "gss"
+    ports: ClassVar[Ports] = Ports(internal=7430, health=7431, public=7400)
+
+    async def start(self) -> None:
+        self.db = ServiceDatabase(self.settings)
+        await self.db.open()
+        self.commands: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = \
+            collections.defaultdict(set)
+        self.sweeper = asyncio.create_task(self._sweep_silent_lss())
+
+    async def stop(self) -> None:
+        self.sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sweeper
+        self.db.close()
+
+    async def authenticate(self, token: str) -> Principal | None:
+        def resolve(s: Tx) -> Principal | None:
+            user = accounts.resolve_token(s, token)
+            return Principal(user.id, user.name, user.admin) if user else None
+        return await self.db.run(resolve)
+
+    # events -------------------------------------------------------------------------------
+
+    def publish(self, session: str, event: dict[str, Any]) -> None:
+        for queue in self.subscribers.get(session, ()):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(event)
+
+    def command(self, lss: str, command: dict[str, Any]) -> bool:
+        queue = self.commands.get(lss)
+        if queue is None:
+            return False
+        queue.put_nowait(command)
+        return True
+
+    # public: projects -----------------------------------------------------------------------
+
+    @action(anonymous=True)
+    async def info(self, call: Call, params: NoParams) -> dict[str, Any]:
+        """What a thin client needs first: where to log in and where the relay is."""
+        return {"service": "gss", "version": __version__,
+                "auth_url": self.settings.auth_public_url,
+                "relay_url": self.settings.relay_public_url,
+                "session_types": {k: list(v) for k, v in SESSION_TYPES.items()}}
+
+    @action(public=True, allow=())
+    async def create_project(self, call: Call, params: CreateProject) -> dict[str, Any]:
+        if params.session_type not in SESSION_TYPES:
+            raise ActionError(422, "invalid_params", f"unknown session type "
+                              f"{params.session_type!r}; known: {', '.join(SESSION_TYPES)}",
+                              "params.session_type")
+        me: Principal = call.principal
+
+        def create(s: Tx) -> dict[str, Any]:
+            owner = s.get(User, me.id)
+            project = projects.create_project(s, owner, params.name, params.session_type)
+            return {"id": project.id, "name": project.name,
+                    "session_type": project.session_type, "role": "owner"}
+        return await self.db.run(create)
+
+    @action(public=True, allow=())
+    async def list_projects(self, call: Call, params: NoParams) -> dict[str, Any]:
+        me: Principal = call.principal
+
+        def visible(s: Tx) -> list[dict[str, Any]]:
+            user = s.get(User, me.id)
+            return [{"id": p.id, "name": p.name, "session_type": p.session_type,
+                     "role": role, "owner": s.get(User, p.owner_id).name}
+                    for p, role in projects.visible_projects(s, user)]
+        return {"projects": await self.db.run(visible)}
+
+    async def _role(self, me: Principal, project: str) -> str | None:
+        return await self.db.run(
+            lambda s: projects.role_of(s, s.get(User, me.id), project))
+
+    @action(public=True, allow=())
+    async def rename_project(self, call: Call, params: RenameProject) -> dict[str, Any]:
+        require(await self._role(call.principal, params.project), "editor", "renaming",
+                params.project)
+        await self.db.run(lambda s: projects.rename_project(s, params.project, params.name))
+        return {"id": params.project, "name": params.name}
+
+    @action(public=True, allow=())
+    async def delete_project(self, call: Call, params: ProjectRef) -> dict[str, Any]:
+        require(await self._role(call.principal, params.project), "owner", "deleting",
+                params.project)
+        live = await self.db.run(lambda s: projects.live_session(s, params.project))
+        if live is not None:
+            await self._close(live.id, live.lss_id, "project deleted")
+        await self.db.run(lambda s: projects.delete_project(s, params.project))
+        return {"deleted": params.project}
+
+    @action(public=True, allow=())
+    async def share_project(self, call: Call, params: ShareProject) -> dict[str, Any]:
+        require(await self._role(call.principal, params.project), "owner", "sharing",
+                params.project)
+        if (params.user is None) == (params.group is None):
+            raise ActionError(422, "invalid_params", "share with exactly one of user or group",
+                              "params.user")
+        await self.db.run(lambda s: projects.share_project(
+            s, params.project, user=params.user, group=params.group, role=params.role))
+        return {"shares": await self.db.run(lambda s: projects.shares_of(s, params.project))}
+
+    @action(public=True, allow=())
+    async def unshare_project(self, call: Call, params: UnshareProject) -> dict[str, Any]:
+        require(await self._role(call.principal, params.project), "owner", "unsharing",
+                params.project)
+        await self.db.run(lambda s: projects.unshare_project(
+            s, params.project, user=params.user, group=params.group))
+        return {"shares": await self.db.run(lambda s: projects.shares_of(s, params.project))}
+
+    # public: sessions -----------------------------------------------------------------------
+
+    @action(public=True, allow=())
+    async def open_session(self, call: Call, params: ProjectRef) -> dict[str, Any]:
+        """Join the project's live session, or start one on the least loaded LSS."""
+        me: Principal = call.principal
+        role = await self._role(me, params.project)
+        require(role, "viewer", "opening a session", params.project)
+        live = await self.db.run(lambda s: projects.live_session(s, params.project))
+        if live is not None:
+            return session_view(live)
+        require(role, "editor", "starting a session", params.project)
+        project = await self.db.run(lambda s: projects.get_project(s, params.project))
+        lss = choose_lss(await self._candidates())
+        if lss is None:
+            raise ActionError(503, "no_capacity", "no session node (LSS) is connected or has "
+                              "room for another session; try again later")
+
+        def create(s: Tx) -> SessionRecord:
+            try:
+                return projects.create_session(s, params.project, me.id, lss)
+            except Conflict:  # someone else started it just now: join theirs
+                found = projects.live_session(s, params.project)
+                assert found is not None
+                return found
+        record = await self.db.run(create)
+        if record.lss_id == lss and record.state == "starting":
+            self.command(lss, {"type": "start_session", "session": record.id,
+                               "services": list(SESSION_TYPES[project.session_type])})
+            log.info("session %s of project %s placed on %s", record.id, params.project, lss)
+        return session_view(record)
+
+    async def _candidates(self) -> list[Candidate]:
+        def read(s: Tx) -> list[Candidate]:
+            counts = projects.live_session_counts(s)
+            return [Candidate(n.id, n.capacity, counts.get(n.id, 0), n.load or {})
+                    for n in projects.connected_lss(s) if n.id in self.commands]
+        return await self.db.run(read)
+
+    @action(public=True, allow=())
+    async def list_sessions(self, call: Call, params: NoParams) -> dict[str, Any]:
+        me: Principal = call.principal
+        records = await self.db.run(
+            lambda s: [session_view(r) for r in
+                       projects.sessions_visible_to(s, s.get(User, me.id))])
+        return {"sessions": records}
+
+    @action(public=True, allow=())
+    async def close_session(self, call: Call, params: SessionRef) -> dict[str, Any]:
+        record = await self.db.run(lambda s: projects.get_session(s, params.session))
+        role = await self._role(call.principal, record.project_id)
+        if role is None:
+            raise ActionError(404, "not_found", f"no session {params.session}")
+        if record.opened_by != call.principal.id:
+            require(role, "editor", "closing a session", record.project_id)
+        if record.state in LIVE:
+            await self._close(record.id, record.lss_id, f"closed by {call.principal.name}")
+        return {"id": record.id, "state": "closing" if record.state in LIVE else record.state}
+
+    async def _close(self, session: str, lss: str | None, reason: str) -> None:
+        sent = lss is not None and self.command(lss, {"type": "stop_session",
+                                                      "session": session})
+        state = "closing" if sent else "closed"
+        await self.db.run(lambda s: projects.set_session_state(s, session, state,
+                                                               reason=reason))
+        self.publish(session, {"type": state, "session": session, "state": state,
+                               "reason": reason})
+
+    # internal: the relay ----------------------------------------------------------------------
+
+    @action(allow=("relay",))
+    async def session_access(self, call: Call, params: SessionAccess) -> dict[str, Any]:
+        """May this token's user use this session, and where are its services?"""
+        user = await self.authenticate(params.token)
+        if user is None:
+            raise unauthorized("the token is invalid, expired or revoked")
+
+        def check(s: Tx) -> dict[str, Any]:
+            record = projects.get_session(s, params.session)
+            role = projects.role_of(s, s.get(User, user.id), record.project_id)
+            if role is None:
+                raise NotFound(f"no session {params.session}")
+            return {"user": user.name, "role": role, "state": record.state,
+                    "services": record.services or {}}
+        return await self.db.run(check)
+
+    @action(allow=("relay",))
+    async def session_events(self, call: Call, params: SessionRef
+                             ) -> AsyncIterator[dict[str, Any]]:
+        """The session's state now, then every event as it happens."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self.subscribers[params.session].add(queue)
+        try:
+            record = await self.db.run(lambda s: projects.get_session(s, params.session))
+            yield {"type": "state", "session": record.id, "state": record.state,
+                   "services": record.services or {}, "reason": record.reason}
+            while True:
+                yield await queue.get()
+        finally:
+            self.subscribers[params.session].discard(queue)
+            if not self.subscribers[params.session]:
+                del self.subscribers[params.session]
+
+    # internal: LSS nodes --------------------------------------------------------------------
+
+    @action(allow=("lss",))
+    async def lss_attach(self, call: Call, params: LssHello) -> AsyncIterator[dict[str, Any]]:
+        """An LSS's control channel: register it, reconcile sessions, then stream commands."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.commands[params.name] = queue
+        running = set(params.sessions)
+
+        def register(s: Tx) -> tuple[list[str], list[str]]:
+            projects.upsert_lss(s, params.name, params.capacity, params.load)
+            known = {r.id: r for r in projects.sessions_of_lss(s, params.name, states=LIVE)}
+            vanished = [sid for sid in known if sid not in running]
+            for sid in vanished:
+                projects.set_session_state(s, sid, "lost", reason=f"LSS {params.name} "
+                                           "reconnected without it")
+            return vanished, [sid for sid in running if sid not in known]
+
+        vanished, unwanted = await self.db.run(register)
+        for sid in vanished:
+            self.publish(sid, {"type": "lost", "session": sid, "state": "lost",
+                               "reason": f"LSS {params.name} reconnected without it"})
+        for sid in unwanted:
+            queue.put_nowait({"type": "stop_session", "session": sid})
+        log.info("LSS %s attached (capacity %d, running %d)", params.name, params.capacity,
+                 len(running))
+        try:
+            yield {"type": "attached", "lss": params.name}
+            while True:
+                yield await queue.get()
+        finally:
+            if self.commands.get(params.name) is queue:
+                del self.commands[params.name]
+            log.info("LSS %s detached", params.name)
+
+    @action(allow=("lss",))
+    async def lss_heartbeat(self, call: Call, params: LssHeartbeat) -> dict[str, Any]:
+        await self.db.run(lambda s: projects.record_heartbeat(s, params.name, params.load))
+        return {"ok": True}
+
+    @action(allow=("lss",))
+    async def session_event(self, call: Call, params: SessionEvent) -> dict[str, Any]:
+        """Progress from an LSS: move the session's state and tell its subscribers."""
+        event = params.model_dump()
+        new_state = {"ready": "ready", "failed": "failed", "closed": "closed"}.get(params.type)
+
+        def apply(s: Tx) -> str | None:
+            record = projects.get_session(s, params.session)
+            if record.lss_id != params.lss:
+                raise forbidden(f"session {params.session} is not on LSS {params.lss}")
+            if new_state is None or record.state not in (*LIVE, "closing"):
+                return None
+            projects.set_session_state(s, params.session, new_state,
+                                       reason=event.get("reason"),
+                                       services=event.get("services"))
+            return new_state
+
+        changed = await self.db.run(apply)
+        if changed is not None:
+            event["state"] = changed
+        self.publish(params.session, event)
+        return {"ok": True}
+
+    async def _sweep_silent_lss(self) -> None:
+        timeout = self.settings.lss_timeout_seconds
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 5))
+            try:
+                lost = await self.db.run(lambda s: self._mark_lost(s, timeout))
+            except ActionError as exc:
+                log.warning("LSS sweep: %s", exc.message)
+                continue
+            for lss, sessions in lost.items():
+                log.warning("LSS %s lost: no heartbeat for %.0f s", lss, timeout)
+                for sid in sessions:
+                    self.publish(sid, {"type": "lost", "session": sid, "state": "lost",
+                                       "reason": f"LSS {lss} stopped sending heartbeats"})
+
+    @staticmethod
+    def _mark_lost(s: Tx, timeout: float) -> dict[str, list[str]]:
+        before = {n.id: [r.id for r in projects.sessions_of_lss(s, n.id, states=LIVE)]
+                  for n in projects.connected_lss(s)}
+        lost = projects.mark_silent_lss_lost(s, utcnow() - timedelta(seconds=timeout))
+        return {lss: before.get(lss, []) for lss in lost}

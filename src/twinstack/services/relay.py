@@ -1,0 +1,139 @@
+"""The relay: one WebSocket per client session, routed to that session's compute services.
+
+`GET /session?id=SESSION` on the public channel, with `Authorization: Bearer TOKEN`. Messages
+are `{"id", "service", "action", "params"}`; replies `{"id", "result"}` or `{"id", "error"}`;
+session events (progress, restarts, failure) arrive as `{"event": {...}}`. Every call is checked
+again with the GSS (token still valid, user still allowed, service part of *this* session), so
+nothing else in the private tier is reachable through the relay, whatever a client writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, ClassVar
+
+from aiohttp import WSMsgType, web
+
+from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.wire.client import ServiceClient
+from twinstack.wire.errors import ActionError, malformed, unauthorized
+from twinstack.wire.runtime import Ports, ServiceBase
+
+log = logging.getLogger(__name__)
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def _error(call_id: Any, err: ActionError) -> dict[str, Any]:
+    return {"id": call_id, "error": {**err.to_json(), "status": err.status}}
+
+
+class RelayService(ServiceBase):
+    name: ClassVar[str] = "relay"
+    ports: ClassVar[Ports] = Ports(internal=7440, health=7441, public=7402)
+
+    async def start(self) -> None:
+        if self.settings.gss_url is None:
+            raise FatalError(ExitCode.CONFIG_ERROR, "the relay needs --gss-url")
+        self.tls_client = self.runtime.tls.client()
+        self.gss = ServiceClient(self.settings.gss_url, self.tls_client, timeout=10)
+        self.compute: dict[str, ServiceClient] = {}
+
+    async def stop(self) -> None:
+        for client in [self.gss, *self.compute.values()]:
+            await client.close()
+
+    def public_routes(self) -> list[web.RouteDef]:
+        return [web.get("/session", self._session_socket)]
+
+    async def _access(self, token: str, session: str) -> dict[str, Any]:
+        return await self.gss.call("session_access", {"token": token, "session": session},
+                                   idempotent=True)
+
+    async def _session_socket(self, request: web.Request) -> web.StreamResponse:
+        session = request.query.get("id", "")
+        try:
+            token = _bearer(request)
+            if not session:
+                raise malformed("give the session: /session?id=SESSION")
+            access = await self._access(token, session)
+        except ActionError as err:
+            log.warning("refused relay connection to session %s: %s", session, err.message)
+            return web.json_response({"error": err.to_json()}, status=err.status)
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        log.info("client %s attached to session %s", access["user"], session)
+        events = asyncio.create_task(self._push_events(ws, session))
+        calls: set[asyncio.Task[None]] = set()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                task = asyncio.create_task(self._forward(ws, token, session, msg.data))
+                calls.add(task)
+                task.add_done_callback(calls.discard)
+        finally:
+            for task in [events, *calls]:
+                task.cancel()
+        return ws
+
+    async def _push_events(self, ws: web.WebSocketResponse, session: str) -> None:
+        """Forward the session's events; resubscribe if the GSS restarts."""
+        delay = 0.1
+        while not ws.closed:
+            try:
+                async for event in self.gss.stream("session_events", {"session": session}):
+                    delay = 0.1
+                    await ws.send_json({"event": event})
+            except ActionError as exc:
+                log.debug("event stream for %s: %s", session, exc.message)
+            except (ConnectionError, RuntimeError):
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _forward(self, ws: web.WebSocketResponse, token: str, session: str,
+                       data: str) -> None:
+        call_id = None
+        try:
+            try:
+                message = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise malformed(f"message is not valid JSON: {exc}") from exc
+            if not isinstance(message, dict):
+                raise malformed("a message is {\"id\", \"service\", \"action\", \"params\"}")
+            call_id = message.get("id")
+            service, action = message.get("service"), message.get("action")
+            if not isinstance(service, str) or not isinstance(action, str):
+                raise ActionError(400, "malformed_request",
+                                  "'service' and 'action' must be strings", "service")
+            access = await self._access(token, session)
+            endpoint = access["services"].get(service, {}).get("endpoint")
+            if endpoint is None:
+                raise ActionError(404, "unknown_service",
+                                  f"session {session} has no service {service!r}; it has "
+                                  f"{', '.join(sorted(access['services'])) or 'none yet'}",
+                                  "service")
+            if access["state"] != "ready":
+                raise ActionError(409, "session_not_ready", f"session {session} is "
+                                  f"{access['state']}")
+            result = await self._client(endpoint).call(action, message.get("params") or {},
+                                                       timeout=600)
+            reply: dict[str, Any] = {"id": call_id, "result": result}
+        except ActionError as err:
+            reply = _error(call_id, err)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_json(reply)
+
+    def _client(self, endpoint: str) -> ServiceClient:
+        if endpoint not in self.compute:
+            self.compute[endpoint] = ServiceClient(f"https://{endpoint}", self.tls_client)
+        return self.compute[endpoint]

@@ -1,0 +1,285 @@
+"""Projects and their ACLs, sessions, and the LSS nodes sessions run on: what the gss keeps.
+
+Functions flush but never commit: the caller's `Database.transaction()` decides.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from twinstack.store.accounts import get_group, get_user
+from twinstack.store.errors import Conflict, Invalid, NotFound, conflict_on_integrity
+from twinstack.store.models import (
+    FINAL_STATES,
+    LIVE_STATES,
+    ROLES,
+    SESSION_STATES,
+    Group,
+    LssNode,
+    Membership,
+    Project,
+    SessionRecord,
+    Share,
+    User,
+    utcnow,
+)
+
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+
+
+def _text(kind: str, value: str, limit: int) -> str:
+    value = value.strip() if isinstance(value, str) else ""
+    if not value or len(value) > limit:
+        raise Invalid(f"{kind} must be 1 to {limit} characters")
+    return value
+
+
+# --- projects and ACLs -----------------------------------------------------------------------
+
+def create_project(s: Session, owner: User, name: str, session_type: str) -> Project:
+    name = _text("a project name", name, 128)
+    project = Project(name=name, session_type=_text("a session type", session_type, 64),
+                      owner_id=owner.id)
+    with conflict_on_integrity(s, f"user {owner.name!r} already has a project named {name!r}"):
+        s.add(project)
+    return project
+
+
+def get_project(s: Session, project_id: str) -> Project:
+    project = s.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"no project with id {project_id!r}")
+    return project
+
+
+def rename_project(s: Session, project_id: str, name: str) -> Project:
+    project = get_project(s, project_id)
+    name = _text("a project name", name, 128)
+    with conflict_on_integrity(s, f"the owner already has a project named {name!r}"):
+        project.name = name
+    return project
+
+
+def delete_project(s: Session, project_id: str) -> None:
+    """Delete a project; the database cascades its shares and sessions."""
+    s.delete(get_project(s, project_id))
+    s.flush()
+
+
+def _granted_to(user: User) -> ColumnElement[bool]:
+    """Shares that reach the user directly or through one of their groups."""
+    groups = select(Membership.group_id).where(Membership.user_id == user.id)
+    return or_(Share.user_id == user.id, Share.group_id.in_(groups))
+
+
+def role_of(s: Session, user: User, project_id: str) -> str | None:
+    """The user's role on a project: owner, else the highest shared role; None without access.
+
+    Admins get no implicit role here; the services decide what admins may override.
+    """
+    owner_id = s.scalar(select(Project.owner_id).where(Project.id == project_id))
+    if owner_id is None:
+        return None
+    if owner_id == user.id:
+        return "owner"
+    roles = s.scalars(select(Share.role).where(Share.project_id == project_id, _granted_to(user)))
+    return max(roles, key=_RANK.__getitem__, default=None)
+
+
+def visible_projects(s: Session, user: User) -> list[tuple[Project, str]]:
+    """The projects the user has a role in, with that role, sorted by name."""
+    owned = s.scalars(select(Project).where(Project.owner_id == user.id))
+    best = {project.id: (project, "owner") for project in owned}
+    shared = s.execute(select(Project, Share.role).join(Share, Share.project_id == Project.id)
+                       .where(_granted_to(user), Project.owner_id != user.id))
+    for project, role in shared:
+        if project.id not in best or _RANK[role] > _RANK[best[project.id][1]]:
+            best[project.id] = (project, role)
+    return sorted(best.values(), key=lambda pair: (pair[0].name, pair[0].id))
+
+
+def _grantee(s: Session, user: str | None, group: str | None) -> dict[str, int]:
+    if (user is None) == (group is None):
+        raise Invalid("name exactly one of a user or a group")
+    return {"user_id": get_user(s, user).id} if user is not None else \
+        {"group_id": get_group(s, group).id}  # type: ignore[arg-type]
+
+
+def share_project(s: Session, project_id: str, *, user: str | None = None,
+                  group: str | None = None, role: str) -> Share:
+    """Grant a role to a user or a group (by name); an existing share gets the new role."""
+    if role not in ROLES:
+        raise Invalid(f"role {role!r} is not one of {', '.join(ROLES)}")
+    get_project(s, project_id)
+    grantee = _grantee(s, user, group)
+    share = s.scalar(select(Share).filter_by(project_id=project_id, **grantee))
+    if share is not None:
+        share.role = role
+        s.flush()
+        return share
+    share = Share(project_id=project_id, role=role, **grantee)
+    with conflict_on_integrity(s, "the project was shared concurrently; try again"):
+        s.add(share)
+    return share
+
+
+def unshare_project(s: Session, project_id: str, *, user: str | None = None,
+                    group: str | None = None) -> bool:
+    """Remove a user's or group's share; False if there was none."""
+    get_project(s, project_id)
+    share = s.scalar(select(Share).filter_by(project_id=project_id, **_grantee(s, user, group)))
+    if share is None:
+        return False
+    s.delete(share)
+    s.flush()
+    return True
+
+
+def shares_of(s: Session, project_id: str) -> list[dict[str, Any]]:
+    """The project's shares as `{"user": name | None, "group": name | None, "role": role}`."""
+    get_project(s, project_id)
+    rows = s.execute(select(User.name, Group.name, Share.role)
+                     .outerjoin(User, User.id == Share.user_id)
+                     .outerjoin(Group, Group.id == Share.group_id)
+                     .where(Share.project_id == project_id).order_by(Share.id))
+    return [{"user": u, "group": g, "role": role} for u, g, role in rows]
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+def live_session(s: Session, project_id: str) -> SessionRecord | None:
+    """The project's session in state starting or ready, which new clients join."""
+    return s.scalar(select(SessionRecord).where(SessionRecord.project_id == project_id,
+                                                SessionRecord.state.in_(LIVE_STATES)))
+
+
+def create_session(s: Session, project_id: str, opened_by: User | int,
+                   lss_id: str | None) -> SessionRecord:
+    """A new session in state starting.
+
+    Conflict if the project already has a live one, even one another process inserted a moment
+    ago: the partial unique index decides, inside a SAVEPOINT, so the caller's transaction
+    survives and can read `live_session()` to join it instead.
+    """
+    get_project(s, project_id)
+    if lss_id is not None and s.get(LssNode, lss_id) is None:
+        raise NotFound(f"no LSS named {lss_id!r}")
+    user_id = opened_by if isinstance(opened_by, int) else opened_by.id
+    record = SessionRecord(project_id=project_id, opened_by=user_id, lss_id=lss_id,
+                           state="starting", services={})
+    try:
+        with s.begin_nested():
+            s.add(record)
+    except IntegrityError as exc:
+        if live_session(s, project_id) is None:
+            raise
+        raise Conflict(f"project {project_id} already has a live session; join it") from exc
+    return record
+
+
+def get_session(s: Session, session_id: str) -> SessionRecord:
+    record = s.get(SessionRecord, session_id)
+    if record is None:
+        raise NotFound(f"no session with id {session_id!r}")
+    return record
+
+
+def set_session_state(s: Session, session_id: str, state: str, *, reason: str | None = None,
+                      services: dict[str, Any] | None = None) -> SessionRecord:
+    """Move a session to `state`, optionally with a reason and its services' details.
+
+    A failed, closed or lost session is final: it cannot become live again (open a new one).
+    """
+    if state not in SESSION_STATES:
+        raise Invalid(f"session state {state!r} is not one of {', '.join(SESSION_STATES)}")
+    record = get_session(s, session_id)
+    if record.state in FINAL_STATES and state not in FINAL_STATES:
+        raise Conflict(f"session {session_id} is already {record.state}; open a new session")
+    now = utcnow()
+    with conflict_on_integrity(s, f"project {record.project_id} has another live session"):
+        record.state, record.updated_at = state, now
+        if reason is not None:
+            record.reason = reason
+        if services is not None:
+            record.services = dict(services)
+        if state in FINAL_STATES and record.closed_at is None:
+            record.closed_at = now
+    return record
+
+
+def sessions_of_lss(s: Session, lss_id: str,
+                    states: Iterable[str] = LIVE_STATES) -> list[SessionRecord]:
+    query = select(SessionRecord).where(SessionRecord.lss_id == lss_id,
+                                        SessionRecord.state.in_(tuple(states)))
+    return list(s.scalars(query.order_by(SessionRecord.created_at)))
+
+
+def sessions_visible_to(s: Session, user: User) -> list[SessionRecord]:
+    """Sessions (any state) of the projects the user has a role in, oldest first."""
+    ids = [project.id for project, _ in visible_projects(s, user)]
+    query = select(SessionRecord).where(SessionRecord.project_id.in_(ids))
+    return list(s.scalars(query.order_by(SessionRecord.created_at)))
+
+
+# --- LSS nodes -------------------------------------------------------------------------------
+
+def upsert_lss(s: Session, lss_id: str, capacity: int, load: dict[str, Any]) -> LssNode:
+    """Register an LSS that (re)connected: state connected, heartbeat and connect time now."""
+    lss_id = _text("an LSS name", lss_id, 128)
+    if not isinstance(capacity, int) or capacity < 0:
+        raise Invalid(f"LSS capacity must be a whole number >= 0, not {capacity!r}")
+    node = s.get(LssNode, lss_id) or LssNode(id=lss_id)
+    now = utcnow()
+    node.state, node.capacity, node.load = "connected", capacity, dict(load)
+    node.connected_at = node.last_heartbeat = now
+    s.add(node)
+    s.flush()
+    return node
+
+
+def record_heartbeat(s: Session, lss_id: str, load: dict[str, Any]) -> LssNode:
+    """Store the load an LSS reported; a node marked lost that still beats is connected again
+    (its sessions stay lost)."""
+    node = s.get(LssNode, lss_id)
+    if node is None:
+        raise NotFound(f"no LSS named {lss_id!r}; it must connect before sending heartbeats")
+    node.state, node.load, node.last_heartbeat = "connected", dict(load), utcnow()
+    s.flush()
+    return node
+
+
+def mark_silent_lss_lost(s: Session, older_than: datetime) -> list[str]:
+    """Mark connected LSS nodes whose last heartbeat is before `older_than` as lost, and their
+    live sessions too; returns the ids newly marked (row locks keep two GSS from both doing it)."""
+    silent = select(LssNode).where(LssNode.state == "connected",
+                                   LssNode.last_heartbeat < older_than)
+    nodes = list(s.scalars(silent.order_by(LssNode.id).with_for_update()))
+    now = utcnow()
+    for node in nodes:
+        node.state = "lost"
+        s.execute(update(SessionRecord)
+                  .where(SessionRecord.lss_id == node.id, SessionRecord.state.in_(LIVE_STATES))
+                  .values(state="lost", reason=f"LSS {node.id} stopped sending heartbeats",
+                          closed_at=now, updated_at=now))
+    s.flush()
+    return [node.id for node in nodes]
+
+
+def connected_lss(s: Session) -> list[LssNode]:
+    return list(s.scalars(select(LssNode).where(LssNode.state == "connected")
+                          .order_by(LssNode.id)))
+
+
+def live_session_counts(s: Session) -> dict[str, int]:
+    """Live (starting or ready) sessions per LSS id, 0 for every known node without any."""
+    counts = dict.fromkeys(s.scalars(select(LssNode.id)), 0)
+    rows = s.execute(select(SessionRecord.lss_id, func.count())
+                     .where(SessionRecord.state.in_(LIVE_STATES),
+                            SessionRecord.lss_id.is_not(None))
+                     .group_by(SessionRecord.lss_id))
+    counts.update({lss_id: int(n) for lss_id, n in rows})
+    return counts

@@ -1,0 +1,122 @@
+"""Database fixtures: every store test runs on a SQLite file and on a fresh PostgreSQL database.
+
+Import the fixtures into a test module (`from store_fixtures import database_url, ...`).
+PostgreSQL comes from the server at 127.0.0.1:5432 (or $TWINSTACK_TEST_PG_URL) when one
+answers; otherwise a private throwaway server is started with initdb/pg_ctl, and the
+PostgreSQL half of the tests is skipped, with the reason, when neither is possible.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+
+DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _conninfo(url: str) -> str:
+    """libpq connection string for a SQLAlchemy URL (psycopg does not take `+psycopg`)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(_conninfo(url), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _postgres_bin() -> Path | None:
+    """The directory holding initdb and pg_ctl: PATH first, then Debian's versioned dirs."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of the `postgres` maintenance database on a server the tests may create databases on."""
+    url = os.environ.get("TWINSTACK_TEST_PG_URL", DEFAULT_SERVER)
+    if _answers(url):
+        yield url
+        return
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip(f"no PostgreSQL at {url} and no initdb to start one")
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip(f"no PostgreSQL at {url}; running as root and no 'postgres' user")
+        if shutil.which("runuser") is None:
+            pytest.skip(f"no PostgreSQL at {url}; running as root and no runuser")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    # mkdtemp under /tmp, not pytest's tmp dir: the postgres user must reach it when we are root.
+    home = Path(tempfile.mkdtemp(prefix="twinstack-pg-"))
+    if prefix:
+        shutil.chown(home, "postgres")
+    data, port = home / "data", _free_port()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    started = False
+    try:
+        init = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                   "--no-sync")
+        if init.returncode != 0:
+            pytest.skip(f"no PostgreSQL at {url}; initdb failed: {init.stderr.strip()}")
+        options = f"-k {home} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off"
+        start = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "server.log"),
+                    "-o", options, "-w", "-t", "60", "start")
+        started = start.returncode == 0
+        if not started:
+            pytest.skip(f"no PostgreSQL at {url}; pg_ctl start failed: {start.stderr.strip()}")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if started:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file in tmp_path, or a new PostgreSQL database
+    that is dropped (with its connections) afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'twinstack.db'}"
+        return
+    server = request.getfixturevalue("postgres_server_url")
+    name = f"twinstack_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_conninfo(server), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_conninfo(server), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

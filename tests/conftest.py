@@ -139,3 +139,8 @@ def services(tmp_path: Path) -> Iterator[Services]:
         yield running
     finally:
         running.stop_all()
+
+
+# Fixtures defined in their own modules, available to every test.
+from tests.platform_fixtures import platform  # noqa: E402, F401
+from tests.store_fixtures import database_url, postgres_server_url  # noqa: E402, F401

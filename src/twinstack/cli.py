@@ -60,7 +60,7 @@ def _up(args: argparse.Namespace) -> int:
     from twinstack.launcher import Platform
 
     platform = Platform(args.data_dir, args.host, args.port, verbose=args.verbose,
-                        database_url=args.database_url)
+                        database_url=args.database_url, lss_count=args.lss_count)
     return asyncio.run(platform.run())
 
 
@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="front-door port; the other services use the ports above it")
     up.add_argument("--database-url",
                     help="PostgreSQL URL (postgresql+psycopg://...); default SQLite in --data-dir")
+    up.add_argument("--lss-count", type=int, default=1,
+                    help="local session services to run here (0: only remote ones)")
     up.add_argument("--verbose", action="store_true",
                     help="keep every service's output in the foreground")
     up.set_defaults(run=_up)

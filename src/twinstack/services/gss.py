@@ -416,7 +416,13 @@ class GssService(ServiceBase):
         return {"ok": True}
 
     async def _sweep_silent_lss(self) -> None:
+        """Mark LSS nodes lost after `timeout` without heartbeats.
+
+        A freshly (re)started GSS first waits one timeout: while it was down no heartbeat could
+        arrive, and its nodes need that long to reconnect.
+        """
         timeout = self.settings.lss_timeout_seconds
+        await asyncio.sleep(timeout)
         while True:
             await asyncio.sleep(min(1.0, timeout / 5))
             try:

@@ -1,0 +1,393 @@
+"""Session start latency: TwinStack `open_session` vs a JupyterHub single-user spawn.
+
+Install (once, from the repository root):
+
+    .venv/bin/pip install -e '.[test]'                  # TwinStack itself
+    .venv/bin/pip install jupyterhub jupyter_server     # the hub and `jupyterhub-singleuser`
+    npm install --prefix /tmp/chp configurable-http-proxy
+    export PATH="/tmp/chp/node_modules/.bin:$PATH"      # or pass --proxy PATH
+
+Run:
+
+    .venv/bin/python benchmarks/session_start.py --runs 20 > result.json
+
+Both peers run on this machine, one after the other, on 127.0.0.1 only, in a temporary
+directory that is removed afterwards:
+
+* TwinStack: `twinstack up`, one user, then per run a new project of the one-service session
+  type ("data analysis": a kriging service); the time is `Client.open_session` (request to
+  "ready"); the session is then closed and the script waits until the platform reports it
+  closed before the next run.
+* JupyterHub: a real hub (`SimpleLocalProcessSpawner`, configurable-http-proxy, an API token of
+  a service with admin scopes); the time is `POST /hub/api/users/NAME/server` until the hub says
+  the server is ready (the POST's 201, or the `ready` event of the progress stream after a
+  202); the server is then stopped with `DELETE` and the script waits until it is gone.
+
+The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
+fails, its entry is `{"error": ...}` and the TwinStack figure is still printed; the exit status
+is non-zero only when the TwinStack measurement fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from twinstack.client import Client
+
+USER = "bench"
+PASSWORD = "bench-password-123"
+SESSION_TYPE = "data analysis"  # one compute service: kriging
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 60.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# statistics -------------------------------------------------------------------------------------
+
+
+def summarize(samples: list[float]) -> dict[str, Any]:
+    """Median and p95 (linear interpolation between order statistics, as numpy's default)."""
+    p95 = (statistics.quantiles(samples, n=100, method="inclusive")[94] if len(samples) > 1
+           else samples[0])
+    return {"median_s": round(statistics.median(samples), 4), "p95_s": round(p95, 4),
+            "min_s": round(min(samples), 4), "max_s": round(max(samples), 4),
+            "samples_s": [round(s, 4) for s in samples]}
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+# processes and ports ----------------------------------------------------------------------------
+
+
+def port_block(count: int) -> int:
+    """The first of `count` consecutive ports that are free on 127.0.0.1 right now."""
+    for base in range(20000, 60000, count):
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise RuntimeError(f"no block of {count} free ports on 127.0.0.1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], log_file: Path, *, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `cmd` (output to `log_file`) for the duration of the block; SIGTERM it afterwards."""
+    with log_file.open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, env=env, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    started = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log(f"pid {proc.pid} still running {STOP_TIMEOUT:g} s after SIGTERM; killing it")
+        proc.kill()
+        proc.wait()
+    log(f"pid {proc.pid} stopped in {time.perf_counter() - started:.1f} s")
+
+
+def wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
+               log_file: Path, timeout: float = START_TIMEOUT) -> float:
+    """Poll `ready` until true; fail early if `proc` exits. Returns the seconds waited."""
+    started = time.perf_counter()
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} while starting:\n"
+                               f"{tail(log_file)}")
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"{what} not ready after {timeout:g} s:\n{tail(log_file)}")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+# TwinStack --------------------------------------------------------------------------------------
+
+
+def twinstack(*args: str) -> list[str]:
+    return [sys.executable, "-m", "twinstack", *args]
+
+
+def add_twinstack_user(data_dir: Path) -> None:
+    subprocess.run(twinstack("user", "add", USER, "--password-stdin", "--data-dir", str(data_dir)),
+                   input=f"{PASSWORD}\n", text=True, check=True, capture_output=True)
+
+
+def wait_twinstack_closed(tw: Client, session_id: str) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        states = [s["state"] for s in tw.sessions() if s["id"] == session_id]
+        if not states or states[0] == "closed":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"session {session_id} not closed after {STOP_TIMEOUT:g} s")
+
+
+def time_twinstack_session(tw: Client, run: int) -> float:
+    project = tw.create_project(f"bench-{run}", SESSION_TYPE)
+    started = time.perf_counter()
+    session = tw.open_session(project["id"], timeout=START_TIMEOUT)
+    elapsed = time.perf_counter() - started
+    session.close()
+    wait_twinstack_closed(tw, session.id)
+    return elapsed
+
+
+def measure_twinstack(workdir: Path, runs: int, warmup: int) -> dict[str, Any]:
+    data_dir = workdir / "twinstack"
+    data_dir.mkdir()
+    port = port_block(20)
+    log_file = workdir / "twinstack-up.log"
+    cmd = twinstack("up", "--data-dir", str(data_dir), "--port", str(port))
+    with running(cmd, log_file) as proc:
+        up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
+                          "twinstack up", proc, log_file)
+        log(f"twinstack: platform up on port {port} in {up_s:.2f} s")
+        add_twinstack_user(data_dir)
+        with Client(f"https://127.0.0.1:{port}", ca=data_dir / "pki" / "ca.pem") as tw:
+            tw.login(USER, PASSWORD)
+            samples = run_series("twinstack", runs, warmup,
+                                 lambda run: time_twinstack_session(tw, run))
+    return {**summarize(samples), "platform_start_s": round(up_s, 2)}
+
+
+def run_series(name: str, runs: int, warmup: int, once: Callable[[int], float]) -> list[float]:
+    samples = []
+    for run in range(warmup + runs):
+        elapsed = once(run)
+        label = f"warm-up {run + 1}/{warmup}" if run < warmup else f"run {run - warmup + 1}/{runs}"
+        log(f"{name} {label}: {elapsed:.3f} s")
+        if run >= warmup:
+            samples.append(elapsed)
+    return samples
+
+
+# JupyterHub -------------------------------------------------------------------------------------
+
+
+class HubApi:
+    """The hub's REST API with a service token (stdlib only, plain HTTP on 127.0.0.1)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/") + "/hub/api"
+        self.token = token
+
+    def open(self, method: str, path: str, timeout: float = START_TIMEOUT) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        return urllib.request.urlopen(request, timeout=timeout)
+
+    def json(self, method: str, path: str) -> tuple[int, Any]:
+        with self.open(method, path) as reply:
+            body = reply.read()
+            return reply.status, json.loads(body) if body.strip() else None
+
+    def up(self) -> bool:
+        try:
+            return self.json("GET", f"/users/{USER}")[0] == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
+
+    def wait_progress_ready(self, user: str) -> None:
+        """Follow the spawn's event stream until the hub sends `ready` (or `failed`)."""
+        with self.open("GET", f"/users/{user}/server/progress") as stream:
+            for raw in stream:
+                line = raw.decode().strip()
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[len("data:"):])
+                if event.get("ready"):
+                    return
+                if event.get("failed"):
+                    raise RuntimeError(f"spawn failed: {event.get('message')}")
+        raise RuntimeError("progress stream ended without a ready event")
+
+
+def jupyterhub_version() -> str:
+    import jupyterhub  # optional peer: imported only when measured
+
+    return str(jupyterhub.__version__)
+
+
+def find_singleuser() -> str:
+    beside = Path(sys.executable).parent / "jupyterhub-singleuser"
+    found = str(beside) if beside.exists() else shutil.which("jupyterhub-singleuser")
+    if not found:
+        raise RuntimeError("jupyterhub-singleuser not found: pip install jupyterhub jupyter_server")
+    return found
+
+
+def hub_config(workdir: Path, proxy: str, token: str) -> tuple[str, str]:
+    """The hub's config file text and its public URL; every port on 127.0.0.1."""
+    public_port, hub_port, proxy_api_port = free_port(), free_port(), free_port()
+    args = ["--allow-root"] if os.geteuid() == 0 else []
+    settings: dict[str, Any] = {
+        "JupyterHub.ip": "127.0.0.1", "JupyterHub.port": public_port,
+        "JupyterHub.hub_ip": "127.0.0.1", "JupyterHub.hub_port": hub_port,
+        "JupyterHub.db_url": f"sqlite:///{workdir / 'jupyterhub.sqlite'}",
+        "JupyterHub.cookie_secret_file": str(workdir / "cookie_secret"),
+        "JupyterHub.pid_file": str(workdir / "jupyterhub.pid"),
+        "JupyterHub.authenticator_class": "dummy",
+        "JupyterHub.spawner_class": "simple",
+        "JupyterHub.cleanup_servers": True,
+        "JupyterHub.services": [{"name": "bench", "api_token": token}],
+        "JupyterHub.load_roles": [{"name": "bench", "services": ["bench"],
+                                   "scopes": ["admin:users", "admin:servers"]}],
+        "Authenticator.allowed_users": {USER},
+        "ConfigurableHTTPProxy.command": [proxy],
+        "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{proxy_api_port}",
+        "ConfigurableHTTPProxy.pid_file": str(workdir / "proxy.pid"),
+        "SimpleLocalProcessSpawner.home_dir_template": str(workdir / "home" / "{username}"),
+        "Spawner.cmd": [find_singleuser()],
+        "Spawner.args": args,
+        "Spawner.start_timeout": int(START_TIMEOUT),
+        "Spawner.http_timeout": int(START_TIMEOUT),
+    }
+    text = "c = get_config()  # noqa\n" + "".join(f"c.{k} = {v!r}\n" for k, v in settings.items())
+    return text, f"http://127.0.0.1:{public_port}"
+
+
+def wait_hub_stopped(api: HubApi) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        _, user = api.json("GET", f"/users/{USER}")
+        if not user.get("servers") and user.get("pending") is None:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the server of {USER} not stopped after {STOP_TIMEOUT:g} s")
+
+
+def time_hub_spawn(api: HubApi) -> float:
+    started = time.perf_counter()
+    status, _ = api.json("POST", f"/users/{USER}/server")
+    if status == 202:  # still starting after the hub's slow_spawn_timeout: follow its progress
+        api.wait_progress_ready(USER)
+    elapsed = time.perf_counter() - started
+    _, user = api.json("GET", f"/users/{USER}")
+    if not user["servers"].get("", {}).get("ready"):
+        raise RuntimeError(f"hub answered {status} but the server is not ready: {user}")
+    api.json("DELETE", f"/users/{USER}/server")
+    wait_hub_stopped(api)
+    return elapsed
+
+
+def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None) -> dict[str, Any]:
+    version = jupyterhub_version()
+    if not proxy:
+        raise RuntimeError("configurable-http-proxy not found: npm install "
+                           "configurable-http-proxy, then put its bin on PATH or pass --proxy")
+    hub_dir = workdir / "jupyterhub"
+    hub_dir.mkdir()
+    token = secrets.token_hex(32)
+    config, url = hub_config(hub_dir, proxy, token)
+    (hub_dir / "jupyterhub_config.py").write_text(config)
+    log_file = workdir / "jupyterhub.log"
+    cmd = [sys.executable, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")]
+    api = HubApi(url, token)
+    with running(cmd, log_file, cwd=hub_dir) as proc:
+        up_s = wait_until(api.up, "jupyterhub", proc, log_file)
+        log(f"jupyterhub {version}: hub up at {url} in {up_s:.2f} s")
+        samples = run_series("jupyterhub", runs, warmup, lambda _: time_hub_spawn(api))
+    return {**summarize(samples), "spawner": "SimpleLocalProcessSpawner", "version": version,
+            "platform_start_s": round(up_s, 2)}
+
+
+# main -------------------------------------------------------------------------------------------
+
+
+def guarded(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one peer's measurement; a failure becomes `{"error": ...}` in the result."""
+    try:
+        return measure()
+    except Exception as exc:  # report whatever went wrong instead of losing the other figure
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, subprocess.CalledProcessError) and exc.stderr:
+            message += f"\n{exc.stderr}"
+        log(f"{name} failed: {message}")
+        return {"error": message}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=20, help="measured runs per peer (20)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="unmeasured runs before them, per peer (1)")
+    parser.add_argument("--proxy", default=shutil.which("configurable-http-proxy"),
+                        help="configurable-http-proxy executable (default: from PATH)")
+    parser.add_argument("--skip-jupyterhub", action="store_true",
+                        help="measure TwinStack only")
+    args = parser.parse_args()
+    if args.runs < 1 or args.warmup < 0:
+        parser.error("--runs must be ≥ 1 and --warmup ≥ 0")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    result: dict[str, Any] = {"runs": args.runs, "warmup": args.warmup, "machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="twinstack-bench-") as tmp:
+        workdir = Path(tmp)
+        ts = guarded("twinstack", lambda: measure_twinstack(workdir, args.runs, args.warmup))
+        jh = ({"error": "skipped (--skip-jupyterhub)"} if args.skip_jupyterhub else
+              guarded("jupyterhub",
+                      lambda: measure_jupyterhub(workdir, args.runs, args.warmup, args.proxy)))
+    result.update(twinstack=ts, jupyterhub=jh)
+    result["ratio_median"] = (round(jh["median_s"] / ts["median_s"], 3)
+                              if "median_s" in ts and "median_s" in jh else None)
+    result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, indent=2))
+    return 0 if "error" not in ts else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

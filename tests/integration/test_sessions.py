@@ -1,0 +1,241 @@
+"""Sessions end to end: the Python client against a real `twinstack up`, on SQLite and PostgreSQL.
+
+Each test runs the whole platform as separate processes (logger, auth, gss, relay, LSS) and
+drives it only through the client users use; failures are real signals to real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.platform_fixtures import (
+    Platform,
+    session_processes,
+    start_platform,
+    stop_platform,
+    wait_until,
+)
+from twinstack.client import ActionError, SessionFailed
+from twinstack.sim.kriging import Variogram, ordinary_kriging
+
+RNG = np.random.default_rng(5)
+POINTS = RNG.uniform(0, 10, (40, 2))
+VALUES = np.sin(POINTS[:, 0]) + 0.5 * POINTS[:, 1]
+VARIOGRAM = {"model": "exponential", "psill": 2.0, "range": 6.0, "nugget": 0.01}
+KRIGING = {"points": POINTS.tolist(), "values": VALUES.tolist(),
+           "grid": {"x": [0, 10, 11], "y": [0, 10, 6]}, "variogram": VARIOGRAM}
+
+
+def interpolate(session) -> dict:
+    return session.call("kriging", "interpolate", **KRIGING)
+
+
+def test_login_project_session_kriging_close(tmp_path, database_url):
+    platform = start_platform(tmp_path, "--database-url", database_url)
+    try:  # not the `platform` fixture: this one runs on each database
+        platform.add_user("ada")
+        tw = platform.client("ada")
+        project = tw.create_project("survey", "data analysis")
+        assert [p["name"] for p in tw.projects()] == ["survey"]
+
+        session = tw.open_session(project["id"])
+        assert session.state == "ready" and set(session.services) == {"kriging"}
+        result = interpolate(session)
+        expected = ordinary_kriging(POINTS, VALUES, _grid(), Variogram(
+            "exponential", (2.0, 6.0, 0.01)))
+        np.testing.assert_allclose(np.ravel(result["estimates"]), expected.estimates,
+                                   rtol=1e-12)
+        assert result["shape"] == [6, 11]
+        pids = session_processes(session.id)
+        assert len(pids) == 1
+
+        session.close()
+        wait_until(lambda: not session_processes(session.id), what="session processes to end")
+        wait_until(lambda: tw.sessions()[0]["state"] == "closed", what="state closed")
+    finally:
+        stop_platform(platform)
+
+
+def _grid() -> np.ndarray:
+    xs, ys = np.meshgrid(np.linspace(0, 10, 11), np.linspace(0, 10, 6))
+    return np.column_stack([xs.ravel(), ys.ravel()])
+
+
+@pytest.fixture
+def ada(platform: Platform):
+    platform.add_user("ada")
+    tw = platform.client("ada")
+    project = tw.create_project("survey", "data analysis")
+    session = tw.open_session(project["id"])
+    return tw, project, session
+
+
+def test_a_second_client_joins_the_live_session(platform, ada):
+    tw, project, session = ada
+    platform.add_user("bob")
+    tw.share(project["id"], user="bob", role="editor")
+    bob = platform.client("bob")
+    joined = bob.open_session(project["id"])
+    assert joined.id == session.id
+    assert interpolate(joined)["shape"] == [6, 11]
+    assert len(session_processes(session.id)) == 1  # nothing started twice
+
+
+def test_killed_compute_service_is_restarted_and_the_client_is_told(platform, ada):
+    _, _, session = ada
+    [pid] = session_processes(session.id)
+    os.kill(pid, signal.SIGKILL)
+    restarting = session.wait_for_event(lambda e: e["type"] == "restarting", timeout=20)
+    assert restarting["service"] == "kriging" and restarting["exit_code"] == -signal.SIGKILL
+    session.wait_for_event(lambda e: e["type"] == "restarted", timeout=30)
+    assert interpolate(session)["shape"] == [6, 11]
+    [new_pid] = session_processes(session.id)
+    assert new_pid != pid
+
+
+def test_a_service_that_keeps_crashing_fails_the_session(platform, ada):
+    """A broken certificate (as from a bad mount) makes every restart exit with code 11."""
+    _, _, session = ada
+    workdir = platform.data / "local" / "sessions" / session.id / "kriging"
+    (workdir / "identity-key.pem").write_text("not a key\n")
+    [pid] = session_processes(session.id)
+    os.kill(pid, signal.SIGKILL)
+    failed = session.wait_for_event(lambda e: e.get("state") == "failed", timeout=60)
+    assert failed["exit_code"] == 11
+    assert "restarts" in failed["reason"]
+    assert any("cannot load certificate" in line for line in failed["output"])
+    with pytest.raises(ActionError) as refused:
+        interpolate(session)
+    assert refused.value.status == 409  # the relay says the session is not ready
+    assert not session_processes(session.id)
+
+
+def _serve_lss(platform: Platform, name: str, capacity: int,
+               extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    pki = platform.data / "pki"
+    log = (platform.data / f"{name}.out").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "twinstack", "serve", "lss", "--bind", "127.0.0.1:0",
+         "--health-bind", "127.0.0.1:0", "--cert", str(pki / "lss-chain.pem"),
+         "--key", str(pki / "lss-key.pem"), "--ca", str(pki / "ca.pem"),
+         "--gss-url", platform.info()["gss_url"], "--session-ca", str(pki),
+         "--lss-name", name, "--capacity", str(capacity),
+         "--data-dir", str(platform.data / name), *extra],
+        stdout=log, stderr=subprocess.STDOUT, env=platform.env)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """A platform without a local LSS, and a way to add worker LSS processes to it."""
+    platform = start_platform(tmp_path, "--lss-count", "0")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def add(name: str, capacity: int = 8, extra: tuple[str, ...] = ()
+            ) -> subprocess.Popen[bytes]:
+        proc = _serve_lss(platform, name, capacity, extra)
+        started.append(proc)
+        return proc
+
+    try:
+        yield platform, add
+    finally:
+        stop_platform(platform)
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=20)
+
+
+def _wait_for_lss(tw, project_id: str) -> object:
+    """Open a session as soon as an LSS has attached."""
+    def attempt():
+        try:
+            return tw.open_session(project_id)
+        except ActionError as exc:
+            if exc.code != "no_capacity":
+                raise
+            return None
+    found = []
+    wait_until(lambda: found.append(attempt()) or found[-1] is not None, timeout=30,
+               what="an LSS to attach")
+    return found[-1]
+
+
+def test_lss_killed_is_marked_lost_within_the_heartbeat_timeout(workers):
+    platform, add = workers
+    lss = add("w1")
+    platform.add_user("ada")
+    tw = platform.client("ada")
+    project = tw.create_project("survey", "data analysis")
+    session = _wait_for_lss(tw, project["id"])
+    assert session_processes(session.id)
+    lss.kill()
+    lost = session.wait_for_event(lambda e: e.get("state") == "lost", timeout=3 + 5)
+    assert "w1" in lost["reason"]
+    wait_until(lambda: not session_processes(session.id), what="orphans to stop")
+    assert [s["state"] for s in tw.sessions()] == ["lost"]
+
+
+def test_two_lss_share_sessions_by_load_not_round_robin(workers):
+    platform, add = workers
+    add("small", capacity=1)
+    add("large", capacity=3)
+    platform.add_user("ada")
+    tw = platform.client("ada")
+    projects = [tw.create_project(f"p{i}", "data analysis") for i in range(5)]
+    wait_until(lambda: len(platform.twinstack("logs", "--service", "gss").stdout
+                           .split("attached")) > 2, what="both LSS to attach")
+    placed = [tw.open_session(p["id"]) for p in projects[:4]]
+    nodes = sorted(s["lss"] for s in tw.sessions())
+    assert nodes == ["large", "large", "large", "small"]
+    with pytest.raises(ActionError) as full:
+        tw.open_session(projects[4]["id"])
+    assert full.value.code == "no_capacity"
+    for session in placed:
+        session.close()
+
+
+def test_gss_restart_keeps_the_running_session(platform, ada):
+    tw, project, session = ada
+    [pid] = session_processes(session.id)
+    os.kill(platform.pid("gss"), signal.SIGKILL)  # `twinstack up` restarts it
+    wait_until(lambda: _answers(tw), timeout=30, what="gss to come back")
+    assert tw.sessions()[0]["state"] == "ready"
+    assert interpolate(session)["shape"] == [6, 11]
+    assert tw.open_session(project["id"]).id == session.id  # still the live one
+    assert session_processes(session.id) == [pid]  # the compute service never stopped
+
+
+def _answers(tw) -> bool:
+    try:
+        tw.sessions()
+        return True
+    except ActionError:
+        return False
+
+
+def test_reopening_after_close_starts_a_new_session(platform, ada):
+    tw, project, session = ada
+    session.close()
+    wait_until(lambda: not session_processes(session.id), what="processes to stop")
+    again = tw.open_session(project["id"])
+    assert again.id != session.id and again.state == "ready"
+
+
+def test_a_service_that_cannot_start_fails_the_session_with_its_reason(workers):
+    """An LSS told to bind compute services to an address this host lacks (nothing is sent)."""
+    platform, add = workers
+    add("misconfigured", extra=("--spawn-host", "192.0.2.1"))
+    platform.add_user("ada")
+    tw = platform.client("ada")
+    project = tw.create_project("survey", "data analysis")
+    with pytest.raises(SessionFailed) as failed:
+        _wait_for_lss(tw, project["id"])
+    assert failed.value.exit_code == 10  # CONFIG_ERROR: cannot bind
+    assert any("cannot bind 192.0.2.1" in line for line in failed.value.output)

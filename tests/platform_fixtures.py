@@ -1,0 +1,152 @@
+"""A whole platform for tests: `twinstack up` in a temporary data directory, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from twinstack.client import Client
+
+# Fast failure detection so the failure tests finish in seconds.
+FAST = {"TWINSTACK_HEARTBEAT_SECONDS": "0.5", "TWINSTACK_LSS_TIMEOUT_SECONDS": "3",
+        "TWINSTACK_RESTART_BACKOFF": "0.2", "TWINSTACK_RESTART_LIMIT": "3"}
+PASSWORD = "correct horse battery"
+
+
+def free_port_block(size: int = 24) -> int:
+    """A base port with `size` free ports above it (the platform's fixed layout)."""
+    for _ in range(50):
+        base = random.randrange(20_000, 60_000 - size)
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free block of ports")
+
+
+def session_processes(session_id: str) -> list[int]:
+    """PIDs of live processes started for a session (their command line names it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if b"--session" in cmdline and session_id.encode() in cmdline and \
+                "State:\tZ" not in status:
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Platform:
+    data: Path
+    port: int
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.data / "pki" / "ca.pem"
+
+    def info(self) -> dict:
+        return json.loads((self.data / "platform.json").read_text())
+
+    def pid(self, label: str) -> int:
+        return self.info()["services"][label]["pid"]
+
+    def twinstack(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "twinstack", *args, "--data-dir",
+                               str(self.data)], input=stdin, text=True, capture_output=True,
+                              timeout=60, env=self.env)
+
+    def add_user(self, name: str, *, admin: bool = False) -> None:
+        done = self.twinstack("user", "add", name, "--password-stdin",
+                              *(["--admin"] if admin else []), stdin=PASSWORD + "\n")
+        assert done.returncode == 0, done.stderr
+
+    def client(self, user: str | None = None) -> Client:
+        tw = Client(self.url, ca=self.ca)
+        self.clients.append(tw)
+        if user is not None:
+            tw.login(user, PASSWORD)
+        return tw
+
+
+def start_platform(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Platform:
+    port = free_port_block()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+    full_env.update(FAST)
+    full_env.update(env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "twinstack", "up", "--data-dir",
+                             str(tmp / "data"), "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=full_env)
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while not any("TwinStack is up" in line for line in lines):
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError("twinstack up failed:\n" + "".join(lines))
+        lines.append(line)
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("twinstack up not ready:\n" + "".join(lines))
+    return Platform(tmp / "data", port, proc, full_env)
+
+
+def stop_platform(platform: Platform) -> None:
+    for tw in platform.clients:
+        tw.close()
+    if platform.proc.poll() is None:
+        platform.proc.send_signal(signal.SIGTERM)
+    try:
+        platform.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        platform.proc.kill()
+        platform.proc.wait()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    running = start_platform(tmp_path)
+    try:
+        yield running
+    finally:
+        stop_platform(running)

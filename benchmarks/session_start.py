@@ -55,6 +55,9 @@ from twinstack.client import Client
 USER = "bench"
 PASSWORD = "bench-password-123"
 SESSION_TYPE = "data analysis"  # one compute service: kriging
+# What `twinstack serve kriging` (the session's one service) imports before it can listen.
+TWINSTACK_SERVICE_MODULES = ("twinstack.cli, twinstack.logs, twinstack.wire.runtime, "
+                             "twinstack.services.kriging")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 
@@ -101,6 +104,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def import_seconds(modules: str, repeat: int = 3) -> float:
+    """Median wall time of a fresh interpreter importing `modules`: a service process's floor."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {modules}"], check=True)
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times), 3)
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -198,7 +211,8 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int) -> dict[str, Any]:
             tw.login(USER, PASSWORD)
             samples = run_series("twinstack", runs, warmup,
                                  lambda run: time_twinstack_session(tw, run))
-    return {**summarize(samples), "platform_start_s": round(up_s, 2)}
+    return {**summarize(samples), "platform_start_s": round(up_s, 2),
+            "service_import_s": import_seconds(TWINSTACK_SERVICE_MODULES)}
 
 
 def run_series(name: str, runs: int, warmup: int, once: Callable[[int], float]) -> list[float]:
@@ -339,7 +353,8 @@ def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None)
         log(f"jupyterhub {version}: hub up at {url} in {up_s:.2f} s")
         samples = run_series("jupyterhub", runs, warmup, lambda _: time_hub_spawn(api))
     return {**summarize(samples), "spawner": "SimpleLocalProcessSpawner", "version": version,
-            "platform_start_s": round(up_s, 2)}
+            "platform_start_s": round(up_s, 2),
+            "service_import_s": import_seconds("jupyterhub.singleuser")}
 
 
 # main -------------------------------------------------------------------------------------------

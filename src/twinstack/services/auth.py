@@ -9,6 +9,7 @@ functions directly on the database when it does not.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +25,7 @@ from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import unauthorized
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 
+log = logging.getLogger(__name__)
 ADMINS = ("admin",)
 
 
@@ -169,7 +171,10 @@ def _admin_action(name: str, params: type[BaseModel],
                   operation: Callable[[Tx, Any], dict[str, Any]]) -> Callable[..., Any]:
     """An internal action, for `admin` certificates only, that runs one operator verb."""
     async def run(self: AuthService, call: Call, params: BaseModel) -> dict[str, Any]:
-        return await self.db.run(lambda s: operation(s, params))
+        result = await self.db.run(lambda s: operation(s, params))
+        log.info("%s ran %s", call.peer, name,
+                 extra={"params": params.model_dump(exclude={"password"})})  # an audit trail
+        return result
     run.__annotations__ = {"call": Call, "params": params, "return": dict[str, Any]}
     run.__doc__ = operation.__doc__
     return action(allow=ADMINS, name=name)(run)

@@ -52,6 +52,8 @@ def test_login_project_session_kriging_close(tmp_path, database_url):
         np.testing.assert_allclose(np.ravel(result["estimates"]), expected.estimates,
                                    rtol=1e-12)
         assert result["shape"] == [6, 11]
+        logged = session.wait_for_event(lambda e: e["type"] == "log" and "kriged" in e["msg"])
+        assert logged["service"] == "kriging" and logged["session"] == session.id
         pids = session_processes(session.id)
         assert len(pids) == 1
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 50_000
 FOLLOW_QUEUE = 1_000
-READERS = ("admin", "gss", "lss")  # who may read logs; every platform service may write them
+READERS = ("admin", "gss", "lss", "relay")  # who may read; every service may write
 
 
 Level = Literal["debug", "info", "warning", "error", "critical"]

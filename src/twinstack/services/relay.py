@@ -2,7 +2,8 @@
 
 `GET /session?id=SESSION` on the public channel, with `Authorization: Bearer TOKEN`. Messages
 are `{"id", "service", "action", "params"}`; replies `{"id", "result"}` or `{"id", "error"}`;
-session events (progress, restarts, failure) arrive as `{"event": {...}}`. Every call is checked
+session events (progress, restarts, failure) and the session's log records (`type: log`)
+arrive as `{"event": {...}}`. Every call is checked
 again with the GSS (token still valid, user still allowed, service part of *this* session), so
 nothing else in the private tier is reachable through the relay, whatever a client writes.
 """
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
@@ -46,9 +48,11 @@ class RelayService(ServiceBase):
         self.tls_client = self.runtime.tls.client()
         self.gss = ServiceClient(self.settings.gss_url, self.tls_client, timeout=10)
         self.compute: dict[str, ServiceClient] = {}
+        self.logger = (ServiceClient(self.settings.logger_url, self.tls_client)
+                       if self.settings.logger_url else None)
 
     async def stop(self) -> None:
-        for client in [self.gss, *self.compute.values()]:
+        for client in [self.gss, *self.compute.values(), *([self.logger] if self.logger else [])]:
             await client.close()
 
     def public_routes(self) -> list[web.RouteDef]:
@@ -71,7 +75,12 @@ class RelayService(ServiceBase):
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         log.info("client %s attached to session %s", access["user"], session)
-        events = asyncio.create_task(self._push_events(ws, session))
+        pushers = [asyncio.create_task(self._push(ws, self.gss, "session_events",
+                                                  {"session": session}, lambda e: e))]
+        if self.logger is not None:
+            pushers.append(asyncio.create_task(self._push(
+                ws, self.logger, "follow", {"session": session, "level": "info"},
+                lambda rec: {"type": "log", **rec})))
         calls: set[asyncio.Task[None]] = set()
         try:
             async for msg in ws:
@@ -81,20 +90,22 @@ class RelayService(ServiceBase):
                 calls.add(task)
                 task.add_done_callback(calls.discard)
         finally:
-            for task in [events, *calls]:
+            for task in [*pushers, *calls]:
                 task.cancel()
         return ws
 
-    async def _push_events(self, ws: web.WebSocketResponse, session: str) -> None:
-        """Forward the session's events; resubscribe if the GSS restarts."""
+    async def _push(self, ws: web.WebSocketResponse, source: ServiceClient, action: str,
+                    params: dict[str, Any], as_event: Callable[[Any], dict[str, Any]]) -> None:
+        """Forward a stream (session events, session logs) to the client as events; follow
+        the source through its restarts."""
         delay = 0.1
         while not ws.closed:
             try:
-                async for event in self.gss.stream("session_events", {"session": session}):
+                async for item in source.stream(action, params):
                     delay = 0.1
-                    await ws.send_json({"event": event})
+                    await ws.send_json({"event": as_event(item)})
             except ActionError as exc:
-                log.debug("event stream for %s: %s", session, exc.message)
+                log.debug("%s stream for %s: %s", action, params, exc.message)
             except (ConnectionError, RuntimeError):
                 return
             await asyncio.sleep(delay)

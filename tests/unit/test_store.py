@@ -19,7 +19,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from argon2 import PasswordHasher
 from sqlalchemy import func, inspect, select, text
-from store_fixtures import database_url, postgres_server_url  # noqa: F401
 
 from twinstack.store import (
     Base,
@@ -41,7 +40,7 @@ PASSWORD = "correct horse"
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:  # noqa: F811 (the imported fixture)
+def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
     database.migrate()
     yield database
@@ -68,7 +67,7 @@ def test_migrate_twice_is_a_noop(db):
         assert [u.name for u in acc.list_users(s)] == ["ada"]
 
 
-def test_services_migrate_at_the_same_moment(database_url):  # noqa: F811
+def test_services_migrate_at_the_same_moment(database_url):
     """auth and gss both migrate at start-up; racing migrators must not trip over each other."""
     code = "import sys; from twinstack.store import Database; Database(sys.argv[1]).migrate()"
     procs = [subprocess.Popen([sys.executable, "-c", code, database_url], stderr=subprocess.PIPE,

@@ -87,8 +87,10 @@ def user_list(s: Tx, p: NoParams) -> dict[str, Any]:
 
 
 def user_passwd(s: Tx, p: NewPassword) -> dict[str, Any]:
+    """A new password also ends every session logged in with the old one."""
     accounts.set_password(s, p.name, p.password)
-    return {"name": p.name}
+    revoked = accounts.revoke_user_tokens(s, accounts.get_user(s, p.name).id)
+    return {"name": p.name, "tokens_revoked": revoked}
 
 
 def user_disable(s: Tx, p: Disable) -> dict[str, Any]:

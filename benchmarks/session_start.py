@@ -26,12 +26,16 @@ directory that is removed afterwards:
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
 fails, its entry is `{"error": ...}` and the TwinStack figure is still printed; the exit status
 is non-zero only when the TwinStack measurement fails.
+
+The JupyterHub figure depends a lot on which IRI checker jsonschema loads in the single-user
+server (`jsonschema_iri_checker` in the result): see benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -273,6 +277,15 @@ def jupyterhub_version() -> str:
     return str(jupyterhub.__version__)
 
 
+def jsonschema_iri_checker() -> str | None:
+    """The IRI format checker jsonschema loads in every Jupyter process (it prefers rfc3987).
+
+    rfc3987_syntax builds its parsers at import time, which costs the single-user server seconds
+    of start-up; rfc3987 does not.
+    """
+    return next((m for m in ("rfc3987", "rfc3987_syntax") if importlib.util.find_spec(m)), None)
+
+
 def find_singleuser() -> str:
     beside = Path(sys.executable).parent / "jupyterhub-singleuser"
     found = str(beside) if beside.exists() else shutil.which("jupyterhub-singleuser")
@@ -354,7 +367,8 @@ def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None)
         samples = run_series("jupyterhub", runs, warmup, lambda _: time_hub_spawn(api))
     return {**summarize(samples), "spawner": "SimpleLocalProcessSpawner", "version": version,
             "platform_start_s": round(up_s, 2),
-            "service_import_s": import_seconds("jupyterhub.singleuser")}
+            "service_import_s": import_seconds("jupyterhub.singleuser"),
+            "jsonschema_iri_checker": jsonschema_iri_checker()}
 
 
 # main -------------------------------------------------------------------------------------------

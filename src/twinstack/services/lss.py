@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki.identity import issue_identity
+from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.process import ProcessSpawner
 from twinstack.wire.client import Link, ServiceClient
@@ -32,7 +33,7 @@ from twinstack.wire.runtime import Ports, ServiceBase
 
 log = logging.getLogger(__name__)
 
-CERT_DAYS = 1.0
+CERT_DAYS = 1.0  # compute services' certificates; renewed at half-life, reloaded in place
 
 
 def machine_load() -> dict[str, float]:
@@ -52,6 +53,7 @@ class Supervised:
     """One compute service and what the supervisor remembers of it."""
 
     spawner: Spawner
+    certified_at: float = 0.0
     endpoint: str = ""
     started_at: float = 0.0
     restarts: int = 0
@@ -70,17 +72,22 @@ class SessionRunner:
     def workdir(self) -> Path:
         return self.lss.sessions_dir / self.session
 
-    def _spawner(self, service: str) -> Spawner:
+    def _certify(self, service: str) -> TlsFiles:
+        """Issue (or renew) the service's certificate: CN service, OU session:<id>."""
         s = self.lss.settings
         assert s.session_ca is not None and s.ca is not None
         workdir = self.workdir / service
         workdir.mkdir(parents=True, exist_ok=True)
-        identity = issue_identity(s.session_ca, service, workdir / "identity",
-                                  session=self.session, hosts=[s.spawn_host],
-                                  issuer="intermediate", days=CERT_DAYS)
-        identity = type(identity)(identity.cert, identity.key, s.ca)
-        spec = ServiceSpec(service=service, session=self.session, identity=identity,
-                           workdir=workdir, logger_url=s.logger_url)
+        issued = issue_identity(s.session_ca, service, workdir / "identity",
+                                session=self.session, hosts=[s.spawn_host],
+                                issuer="intermediate", days=CERT_DAYS)
+        return TlsFiles(issued.cert, issued.key, s.ca)
+
+    def _spawner(self, service: str) -> Spawner:
+        s = self.lss.settings
+        spec = ServiceSpec(service=service, session=self.session,
+                           identity=self._certify(service), workdir=self.workdir / service,
+                           logger_url=s.logger_url)
         return ProcessSpawner(spec, host=s.spawn_host)
 
     async def run(self) -> None:
@@ -96,7 +103,7 @@ class SessionRunner:
     async def _start(self, service: str) -> None:
         self.lss.report(self.session, "spawning", service=service)
         spawner = await asyncio.to_thread(self._spawner, service)
-        child = self.children[service] = Supervised(spawner)
+        child = self.children[service] = Supervised(spawner, certified_at=time.time())
         child.endpoint = await spawner.start()
         child.started_at = time.monotonic()
         self.lss.report(self.session, "service_ready", service=service, endpoint=child.endpoint)
@@ -106,6 +113,9 @@ class SessionRunner:
         while True:
             await asyncio.sleep(0.1)
             for name, child in self.children.items():
+                if time.time() - child.certified_at > CERT_DAYS * 86400 / 2:
+                    await asyncio.to_thread(self._certify, name)
+                    child.certified_at = time.time()
                 code = child.spawner.poll()
                 if code is None or child.stopping:
                     continue

@@ -264,7 +264,8 @@ class Runtime:
 
     async def _serve(self, channel: str, app: web.Application, sock: socket.socket,
                      ctx: ssl.SSLContext) -> None:
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # Open WebSockets (LSS control links, event streams) must not hold up a stop for long.
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         self._runners.append(runner)
         await web.SockSite(runner, sock, ssl_context=ctx).start()

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     session_ca: Path | None = Field(
         None, description="PKI directory with intermediate.pem and intermediate-key.pem, "
         "used to sign the compute services' certificates")
+    spawner: Literal["process", "kubernetes"] = Field(
+        "process", description="how the LSS runs compute services: local processes, or one "
+        "pod each (from inside a cluster)")
+    namespace: str = Field("twinstack", description="Kubernetes namespace for compute pods")
+    compute_image: str = Field(
+        "twinstack-compute:0.1.0", description="image of compute pods (kubernetes spawner)")
     spawn_host: str = Field(
         "127.0.0.1", description="address compute services bind and publish")
     heartbeat_seconds: float = Field(5.0, gt=0, description="LSS heartbeat interval")

@@ -33,6 +33,7 @@ from twinstack.wire.runtime import Ports, ServiceBase
 
 log = logging.getLogger(__name__)
 
+GPU_SERVICES = frozenset({"fit-td"})  # solver services that get the LSS's GPUs
 CERT_DAYS = 1.0  # compute services' certificates; renewed at half-life, reloaded in place
 
 
@@ -87,8 +88,8 @@ class SessionRunner:
         s = self.lss.settings
         spec = ServiceSpec(service=service, session=self.session,
                            identity=self._certify(service), workdir=self.workdir / service,
-                           logger_url=s.logger_url)
-        return ProcessSpawner(spec, host=s.spawn_host)
+                           logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0)
+        return self.lss.spawner_for(spec)
 
     async def run(self) -> None:
         try:
@@ -158,6 +159,7 @@ class SessionRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         await self._stop_children()
+        await self.lss.session_closed(self.session)
         shutil.rmtree(self.workdir, ignore_errors=True)  # keys of the session go with it
 
 
@@ -181,7 +183,42 @@ class LssService(ServiceBase):
         self.outbox_filled = asyncio.Event()
         self.gss = ServiceClient(s.gss_url, self.runtime.tls.client(), timeout=10)
         self.attached = asyncio.Event()
+        self.kube: Any = None
+        if s.spawner == "kubernetes":
+            await self._connect_kubernetes()
         self.control = asyncio.create_task(self._control())
+
+    async def _connect_kubernetes(self) -> None:
+        """In-cluster API access, one shared pod watch, and cleanup of a previous run."""
+        from kubernetes_asyncio import client, config
+
+        from twinstack.spawners import kubernetes
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException as exc:
+            raise FatalError(ExitCode.CONFIG_ERROR,
+                             f"--spawner kubernetes needs to run in a cluster: {exc}") from exc
+        self.pod_settings = kubernetes.PodSettings(self.settings.namespace,
+                                                   self.settings.compute_image, self.lss_name)
+        self.kube = client.CoreV1Api(client.ApiClient())
+        self.reflector = kubernetes.PodReflector(self.pod_settings)
+        self.watch = asyncio.create_task(self.reflector.run(self.kube))
+        removed = await kubernetes.remove_orphans(self.kube, self.pod_settings, keep=set())
+        log.info("kubernetes spawner ready; removed %d objects of earlier sessions", removed)
+
+    def spawner_for(self, spec: ServiceSpec) -> Spawner:
+        if self.kube is None:
+            return ProcessSpawner(spec, host=self.settings.spawn_host)
+        from twinstack.spawners.kubernetes import KubernetesSpawner
+
+        return KubernetesSpawner(spec, self.pod_settings, self.kube, self.reflector)
+
+    async def session_closed(self, session: str) -> None:
+        if self.kube is not None:
+            from twinstack.spawners.kubernetes import remove_session
+
+            await remove_session(self.kube, self.pod_settings, session)
 
     async def stop(self) -> None:
         self.control.cancel()
@@ -189,6 +226,9 @@ class LssService(ServiceBase):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
         await self.gss.close()
+        if self.kube is not None:
+            self.watch.cancel()
+            await self.kube.api_client.close()
 
     def is_ready(self) -> bool:
         return self.attached.is_set()

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, PositiveInt, model_validator
 
+from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
@@ -122,6 +123,14 @@ def _interpolate(params: InterpolateParams) -> dict[str, Any]:
 class KrigingService(ServiceBase):
     name: ClassVar[str] = "kriging"
     ports: ClassVar[Ports] = Ports(internal=7450, health=7451)
+
+    async def start(self) -> None:
+        """Fail at start, not at the first call, where the numerics are not installed."""
+        try:
+            await asyncio.to_thread(__import__, "twinstack.sim.kriging")
+        except ImportError as exc:
+            raise FatalError(ExitCode.CONFIG_ERROR, f"kriging needs numpy and scipy "
+                             f"(pip install 'twinstack[compute]'): {exc}") from exc
 
     @action(allow=CALLERS)
     async def interpolate(self, call: Call, params: InterpolateParams) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
         "name": _dns_label(spec.service),
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["serve", spec.service, *spec.extra_args],
+        "args": [spec.service, *spec.extra_args],  # the image's entrypoint: twinstack serve
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": [{"name": "internal", "containerPort": INTERNAL_PORT},
                   {"name": "health", "containerPort": HEALTH_PORT}],

@@ -150,7 +150,7 @@ def _service_logs_on_failure(request: pytest.FixtureRequest, net: Net) -> Iterat
 @pytest.fixture(scope="module")
 def first(net: Net) -> dict[str, Any]:
     """The client's session: placed on the private LSS (the only one yet), left running."""
-    return net.client("survey")
+    return net.client("survey", "--wait-for-lss", "30")  # until the private LSS attached
 
 
 @pytest.fixture(scope="module")

@@ -263,7 +263,7 @@ class Topology:
             return None
         for role, name in self.namespaces.items():
             with contextlib.suppress(OSError):
-                if os.stat(f"/run/netns/{name}").st_ino == inode:
+                if os.stat(f"/var/run/netns/{name}").st_ino == inode:
                     return role
         return None
 
@@ -285,7 +285,8 @@ class Topology:
             state = "running" if code is None else f"exited with {code}"
             parts.append(f"----- {started.label} in {started.ns} ({state}) -----\n"
                          f"{self.tail(started, lines)}")
-        for log in sorted((self.workdir / "logs").glob("**/*.out")):
+        # ... and of the processes they started (the compute services the LSS spawned)
+        for log in sorted(self.workdir.glob("**/*.out")):
             if not any(log == s.log for s in self.processes):
                 text = log.read_text(errors="replace").splitlines()[-lines:]
                 parts.append(f"----- {log.relative_to(self.workdir)} -----\n" + "\n".join(text))

@@ -236,7 +236,7 @@ def test_nothing_can_connect_into_the_worker(net, worker):
         assert not refused(outcomes), (role, outcomes)
 
 
-def test_relay_reaches_no_private_address_of_the_worker_today(worker):
+def test_a_call_to_the_natted_workers_service_fails_fast_today(worker):
     """What happens now: the relay cannot dial the worker's compute service; the client gets
     an error in seconds (nat2 rejects at once) instead of a result."""
     call = worker["call"]

@@ -124,6 +124,13 @@ class NamespaceUnavailable(Exception):
     """This machine or user cannot make network namespaces (a reason to skip, not a failure)."""
 
 
+def tool(name: str) -> str:
+    """The full path of a system tool, also where root's sbin is not on PATH."""
+    extra = os.pathsep.join(("/usr/sbin", "/sbin", "/usr/bin", "/bin"))
+    found = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + extra)
+    return found or name
+
+
 def _run(*cmd: str, input_text: str | None = None, check: bool = True,
          timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(cmd), input=input_text, text=True, capture_output=True,
@@ -138,20 +145,21 @@ def check_namespaces_usable() -> None:
     """Raise NamespaceUnavailable saying why if the tests cannot run here."""
     if os.geteuid() != 0:
         raise NamespaceUnavailable("network namespace tests need root")
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            raise NamespaceUnavailable(f"`{tool}` not found (apt-get install -y {package})")
+    for name, package in (("ip", "iproute2"), ("nft", "nftables")):
+        if not os.path.isabs(tool(name)):
+            raise NamespaceUnavailable(f"`{name}` not found (apt-get install -y {package})")
     name = f"tsprobe{secrets.token_hex(4)}"
-    added = _run("ip", "netns", "add", name, check=False)
+    added = _run(tool("ip"), "netns", "add", name, check=False)
     if added.returncode != 0:
         raise NamespaceUnavailable(f"`ip netns add` is not permitted: {added.stderr.strip()}")
     try:
-        nft = _run("ip", "netns", "exec", name, "nft", "list", "ruleset", check=False)
+        nft = _run(tool("ip"), "netns", "exec", name, tool("nft"), "list", "ruleset",
+                   check=False)
         if nft.returncode != 0:
             raise NamespaceUnavailable(f"nftables does not work in a namespace: "
                                        f"{nft.stderr.strip()}")
     finally:
-        _run("ip", "netns", "del", name, check=False)
+        _run(tool("ip"), "netns", "del", name, check=False)
 
 
 @dataclass
@@ -175,7 +183,7 @@ class Topology:
 
     def add(self, role: str) -> str:
         name = f"ts{self.suffix}-{role}"
-        _run("ip", "netns", "add", name)
+        _run(tool("ip"), "netns", "add", name)
         self.namespaces[role] = name
         self.ip(role, "link", "set", "lo", "up")
         self.sysctl(role, "net/ipv4/ip_forward", "0")
@@ -185,15 +193,15 @@ class Topology:
         return self.namespaces[role]
 
     def ip(self, role: str, *args: str) -> None:
-        _run("ip", "-n", self.ns(role), *args)
+        _run(tool("ip"), "-n", self.ns(role), *args)
 
     def sysctl(self, role: str, key: str, value: str) -> None:
-        _run("ip", "netns", "exec", self.ns(role), "sh", "-c",
+        _run(tool("ip"), "netns", "exec", self.ns(role), "sh", "-c",
              f"echo {value} > /proc/sys/{key}")
 
     def link(self, a: str, a_if: str, a_addr: str, b: str, b_if: str, b_addr: str) -> None:
         """A veth pair between two namespaces, created inside them, with a /24 on each end."""
-        _run("ip", "link", "add", a_if, "netns", self.ns(a), "type", "veth",
+        _run(tool("ip"), "link", "add", a_if, "netns", self.ns(a), "type", "veth",
              "peer", "name", b_if, "netns", self.ns(b))
         for role, ifname, address in ((a, a_if, a_addr), (b, b_if, b_addr)):
             self.ip(role, "addr", "add", f"{address}/24", "dev", ifname)
@@ -204,13 +212,14 @@ class Topology:
 
     def router(self, role: str, rules: str) -> None:
         self.sysctl(role, "net/ipv4/ip_forward", "1")
-        _run("ip", "netns", "exec", self.ns(role), "nft", "-f", "-", input_text=rules)
+        _run(tool("ip"), "netns", "exec", self.ns(role), tool("nft"), "-f", "-",
+             input_text=rules)
 
     # running -----------------------------------------------------------------------------
 
     def exec(self, role: str, *cmd: str, timeout: float = 60.0,
              input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", self.ns(role), *cmd, input_text=input_text,
+        return _run(tool("ip"), "netns", "exec", self.ns(role), *cmd, input_text=input_text,
                     check=False, timeout=timeout)
 
     def python(self, role: str, *args: str, timeout: float = 60.0
@@ -224,9 +233,9 @@ class Topology:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             # `ip netns exec` execs the command, so this PID is the process itself.
-            proc = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *cmd], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env)
+            proc = subprocess.Popen([tool("ip"), "netns", "exec", self.ns(role), *cmd],
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env)
         started = Started(label, role, proc, log)
         self.processes.append(started)
         return started
@@ -304,7 +313,7 @@ class Topology:
             started.proc.wait()
 
     def pids(self, role: str) -> list[int]:
-        done = _run("ip", "netns", "pids", self.ns(role), check=False)
+        done = _run(tool("ip"), "netns", "pids", self.ns(role), check=False)
         return [int(p) for p in done.stdout.split() if p.isdigit()]
 
     def destroy(self) -> None:
@@ -329,7 +338,7 @@ class Topology:
         while any(self.pids(role) for role in self.namespaces) and time.monotonic() < deadline:
             time.sleep(0.05)
         for name in self.namespaces.values():
-            _run("ip", "netns", "del", name, check=False)
+            _run(tool("ip"), "netns", "del", name, check=False)
         self.namespaces.clear()
 
 

@@ -238,9 +238,16 @@ class Session:
             raise ActionError.from_json(int(err.get("status", 400)), err)
         return reply["result"]
 
-    def call(self, service: str, action: str, **params: Any) -> Any:
-        """Run `action` of one of this session's compute services (through the relay)."""
-        return self.client._loop.run(self._request(service, action, params))
+    def call(self, service: str, action: str, *, timeout: float | None = None,
+             **params: Any) -> Any:
+        """Run `action` of one of this session's compute services (through the relay).
+
+        Waits at most `timeout` seconds (default: as long as the action takes).
+        """
+        try:
+            return self.client._loop.run(self._request(service, action, params), timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{service}.{action} gave no answer in {timeout:g} s") from exc
 
     def events(self, timeout: float = 0.0) -> Iterator[dict[str, Any]]:
         """Events received so far; with a timeout, also those arriving within it."""

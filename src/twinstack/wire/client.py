@@ -20,6 +20,7 @@ from twinstack.logs import request_id
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
 _RETRY_DELAYS = (0.1, 0.3, 1.0)
+CONNECT_TIMEOUT = 5.0
 
 
 class ServiceClient:
@@ -55,7 +56,9 @@ class ServiceClient:
                    idempotent: bool = False, timeout: float | None = None) -> Any:
         """Run `action` and return its result; raise ActionError with the service's error."""
         body = {"action": action, "params": params or {}}
-        limit = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        # A peer that silently drops packets must fail fast, however long the action may run.
+        total = timeout or self.timeout
+        limit = aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_TIMEOUT, total))
         for attempt in itertools.count():
             try:
                 async with self._http().post(f"{self.url}/execute", json=body, timeout=limit,

@@ -1,0 +1,164 @@
+"""The container images, built with podman the way a user would (slow: a few minutes cold).
+
+Skipped with a reason where podman, debootstrap or root is missing. The images come from
+`deploy/containers/build.sh --local-base` (a Debian base made here; no registry is needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Pki, free_port
+from twinstack.pki.tls import TlsFiles, client_context
+from twinstack.wire.client import ServiceClient
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+CORE, COMPUTE = f"localhost/twinstack-core:{VERSION}", f"localhost/twinstack-compute:{VERSION}"
+PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40,}")
+ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy/containers/containers.conf")}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),
+    pytest.mark.skipif(os.geteuid() != 0, reason="podman builds here need root"),
+    pytest.mark.skipif(not (shutil.which("podman") and shutil.which("debootstrap")),
+                       reason="needs podman and debootstrap (apt-get install podman runc "
+                              "debootstrap)"),
+]
+
+
+def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
+                          env=ENV)
+
+
+@pytest.fixture(scope="module")
+def images() -> tuple[str, str]:
+    started = time.monotonic()
+    built = subprocess.run(["bash", str(ROOT / "deploy/containers/build.sh"), "--local-base"],
+                           capture_output=True, text=True, timeout=1100, env=ENV, cwd=ROOT)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    print(f"images built in {time.monotonic() - started:.0f} s")
+    return CORE, COMPUTE
+
+
+def test_core_image_is_small_and_runs_as_non_root_in_exec_form(images):
+    for image in images:
+        config = json.loads(podman("image", "inspect", image).stdout)[0]
+        assert config["Config"]["User"] == "10001:10001"
+        assert config["Config"]["Entrypoint"] == ["/opt/twinstack/bin/twinstack", "serve"]
+    size = json.loads(podman("image", "inspect", CORE).stdout)[0]["Size"]
+    assert size < 300e6, f"core image is {size / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize("which", ["core", "compute"])
+def test_no_private_key_in_the_images(images, tmp_path, which):
+    image = CORE if which == "core" else COMPUTE
+    name = f"tskeyscan-{uuid.uuid4().hex[:8]}"
+    assert podman("create", "--name", name, image).returncode == 0
+    try:
+        archive = tmp_path / "fs.tar"
+        assert podman("export", "-o", str(archive), name, timeout=300).returncode == 0
+        found = []
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if member.isfile() and member.size < 2_000_000:
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    if PRIVATE_KEY.search(data):
+                        found.append(member.name)
+        assert found == []
+    finally:
+        podman("rm", "-f", name)
+
+
+def _mountable(identity: TlsFiles, where: Path) -> Path:
+    """Copy an identity where the image's uid 10001 can read it, as a Secret mount would."""
+    where.mkdir()
+    for source, target in ((identity.cert, "tls.crt"), (identity.key, "tls.key"),
+                           (identity.ca, "ca.crt")):
+        shutil.copy(source, where / target)
+        os.chown(where / target, 10001, 10001)
+    os.chown(where, 10001, 10001)
+    return where
+
+
+def _wait_ready(health_port: int, ca: Path, name: str, timeout: float = 60) -> None:
+    """Poll the health channel, as a Kubernetes readiness probe would."""
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{health_port}/readyz",
+                                        context=context, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not ready: {podman('logs', name).stdout[-2000:]}")
+        time.sleep(0.2)
+
+
+def test_the_images_run_services_that_talk_mutual_tls(images, pki: Pki, tmp_path):
+    """logger (core image) and kriging (compute image), certificates mounted read-only."""
+    names = []
+
+    def run(image: str, service: str, identity: TlsFiles, *args: str) -> str:
+        name = f"ts-{service}-{uuid.uuid4().hex[:8]}"
+        tls = _mountable(identity, tmp_path / name)
+        done = podman("run", "-d", "--name", name, "--network", "host", "--read-only",
+                      "--tmpfs", "/var/lib/twinstack", "-v", f"{tls}:/etc/twinstack/tls:ro",
+                      "-e", "TWINSTACK_CERT=/etc/twinstack/tls/tls.crt",
+                      "-e", "TWINSTACK_KEY=/etc/twinstack/tls/tls.key",
+                      "-e", "TWINSTACK_CA=/etc/twinstack/tls/ca.crt", image, service, *args)
+        assert done.returncode == 0, done.stderr
+        names.append(name)
+        return name
+
+    logger_port, kriging_port, health = free_port(), free_port(), free_port()
+    try:
+        run(CORE, "logger", pki.identity("logger"), "--bind", f"127.0.0.1:{logger_port}",
+            "--health-bind", f"127.0.0.1:{free_port()}")
+        name = run(COMPUTE, "kriging", pki.identity("kriging", session="c1"), "--session", "c1",
+                   "--bind", f"127.0.0.1:{kriging_port}", "--health-bind", f"127.0.0.1:{health}",
+                   "--logger-url", f"https://127.0.0.1:{logger_port}", "--logger-required")
+        _wait_ready(health, pki.ca, name)
+
+        async def use() -> tuple[dict, dict]:
+            relay = client_context(pki.identity("relay", session="c1"))
+            admin = client_context(pki.identity("admin"))
+            async with ServiceClient(f"https://127.0.0.1:{kriging_port}", relay) as kriging, \
+                    ServiceClient(f"https://127.0.0.1:{logger_port}", admin) as logger:
+                result = await kriging.call("interpolate", {
+                    "points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
+                    "targets": [[0.5, 0.5]],
+                    "variogram": {"model": "linear", "slope": 1.0, "nugget": 0.0}},
+                    idempotent=True)
+                for _ in range(50):
+                    records = await logger.call("query", {"service": "kriging"})
+                    if any("kriged" in r["msg"] for r in records["records"]):
+                        break
+                    await asyncio.sleep(0.2)
+                return result, records
+
+        result, records = asyncio.run(use())
+        assert result["estimates"] == [2.5]
+        assert any("kriged" in r["msg"] for r in records["records"])
+    finally:
+        for name in names:
+            podman("rm", "-f", "-t", "2", name)

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     namespace: str = Field("twinstack", description="Kubernetes namespace for compute pods")
     compute_image: str = Field(
         "twinstack-compute:0.1.0", description="image of compute pods (kubernetes spawner)")
+    tunnel: bool = Field(
+        False, description="the relay cannot reach this LSS's compute services (it is behind "
+        "NAT): carry calls to them over the LSS's own outbound link to the GSS")
     spawn_host: str = Field(
         "127.0.0.1", description="address compute services bind and publish")
     heartbeat_seconds: float = Field(5.0, gt=0, description="LSS heartbeat interval")

@@ -159,7 +159,7 @@ def worker(net: Net, first: dict[str, Any]) -> dict[str, Any]:
     wait_ready(net.topo, [
         net.serve("worker", "lss-worker", "lss", WORKER, "--gss-url", GSS,
                   "--session-ca", str(net.pki), "--lss-name", "worker",
-                  "--spawn-host", WORKER)])
+                  "--spawn-host", WORKER, "--tunnel")])
     # The private LSS is full (capacity 1, `first` runs there): the client retries while
     # gss says no_capacity, until the worker has attached.
     return net.client("remote", "--wait-for-lss", "30", "--call-timeout", "20")
@@ -236,18 +236,9 @@ def test_nothing_can_connect_into_the_worker(net, worker):
         assert not refused(outcomes), (role, outcomes)
 
 
-def test_a_call_to_the_natted_workers_service_fails_fast_today(worker):
-    """What happens now: the relay cannot dial the worker's compute service; the client gets
-    an error in seconds (nat2 rejects at once) instead of a result."""
-    call = worker["call"]
-    if call["ok"]:
-        pytest.skip("calls reach the NAT'ed worker now: see the expected failure below")
-    assert call.get("status") == 503 and endpoint(worker) in call["message"], call
-
-
-@pytest.mark.xfail(strict=True, reason="the relay dials compute services directly; a worker "
-                   "behind NAT needs a reverse tunnel over its LSS's outbound link, which "
-                   "TwinStack does not have yet")
-def test_relay_reaches_compute_services_behind_nat(worker):
+def test_relay_reaches_compute_services_behind_nat_through_the_lss_link(worker):
+    """The relay cannot dial the worker's compute service (nat2 refuses), so the call goes
+    relay → gss → the worker LSS's own outbound link → the compute service, and back."""
+    assert worker["services"]["kriging"].get("via") == "lss", worker
     assert worker["call"]["ok"], worker["call"]
     assert worker["call"]["estimates"] == pytest.approx([2.5])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -123,6 +124,17 @@ class LssHello(BaseModel):
     sessions: list[str] = []
 
 
+class TunnelCall(SessionRef):
+    service: str
+    action: str
+    params: dict[str, Any] = {}
+
+
+class TunnelResult(BaseModel):
+    model_config = {"extra": "allow"}
+    call_id: int
+
+
 class LssHeartbeat(BaseModel):
     name: str
     load: dict[str, float] = {}
@@ -146,6 +158,8 @@ class GssService(ServiceBase):
         self.subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = \
             collections.defaultdict(set)
         self.sweeper = asyncio.create_task(self._sweep_silent_lss())
+        self.tunnel_ids = itertools.count(1)
+        self.tunnel_replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
     async def stop(self) -> None:
         self.sweeper.cancel()
@@ -351,6 +365,32 @@ class GssService(ServiceBase):
             self.subscribers[params.session].discard(queue)
             if not self.subscribers[params.session]:
                 del self.subscribers[params.session]
+
+    @action(allow=("relay",))
+    async def tunnel_call(self, call: Call, params: TunnelCall) -> Any:
+        """A relay call to a compute service behind NAT, carried over its LSS's link."""
+        record = await self.db.run(lambda s: projects.get_session(s, params.session))
+        call_id = next(self.tunnel_ids)
+        reply = self.tunnel_replies[call_id] = asyncio.get_running_loop().create_future()
+        try:
+            if record.lss_id is None or not self.command(record.lss_id, {
+                    "type": "call", "call_id": call_id, **params.model_dump()}):
+                raise ActionError(503, "unavailable", f"LSS {record.lss_id} is not connected")
+            answer = await asyncio.wait_for(reply, 600)
+        except TimeoutError as exc:
+            raise ActionError(504, "timeout", f"{params.service} did not answer") from exc
+        finally:
+            self.tunnel_replies.pop(call_id, None)
+        if "error" in answer:
+            raise ActionError.from_json(int(answer["error"].get("status", 502)), answer["error"])
+        return answer.get("result")
+
+    @action(allow=("lss",))
+    async def tunnel_result(self, call: Call, params: TunnelResult) -> dict[str, Any]:
+        waiting = self.tunnel_replies.get(params.call_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(params.model_dump())
+        return {"ok": True}
 
     # internal: LSS nodes --------------------------------------------------------------------
 

@@ -97,8 +97,9 @@ class SessionRunner:
         except SpawnError as exc:
             await self._fail(exc.args[0], exc.exit_code, exc.output_tail)
             return
+        via = {"via": "lss"} if self.lss.settings.tunnel else {}
         self.lss.report(self.session, "ready", services={
-            name: {"endpoint": child.endpoint} for name, child in self.children.items()})
+            name: {"endpoint": child.endpoint, **via} for name, child in self.children.items()})
         await self._supervise()
 
     async def _start(self, service: str) -> None:
@@ -183,6 +184,9 @@ class LssService(ServiceBase):
         self.outbox_filled = asyncio.Event()
         self.gss = ServiceClient(s.gss_url, self.runtime.tls.client(), timeout=10)
         self.attached = asyncio.Event()
+        self.link: Link | None = None
+        self.compute: dict[str, ServiceClient] = {}  # tunnelled calls' clients, by endpoint
+        self.tunnelled: set[asyncio.Task[None]] = set()
         self.kube: Any = None
         if s.spawner == "kubernetes":
             await self._connect_kubernetes()
@@ -225,7 +229,8 @@ class LssService(ServiceBase):
         with contextlib.suppress(asyncio.CancelledError):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
-        await self.gss.close()
+        for client in [self.gss, *self.compute.values()]:
+            await client.close()
         if self.kube is not None:
             self.watch.cancel()
             await self.kube.api_client.close()
@@ -260,6 +265,7 @@ class LssService(ServiceBase):
         while True:
             try:
                 async with self.gss.link() as link:
+                    self.link = link
                     helpers = [asyncio.create_task(self._heartbeats(link)),
                                asyncio.create_task(self._send_outbox(link))]
                     try:
@@ -311,5 +317,28 @@ class LssService(ServiceBase):
             if runner is not None:
                 await runner.stop()
             self.report(session, "closed")
+        elif kind == "call" and self.link is not None:
+            task = asyncio.create_task(self._tunnel(self.link, command))
+            self.tunnelled.add(task)
+            task.add_done_callback(self.tunnelled.discard)
         else:
             log.warning("ignored control command %s", command)
+
+    async def _tunnel(self, link: Link, command: dict[str, Any]) -> None:
+        """Carry one relay call to a local compute service and send the answer back."""
+        reply: dict[str, Any] = {"call_id": command["call_id"]}
+        try:
+            runner = self.runners.get(command["session"])
+            child = runner.children.get(command["service"]) if runner else None
+            if child is None:
+                raise ActionError(404, "unknown_service", f"no {command['service']} in session "
+                                  f"{command['session']} on LSS {self.lss_name}")
+            if child.endpoint not in self.compute:
+                self.compute[child.endpoint] = ServiceClient(f"https://{child.endpoint}",
+                                                             self.runtime.tls.client())
+            reply["result"] = await self.compute[child.endpoint].call(
+                command["action"], command.get("params") or {}, timeout=600)
+        except ActionError as err:
+            reply["error"] = {**err.to_json(), "status": err.status}
+        with contextlib.suppress(ActionError):
+            await link.call("tunnel_result", reply)

@@ -136,8 +136,13 @@ class RelayService(ServiceBase):
             if access["state"] != "ready":
                 raise ActionError(409, "session_not_ready", f"session {session} is "
                                   f"{access['state']}")
-            result = await self._client(endpoint).call(action, message.get("params") or {},
-                                                       timeout=600)
+            params = message.get("params") or {}
+            if access["services"][service].get("via") == "lss":  # behind NAT: through its LSS
+                result = await self.gss.call("tunnel_call", {
+                    "session": session, "service": service, "action": action,
+                    "params": params}, timeout=600)
+            else:
+                result = await self._client(endpoint).call(action, params, timeout=600)
             reply: dict[str, Any] = {"id": call_id, "result": result}
         except ActionError as err:
             reply = _error(call_id, err)

@@ -1,4 +1,4 @@
-"""`twinstack`: the one entry point. Verbs: certs, serve, up, user, group, logs."""
+"""`twinstack`: the one entry point. Verbs: certs, serve, up, user, group, deploy, logs."""
 
 from __future__ import annotations
 
@@ -189,6 +189,20 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                         help="database URL, if not the SQLite file in the data directory")
 
 
+def _deploy(args: argparse.Namespace) -> None:
+    from twinstack import deploy
+
+    if args.deploy_verb == "certs":
+        written = deploy.ensure_certificates(args.pki, args.namespace, args.public_host,
+                                             owner=args.owner)
+        print(f"{len(written)} certificates issued in {args.pki}")
+    elif args.deploy_verb == "secrets":
+        print(json.dumps(deploy.secret_manifests(args.pki, args.namespace), indent=1))
+    else:
+        print(deploy.render(args.overlay, image_tag=args.image_tag, registry=args.registry,
+                            namespace=args.namespace), end="")
+
+
 def _logs(args: argparse.Namespace) -> None:
     settings = load_settings(vars(args))
     asyncio.run(_print_logs(args, settings))
@@ -269,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("user")
         _add_data_flags(sub)
         sub.set_defaults(run=_group)
+
+    deploy = verbs.add_parser("deploy", help="certificates, Secrets and manifests for "
+                              "containers and Kubernetes")
+    deploy_verbs = deploy.add_subparsers(dest="deploy_verb", required=True)
+    certs_cmd = deploy_verbs.add_parser("certs", help="a PKI with every platform service's "
+                                        "certificate (compose and Kubernetes names)")
+    secrets_cmd = deploy_verbs.add_parser("secrets", help="print the certificate Secrets "
+                                          "(kubectl apply -f -)")
+    render_cmd = deploy_verbs.add_parser("render", help="print an overlay's manifests with "
+                                         "your values")
+    for sub in (certs_cmd, secrets_cmd):
+        sub.add_argument("--pki", type=Path, required=True, help="PKI directory")
+    for sub in (certs_cmd, secrets_cmd, render_cmd):
+        sub.add_argument("--namespace", default="twinstack", help="Kubernetes namespace")
+    certs_cmd.add_argument("--public-host", action="append", default=[],
+                           help="a DNS name clients use for gss/auth/relay (repeatable)")
+    certs_cmd.add_argument("--owner", type=int,
+                           help="give the files to this uid (10001: the images' user)")
+    render_cmd.add_argument("overlay", help="dev, production or gpu")
+    render_cmd.add_argument("--image-tag", help="tag of twinstack-core and twinstack-compute")
+    render_cmd.add_argument("--registry", help="registry prefix of the images")
+    deploy.set_defaults(run=_deploy)
 
     logs = verbs.add_parser("logs", help="query and follow the logger service")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new records")

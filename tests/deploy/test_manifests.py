@@ -432,12 +432,15 @@ REACHABILITY = [
       for dst, port in [("gss", 7430), ("lss", 7420), ("auth", 7432), ("relay", 7440)]],
     ("auth", "compute-a", 7450, False), ("gss", "compute-a", 7450, False),
     ("logger", "gss", 7430, False), ("postgres", "logger", 7410, False),
-    # No way out, and no API access except for the LSS.
-    *[(src, "internet", 443, False) for src in (*PLATFORM, "postgres", *COMPUTE)],
+    # No way out, and no API access except for the LSS. (The LSS may reach 443/6443 anywhere:
+    # the API server's address differs per cluster, see the `lss` NetworkPolicy.)
+    *[(src, "internet", 443, False) for src in ("gss", "auth", "relay", "logger", "postgres",
+                                                *COMPUTE)],
+    ("lss", "internet", 80, False), ("lss", "internet", 8443, False),
     *[(src, "api-server", 6443, False) for src in ("gss", "auth", "relay", "logger",
                                                    "postgres", *COMPUTE)],
     # Default deny: a pod no policy names gets DNS and nothing else.
-    ("stranger", "gss", 7430, False), ("stranger", "gss", 7400, True),  # public is public
+    ("stranger", "gss", 7430, False), ("stranger", "gss", 7400, False),
     ("stranger", "logger", 7410, False), ("gss", "stranger", 8080, False),
     ("stranger", "internet", 443, False),
     # DNS for every pod, only to kube-dns, only port 53.

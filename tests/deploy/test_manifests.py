@@ -22,6 +22,7 @@ import functools
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("dev", "production", "gpu")
 NAMESPACE = "twinstack"
+IN_NAMESPACE = "$(POD_NAMESPACE)"  # addresses follow the pod's namespace (see the env comments)
 
 # Schema versions: the oldest and newest Kubernetes minors still in common support, and one
 # between; kubernetes-validate ships the schemas, so this needs no network.
@@ -357,13 +359,13 @@ class NetworkModel:
         return True
 
 
-def _compute_pod(session: str, service: str, ip: str) -> Endpoint:
+def _compute_pod(session: str, service: str, ip: str, namespace: str = NAMESPACE) -> Endpoint:
     """A compute pod exactly as the Kubernetes spawner builds it."""
     from twinstack.pki.tls import TlsFiles
     from twinstack.spawners import kubernetes as spawner
     from twinstack.spawners.base import ServiceSpec
 
-    settings = spawner.PodSettings(namespace=NAMESPACE, image="twinstack-compute:0.1.0",
+    settings = spawner.PodSettings(namespace=namespace, image="twinstack-compute:0.1.0",
                                    lss="kubernetes")
     identity = TlsFiles(Path("tls.crt"), Path("tls.key"), Path("ca.crt"))
     spec = ServiceSpec(service=service, session=session, identity=identity,
@@ -377,16 +379,17 @@ def _compute_pod(session: str, service: str, ip: str) -> Endpoint:
 def cluster(docs: list[dict[str, Any]]) -> dict[str, Endpoint]:
     """The platform's pods from the rendered workloads, compute pods, and the world around."""
     found = {}
+    (namespace,) = of_kind(docs, "Namespace")
     for i, (name, workload) in enumerate(sorted(workloads(docs).items())):
         template = workload["spec"]["template"]
         ports = {p["name"]: p["containerPort"] for c in containers(workload)
                  for p in c.get("ports", [])}
         found[name] = Endpoint(name, f"10.244.1.{i + 10}", workload["metadata"]["namespace"],
                                template["metadata"]["labels"], ports)
-    found["compute-a"] = _compute_pod("session-a", "kriging", "10.244.2.10")
-    found["compute-a2"] = _compute_pod("session-a", "fit-td", "10.244.2.11")
-    found["compute-b"] = _compute_pod("session-b", "kriging", "10.244.2.12")
-    found["stranger"] = Endpoint("stranger", "10.244.1.99", NAMESPACE,
+    found["compute-a"] = _compute_pod("session-a", "kriging", "10.244.2.10", namespace)
+    found["compute-a2"] = _compute_pod("session-a", "fit-td", "10.244.2.11", namespace)
+    found["compute-b"] = _compute_pod("session-b", "kriging", "10.244.2.12", namespace)
+    found["stranger"] = Endpoint("stranger", "10.244.1.99", namespace,
                                  {"app.kubernetes.io/component": "something-new"})
     found["kube-dns"] = Endpoint("kube-dns", "10.244.0.5", "kube-system",
                                  {"k8s-app": "kube-dns"})
@@ -452,8 +455,12 @@ REACHABILITY = [
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_reachability(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
-    model = NetworkModel(rendered[overlay])
-    pods = cluster(rendered[overlay])
+    assert_reachability(rendered[overlay])
+
+
+def assert_reachability(docs: list[dict[str, Any]]) -> None:
+    model = NetworkModel(docs)
+    pods = cluster(docs)
     wrong = []
     for source, destination, port, expected in REACHABILITY:
         number, _, protocol = str(port).partition("/")
@@ -566,7 +573,7 @@ def test_service_wiring(rendered: dict[str, list[dict[str, Any]]], overlay: str)
         env = env_of(container)
         assert container["args"] == [name]
         assert env["TWINSTACK_BIND"] == f"0.0.0.0:{ports['internal']}"
-        assert env["TWINSTACK_PUBLISH"] == f"{name}.{NAMESPACE}.svc:{ports['internal']}"
+        assert env["TWINSTACK_PUBLISH"] == f"{name}.{IN_NAMESPACE}.svc:{ports['internal']}"
         assert (env.get("TWINSTACK_PUBLIC_BIND") == f"0.0.0.0:{ports['public']}"
                 if "public" in ports else "TWINSTACK_PUBLIC_BIND" not in env)
         assert env["TWINSTACK_CERT"] == "/etc/twinstack/tls/tls.crt"
@@ -574,9 +581,15 @@ def test_service_wiring(rendered: dict[str, list[dict[str, Any]]], overlay: str)
         assert env["TWINSTACK_CA"] == "/etc/twinstack/tls/ca.crt"
         assert env["TWINSTACK_DATA_DIR"] == "/var/lib/twinstack"
         if name != "logger":
-            assert env["TWINSTACK_LOGGER_URL"] == f"https://logger.{NAMESPACE}.svc:7410"
+            assert env["TWINSTACK_LOGGER_URL"] == f"https://logger.{IN_NAMESPACE}.svc:7410"
         if name in ("relay", "lss"):
-            assert env["TWINSTACK_GSS_URL"] == f"https://gss.{NAMESPACE}.svc:7430"
+            assert env["TWINSTACK_GSS_URL"] == f"https://gss.{IN_NAMESPACE}.svc:7430"
+        # The kubelet expands $(VAR) only from variables listed before it.
+        order = [e["name"] for e in container["env"]]
+        assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+        for index, variable in enumerate(container["env"]):
+            for used in re.findall(r"\$\((\w+)\)", variable.get("value", "")):
+                assert used in order[:index], f"{name}: {variable['name']} uses {used} too early"
         assert ("TWINSTACK_DATABASE_URL" in env) is (name in ("gss", "auth")), name
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert mounts["/etc/twinstack/tls"]["readOnly"] is True
@@ -708,3 +721,20 @@ def test_production_certificates(rendered: dict[str, list[dict[str, Any]]]) -> N
                                     w["spec"]["template"]["metadata"]["labels"])]
             assert replicas[target] > 1, f"a budget for a single replica blocks drains: {target}"
         assert {"relay", "auth"} <= set(budgets)
+
+
+def test_platform_moves_to_another_namespace(render_dir: Path) -> None:
+    """A layer with `namespace:` (as `twinstack deploy render --namespace` adds) moves all."""
+    layer = render_dir / "elsewhere"
+    layer.mkdir()
+    overlay = os.path.relpath(KUBERNETES / "overlays" / "dev", layer)  # kustomize: relative
+    (layer / "kustomization.yaml").write_text(f"resources: [{overlay}]\nnamespace: elsewhere\n")
+    docs = render(layer, render_dir)
+    (namespace,) = of_kind(docs, "Namespace").values()
+    assert namespace["metadata"]["name"] == "elsewhere"
+    assert all(d["metadata"]["namespace"] == "elsewhere" for d in docs if d is not namespace)
+    (binding,) = of_kind(docs, "RoleBinding").values()
+    assert binding["subjects"][0]["namespace"] == "elsewhere"
+    text = yaml.safe_dump_all(docs)
+    assert f".{NAMESPACE}.svc" not in text
+    assert_reachability(docs)

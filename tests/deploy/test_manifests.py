@@ -144,7 +144,7 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def _schema_validator() -> Any:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    import kubernetes_validate
     import kubernetes_validate.utils as utils
 
     # validate() re-reads and re-parses the (large) schema files on every call; the files do

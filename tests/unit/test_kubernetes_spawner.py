@@ -65,6 +65,8 @@ def test_pod_is_restricted_labelled_and_mounts_its_certificate(spec):
     assert env["TWINSTACK_PUBLISH"] == endpoint(SETTINGS, spec)
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     assert pod["spec"]["restartPolicy"] == "Never"  # the LSS restarts with its own back-off
+    assert pod["spec"]["serviceAccountName"] == "twinstack-compute"
+    assert not pod["spec"]["automountServiceAccountToken"]
     secret = certificate_secret(SETTINGS, spec)
     assert secret["stringData"]["tls.key"].startswith("-----BEGIN PRIVATE KEY-----")
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]

@@ -80,7 +80,8 @@ class SessionRunner:
         workdir = self.workdir / service
         workdir.mkdir(parents=True, exist_ok=True)
         issued = issue_identity(s.session_ca, service, workdir / "identity",
-                                session=self.session, hosts=[s.spawn_host],
+                                session=self.session,
+                                hosts=self.lss.service_hosts(self.session, service),
                                 issuer="intermediate", days=CERT_DAYS)
         return TlsFiles(issued.cert, issued.key, s.ca)
 
@@ -210,6 +211,14 @@ class LssService(ServiceBase):
         self.watch = asyncio.create_task(self.reflector.run(self.kube))
         removed = await kubernetes.remove_orphans(self.kube, self.pod_settings, keep=set())
         log.info("kubernetes spawner ready; removed %d objects of earlier sessions", removed)
+
+    def service_hosts(self, session: str, service: str) -> list[str]:
+        """The names a compute service is dialled at, for its certificate."""
+        if self.kube is None:
+            return [self.settings.spawn_host]
+        from twinstack.spawners.kubernetes import pod_host
+
+        return [pod_host(self.pod_settings, session, service)]
 
     def spawner_for(self, spec: ServiceSpec) -> Spawner:
         if self.kube is None:

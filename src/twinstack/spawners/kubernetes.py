@@ -68,9 +68,14 @@ def labels(settings: PodSettings, session: str, service: str | None = None) -> d
     return found
 
 
+def pod_host(settings: PodSettings, session: str, service: str) -> str:
+    """The pod's stable DNS name, which the relay dials and its certificate must name."""
+    return (f"{pod_name(session, service)}.{session_service_name(session)}."
+            f"{settings.namespace}.svc")
+
+
 def endpoint(settings: PodSettings, spec: ServiceSpec) -> str:
-    return (f"{pod_name(spec.session, spec.service)}.{session_service_name(spec.session)}."
-            f"{settings.namespace}.svc:{INTERNAL_PORT}")
+    return f"{pod_host(settings, spec.session, spec.service)}:{INTERNAL_PORT}"
 
 
 def certificate_secret(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
@@ -140,7 +145,8 @@ def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
     }
     pod_spec: dict[str, Any] = {
         "hostname": name, "subdomain": session_service_name(spec.session),
-        "restartPolicy": "Never", "automountServiceAccountToken": False,
+        "restartPolicy": "Never", "serviceAccountName": "twinstack-compute",
+        "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {"runAsNonRoot": True, "fsGroup": RUN_AS,
                             "seccompProfile": {"type": "RuntimeDefault"}},

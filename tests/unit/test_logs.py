@@ -56,6 +56,19 @@ def test_forwarder_drops_oldest_and_counts_when_the_logger_is_gone():
     assert len(forwarder.buffer) == 5  # kept for the next try
 
 
+def test_last_flush_on_stop_ships_everything_in_accepted_batches():
+    shipped: list[list[dict]] = []
+
+    async def accept(batch: list[dict]) -> None:
+        shipped.append(batch)
+
+    forwarder = logs.LogForwarder(accept, batch_size=4)
+    for i in range(9):
+        forwarder.emit(make_record(f"record {i}"))
+    asyncio.run(forwarder.flush_now())
+    assert [len(b) for b in shipped] == [4, 4, 1] and not forwarder.buffer
+
+
 def test_forwarder_ships_in_batches():
     shipped: list[list[dict]] = []
 

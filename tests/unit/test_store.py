@@ -387,8 +387,9 @@ def test_lss_heartbeats_and_loss(db):
         assert [r.id for r in prj.sessions_of_lss(s, "lss-a")] == [s1.id, s2.id]
         prj.get_session(s, s1.id)  # loaded here: the bulk update below must refresh it
         s.get(type(a), "lss-a").last_heartbeat = utcnow() - timedelta(minutes=5)
-        assert prj.mark_silent_lss_lost(s, utcnow() - timedelta(minutes=1)) == ["lss-a"]
-        assert prj.mark_silent_lss_lost(s, utcnow() - timedelta(minutes=1)) == []
+        assert prj.mark_silent_lss_lost(s, utcnow() - timedelta(minutes=1)) == \
+            {"lss-a": [s1.id, s2.id]}
+        assert prj.mark_silent_lss_lost(s, utcnow() - timedelta(minutes=1)) == {}
         assert prj.get_session(s, s1.id).state == "lost"
     with db.transaction() as s:
         for sid in (s1.id, s2.id):

@@ -239,8 +239,7 @@ class Session:
                                   "params": params})
         reply = await future
         if "error" in reply:
-            err = reply["error"]
-            raise ActionError.from_json(int(err.get("status", 400)), err)
+            raise ActionError.from_message(reply["error"])
         return reply["result"]
 
     def call(self, service: str, action: str, *, timeout: float | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session as Tx
 
 from twinstack import __version__
 from twinstack.services.database import ServiceDatabase
-from twinstack.store import Conflict, NotFound, accounts, projects
+from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, projects
 from twinstack.store.models import SessionRecord, User, utcnow
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError, forbidden, unauthorized
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 # Which compute services a session of each type runs.
 SESSION_TYPES: dict[str, tuple[str, ...]] = {"data analysis": ("kriging",)}
-RANK = {"viewer": 1, "editor": 2, "owner": 3}
-LIVE = ("starting", "ready")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def session_view(record: SessionRecord) -> dict[str, Any]:
 def require(role: str | None, needed: str, what: str, project: str) -> None:
     if role is None:  # another user's project is not even admitted to exist
         raise ActionError(404, "not_found", f"no project {project}")
-    if RANK[role] < RANK[needed]:
+    if ROLES.index(role) < ROLES.index(needed):
         raise forbidden(f"{what} needs the {needed} role on project {project}; you are {role}")
 
 
@@ -318,9 +317,10 @@ class GssService(ServiceBase):
             raise ActionError(404, "not_found", f"no session {params.session}")
         if record.opened_by != call.principal.id:
             require(role, "editor", "closing a session", record.project_id)
-        if record.state in LIVE:
+        live = record.state in LIVE_STATES
+        if live:
             await self._close(record.id, record.lss_id, f"closed by {call.principal.name}")
-        return {"id": record.id, "state": "closing" if record.state in LIVE else record.state}
+        return {"id": record.id, "state": "closing" if live else record.state}
 
     async def _close(self, session: str, lss: str | None, reason: str) -> None:
         sent = lss is not None and self.command(lss, {"type": "stop_session",
@@ -382,7 +382,7 @@ class GssService(ServiceBase):
         finally:
             self.tunnel_replies.pop(call_id, None)
         if "error" in answer:
-            raise ActionError.from_json(int(answer["error"].get("status", 502)), answer["error"])
+            raise ActionError.from_message(answer["error"])
         return answer.get("result")
 
     @action(allow=("lss",))
@@ -403,7 +403,7 @@ class GssService(ServiceBase):
 
         def register(s: Tx) -> tuple[list[str], list[str]]:
             projects.upsert_lss(s, params.name, params.capacity, params.load)
-            known = {r.id: r for r in projects.sessions_of_lss(s, params.name, states=LIVE)}
+            known = {r.id: r for r in projects.sessions_of_lss(s, params.name, states=LIVE_STATES)}
             vanished = [sid for sid in known if sid not in running]
             for sid in vanished:
                 projects.set_session_state(s, sid, "lost", reason=f"LSS {params.name} "
@@ -442,7 +442,7 @@ class GssService(ServiceBase):
             record = projects.get_session(s, params.session)
             if record.lss_id != params.lss:
                 raise forbidden(f"session {params.session} is not on LSS {params.lss}")
-            if new_state is None or record.state not in (*LIVE, "closing"):
+            if new_state is None or record.state not in (*LIVE_STATES, "closing"):
                 return None
             projects.set_session_state(s, params.session, new_state,
                                        reason=event.get("reason"),
@@ -465,8 +465,10 @@ class GssService(ServiceBase):
         await asyncio.sleep(timeout)
         while True:
             await asyncio.sleep(min(1.0, timeout / 5))
+            cutoff = utcnow() - timedelta(seconds=timeout)
             try:
-                lost = await self.db.run(lambda s: self._mark_lost(s, timeout))
+                lost = await self.db.run(
+                    functools.partial(projects.mark_silent_lss_lost, older_than=cutoff))
             except ActionError as exc:
                 log.warning("LSS sweep: %s", exc.message)
                 continue
@@ -475,10 +477,3 @@ class GssService(ServiceBase):
                 for sid in sessions:
                     self.publish(sid, {"type": "lost", "session": sid, "state": "lost",
                                        "reason": f"LSS {lss} stopped sending heartbeats"})
-
-    @staticmethod
-    def _mark_lost(s: Tx, timeout: float) -> dict[str, list[str]]:
-        before = {n.id: [r.id for r in projects.sessions_of_lss(s, n.id, states=LIVE)]
-                  for n in projects.connected_lss(s)}
-        lost = projects.mark_silent_lss_lost(s, utcnow() - timedelta(seconds=timeout))
-        return {lss: before.get(lss, []) for lss in lost}

@@ -27,7 +27,7 @@ from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.process import ProcessSpawner
-from twinstack.wire.client import Link, ServiceClient
+from twinstack.wire.client import ClientPool, Link, ServiceClient
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
 
@@ -186,7 +186,7 @@ class LssService(ServiceBase):
         self.gss = ServiceClient(s.gss_url, self.runtime.tls.client(), timeout=10)
         self.attached = asyncio.Event()
         self.link: Link | None = None
-        self.compute: dict[str, ServiceClient] = {}  # tunnelled calls' clients, by endpoint
+        self.compute = ClientPool(self.runtime.tls.client())  # for tunnelled calls
         self.tunnelled: set[asyncio.Task[None]] = set()
         self.kube: Any = None
         if s.spawner == "kubernetes":
@@ -238,8 +238,8 @@ class LssService(ServiceBase):
         with contextlib.suppress(asyncio.CancelledError):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
-        for client in [self.gss, *self.compute.values()]:
-            await client.close()
+        await self.gss.close()
+        await self.compute.close()
         if self.kube is not None:
             self.watch.cancel()
             await self.kube.api_client.close()
@@ -342,12 +342,9 @@ class LssService(ServiceBase):
             if child is None:
                 raise ActionError(404, "unknown_service", f"no {command['service']} in session "
                                   f"{command['session']} on LSS {self.lss_name}")
-            if child.endpoint not in self.compute:
-                self.compute[child.endpoint] = ServiceClient(f"https://{child.endpoint}",
-                                                             self.runtime.tls.client())
             reply["result"] = await self.compute[child.endpoint].call(
                 command["action"], command.get("params") or {}, timeout=600)
         except ActionError as err:
-            reply["error"] = {**err.to_json(), "status": err.status}
+            reply["error"] = err.in_message()
         with contextlib.suppress(ActionError):
             await link.call("tunnel_result", reply)

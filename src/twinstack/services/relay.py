@@ -20,22 +20,11 @@ from typing import Any, ClassVar
 from aiohttp import WSMsgType, web
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.wire.client import ServiceClient
-from twinstack.wire.errors import ActionError, malformed, unauthorized
-from twinstack.wire.runtime import Ports, ServiceBase
+from twinstack.wire.client import ClientPool, ServiceClient
+from twinstack.wire.errors import ActionError, malformed
+from twinstack.wire.runtime import Ports, ServiceBase, bearer_token, error_response
 
 log = logging.getLogger(__name__)
-
-
-def _bearer(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise unauthorized("send 'Authorization: Bearer <token>'")
-    return token.strip()
-
-
-def _error(call_id: Any, err: ActionError) -> dict[str, Any]:
-    return {"id": call_id, "error": {**err.to_json(), "status": err.status}}
 
 
 class RelayService(ServiceBase):
@@ -47,12 +36,13 @@ class RelayService(ServiceBase):
             raise FatalError(ExitCode.CONFIG_ERROR, "the relay needs --gss-url")
         self.tls_client = self.runtime.tls.client()
         self.gss = ServiceClient(self.settings.gss_url, self.tls_client, timeout=10)
-        self.compute: dict[str, ServiceClient] = {}
+        self.compute = ClientPool(self.tls_client)
         self.logger = (ServiceClient(self.settings.logger_url, self.tls_client)
                        if self.settings.logger_url else None)
 
     async def stop(self) -> None:
-        for client in [self.gss, *self.compute.values(), *([self.logger] if self.logger else [])]:
+        await self.compute.close()
+        for client in [self.gss, *([self.logger] if self.logger else [])]:
             await client.close()
 
     def public_routes(self) -> list[web.RouteDef]:
@@ -65,13 +55,13 @@ class RelayService(ServiceBase):
     async def _session_socket(self, request: web.Request) -> web.StreamResponse:
         session = request.query.get("id", "")
         try:
-            token = _bearer(request)
+            token = bearer_token(request)
             if not session:
                 raise malformed("give the session: /session?id=SESSION")
             access = await self._access(token, session)
         except ActionError as err:
             log.warning("refused relay connection to session %s: %s", session, err.message)
-            return web.json_response({"error": err.to_json()}, status=err.status)
+            return error_response(err)
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         log.info("client %s attached to session %s", access["user"], session)
@@ -142,14 +132,9 @@ class RelayService(ServiceBase):
                     "session": session, "service": service, "action": action,
                     "params": params}, timeout=600)
             else:
-                result = await self._client(endpoint).call(action, params, timeout=600)
+                result = await self.compute[endpoint].call(action, params, timeout=600)
             reply: dict[str, Any] = {"id": call_id, "result": result}
         except ActionError as err:
-            reply = _error(call_id, err)
+            reply = {"id": call_id, "error": err.in_message()}
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_json(reply)
-
-    def _client(self, endpoint: str) -> ServiceClient:
-        if endpoint not in self.compute:
-            self.compute[endpoint] = ServiceClient(f"https://{endpoint}", self.tls_client)
-        return self.compute[endpoint]

@@ -252,21 +252,24 @@ def record_heartbeat(s: Session, lss_id: str, load: dict[str, Any]) -> LssNode:
     return node
 
 
-def mark_silent_lss_lost(s: Session, older_than: datetime) -> list[str]:
+def mark_silent_lss_lost(s: Session, older_than: datetime) -> dict[str, list[str]]:
     """Mark connected LSS nodes whose last heartbeat is before `older_than` as lost, and their
-    live sessions too; returns the ids newly marked (row locks keep two GSS from both doing it)."""
+    live sessions too; returns {newly lost LSS id: ids of the sessions it took with it}
+    (row locks keep two GSS from both doing it)."""
     silent = select(LssNode).where(LssNode.state == "connected",
                                    LssNode.last_heartbeat < older_than)
     nodes = list(s.scalars(silent.order_by(LssNode.id).with_for_update()))
     now = utcnow()
+    lost: dict[str, list[str]] = {}
     for node in nodes:
         node.state = "lost"
+        lost[node.id] = [r.id for r in sessions_of_lss(s, node.id)]
         s.execute(update(SessionRecord)
                   .where(SessionRecord.lss_id == node.id, SessionRecord.state.in_(LIVE_STATES))
                   .values(state="lost", reason=f"LSS {node.id} stopped sending heartbeats",
                           closed_at=now, updated_at=now))
     s.flush()
-    return [node.id for node in nodes]
+    return lost
 
 
 def connected_lss(s: Session) -> list[LssNode]:

@@ -108,6 +108,23 @@ class ServiceClient:
                 yield event
 
 
+class ClientPool:
+    """One client per endpoint, made on first use: calls to many peers with one identity."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self.ssl_context = ssl_context
+        self.clients: dict[str, ServiceClient] = {}
+
+    def __getitem__(self, endpoint: str) -> ServiceClient:
+        if endpoint not in self.clients:
+            self.clients[endpoint] = ServiceClient(f"https://{endpoint}", self.ssl_context)
+        return self.clients[endpoint]
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+
+
 _END = object()
 
 
@@ -155,8 +172,7 @@ class Link:
         if reply is _END:
             raise ServiceUnavailable(f"{self.url}/ws closed during {action}")
         if "error" in reply:
-            err = reply["error"]
-            raise ActionError.from_json(int(err.get("status", 400)), err)
+            raise ActionError.from_message(reply["error"])
         return reply
 
     async def call(self, action: str, params: dict[str, Any] | None = None, *,

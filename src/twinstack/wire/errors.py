@@ -27,6 +27,14 @@ class ActionError(Exception):
         return cls(status, str(body.get("code", "error")), str(body.get("message", body)),
                    body.get("field"))
 
+    def in_message(self) -> dict[str, Any]:
+        """The error inside a message (WebSocket reply, tunnelled call): with its status."""
+        return {**self.to_json(), "status": self.status}
+
+    @classmethod
+    def from_message(cls, body: dict[str, Any]) -> ActionError:
+        return cls.from_json(int(body.get("status", 400)), body)
+
     def __str__(self) -> str:
         where = f" (field {self.field})" if self.field else ""
         return f"{self.code}: {self.message}{where}"

@@ -119,7 +119,15 @@ def _jsonable(result: Any) -> Any:
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
 
-def _error_response(err: ActionError) -> web.Response:
+def bearer_token(request: web.Request) -> str:
+    """The token of `Authorization: Bearer <token>`, or 401."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def error_response(err: ActionError) -> web.Response:
     return web.json_response({"error": err.to_json()}, status=err.status)
 
 
@@ -337,12 +345,8 @@ class Runtime:
             if not peercert:
                 raise unauthorized("a client certificate is required")
             return Call("internal", rid, peer=PeerIdentity.from_peercert(peercert))
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise unauthorized("send 'Authorization: Bearer <token>'")
         assert self.service is not None
-        principal = await self.service.authenticate(token.strip())
+        principal = await self.service.authenticate(bearer_token(request))
         if principal is None:
             raise unauthorized("the token is invalid, expired or revoked")
         return Call("public", rid, principal=principal)
@@ -400,14 +404,14 @@ class Runtime:
             return web.json_response({"result": await self._run(found, call, params)})
         except ActionError as err:
             self._refused(err)
-            return _error_response(err)
+            return error_response(err)
 
     async def _websocket(self, request: web.Request, channel: Channel) -> web.StreamResponse:
         try:
             call = await self._caller(request, channel, uuid.uuid4().hex[:16])
         except ActionError as err:
             self._refused(err)
-            return _error_response(err)
+            return error_response(err)
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         running: dict[Any, asyncio.Task[None]] = {}
@@ -440,7 +444,7 @@ class Runtime:
     async def _ws_error(self, ws: web.WebSocketResponse, call_id: Any, err: ActionError) -> None:
         self._refused(err)
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_json({"id": call_id, "error": {**err.to_json(), "status": err.status}})
+            await ws.send_json({"id": call_id, "error": err.in_message()})
 
     async def _ws_call(self, ws: web.WebSocketResponse, call_id: Any, call: Call,
                        body: Any) -> None:

@@ -140,7 +140,7 @@ def test_a_dead_or_hung_logger_neither_stops_nor_slows_its_senders(services, pki
     logger.proc.wait()
     dead = timed_calls(10)
     # A sender that waited on the logger would take its 5 s forwarding timeout per call.
-    assert max(hung + dead) < 2.0, (hung, dead)
+    assert max(hung + dead) < 4.0, (hung, dead)  # well under 5 s, even on a loaded machine
     assert kriging.proc.poll() is None
 
     # A logger back on the same address and disk receives what was buffered: nothing lost.

@@ -178,7 +178,8 @@ def test_lss_killed_is_marked_lost_within_the_heartbeat_timeout(workers):
     session = _wait_for_lss(tw, project["id"])
     assert session_processes(session.id)
     lss.kill()
-    lost = session.wait_for_event(lambda e: e.get("state") == "lost", timeout=3 + 5)
+    # the 3 s heartbeat timeout, plus slack for the sweep and a loaded machine
+    lost = session.wait_for_event(lambda e: e.get("state") == "lost", timeout=3 + 10)
     assert "w1" in lost["reason"]
     wait_until(lambda: not session_processes(session.id), what="orphans to stop")
     assert [s["state"] for s in tw.sessions()] == ["lost"]

@@ -145,6 +145,39 @@ class Settings(BaseSettings):
     restart_reset_seconds: float = Field(
         60.0, gt=0, description="uptime after which a service's restart count starts over")
 
+    # limits: what one request, one user and one compute action may use (see README "Limits")
+    max_message_bytes: int = Field(
+        16 * 2**20, ge=1024, description="largest request body or WebSocket message a "
+        "listener accepts, and largest reply a service sends (bytes)")
+    max_json_depth: int = Field(
+        32, ge=2, le=512, description="deepest nesting of arrays and objects in a request")
+    compute_memory_mb: int = Field(
+        512, ge=64, description="memory one compute action may plan to use; larger requests "
+        "are refused before anything is allocated")
+    compute_work_gflop: float = Field(
+        200.0, gt=0, description="floating-point work (GFLOP) one compute action may plan to "
+        "do; larger requests are refused before they start")
+    relay_sockets_per_user: int = Field(
+        16, ge=1, description="open relay WebSockets one user may hold at once")
+    relay_calls_per_user: int = Field(
+        32, ge=1, description="calls one user may have in flight through the relay at once")
+    relay_buffer_mb: int = Field(
+        256, ge=16, description="request bytes the relay holds in flight for all users "
+        "together; one user may take at most a quarter of it")
+    login_free_failures: int = Field(
+        5, ge=1, description="failed logins for one user from one address before each "
+        "further attempt must wait (the wait doubles with every failure)")
+    login_user_free_failures: int = Field(
+        20, ge=1, description="failed logins for one user from all addresses together before "
+        "attempts on that user must wait")
+    login_address_free_failures: int = Field(
+        100, ge=1, description="failed logins from one address for all users together before "
+        "attempts from that address must wait")
+    login_max_delay_seconds: float = Field(
+        900.0, gt=0, description="longest wait imposed after failed logins")
+    login_failure_memory_seconds: float = Field(
+        3600.0, gt=0, description="failed logins older than this are forgotten")
+
     @model_validator(mode="after")
     def _key_with_cert(self) -> Settings:
         if (self.cert is None) != (self.key is None):

@@ -331,6 +331,20 @@ class GssService(ServiceBase):
         self.publish(session, {"type": state, "session": session, "state": state,
                                "reason": reason})
 
+    @action(public=True, allow=())
+    async def list_nodes(self, call: Call, params: NoParams) -> dict[str, Any]:
+        """The session nodes (LSS) with their state, capacity and load: for administrators."""
+        if not call.principal.admin:
+            raise forbidden("listing session nodes is for administrators")
+
+        def read(s: Tx) -> list[dict[str, Any]]:
+            counts = projects.live_session_counts(s)
+            return [{"name": n.id, "state": n.state, "capacity": n.capacity,
+                     "live_sessions": counts.get(n.id, 0), "load": n.load or {},
+                     "last_heartbeat": n.last_heartbeat.isoformat()}
+                    for n in projects.all_lss(s)]
+        return {"nodes": await self.db.run(read)}
+
     # internal: the relay ----------------------------------------------------------------------
 
     @action(allow=("relay",))

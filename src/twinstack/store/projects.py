@@ -277,6 +277,10 @@ def connected_lss(s: Session) -> list[LssNode]:
                           .order_by(LssNode.id)))
 
 
+def all_lss(s: Session) -> list[LssNode]:
+    return list(s.scalars(select(LssNode).order_by(LssNode.id)))
+
+
 def live_session_counts(s: Session) -> dict[str, int]:
     """Live (starting or ready) sessions per LSS id, 0 for every known node without any."""
     counts = dict.fromkeys(s.scalars(select(LssNode.id)), 0)

@@ -162,8 +162,8 @@ class Settings(BaseSettings):
     relay_calls_per_user: int = Field(
         32, ge=1, description="calls one user may have in flight through the relay at once")
     relay_buffer_mb: int = Field(
-        256, ge=16, description="request bytes the relay holds in flight for all users "
-        "together; one user may take at most a quarter of it")
+        64, ge=1, description="request and reply bytes the relay holds in flight for all "
+        "users together; one user may take a quarter of it (at least one largest message)")
     login_free_failures: int = Field(
         5, ge=1, description="failed logins for one user from one address before each "
         "further attempt must wait (the wait doubles with every failure)")

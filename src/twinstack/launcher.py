@@ -113,7 +113,7 @@ class Platform:
         if part.name == "gss":
             args += ["--auth-public-url", self._url("auth", "public"),
                      "--relay-public-url", self._url("relay", "public")]
-        if part.name in ("relay", "lss"):
+        if part.name in ("relay", "lss", "auth"):
             args += ["--gss-url", self._url("gss")]
         if part.name == "lss":
             args += ["--session-ca", str(pki_dir(self.data_dir))]

@@ -62,7 +62,7 @@ def test_migrate_twice_is_a_noop(db):
     make_users(db, "ada")
     db.migrate()
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
     with db.transaction() as s:
         assert [u.name for u in acc.list_users(s)] == ["ada"]
 
@@ -76,7 +76,7 @@ def test_services_migrate_at_the_same_moment(database_url):
     assert all(code == 0 for code, _ in outcomes), outcomes
     db = Database(database_url)
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
     db.dispose()
 
 
@@ -235,18 +235,26 @@ def test_roles(db):
             prj.share_project(s, p.id, user="cy", role="boss")
         with pytest.raises(Invalid, match="exactly one"):
             prj.share_project(s, p.id, user="cy", group="team", role="viewer")
-        with pytest.raises(NotFound, match="no user named 'zed'"):
-            prj.share_project(s, p.id, user="zed", role="viewer")
+        prj.share_project(s, p.id, user="zed", role="viewer")  # no such user: an invitation
         with pytest.raises(NotFound, match="no project"):
             prj.share_project(s, "nope", user="cy", role="viewer")
         assert prj.shares_of(s, p.id) == [
             {"user": "bob", "group": None, "role": "owner"},
-            {"user": None, "group": "team", "role": "editor"}]
+            {"user": None, "group": "team", "role": "editor"},
+            {"user": "zed", "group": None, "role": "viewer"}]
         assert prj.unshare_project(s, p.id, group="team")
         assert not prj.unshare_project(s, p.id, group="team")
         assert prj.role_of(s, cy, p.id) is None
     with db.transaction() as s:
         assert count(s, Share) == 1
+        zed = acc.add_user(s, "zed", "a long password")  # the invitation becomes a share
+        assert prj.role_of(s, zed, p.id) == "viewer"
+        assert prj.shares_of(s, p.id)[-1] == {"user": "zed", "group": None, "role": "viewer"}
+        prj.share_project(s, p.id, group="later", role="editor")
+        acc.add_group(s, "later")
+        acc.add_member(s, "later", "cy")
+        assert prj.role_of(s, cy, p.id) == "editor"
+        assert prj.unshare_project(s, p.id, group="later")
 
 
 def test_visible_projects_and_rename(db):

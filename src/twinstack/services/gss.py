@@ -29,7 +29,7 @@ from twinstack.services.database import ServiceDatabase
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, projects
 from twinstack.store.models import SessionRecord, User, utcnow
 from twinstack.wire.actions import Call, action
-from twinstack.wire.errors import ActionError, forbidden, unauthorized
+from twinstack.wire.errors import ActionError, forbidden, not_found, unauthorized
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,15 @@ def choose_lss(nodes: list[Candidate]) -> str | None:
 
 
 def session_view(record: SessionRecord) -> dict[str, Any]:
+    """A session as its users see it: which services it has, never where they run."""
     return {"id": record.id, "project": record.project_id, "state": record.state,
-            "lss": record.lss_id, "services": record.services or {}, "reason": record.reason,
-            "created_at": record.created_at.isoformat()}
+            "lss": record.lss_id, "services": sorted(record.services or {}),
+            "reason": record.reason, "created_at": record.created_at.isoformat()}
 
 
 def require(role: str | None, needed: str, what: str, project: str) -> None:
     if role is None:  # another user's project is not even admitted to exist
-        raise ActionError(404, "not_found", f"no project {project}")
+        raise not_found("project", project)
     if ROLES.index(role) < ROLES.index(needed):
         raise forbidden(f"{what} needs the {needed} role on project {project}; you are {role}")
 
@@ -113,6 +114,15 @@ class SessionRef(BaseModel):
 
 class SessionAccess(SessionRef):
     token: str
+
+
+class AccessChange(BaseModel):
+    """What changed who may use what: a token (logout), a user (password, disabled, groups)
+    or a project (shares, deletion). Relays re-check the sockets it touches."""
+
+    model_config = {"extra": "forbid"}
+    kind: Literal["token", "user", "project"]
+    id: str = Field(min_length=1, max_length=128)
 
 
 class LssHello(BaseModel):
@@ -159,6 +169,7 @@ class GssService(ServiceBase):
         self.sweeper = asyncio.create_task(self._sweep_silent_lss())
         self.tunnel_ids = itertools.count(1)
         self.tunnel_replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.access_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
 
     async def stop(self) -> None:
         self.sweeper.cancel()
@@ -178,6 +189,16 @@ class GssService(ServiceBase):
         for queue in self.subscribers.get(session, ()):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
+
+    def access_changed(self, kind: str, ident: str) -> None:
+        """Tell every relay; one that lags so far that its queue fills re-checks everything."""
+        for queue in self.access_watchers:
+            try:
+                queue.put_nowait({"kind": kind, "id": ident})
+            except asyncio.QueueFull:
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait({"kind": "all", "id": "*"})
 
     def command(self, lss: str, command: dict[str, Any]) -> bool:
         queue = self.commands.get(lss)
@@ -241,6 +262,7 @@ class GssService(ServiceBase):
         if live is not None:
             await self._close(live.id, live.lss_id, "project deleted")
         await self.db.run(lambda s: projects.delete_project(s, params.project))
+        self.access_changed("project", params.project)
         return {"deleted": params.project}
 
     @action(public=True, allow=())
@@ -252,6 +274,7 @@ class GssService(ServiceBase):
                               "params.user")
         await self.db.run(lambda s: projects.share_project(
             s, params.project, user=params.user, group=params.group, role=params.role))
+        self.access_changed("project", params.project)  # a role may have gone down
         return {"shares": await self.db.run(lambda s: projects.shares_of(s, params.project))}
 
     @action(public=True, allow=())
@@ -260,6 +283,7 @@ class GssService(ServiceBase):
                 params.project)
         await self.db.run(lambda s: projects.unshare_project(
             s, params.project, user=params.user, group=params.group))
+        self.access_changed("project", params.project)
         return {"shares": await self.db.run(lambda s: projects.shares_of(s, params.project))}
 
     # public: sessions -----------------------------------------------------------------------
@@ -309,12 +333,22 @@ class GssService(ServiceBase):
                        projects.sessions_visible_to(s, s.get(User, me.id))])
         return {"sessions": records}
 
+    async def _visible_session(self, me: Principal, session: str
+                               ) -> tuple[SessionRecord, str]:
+        """The session and my role on its project; "no session X" whether it is missing or
+        not mine, so session ids of other users' projects stay secret."""
+        def read(s: Tx) -> tuple[SessionRecord | None, str | None]:
+            record = s.get(SessionRecord, session)
+            role = projects.role_of(s, s.get(User, me.id), record.project_id) if record else None
+            return record, role
+        record, role = await self.db.run(read)
+        if record is None or role is None:
+            raise not_found("session", session)
+        return record, role
+
     @action(public=True, allow=())
     async def close_session(self, call: Call, params: SessionRef) -> dict[str, Any]:
-        record = await self.db.run(lambda s: projects.get_session(s, params.session))
-        role = await self._role(call.principal, record.project_id)
-        if role is None:
-            raise ActionError(404, "not_found", f"no session {params.session}")
+        record, role = await self._visible_session(call.principal, params.session)
         if record.opened_by != call.principal.id:
             require(role, "editor", "closing a session", record.project_id)
         live = record.state in LIVE_STATES
@@ -349,19 +383,45 @@ class GssService(ServiceBase):
 
     @action(allow=("relay",))
     async def session_access(self, call: Call, params: SessionAccess) -> dict[str, Any]:
-        """May this token's user use this session, and where are its services?"""
-        user = await self.authenticate(params.token)
-        if user is None:
-            raise unauthorized("the token is invalid, expired or revoked")
-
+        """May this token's user use this session, and where are its services? The relay keeps
+        the answer for the socket until `access_changes` tells it to ask again."""
         def check(s: Tx) -> dict[str, Any]:
-            record = projects.get_session(s, params.session)
-            role = projects.role_of(s, s.get(User, user.id), record.project_id)
-            if role is None:
+            found = accounts.live_token(s, params.token)
+            if found is None:
+                raise unauthorized("the token is invalid, expired or revoked")
+            user, token = found
+            record = s.get(SessionRecord, params.session)
+            role = projects.role_of(s, user, record.project_id) if record else None
+            if record is None or role is None:
                 raise NotFound(f"no session {params.session}")
-            return {"user": user.name, "role": role, "state": record.state,
-                    "services": record.services or {}}
-        return await self.db.run(check)
+            return {"user": user.name, "token_id": str(token.id),
+                    "expires_at": token.expires_at.timestamp(), "project": record.project_id,
+                    "role": role, "state": record.state, "services": record.services or {}}
+        try:
+            return await self.db.run(check)
+        except ActionError as err:
+            if err.status == 404:
+                raise not_found("session", params.session) from err
+            raise
+
+    @action(allow=("relay",))
+    async def access_changes(self, call: Call, params: NoParams
+                             ) -> AsyncIterator[dict[str, Any]]:
+        """Every change of who may use what, as it happens: the relay's cue to re-check."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self.access_watchers.add(queue)
+        try:
+            yield {"kind": "subscribed", "id": "*"}
+            while True:
+                yield await queue.get()
+        finally:
+            self.access_watchers.discard(queue)
+
+    @action(allow=("auth",))
+    async def access_change(self, call: Call, params: AccessChange) -> dict[str, Any]:
+        """auth reports a logout, a password change, a disabled user or a group change."""
+        self.access_changed(params.kind, params.id)
+        return {"ok": True}
 
     @action(allow=("relay",))
     async def session_events(self, call: Call, params: SessionRef

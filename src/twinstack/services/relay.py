@@ -2,29 +2,108 @@
 
 `GET /session?id=SESSION` on the public channel, with `Authorization: Bearer TOKEN`. Messages
 are `{"id", "service", "action", "params"}`; replies `{"id", "result"}` or `{"id", "error"}`;
-session events (progress, restarts, failure) and the session's log records (`type: log`)
-arrive as `{"event": {...}}`. Every call is checked
-again with the GSS (token still valid, user still allowed, service part of *this* session), so
-nothing else in the private tier is reachable through the relay, whatever a client writes.
+session events (progress, restarts, failure) and the session's log records (`type: log`) arrive
+as `{"event": {...}}`.
+
+Access is decided once per socket (gss `session_access`) and kept until gss says that something
+changed (`access_changes`: a logout, a new password, a disabled user, a group, a share, a deleted
+project); then the sockets concerned are asked about again and closed with a code and a reason
+if refused (4401 token, 4403 access). A socket also closes when its token expires.
+
+Calls go only to the services of the socket's own session, each over a link whose certificate
+must name that service and that session, whatever endpoint was recorded for it. A relayed
+message and its reply travel as they are, not re-encoded. One link to gss and one to the logger
+carry every subscription, and each user has caps on sockets, calls in flight and bytes held, so
+one user cannot starve another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import json
 import logging
+import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.wire.client import ClientPool, ServiceClient
+from twinstack.wire.actions import call_key
+from twinstack.wire.client import Link, LinkKeeper, ServiceClient, WrongPeer
 from twinstack.wire.errors import ActionError, malformed
-from twinstack.wire.runtime import Ports, ServiceBase, bearer_token, error_response
+from twinstack.wire.identity import PeerIdentity
+from twinstack.wire.limits import decode, encode
+from twinstack.wire.runtime import (
+    BoundedWebSocket,
+    Ports,
+    ServiceBase,
+    bearer_token,
+    error_response,
+    internal_fault,
+)
 
 log = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CLOSE_TOKEN = 4401  # the token was revoked or has expired
+CLOSE_ACCESS = 4403  # the user may no longer use this session
+CLOSE_SLOW = 4408  # the client does not read its events
+CALL_TIMEOUT = 600.0
+EVENT_BACKLOG = 1000  # events waiting for one slow client before it is let go
+
+
+@dataclass
+class Usage:
+    """What one user holds on this relay right now."""
+
+    sockets: int = 0
+    calls: int = 0
+    bytes: int = 0
+
+
+@dataclass(eq=False)
+class Attached:
+    """One client socket and the access gss granted it."""
+
+    ws: web.WebSocketResponse
+    token: str
+    session: str
+    user: str
+    token_id: str
+    project: str
+    role: str
+    events: asyncio.Queue[str] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=EVENT_BACKLOG))
+    links: dict[str, tuple[str, LinkKeeper]] = field(default_factory=dict)  # by service
+
+
+@dataclass(eq=False)
+class Feed:
+    """One session as this relay follows it, shared by the sockets attached to it here."""
+
+    session: str
+    state: str
+    services: dict[str, dict[str, Any]]
+    sockets: set[Attached] = field(default_factory=set)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def public_event(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as users see it: which services there are, never where they run."""
+    shown = {k: v for k, v in event.items() if k != "endpoint"}
+    if isinstance(shown.get("services"), dict):
+        shown["services"] = sorted(shown["services"])
+    return shown
+
+
+def _is_error(reply: str) -> bool:
+    """Whether a relayed reply is an error (our services write `id` first, then this key)."""
+    return '"error":' in reply[:512]
 
 
 class RelayService(ServiceBase):
@@ -32,109 +111,338 @@ class RelayService(ServiceBase):
     ports: ClassVar[Ports] = Ports(internal=7440, health=7441, public=7402)
 
     async def start(self) -> None:
-        if self.settings.gss_url is None:
+        s = self.settings
+        if s.gss_url is None:
             raise FatalError(ExitCode.CONFIG_ERROR, "the relay needs --gss-url")
         self.tls_client = self.runtime.tls.client()
-        self.gss = ServiceClient(self.settings.gss_url, self.tls_client, timeout=10)
-        self.compute = ClientPool(self.tls_client)
-        self.logger = (ServiceClient(self.settings.logger_url, self.tls_client)
-                       if self.settings.logger_url else None)
+        self.gss = LinkKeeper(self._client(s.gss_url))
+        self.logger = LinkKeeper(self._client(s.logger_url)) if s.logger_url else None
+        self.feeds: dict[str, Feed] = {}
+        self.usage: dict[str, Usage] = collections.defaultdict(Usage)
+        self.buffer = s.relay_buffer_mb * 2**20
+        self.user_buffer = max(s.max_message_bytes, self.buffer // 4)
+        self.bytes_held = 0
+        self.rechecks: set[asyncio.Task[None]] = set()
+        self.watcher = asyncio.create_task(self._watch_access())
+
+    def _client(self, url: str) -> ServiceClient:
+        return ServiceClient(url, self.tls_client, timeout=10,
+                             max_message_bytes=self.settings.max_message_bytes + 4096)
 
     async def stop(self) -> None:
-        await self.compute.close()
-        for client in [self.gss, *([self.logger] if self.logger else [])]:
-            await client.close()
+        tasks = [self.watcher, *self.rechecks,
+                 *(t for feed in self.feeds.values() for t in feed.tasks)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for keeper in [self.gss, *([self.logger] if self.logger else [])]:
+            await keeper.close()
 
     def public_routes(self) -> list[web.RouteDef]:
         return [web.get("/session", self._session_socket)]
 
+    # access ----------------------------------------------------------------------------------
+
     async def _access(self, token: str, session: str) -> dict[str, Any]:
-        return await self.gss.call("session_access", {"token": token, "session": session},
-                                   idempotent=True)
+        link = await self.gss.get()
+        return await link.call("session_access", {"token": token, "session": session},
+                               timeout=10)
+
+    async def _admit(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+        session = request.query.get("id", "")
+        token = bearer_token(request)
+        if not SESSION_ID.fullmatch(session):
+            raise malformed("give the session: /session?id=SESSION (1 to 64 letters, digits, "
+                            "'-' or '_')")
+        access = await self._access(token, session)
+        cap = self.settings.relay_sockets_per_user
+        if self.usage[access["user"]].sockets >= cap:
+            raise ActionError(429, "too_many_sockets",
+                              f"{access['user']} already has {cap} relay connections open "
+                              "(relay_sockets_per_user); close one first", retry_after=5)
+        return token, access
 
     async def _session_socket(self, request: web.Request) -> web.StreamResponse:
-        session = request.query.get("id", "")
         try:
-            token = bearer_token(request)
-            if not session:
-                raise malformed("give the session: /session?id=SESSION")
-            access = await self._access(token, session)
+            token, access = await self._admit(request)
         except ActionError as err:
-            log.warning("refused relay connection to session %s: %s", session, err.message)
+            log.info("refused a relay connection: %s", err.message)
             return error_response(err)
-        ws = web.WebSocketResponse(heartbeat=30)
-        await ws.prepare(request)
-        log.info("client %s attached to session %s", access["user"], session)
-        pushers = [asyncio.create_task(self._push(ws, self.gss, "session_events",
-                                                  {"session": session}, lambda e: e))]
-        if self.logger is not None:
-            pushers.append(asyncio.create_task(self._push(
-                ws, self.logger, "follow", {"session": session, "level": "info"},
-                lambda rec: {"type": "log", **rec})))
+        usage = self.usage[access["user"]]
+        usage.sockets += 1  # no await since the check in _admit: the cap holds
+        ws = BoundedWebSocket(heartbeat=30, max_msg_size=self.settings.max_message_bytes)
+        client = Attached(ws, token, request.query["id"], access["user"], access["token_id"],
+                          access["project"], access["role"])
+        feed = self._join(client, access)
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, access["expires_at"] - time.time()),
+            lambda: self._spawn_close(client, CLOSE_TOKEN, "your token has expired; log in "
+                                      "again"))
         calls: set[asyncio.Task[None]] = set()
+        writer: asyncio.Task[None] | None = None
         try:
+            await ws.prepare(request)
+            writer = asyncio.create_task(self._write_events(client))
+            log.info("%s attached to session %s", client.user, client.session)
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
-                task = asyncio.create_task(self._forward(ws, token, session, msg.data))
+                task = asyncio.create_task(self._serve(client, msg.data))
                 calls.add(task)
                 task.add_done_callback(calls.discard)
         finally:
-            for task in [*pushers, *calls]:
+            expiry.cancel()
+            for task in [*calls, *([writer] if writer else [])]:
                 task.cancel()
+            self._leave(client, feed)
+            for _, keeper in client.links.values():
+                await keeper.close()
+            usage.sockets -= 1
+            self._tidy(client.user)
         return ws
 
-    async def _push(self, ws: web.WebSocketResponse, source: ServiceClient, action: str,
-                    params: dict[str, Any], as_event: Callable[[Any], dict[str, Any]]) -> None:
-        """Forward a stream (session events, session logs) to the client as events; follow
-        the source through its restarts."""
-        delay = 0.1
-        while not ws.closed:
+    def _tidy(self, user: str) -> None:
+        if self.usage[user] == Usage():
+            del self.usage[user]
+
+    async def _watch_access(self) -> None:
+        """Follow gss's access changes; after each (re)subscription check every socket, since
+        changes may have been missed while the link was down."""
+        await self._follow(self.gss, "access_changes", {}, self._on_access_change)
+
+    def _on_access_change(self, change: dict[str, Any]) -> None:
+        kind, ident = change.get("kind"), change.get("id")
+        key: Callable[[Attached], str] | None = {
+            "token": lambda c: c.token_id, "user": lambda c: c.user,
+            "project": lambda c: c.project}.get(str(kind))
+        for feed in list(self.feeds.values()):
+            for client in list(feed.sockets):
+                if key is None or key(client) == ident:
+                    task = asyncio.create_task(self._recheck(client))
+                    self.rechecks.add(task)
+                    task.add_done_callback(self.rechecks.discard)
+
+    async def _recheck(self, client: Attached) -> None:
+        try:
+            access = await self._access(client.token, client.session)
+        except ActionError as err:
+            if err.status == 401:
+                await self._close(client, CLOSE_TOKEN, "your token was revoked or has "
+                                  "expired; log in again")
+            elif err.status in (403, 404):
+                await self._close(client, CLOSE_ACCESS, "you no longer have access to "
+                                  f"session {client.session}")
+            else:  # gss cannot say now; the next change or reconnection asks again
+                log.warning("could not re-check %s on session %s: %s", client.user,
+                            client.session, err.message)
+            return
+        client.role = access["role"]
+
+    async def _close(self, client: Attached, code: int, reason: str) -> None:
+        log.info("closing %s's socket to session %s: %s", client.user, client.session, reason)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await client.ws.close(code=code, message=reason.encode()[:123])
+
+    def _spawn_close(self, client: Attached, code: int, reason: str) -> None:
+        task = asyncio.create_task(self._close(client, code, reason))
+        self.rechecks.add(task)
+        task.add_done_callback(self.rechecks.discard)
+
+    # session feeds ---------------------------------------------------------------------------
+
+    def _join(self, client: Attached, access: dict[str, Any]) -> Feed:
+        feed = self.feeds.get(client.session)
+        if feed is None:
+            feed = self.feeds[client.session] = Feed(client.session, access["state"],
+                                                     access["services"])
+            feed.tasks.append(asyncio.create_task(self._follow(
+                self.gss, "session_events", {"session": feed.session},
+                lambda event: self._on_session_event(feed, event))))
+            if self.logger is not None:
+                feed.tasks.append(asyncio.create_task(self._follow(
+                    self.logger, "follow", {"session": feed.session, "level": "info"},
+                    lambda record: self._broadcast(feed, {"type": "log", **record}))))
+        feed.sockets.add(client)
+        return feed
+
+    def _leave(self, client: Attached, feed: Feed) -> None:
+        feed.sockets.discard(client)
+        if not feed.sockets and self.feeds.get(feed.session) is feed:
+            del self.feeds[feed.session]
+            for task in feed.tasks:
+                task.cancel()
+
+    def _on_session_event(self, feed: Feed, event: dict[str, Any]) -> None:
+        if isinstance(event.get("state"), str):
+            feed.state = event["state"]
+        if isinstance(event.get("services"), dict) and event["services"]:
+            feed.services = event["services"]
+        self._broadcast(feed, public_event(event))
+
+    def _broadcast(self, feed: Feed, event: dict[str, Any]) -> None:
+        text = encode({"event": event}).decode()
+        for client in list(feed.sockets):
             try:
-                async for item in source.stream(action, params):
+                client.events.put_nowait(text)
+            except asyncio.QueueFull:
+                feed.sockets.discard(client)
+                self._spawn_close(client, CLOSE_SLOW, f"{EVENT_BACKLOG} events were waiting "
+                                  "for you to read them")
+
+    async def _write_events(self, client: Attached) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                await client.ws.send_str(await client.events.get())
+
+    async def _follow(self, keeper: LinkKeeper, action: str, params: dict[str, Any],
+                      on_item: Callable[[Any], None]) -> None:
+        """Feed every item of a stream to `on_item`, resubscribing after drops with back-off."""
+        delay = 0.1
+        while True:
+            try:
+                link = await keeper.get()
+                async for item in link.stream(action, params):
                     delay = 0.1
-                    await ws.send_json({"event": as_event(item)})
+                    on_item(item)
             except ActionError as exc:
-                log.debug("%s stream for %s: %s", action, params, exc.message)
-            except (ConnectionError, RuntimeError):
-                return
+                log.debug("%s %s: %s", action, params, exc.message)
+            except Exception:
+                log.exception("%s %s failed; subscribing again", action, params)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _forward(self, ws: web.WebSocketResponse, token: str, session: str,
-                       data: str) -> None:
-        call_id = None
+    # calls -----------------------------------------------------------------------------------
+
+    def _hold(self, usage: Usage, size: int) -> None:
+        """Count `size` bytes against the user's and the relay's budget, or refuse (429)."""
+        if usage.bytes + size > self.user_buffer:
+            raise ActionError(429, "too_much_in_flight",
+                              f"your calls in flight through the relay hold {usage.bytes:,} "
+                              f"bytes; this one would pass your {self.user_buffer:,}-byte "
+                              "share (relay_buffer_mb / 4): wait for answers", retry_after=1)
+        if self.bytes_held + size > self.buffer:
+            raise ActionError(429, "relay_busy",
+                              f"the relay holds its whole {self.buffer:,}-byte budget for all "
+                              "users (relay_buffer_mb); try again shortly", retry_after=1)
+        usage.bytes += size
+        self.bytes_held += size
+
+    def _release(self, usage: Usage, size: int) -> None:
+        usage.bytes -= size
+        self.bytes_held -= size
+
+    async def _serve(self, client: Attached, data: str) -> None:
+        """One client message: checked, held against the user's caps, forwarded, answered."""
+        usage = self.usage[client.user]
+        call_id: Any = None
+        held = 0
         try:
-            try:
-                message = json.loads(data)
-            except json.JSONDecodeError as exc:
-                raise malformed(f"message is not valid JSON: {exc}") from exc
+            message = decode(data, self.runtime.limits)
             if not isinstance(message, dict):
-                raise malformed("a message is {\"id\", \"service\", \"action\", \"params\"}")
-            call_id = message.get("id")
-            service, action = message.get("service"), message.get("action")
-            if not isinstance(service, str) or not isinstance(action, str):
+                raise malformed('a message is {"id", "service", "action", "params"}')
+            call_id = call_key(message.get("id"))
+            if message.get("cancel"):
+                await self._cancel(client, message.get("service"), call_id)
+                return
+            if call_id is None:
                 raise ActionError(400, "malformed_request",
-                                  "'service' and 'action' must be strings", "service")
-            access = await self._access(token, session)
-            endpoint = access["services"].get(service, {}).get("endpoint")
-            if endpoint is None:
-                raise ActionError(404, "unknown_service",
-                                  f"session {session} has no service {service!r}; it has "
-                                  f"{', '.join(sorted(access['services'])) or 'none yet'}",
-                                  "service")
-            if access["state"] != "ready":
-                raise ActionError(409, "session_not_ready", f"session {session} is "
-                                  f"{access['state']}")
-            params = message.get("params") or {}
-            if access["services"][service].get("via") == "lss":  # behind NAT: through its LSS
-                result = await self.gss.call("tunnel_call", {
-                    "session": session, "service": service, "action": action,
-                    "params": params}, timeout=600)
-            else:
-                result = await self.compute[endpoint].call(action, params, timeout=600)
-            reply: dict[str, Any] = {"id": call_id, "result": result}
+                                  "give each call an 'id' to match its reply", "id")
+            if usage.calls >= self.settings.relay_calls_per_user:
+                raise ActionError(429, "too_many_calls", f"you have "
+                                  f"{self.settings.relay_calls_per_user} calls in flight "
+                                  "(relay_calls_per_user); wait for answers", retry_after=1)
+            self._hold(usage, len(data))
+            held = len(data)
+            usage.calls += 1
+            try:
+                reply = await self._forward(client, message, data, call_id)
+            finally:
+                usage.calls -= 1
         except ActionError as err:
-            reply = {"id": call_id, "error": err.in_message()}
+            reply = encode({"id": call_id, "error": err.in_message()}).decode()
+        except Exception as exc:
+            fault = internal_fault("relaying a call", exc, f"{client.user}/{call_id}")
+            reply = encode({"id": call_id, "error": fault.in_message()}).decode()
+        finally:
+            self._release(usage, held)
+        usage.bytes += len(reply)  # a client that does not read holds its replies here
+        self.bytes_held += len(reply)
+        try:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await client.ws.send_str(reply)
+        finally:
+            self._release(usage, len(reply))
+            self._tidy(client.user)
+
+    def _target(self, client: Attached, service: Any) -> dict[str, Any]:
+        feed = self.feeds[client.session]
+        if not isinstance(service, str) or service not in feed.services:
+            raise ActionError(404, "unknown_service",
+                              f"session {client.session} has no service {service!r}; it has "
+                              f"{', '.join(sorted(feed.services)) or 'none yet'}", "service")
+        if feed.state != "ready":
+            raise ActionError(409, "session_not_ready",
+                              f"session {client.session} is {feed.state}")
+        return feed.services[service]
+
+    async def _forward(self, client: Attached, message: dict[str, Any], data: str,
+                       call_id: Any) -> str:
+        service, action = message.get("service"), message.get("action")
+        if not isinstance(action, str):
+            raise ActionError(400, "malformed_request", "'action' must be a string", "action")
+        target = self._target(client, service)
+        assert isinstance(service, str)
+        try:
+            if target.get("via") == "lss":  # behind NAT: through its LSS's own link to gss
+                link = await self.gss.get()
+                result = await link.call("tunnel_call", {
+                    "session": client.session, "service": service, "action": action,
+                    "params": message.get("params") or {}}, timeout=CALL_TIMEOUT)
+                return encode({"id": call_id, "result": result}).decode()
+            link = await self._link(client, service, target["endpoint"])
+            reply = await link.relay(call_id, data, timeout=CALL_TIMEOUT)
+        except ActionError as err:
+            raise self._for_user(service, err) from err
+        if _is_error(reply):
+            error = orjson.loads(reply).get("error") or {}
+            if int(error.get("status", 500)) >= 500:
+                shown = self._for_user(service, ActionError.from_message(error))
+                return encode({"id": call_id, "error": shown.in_message()}).decode()
+        return reply
+
+    def _for_user(self, service: str, err: ActionError) -> ActionError:
+        """Errors as the user may see them: a fault inside the platform is logged with its
+        details (hosts, ports) and reported without them."""
+        if err.status < 500:
+            return err
+        if isinstance(err, WrongPeer):
+            log.error("refused to call %s: %s", service, err.message)
+            return ActionError(502, "wrong_peer", f"{service} of this session could not be "
+                               "verified, so the call was not sent; the operator was told")
+        log.warning("%s failed: %s", service, err.message)
+        if err.code == "internal":
+            return err  # the service's own message names a reference, no address
+        return ActionError(err.status, err.code, f"{service} is not available right now (it "
+                           "may be restarting); try again", retry_after=1)
+
+    async def _link(self, client: Attached, service: str, endpoint: str) -> Link:
+        """This socket's link to a service of its session, verified to be that service."""
+        known = client.links.get(service)
+        if known is not None and known[0] != endpoint:  # it moved: drop the old link
+            await known[1].close()
+            known = None
+        if known is None:
+            keeper = LinkKeeper(self._client(f"https://{endpoint}"),
+                                expect=PeerIdentity(service, client.session))
+            client.links[service] = known = (endpoint, keeper)
+        return await known[1].get()
+
+    async def _cancel(self, client: Attached, service: Any, call_id: Any) -> None:
+        """Pass a cancellation on to the service and answer the cancelled call at once."""
+        known = client.links.get(service) if isinstance(service, str) else None
+        if known is None or known[1].current is None:
+            return
+        link = known[1].current
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_json(reply)
+            await link.ws.send_str(encode({"id": call_id, "cancel": True}).decode())
+        link.abandon(call_id)

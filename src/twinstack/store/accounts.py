@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from twinstack.store.errors import Invalid, NotFound, conflict_on_integrity
-from twinstack.store.models import Group, Membership, Token, User, utcnow
+from twinstack.store.models import Group, Invitation, Membership, Share, Token, User, utcnow
 
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MIN_PASSWORD = 8
@@ -44,11 +44,22 @@ def _hash_password(password: str) -> str:
 
 # --- users ---------------------------------------------------------------------------------
 
+def _accept_invitations(s: Session, kind: str, name: str, account_id: int) -> None:
+    """Turn the invitations waiting for a new account's name into its shares."""
+    column = Invitation.user_name if kind == "user" else Invitation.group_name
+    for invitation in s.scalars(select(Invitation).where(column == name)):
+        s.add(Share(project_id=invitation.project_id, role=invitation.role,
+                    **{f"{kind}_id": account_id}))
+    s.execute(delete(Invitation).where(column == name))
+    s.flush()
+
+
 def add_user(s: Session, name: str, password: str, *, admin: bool = False) -> User:
     _check_name("user", name)
     user = User(name=name, password_hash=_hash_password(password), admin=admin, disabled=False)
     with conflict_on_integrity(s, f"user {name!r} already exists"):
         s.add(user)
+    _accept_invitations(s, "user", name, user.id)
     return user
 
 
@@ -102,6 +113,7 @@ def add_group(s: Session, name: str) -> Group:
     group = Group(name=name)
     with conflict_on_integrity(s, f"group {name!r} already exists"):
         s.add(group)
+    _accept_invitations(s, "group", name, group.id)
     return group
 
 
@@ -166,8 +178,8 @@ def issue_token(s: Session, user: User, ttl: timedelta) -> str:
     return secret
 
 
-def resolve_token(s: Session, secret: str) -> User | None:
-    """The token's user, or None if the token is unknown, expired, revoked or its user disabled."""
+def live_token(s: Session, secret: str) -> tuple[User, Token] | None:
+    """The token and its user, or None if it is unknown, expired, revoked or its user disabled."""
     row = s.execute(select(Token, User).join(User, User.id == Token.user_id)
                     .where(Token.token_hash == _digest(secret))).first()
     if row is None:
@@ -175,7 +187,13 @@ def resolve_token(s: Session, secret: str) -> User | None:
     token, user = row
     if token.revoked_at is not None or token.expires_at <= utcnow() or user.disabled:
         return None
-    return user
+    return user, token
+
+
+def resolve_token(s: Session, secret: str) -> User | None:
+    """The token's user, or None if the token is unknown, expired, revoked or its user disabled."""
+    found = live_token(s, secret)
+    return found[0] if found else None
 
 
 def revoke_token(s: Session, secret: str) -> bool:

@@ -156,6 +156,37 @@ class Share(Base):
     role: Mapped[str] = mapped_column(String(16))
 
 
+class Invitation(Base):
+    """A share with a user or group name that has no account yet; it becomes a Share when one
+    is created. Sharing answers the same whether a name exists or not, so owners cannot probe
+    which accounts exist."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (
+        UniqueConstraint("project_id", "user_name"),
+        UniqueConstraint("project_id", "group_name"),
+        CheckConstraint(sql_in("role", ROLES), name="role"),
+        CheckConstraint("(user_name IS NULL) <> (group_name IS NULL)", name="one_grantee"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_name: Mapped[str | None] = mapped_column(String(64), index=True)
+    group_name: Mapped[str | None] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class LoginFailures(Base):
+    """Failed logins counted per key (a user, an address, or both), for throttling."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    blocked_until: Mapped[datetime | None]
+
+
 class LssNode(Base):
     """A local session service as the GSS last heard from it."""
 

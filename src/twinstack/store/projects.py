@@ -5,13 +5,13 @@ Functions flush but never commit: the caller's `Database.transaction()` decides.
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from twinstack.store.accounts import get_group, get_user
+from twinstack.store.accounts import NAME
 from twinstack.store.errors import Conflict, Invalid, NotFound, conflict_on_integrity
 from twinstack.store.models import (
     FINAL_STATES,
@@ -19,6 +19,7 @@ from twinstack.store.models import (
     ROLES,
     SESSION_STATES,
     Group,
+    Invitation,
     LssNode,
     Membership,
     Project,
@@ -102,51 +103,69 @@ def visible_projects(s: Session, user: User) -> list[tuple[Project, str]]:
     return sorted(best.values(), key=lambda pair: (pair[0].name, pair[0].id))
 
 
-def _grantee(s: Session, user: str | None, group: str | None) -> dict[str, int]:
+def _grantee(s: Session, user: str | None, group: str | None
+             ) -> tuple[dict[str, int] | None, dict[str, str]]:
+    """Who a share names: (share columns if the account exists, invitation columns)."""
     if (user is None) == (group is None):
         raise Invalid("name exactly one of a user or a group")
-    return {"user_id": get_user(s, user).id} if user is not None else \
-        {"group_id": get_group(s, group).id}  # type: ignore[arg-type]
+    kind, name = ("user", user) if user is not None else ("group", group)
+    assert name is not None
+    if not NAME.fullmatch(name):
+        raise Invalid(f"{kind} name {name!r} is not valid: use 1 to 64 letters, digits, "
+                      "'_', '.' or '-'")
+    model = User if kind == "user" else Group
+    found = s.scalar(select(model.id).where(model.name == name))  # type: ignore[attr-defined]
+    return ({f"{kind}_id": found} if found is not None else None), {f"{kind}_name": name}
 
 
 def share_project(s: Session, project_id: str, *, user: str | None = None,
-                  group: str | None = None, role: str) -> Share:
-    """Grant a role to a user or a group (by name); an existing share gets the new role."""
+                  group: str | None = None, role: str) -> None:
+    """Grant a role to a user or a group (by name); an existing share gets the new role.
+
+    A name without an account yet becomes an invitation that turns into a share when the
+    account is created: the answer is the same either way, so sharing reveals no account.
+    """
     if role not in ROLES:
         raise Invalid(f"role {role!r} is not one of {', '.join(ROLES)}")
     get_project(s, project_id)
-    grantee = _grantee(s, user, group)
-    share = s.scalar(select(Share).filter_by(project_id=project_id, **grantee))
-    if share is not None:
-        share.role = role
+    account, name = _grantee(s, user, group)
+    model: type[Share | Invitation] = Share if account is not None else Invitation
+    columns: dict[str, Any] = account if account is not None else name
+    grant = cast(Share | Invitation | None,
+                 s.scalar(select(model).filter_by(project_id=project_id, **columns)))
+    if grant is not None:
+        grant.role = role
         s.flush()
-        return share
-    share = Share(project_id=project_id, role=role, **grantee)
+        return
     with conflict_on_integrity(s, "the project was shared concurrently; try again"):
-        s.add(share)
-    return share
+        s.add(model(project_id=project_id, role=role, **columns))
 
 
 def unshare_project(s: Session, project_id: str, *, user: str | None = None,
                     group: str | None = None) -> bool:
-    """Remove a user's or group's share; False if there was none."""
+    """Remove a user's or group's share (or invitation); False if there was none."""
     get_project(s, project_id)
-    share = s.scalar(select(Share).filter_by(project_id=project_id, **_grantee(s, user, group)))
-    if share is None:
+    account, name = _grantee(s, user, group)
+    grant = s.scalar(select(Share).filter_by(project_id=project_id, **account)) \
+        if account is not None else \
+        s.scalar(select(Invitation).filter_by(project_id=project_id, **name))
+    if grant is None:
         return False
-    s.delete(share)
+    s.delete(grant)
     s.flush()
     return True
 
 
 def shares_of(s: Session, project_id: str) -> list[dict[str, Any]]:
-    """The project's shares as `{"user": name | None, "group": name | None, "role": role}`."""
+    """The project's shares and invitations alike, as `{"user", "group", "role"}` by name."""
     get_project(s, project_id)
     rows = s.execute(select(User.name, Group.name, Share.role)
                      .outerjoin(User, User.id == Share.user_id)
                      .outerjoin(Group, Group.id == Share.group_id)
                      .where(Share.project_id == project_id).order_by(Share.id))
-    return [{"user": u, "group": g, "role": role} for u, g, role in rows]
+    invited = s.execute(select(Invitation.user_name, Invitation.group_name, Invitation.role)
+                        .where(Invitation.project_id == project_id).order_by(Invitation.id))
+    return [{"user": u, "group": g, "role": role} for u, g, role in [*rows, *invited]]
 
 
 # --- sessions --------------------------------------------------------------------------------

@@ -31,6 +31,17 @@ class Call:
     request_id: str
     peer: PeerIdentity | None = None  # internal channel: from the client certificate
     principal: Any = None  # public channel: whatever the service's token check returned
+    remote: str | None = None  # public channel: the client's address
+
+
+def call_key(value: Any) -> str | int | None:
+    """A WebSocket call id as a caller chose it: an integer or a short string (or none)."""
+    if value is None or (isinstance(value, str) and len(value) <= 128):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    raise ActionError(400, "malformed_request",
+                      "'id' must be an integer or a string of at most 128 characters", "id")
 
 
 @dataclass(frozen=True)

@@ -9,25 +9,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
+import re
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from twinstack.logs import request_id
 from twinstack.wire.errors import ActionError, ServiceUnavailable
+from twinstack.wire.identity import PeerIdentity
 
 _RETRY_DELAYS = (0.1, 0.3, 1.0)
 CONNECT_TIMEOUT = 5.0
 
 
+class WrongPeer(ActionError):
+    """The peer's certificate names another service or session than the one we meant to reach."""
+
+    def __init__(self, url: str, expected: PeerIdentity, found: PeerIdentity) -> None:
+        super().__init__(502, "wrong_peer", f"{url} presented {found}, not {expected}")
+        self.expected = expected
+        self.found = found
+
+
 class ServiceClient:
-    def __init__(self, url: str, ssl_context: ssl.SSLContext, *, timeout: float = 30.0) -> None:
+    """`max_message_bytes` bounds what a reply or pushed message may be (default: 64 MiB)."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext, *, timeout: float = 30.0,
+                 max_message_bytes: int = 64 * 2**20) -> None:
         self.url = url.rstrip("/")
         self.ssl_context = ssl_context
         self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
 
@@ -61,16 +76,19 @@ class ServiceClient:
         limit = aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_TIMEOUT, total))
         for attempt in itertools.count():
             try:
-                async with self._http().post(f"{self.url}/execute", json=body, timeout=limit,
-                                             headers=self._headers()) as resp:
-                    payload = await resp.json(content_type=None)
+                async with self._http().post(
+                        f"{self.url}/execute", data=orjson.dumps(body), timeout=limit,
+                        headers={**self._headers(), "Content-Type": "application/json"}) as resp:
+                    payload = await self._payload(resp)
                     if resp.status == 503 and idempotent and attempt < len(_RETRY_DELAYS):
                         await asyncio.sleep(_RETRY_DELAYS[attempt])
                         continue
+                    if not isinstance(payload, dict):
+                        raise ServiceUnavailable(f"{self.url} {action}: not a TwinStack reply")
                     if resp.status >= 400:
-                        raise ActionError.from_json(resp.status, (payload or {}).get("error", {}))
-                    return payload["result"]
-            except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+                        raise ActionError.from_json(resp.status, payload.get("error", {}))
+                    return payload.get("result")
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 if (idempotent or refused) and attempt < len(_RETRY_DELAYS):
                     await asyncio.sleep(_RETRY_DELAYS[attempt])
@@ -79,26 +97,42 @@ class ServiceClient:
                     from exc
         raise AssertionError("unreachable")
 
-    @contextlib.asynccontextmanager
-    async def link(self) -> AsyncIterator[Link]:
-        """A WebSocket to the service carrying many calls and streams at once."""
+    async def connect(self, *, expect: PeerIdentity | None = None) -> Link:
+        """A WebSocket to the service carrying many calls and streams at once; with `expect`,
+        refused (WrongPeer) unless the peer's certificate names that service and session."""
+        timeout = aiohttp.ClientWSTimeout(ws_close=5.0)
         try:
-            ws = await self._http().ws_connect(f"{self.url}/ws", headers=self._headers(),
-                                               heartbeat=15)
+            ws = await self._http().ws_connect(
+                f"{self.url}/ws", headers=self._headers(), heartbeat=15, timeout=timeout,
+                max_msg_size=self.max_message_bytes)
         except aiohttp.WSServerHandshakeError as exc:
             raise ActionError(exc.status, "refused", f"{self.url}/ws refused: {exc.message}") \
                 from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ServiceUnavailable(f"{self.url}/ws: {exc or type(exc).__name__}") from exc
-        link = Link(ws, self.url)
-        reader = asyncio.create_task(link.read())
+        if expect is not None:
+            found = PeerIdentity.from_peercert(ws.get_extra_info("peercert") or {})
+            if found != expect:
+                await ws.close()
+                raise WrongPeer(self.url, expect, found)
+        return Link(ws, self.url)
+
+    async def _payload(self, resp: aiohttp.ClientResponse) -> Any:
+        """The reply's JSON, refusing one over `max_message_bytes` before reading it."""
+        size = resp.content_length
+        if size is not None and size > self.max_message_bytes:
+            raise ActionError(502, "too_large", f"{self.url} answered {size:,} bytes, over the "
+                              f"{self.max_message_bytes:,}-byte limit")
+        return orjson.loads(await resp.content.read(self.max_message_bytes + 1) or b"null")
+
+    @contextlib.asynccontextmanager
+    async def link(self) -> AsyncIterator[Link]:
+        """A link for the duration of a block."""
+        link = await self.connect()
         try:
             yield link
         finally:
-            await ws.close()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await link.close()
 
     async def stream(self, action: str, params: dict[str, Any] | None = None
                      ) -> AsyncIterator[Any]:
@@ -126,69 +160,121 @@ class ClientPool:
 
 
 _END = object()
+_CANCELLED = object()
+# Our services write a reply's `id` first; matching that prefix routes a reply without parsing
+# what may be megabytes of result (a relayed reply is passed on as it came).
+_ID_PREFIX = re.compile(r'\{"id":(-?\d+|"(?:[^"\\]|\\.)*"|null)[,}]')
+
+
+def _reply_id(text: str) -> Any:
+    match = _ID_PREFIX.match(text)
+    if match is not None:
+        return orjson.loads(match.group(1))
+    reply = orjson.loads(text)
+    return reply.get("id") if isinstance(reply, dict) else None
 
 
 class Link:
-    """Calls and streams multiplexed over one WebSocket, matched to replies by `id`."""
+    """Calls and streams multiplexed over one WebSocket, matched to replies by `id`.
+
+    A link either makes its own calls (`call`, `stream`: ids it numbers itself) or carries
+    messages encoded elsewhere with the sender's ids (`relay`), not both.
+    """
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> None:
         self.ws = ws
         self.url = url
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Queue[Any]] = {}
+        self._waiting: dict[Any, asyncio.Queue[Any]] = {}
         self.closed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
 
-    async def read(self) -> None:
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def _read(self) -> None:
         """Route every reply to its caller until the socket closes; then fail what waits."""
         try:
             async for msg in self.ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
-                reply = json.loads(msg.data)
-                queue = self._waiting.get(reply.get("id"))
+                queue = self._waiting.get(_reply_id(msg.data))
                 if queue is not None:
-                    queue.put_nowait(reply)
+                    queue.put_nowait(msg.data)
+        except (orjson.JSONDecodeError, TypeError):
+            pass  # not our protocol: end the link like a drop
         finally:
             self.closed.set()
             for queue in self._waiting.values():
                 queue.put_nowait(_END)
 
-    async def _send(self, action: str, params: dict[str, Any] | None) -> tuple[int, Any]:
+    async def _send(self, call_id: Any, text: str) -> asyncio.Queue[Any]:
         if self.closed.is_set():
             raise ServiceUnavailable(f"{self.url}/ws is closed")
-        call_id = next(self._ids)
+        if call_id in self._waiting:
+            raise ActionError(409, "duplicate_id", f"a call with id {call_id!r} is still running; "
+                              "give each call in flight its own id", "id")
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._waiting[call_id] = queue
         try:
-            await self.ws.send_json({"id": call_id, "action": action, "params": params or {},
-                                     **({"request": request_id.get()} if request_id.get()
-                                        else {})})
+            await self.ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
             self._waiting.pop(call_id, None)
             raise ServiceUnavailable(f"{self.url}/ws: {exc}") from exc
-        return call_id, queue
+        return queue
 
-    def _unwrap(self, action: str, reply: Any) -> Any:
-        if reply is _END:
+    async def _start(self, action: str, params: dict[str, Any] | None
+                     ) -> tuple[int, asyncio.Queue[Any]]:
+        call_id = next(self._ids)
+        rid = request_id.get()
+        text = orjson.dumps({"id": call_id, "action": action, "params": params or {},
+                             **({"request": rid} if rid else {})}).decode()
+        return call_id, await self._send(call_id, text)
+
+    def _unwrap(self, action: str, text: Any) -> Any:
+        if text is _END:
             raise ServiceUnavailable(f"{self.url}/ws closed during {action}")
+        reply = orjson.loads(text)
         if "error" in reply:
             raise ActionError.from_message(reply["error"])
         return reply
 
-    async def call(self, action: str, params: dict[str, Any] | None = None, *,
-                   timeout: float = 30.0) -> Any:
-        call_id, queue = await self._send(action, params)
+    async def _wait(self, call_id: Any, queue: asyncio.Queue[Any], what: str,
+                    timeout: float) -> Any:
         try:
-            reply = await asyncio.wait_for(queue.get(), timeout)
+            return await asyncio.wait_for(queue.get(), timeout)
         except TimeoutError as exc:
-            raise ServiceUnavailable(f"{self.url} {action}: no answer in {timeout:g} s") from exc
+            raise ServiceUnavailable(f"{self.url} {what}: no answer in {timeout:g} s") from exc
         finally:
             self._waiting.pop(call_id, None)
-        return self._unwrap(action, reply)["result"]
+
+    async def call(self, action: str, params: dict[str, Any] | None = None, *,
+                   timeout: float = 30.0) -> Any:
+        call_id, queue = await self._start(action, params)
+        return self._unwrap(action, await self._wait(call_id, queue, action, timeout))["result"]
+
+    async def relay(self, call_id: Any, text: str, *, timeout: float) -> str:
+        """Send a message encoded by someone else (with their `call_id`); its reply as sent."""
+        queue = await self._send(call_id, text)
+        reply = await self._wait(call_id, queue, f"call {call_id!r}", timeout)
+        if reply is _END:
+            raise ServiceUnavailable(f"{self.url}/ws closed during call {call_id!r}")
+        if reply is _CANCELLED:
+            raise ActionError(409, "cancelled", f"call {call_id!r} was cancelled", "id")
+        return str(reply)
+
+    def abandon(self, call_id: Any) -> None:
+        """Stop waiting for a relayed call that was cancelled; its waiter is told so."""
+        queue = self._waiting.pop(call_id, None)
+        if queue is not None:
+            queue.put_nowait(_CANCELLED)
 
     async def stream(self, action: str, params: dict[str, Any] | None = None
                      ) -> AsyncIterator[Any]:
-        call_id, queue = await self._send(action, params)
+        call_id, queue = await self._start(action, params)
         try:
             while True:
                 reply = self._unwrap(action, await queue.get())
@@ -199,4 +285,31 @@ class Link:
             self._waiting.pop(call_id, None)
             if not self.closed.is_set():
                 with contextlib.suppress(ConnectionError, RuntimeError):
-                    await self.ws.send_json({"id": call_id, "cancel": True})
+                    await self.ws.send_str(orjson.dumps({"id": call_id, "cancel": True})
+                                           .decode())
+
+
+class LinkKeeper:
+    """One link to a service, opened on first use and reopened after it drops."""
+
+    def __init__(self, client: ServiceClient, expect: PeerIdentity | None = None) -> None:
+        self.client = client
+        self.expect = expect
+        self._link: Link | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Link | None:
+        """The open link, if there is one (None rather than opening one)."""
+        return self._link if self._link is not None and not self._link.closed.is_set() else None
+
+    async def get(self) -> Link:
+        async with self._lock:
+            if self._link is None or self._link.closed.is_set():
+                self._link = await self.client.connect(expect=self.expect)
+            return self._link
+
+    async def close(self) -> None:
+        if self._link is not None:
+            await self._link.close()
+        await self.client.close()

@@ -9,23 +9,33 @@ from typing import Any
 
 
 class ActionError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    """`retry_after` (seconds) tells a refused caller when to try again (HTTP Retry-After)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
         return body
 
     @classmethod
     def from_json(cls, status: int, body: dict[str, Any]) -> ActionError:
+        if not isinstance(body, dict):
+            return cls(status, "error", str(body))
+        retry = body.get("retry_after")
         return cls(status, str(body.get("code", "error")), str(body.get("message", body)),
-                   body.get("field"))
+                   body.get("field"),
+                   retry_after=float(retry) if isinstance(retry, int | float) else None)
 
     def in_message(self) -> dict[str, Any]:
         """The error inside a message (WebSocket reply, tunnelled call): with its status."""
@@ -56,6 +66,11 @@ def forbidden(message: str) -> ActionError:
 
 def unauthorized(message: str) -> ActionError:
     return ActionError(401, "unauthorized", message)
+
+
+def not_found(kind: str, ident: str) -> ActionError:
+    """The one answer for "missing" and "not yours", so ids of others' things stay secret."""
+    return ActionError(404, "not_found", f"no {kind} {ident}")
 
 
 class ServiceUnavailable(ActionError):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel
 
 from twinstack import __version__
@@ -35,10 +35,19 @@ from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.logs import LogForwarder, request_id
 from twinstack.metrics import ServiceMetrics
 from twinstack.pki.tls import ReloadingContexts, TlsFiles
-from twinstack.wire.actions import Action, Call, action, collect_actions, lookup, parse_envelope
+from twinstack.wire.actions import (
+    Action,
+    Call,
+    action,
+    call_key,
+    collect_actions,
+    lookup,
+    parse_envelope,
+)
 from twinstack.wire.client import ServiceClient
 from twinstack.wire.errors import ActionError, malformed, unauthorized
 from twinstack.wire.identity import PeerIdentity
+from twinstack.wire.limits import InputLimits, decode, encode, too_large
 
 log = logging.getLogger(__name__)
 Channel = Literal["internal", "public"]
@@ -87,7 +96,6 @@ class ServiceBase:
     async def info(self, call: Call, params: NoParams) -> dict[str, Any]:
         """Who this service is and where it can be reached."""
         return {"service": self.name, "version": __version__, "session": self.settings.session,
-                "publish": self.runtime.publish,
                 "uptime_s": time.monotonic() - self.runtime.started,
                 "peer": str(call.peer) if call.peer else None}
 
@@ -115,6 +123,13 @@ def _stop_with_parent(parent_pid: int) -> None:
         raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, f"parent {parent_pid} is already gone")
 
 
+def _request_id(value: Any, default: str | None = None) -> str:
+    """A caller's request id for the logs if it is a short printable string, else a new one."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
+        return value
+    return default or uuid.uuid4().hex[:16]
+
+
 def _jsonable(result: Any) -> Any:
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
@@ -127,8 +142,48 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
+class BoundedWebSocket(web.WebSocketResponse):
+    """A server WebSocket that says which limit a too-large message broke: aiohttp closes with
+    1009 (message too big) but gives no reason."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"",
+                    drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = f"a message was over the {self._max_msg_size:,}-byte limit " \
+                      "(max_message_bytes)".encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=encode(value), status=status, content_type="application/json")
+
+
 def error_response(err: ActionError) -> web.Response:
-    return web.json_response({"error": err.to_json()}, status=err.status)
+    headers = {"Retry-After": str(max(1, round(err.retry_after)))} \
+        if err.retry_after is not None else None
+    response = json_response({"error": err.to_json()}, status=err.status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+async def read_json(request: web.Request, limits: InputLimits) -> Any:
+    """The request's JSON body within `limits`; a body too large is refused before it is read."""
+    if request.content_length is not None and request.content_length > limits.max_bytes:
+        raise too_large(request.content_length, limits.max_bytes)
+    try:
+        data = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise too_large(limits.max_bytes + 1, limits.max_bytes) from exc
+    return decode(data, limits)
+
+
+def internal_fault(what: str, exc: BaseException, request: str) -> ActionError:
+    """A real fault: one log line (the traceback only at debug), a reference for the user."""
+    log.error("%s failed: %s: %s (request %s)", what, type(exc).__name__, exc, request)
+    log.debug("%s failed", what, exc_info=exc)
+    return ActionError(500, "internal", f"{what} failed inside the service; the operator can "
+                       f"find it in the logs under request {request}")
 
 
 class Runtime:
@@ -149,6 +204,7 @@ class Runtime:
         self._logger_client: ServiceClient | None = None
         self.service: ServiceBase | None = None
         self.actions: dict[str, Action] = {}
+        self.limits = InputLimits(settings.max_message_bytes, settings.max_json_depth)
 
     # life cycle -----------------------------------------------------------------------------
 
@@ -296,14 +352,17 @@ class Runtime:
 
     # the three apps ------------------------------------------------------------------------
 
+    def _app(self) -> web.Application:
+        return web.Application(client_max_size=self.limits.max_bytes)
+
     def _internal_app(self) -> web.Application:
-        app = web.Application()
+        app = self._app()
         app.router.add_post("/execute", self._handler(self._execute, "internal"))
         app.router.add_get("/ws", self._handler(self._websocket, "internal"))
         return app
 
     def _public_app(self) -> web.Application:
-        app = web.Application()
+        app = self._app()
         app.router.add_post("/execute", self._handler(self._execute, "public"))
         app.router.add_get("/ws", self._handler(self._websocket, "public"))
         assert self.service is not None
@@ -312,12 +371,12 @@ class Runtime:
 
     def _health_app(self) -> web.Application:
         async def healthz(request: web.Request) -> web.Response:
-            return web.json_response({"status": "ok", "service": self.service_cls.name})
+            return json_response({"status": "ok", "service": self.service_cls.name})
 
         async def readyz(request: web.Request) -> web.Response:
             ready = self.service is not None and self.service.is_ready() \
                 and not self._stopping.is_set()
-            return web.json_response({"ready": ready}, status=200 if ready else 503)
+            return json_response({"ready": ready}, status=200 if ready else 503)
 
         async def metrics(request: web.Request) -> web.Response:
             if self._forwarder is not None:
@@ -349,7 +408,7 @@ class Runtime:
         principal = await self.service.authenticate(bearer_token(request))
         if principal is None:
             raise unauthorized("the token is invalid, expired or revoked")
-        return Call("public", rid, principal=principal)
+        return Call("public", rid, principal=principal, remote=request.remote)
 
     def _refused(self, err: ActionError) -> None:
         if err.status in (401, 403):
@@ -372,28 +431,29 @@ class Runtime:
             raise
         except Exception as exc:
             outcome = "crash"
-            log.exception("action %s failed", found.name)
-            raise ActionError(500, "internal", f"{found.name} failed: {type(exc).__name__}: "
-                              f"{exc}") from exc
+            raise internal_fault(found.name, exc, call.request_id) from exc
         finally:
             self.metrics.action_seconds.labels(self.service_cls.name, found.name, outcome) \
                 .observe(time.perf_counter() - started)
             request_id.reset(token)
 
+    def _reply(self, value: dict[str, Any]) -> bytes:
+        """Encode a reply, refusing one larger than the message limit (no peer could take it)."""
+        data = encode(value)
+        if len(data) > self.limits.max_bytes:
+            raise too_large(len(data), self.limits.max_bytes, "the result")
+        return data
+
     async def _execute(self, request: web.Request, channel: Channel) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+        rid = _request_id(request.headers.get("X-Request-Id"))
         try:
             # The internal channel is gated by the TLS peer; the public one by a bearer token,
             # which anonymous actions (login, service info) do without.
             call = await self._caller(request, channel, rid) if channel == "internal" else None
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise malformed(f"the request body is not valid JSON: {exc}") from exc
-            name, raw_params = parse_envelope(body)
+            name, raw_params = parse_envelope(await read_json(request, self.limits))
             found = lookup(self.actions, name, channel)
             if call is None:
-                call = Call("public", rid) if found.anonymous \
+                call = Call("public", rid, remote=request.remote) if found.anonymous \
                     else await self._caller(request, channel, rid)
             found.permits(call, self.settings.session)
             params = found.parse(raw_params)
@@ -401,7 +461,8 @@ class Runtime:
                 raise ActionError(400, "streaming_action",
                                   f"{found.name} streams events: call it over the WebSocket /ws",
                                   "action")
-            return web.json_response({"result": await self._run(found, call, params)})
+            body = self._reply({"result": await self._run(found, call, params)})
+            return web.Response(body=body, content_type="application/json")
         except ActionError as err:
             self._refused(err)
             return error_response(err)
@@ -412,7 +473,7 @@ class Runtime:
         except ActionError as err:
             self._refused(err)
             return error_response(err)
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = BoundedWebSocket(heartbeat=30, max_msg_size=self.limits.max_bytes)
         await ws.prepare(request)
         running: dict[Any, asyncio.Task[None]] = {}
         try:
@@ -420,18 +481,22 @@ class Runtime:
                 if msg.type != WSMsgType.TEXT:
                     continue
                 try:
-                    body = json.loads(msg.data)
-                except json.JSONDecodeError as exc:
-                    await self._ws_error(ws, None, malformed(f"message is not valid JSON: {exc}"))
+                    body = decode(msg.data, self.limits)
+                    if not isinstance(body, dict):
+                        raise malformed("a message is an object {\"id\", \"action\", "
+                                        "\"params\"}")
+                    call_id = call_key(body.get("id"))
+                except ActionError as err:
+                    await self._ws_error(ws, None, err)
                     continue
-                call_id = body.get("id") if isinstance(body, dict) else None
-                if isinstance(body, dict) and body.get("cancel"):
+                if body.get("cancel"):
                     task = running.pop(call_id, None)
                     if task is not None:
                         task.cancel()
                     continue
-                rid = (body.get("request") if isinstance(body, dict) else None) or call.request_id
-                one = Call(call.channel, str(rid), peer=call.peer, principal=call.principal)
+                rid = _request_id(body.get("request"), call.request_id)
+                one = Call(call.channel, str(rid), peer=call.peer, principal=call.principal,
+                           remote=call.remote)
                 task = asyncio.create_task(self._ws_call(ws, call_id, one, body))
                 running[call_id] = task
                 task.add_done_callback(lambda t, k=call_id: running.pop(k, None)
@@ -444,7 +509,7 @@ class Runtime:
     async def _ws_error(self, ws: web.WebSocketResponse, call_id: Any, err: ActionError) -> None:
         self._refused(err)
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_json({"id": call_id, "error": err.in_message()})
+            await ws.send_str(encode({"id": call_id, "error": err.in_message()}).decode())
 
     async def _ws_call(self, ws: web.WebSocketResponse, call_id: Any, call: Call,
                        body: Any) -> None:
@@ -452,22 +517,22 @@ class Runtime:
             found, params = self._resolve(call, body)
             if not found.streams:
                 result = await self._run(found, call, params)
-                await ws.send_json({"id": call_id, "result": result})
+                await ws.send_str(self._reply({"id": call_id, "result": result}).decode())
                 return
             token = request_id.set(call.request_id)
             try:
                 async for event in found.handler(call, params):
-                    await ws.send_json({"id": call_id, "event": _jsonable(event)})
+                    await ws.send_str(self._reply({"id": call_id, "event": _jsonable(event)})
+                                      .decode())
             finally:
                 request_id.reset(token)
-            await ws.send_json({"id": call_id, "result": None})
+            await ws.send_str(encode({"id": call_id, "result": None}).decode())
         except ActionError as err:
             await self._ws_error(ws, call_id, err)
         except (ConnectionError, RuntimeError):
             pass  # the client went away
         except Exception as exc:
-            log.exception("streaming action failed")
-            await self._ws_error(ws, call_id, ActionError(500, "internal", f"{exc}"))
+            await self._ws_error(ws, call_id, internal_fault("a stream", exc, call.request_id))
 
 
 async def serve(service_cls: type[ServiceBase], settings: Settings) -> ExitCode:

@@ -1,0 +1,83 @@
+"""What any request may be, checked before it reaches an action: size, nesting, numbers, text.
+
+Every listener (public, internal, relay) decodes JSON through `decode()`, so no handler ever sees
+a body larger than `max_message_bytes`, nesting deeper than `max_json_depth`, a number that is
+not a finite double, a lone surrogate or a NUL character. orjson already refuses non-finite
+numbers, lone surrogates and nesting beyond 1024 levels; the checks here add the configured
+bounds and turn every refusal into a 4xx that names the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from twinstack.wire.errors import ActionError
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_bytes: int = 16 * 2**20
+    max_depth: int = 32
+
+
+def too_large(size: int, limit: int, what: str = "the request") -> ActionError:
+    return ActionError(413, "too_large",
+                       f"{what} is {size:,} bytes, over the {limit:,}-byte limit "
+                       "(max_message_bytes); send less data per call")
+
+
+def _decode_error(exc: orjson.JSONDecodeError) -> ActionError:
+    text = str(exc)
+    if "depth limit" in text:
+        return ActionError(400, "too_deep", "the JSON nests deeper than the limit "
+                           "(max_json_depth); flatten the data")
+    if "infinity" in text:
+        return ActionError(400, "malformed_request",
+                           f"a number is too large: numbers must be finite doubles "
+                           f"(|x| < 1.8e308): {text}")
+    if "surrogate" in text:
+        return ActionError(400, "malformed_request",
+                           f"strings must be valid Unicode (no lone surrogates): {text}")
+    return ActionError(400, "malformed_request", f"not valid JSON: {text}")
+
+
+def _check_depth(value: Any, max_depth: int) -> None:
+    """Walk containers only (numbers and strings cost one type check each)."""
+    level: list[Any] = [value]
+    for _ in range(max_depth + 1):
+        deeper: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                deeper.extend(v for v in item.values() if isinstance(v, list | dict))
+            elif isinstance(item, list):
+                deeper.extend(v for v in item if isinstance(v, list | dict))
+        if not deeper:
+            return
+        level = deeper
+    raise ActionError(400, "too_deep", f"the JSON nests deeper than {max_depth} levels "
+                      "(max_json_depth); flatten the data")
+
+
+def decode(data: bytes | str, limits: InputLimits) -> Any:
+    """Parse one JSON request within `limits`, or raise the 4xx that names the limit hit."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if len(raw) > limits.max_bytes:
+        raise too_large(len(raw), limits.max_bytes)
+    # JSON needs control characters escaped, so a NUL can only arrive as this escape.
+    if b"\\u0000" in raw:
+        raise ActionError(400, "malformed_request",
+                          "strings must not contain NUL characters (\\u0000)")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _decode_error(exc) from exc
+    _check_depth(value, limits.max_depth)
+    return value
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes of a reply (numpy-free: services hand plain lists and floats)."""
+    return orjson.dumps(value)

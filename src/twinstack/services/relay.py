@@ -37,7 +37,7 @@ from twinstack.wire.actions import call_key
 from twinstack.wire.client import Link, LinkKeeper, ServiceClient, WrongPeer
 from twinstack.wire.errors import ActionError, malformed
 from twinstack.wire.identity import PeerIdentity
-from twinstack.wire.limits import decode, encode
+from twinstack.wire.limits import decode, encode, leading_id
 from twinstack.wire.runtime import (
     BoundedWebSocket,
     Ports,
@@ -334,7 +334,7 @@ class RelayService(ServiceBase):
     async def _serve(self, client: Attached, data: str) -> None:
         """One client message: checked, held against the user's caps, forwarded, answered."""
         usage = self.usage[client.user]
-        call_id: Any = None
+        call_id: Any = leading_id(data)
         held = 0
         try:
             message = decode(data, self.runtime.limits)

@@ -9,6 +9,7 @@ bounds and turn every refusal into a 4xx that names the limit.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,20 @@ def _check_depth(value: Any, max_depth: int) -> None:
         level = deeper
     raise ActionError(400, "too_deep", f"the JSON nests deeper than {max_depth} levels "
                       "(max_json_depth); flatten the data")
+
+
+_LEADING_ID = re.compile(r'\s*\{\s*"id"\s*:\s*(-?\d{1,18}|"[^"\\]{0,128}")\s*[,}]')
+
+
+def leading_id(data: bytes | str) -> str | int | None:
+    """The `id` a message that cannot be parsed starts with, if any, so that its error reply
+    still reaches the call waiting for it (clients write the id first)."""
+    text = data[:200].decode("utf-8", "replace") if isinstance(data, bytes) else data[:200]
+    match = _LEADING_ID.match(text)
+    if match is None:
+        return None
+    found = match.group(1)
+    return found[1:-1] if found.startswith('"') else int(found)
 
 
 def decode(data: bytes | str, limits: InputLimits) -> Any:

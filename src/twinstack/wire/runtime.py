@@ -47,7 +47,7 @@ from twinstack.wire.actions import (
 from twinstack.wire.client import ServiceClient
 from twinstack.wire.errors import ActionError, malformed, unauthorized
 from twinstack.wire.identity import PeerIdentity
-from twinstack.wire.limits import InputLimits, decode, encode, too_large
+from twinstack.wire.limits import InputLimits, decode, encode, leading_id, too_large
 
 log = logging.getLogger(__name__)
 Channel = Literal["internal", "public"]
@@ -487,7 +487,7 @@ class Runtime:
                                         "\"params\"}")
                     call_id = call_key(body.get("id"))
                 except ActionError as err:
-                    await self._ws_error(ws, None, err)
+                    await self._ws_error(ws, leading_id(msg.data), err)
                     continue
                 if body.get("cancel"):
                     task = running.pop(call_id, None)

@@ -105,8 +105,8 @@ class Connection:
     """One WebSocket to a route; ids count up across the whole run.
 
     A reader task takes every message off the socket all the time, as a real client does:
-    that answers the server's heartbeat pings while other paths have their turn (an unread
-    socket would be closed after a minute), and keeps session events out of the way.
+    that answers the server's heartbeat pings while other paths have their turn (the server
+    closes a socket whose pings go unanswered within a minute), and skips session events.
     """
 
     def __init__(self, route: Route, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -339,8 +339,9 @@ async def serve_echo(cert: Path, key: Path, ca: Path) -> None:
     await runner.cleanup()
 
 
-def listening_port(log_file: Path, pattern: str) -> int | None:
-    found = re.search(pattern, log_file.read_text(errors="replace"))
+def echo_port(log_file: Path) -> int | None:
+    """The port the echo service said it listens on, once it has."""
+    found = re.search(r"echo listening on [\d.]+:(\d+)", log_file.read_text(errors="replace"))
     return int(found.group(1)) if found else None
 
 
@@ -349,9 +350,8 @@ def echo_service(workdir: Path, tls: TlsFiles) -> Iterator[int]:
     log_file = workdir / "echo.log"
     cmd = [sys.executable, __file__, "--serve-echo", str(tls.cert), str(tls.key), str(tls.ca)]
     with running(cmd, log_file) as proc:
-        wait_until(lambda: listening_port(log_file, r"echo listening on [\d.]+:(\d+)") is not None,
-                   "echo service", proc, log_file)
-        port = listening_port(log_file, r"echo listening on [\d.]+:(\d+)")
+        wait_until(lambda: echo_port(log_file) is not None, "echo service", proc, log_file)
+        port = echo_port(log_file)
         assert port is not None
         yield port
 
@@ -471,8 +471,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         public = client_context(ca=pki / CA_CERT)
         proxy_tls = issue_identity(pki, "chp", workdir / "chp", hosts=["127.0.0.1"])
         echo_tls = issue_identity(pki, "echo", workdir / "echo", hosts=["127.0.0.1"])
-        echo_port = stack.enter_context(echo_service(workdir, echo_tls))
-        chp_port = stack.enter_context(chp_proxy(workdir, chp, proxy_tls, echo_port))
+        echo = stack.enter_context(echo_service(workdir, echo_tls))
+        chp_port = stack.enter_context(chp_proxy(workdir, chp, proxy_tls, echo))
         call = {"service": "kriging", "action": "info", "params": {}}
         routes = [
             Route("relay", "client -TLS+bearer-> relay -mTLS-> kriging info",
@@ -483,7 +483,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                   {"action": "info", "params": {}}),
             Route("chp", "client -TLS-> configurable-http-proxy -TLS-> echo",
                   f"wss://127.0.0.1:{chp_port}{ECHO_PATH}", public, call),
-            Route("echo", "client -TLS-> echo", f"wss://127.0.0.1:{echo_port}{ECHO_PATH}",
+            Route("echo", "client -TLS-> echo", f"wss://127.0.0.1:{echo}{ECHO_PATH}",
                   public, call),
         ]
         asyncio.run(measure(routes, args))

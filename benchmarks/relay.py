@@ -9,7 +9,8 @@ Four paths, all measured in one run by the same WebSocket client loop, on 127.0.
 
 so "what the relay adds" is relay - direct and "what CHP adds" is chp - echo. Per path: the
 round-trip latency of single calls (one in flight; p50, p95, mean) and pipelined throughput
-(`--window` calls in flight on one WebSocket). Paths take turns in `--rounds` rounds, in a
+(`--window` calls in flight on one WebSocket; 32 by default, the relay's per-user cap
+relay_calls_per_user, and the same window on every path). Paths take turns in `--rounds` rounds, in a
 rotating order, after a warm-up each, so drift on a busy machine hits all of them alike.
 
 Install configurable-http-proxy with npm (the script runs `npm install --prefix CACHE` into
@@ -75,9 +76,9 @@ ECHO_PATH = "/user/bench/ws"  # a JupyterHub-like route: CHP forwards /user/benc
 REPLY_TIMEOUT = 60.0
 DEFAULT_CHP_CACHE = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                      / "twinstack-bench" / "chp")
-FULL = {"latency_samples": 2000, "pipelined_messages": 20000, "window": 128, "rounds": 10,
+FULL = {"latency_samples": 2000, "pipelined_messages": 20000, "window": 32, "rounds": 10,
         "warmup": 200}
-QUICK = {"latency_samples": 100, "pipelined_messages": 500, "window": 64, "rounds": 2,
+QUICK = {"latency_samples": 100, "pipelined_messages": 500, "window": 32, "rounds": 2,
          "warmup": 20}
 
 
@@ -444,7 +445,7 @@ def twinstack_session(workdir: Path) -> Iterator[Platform]:
             session = tw.open_session(project["id"], timeout=START_TIMEOUT)
             try:
                 session.detach()  # the benchmark's own WebSocket is the only one on the relay
-                kriging = session.services["kriging"]
+                kriging = compute_endpoints(data_dir, session.id)["kriging"]
                 if kriging.get("via") == "lss":
                     raise RuntimeError("kriging is reachable only through its LSS: no direct path")
                 assert tw.token is not None
@@ -452,6 +453,19 @@ def twinstack_session(workdir: Path) -> Iterator[Platform]:
                                kriging["endpoint"])
             finally:
                 session.close()
+
+
+def compute_endpoints(data_dir: Path, session: str) -> dict[str, Any]:
+    """Where a session's services run, as the operator reads it from the platform database
+    (users are never shown internal endpoints)."""
+    from twinstack.store import Database, projects, sqlite_url
+
+    db = Database(sqlite_url(data_dir))
+    try:
+        with db.transaction() as s:
+            return dict(projects.get_session(s, session).services)
+    finally:
+        db.dispose()
 
 
 def wss(url: str) -> str:

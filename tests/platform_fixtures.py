@@ -24,10 +24,20 @@ FAST = {"TWINSTACK_HEARTBEAT_SECONDS": "0.5", "TWINSTACK_LSS_TIMEOUT_SECONDS": "
 PASSWORD = "correct horse battery"
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands to outgoing connections: a platform must stay out of them,
+    or a client's connection could take one of its ports between the check and the bind."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
 def free_port_block(size: int = 24) -> int:
     """A base port with `size` free ports above it (the platform's fixed layout)."""
+    ephemeral = ephemeral_ports()
+    low, high = (10_000, ephemeral.start) if ephemeral.start > 12_000 else \
+        (ephemeral.stop, 65_000)
     for _ in range(50):
-        base = random.randrange(20_000, 60_000 - size)
+        base = random.randrange(low, high - size)
         sockets = []
         try:
             for port in range(base, base + size):

@@ -93,11 +93,27 @@ class Feed:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
+INTERNAL_KEYS = frozenset({"endpoint", "listening", "publish", "pid", "url"})
+_ADDRESS = re.compile(r"(?:https?://)?(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+
+
+def _scrub(value: Any) -> Any:
+    """Drop keys that locate services and mask addresses inside text."""
+    if isinstance(value, str):
+        return _ADDRESS.sub("<internal address>", value)
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items() if k not in INTERNAL_KEYS}
+    return value
+
+
 def public_event(event: dict[str, Any]) -> dict[str, Any]:
-    """An event as users see it: which services there are, never where they run."""
-    shown = {k: v for k, v in event.items() if k != "endpoint"}
-    if isinstance(shown.get("services"), dict):
-        shown["services"] = sorted(shown["services"])
+    """An event (or log record) as users see it: which services there are, never where they
+    run."""
+    shown = _scrub(event)
+    if isinstance(event.get("services"), dict):
+        shown["services"] = sorted(event["services"])
     return shown
 
 
@@ -261,7 +277,8 @@ class RelayService(ServiceBase):
             if self.logger is not None:
                 feed.tasks.append(asyncio.create_task(self._follow(
                     self.logger, "follow", {"session": feed.session, "level": "info"},
-                    lambda record: self._broadcast(feed, {"type": "log", **record}))))
+                    lambda record: self._broadcast(feed, public_event(
+                        {"type": "log", **record})))))
         feed.sockets.add(client)
         return feed
 

@@ -29,14 +29,15 @@ CORE, COMPUTE = f"localhost/twinstack-core:{VERSION}", f"localhost/twinstack-com
 PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40,}")
 ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy/containers/containers.conf")}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(os.geteuid() != 0, reason="podman builds here need root"),
+# What building the images needs; test_kube_play.py (which uses the images) skips on it too.
+NEEDS_IMAGE_BUILD = [
+    pytest.mark.skipif(os.geteuid() != 0,
+                       reason="podman builds here need root: run the tests as root"),
     pytest.mark.skipif(not (shutil.which("podman") and shutil.which("debootstrap")),
                        reason="needs podman and debootstrap (apt-get install podman runc "
                               "debootstrap)"),
 ]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), *NEEDS_IMAGE_BUILD]
 
 
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -144,7 +144,8 @@ def _run(*cmd: str, input_text: str | None = None, check: bool = True,
 def check_namespaces_usable() -> None:
     """Raise NamespaceUnavailable saying why if the tests cannot run here."""
     if os.geteuid() != 0:
-        raise NamespaceUnavailable("network namespace tests need root")
+        raise NamespaceUnavailable("network namespace tests need root: run the tests as "
+                                  "root")
     for name, package in (("ip", "iproute2"), ("nft", "nftables")):
         if not os.path.isabs(tool(name)):
             raise NamespaceUnavailable(f"`{name}` not found (apt-get install -y {package})")

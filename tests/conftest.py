@@ -100,7 +100,7 @@ class Services:
         self.started.append(proc)
         return proc, ready, output
 
-    def start(self, service: str, identity: TlsFiles, *args: str, timeout: float = 30.0,
+    def start(self, service: str, identity: TlsFiles, *args: str, timeout: float = 60.0,
               env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
               ) -> ServiceProcess:
         proc, ready, output = self.spawn(service, identity, *args, env=env, preexec=preexec)
@@ -116,8 +116,10 @@ class Services:
         return ServiceProcess(service, proc, output, json.loads(ready.read_text()))
 
     def run_to_exit(self, service: str, identity: TlsFiles | None, *args: str,
-                    env: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, str]:
-        """Run a service that is expected to stop by itself; return its exit code and output."""
+                    env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, str]:
+        """Run a service that is expected to stop by itself; return its exit code and output.
+
+        `timeout` (like `start`'s) is a hang guard, generous for a loaded machine."""
         proc, _, output = self.spawn(service, identity, *args, env=env)
         try:
             code = proc.wait(timeout=timeout)

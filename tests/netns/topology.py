@@ -245,7 +245,7 @@ class Topology:
         """A plain TCP listener in the namespace, to show whether anything can connect in."""
         started = self.start(role, f"listener-{role}", sys.executable, "-u", "-c", LISTEN,
                              host, str(port))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard for a loaded machine
         while b"listening" not in started.log.read_bytes():
             if started.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"listener in {role} did not start: {self.tail(started)}")

@@ -16,9 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import ci_skips
 from twinstack.pki import init_authority
 from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ci_skips.register(config)  # under CI=true a skipped test fails the run
 
 
 class Pki:
@@ -95,7 +100,7 @@ class Services:
         self.started.append(proc)
         return proc, ready, output
 
-    def start(self, service: str, identity: TlsFiles, *args: str, timeout: float = 30.0,
+    def start(self, service: str, identity: TlsFiles, *args: str, timeout: float = 60.0,
               env: dict[str, str] | None = None, preexec: Callable[[], None] | None = None
               ) -> ServiceProcess:
         proc, ready, output = self.spawn(service, identity, *args, env=env, preexec=preexec)
@@ -111,8 +116,10 @@ class Services:
         return ServiceProcess(service, proc, output, json.loads(ready.read_text()))
 
     def run_to_exit(self, service: str, identity: TlsFiles | None, *args: str,
-                    env: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, str]:
-        """Run a service that is expected to stop by itself; return its exit code and output."""
+                    env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, str]:
+        """Run a service that is expected to stop by itself; return its exit code and output.
+
+        `timeout` (like `start`'s) is a hang guard, generous for a loaded machine."""
         proc, _, output = self.spawn(service, identity, *args, env=env)
         try:
             code = proc.wait(timeout=timeout)

@@ -70,7 +70,8 @@ def session_processes(session_id: str) -> list[int]:
     return pids
 
 
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "") -> None:
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "") -> None:
+    """Poll until `predicate` holds; `timeout` is a hang guard, never the thing tested."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -24,6 +24,8 @@ import pytest
 from sqlalchemy import make_url
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+INSTALL_POSTGRES = ("install PostgreSQL (apt-get install postgresql) or point "
+                    "$TWINSTACK_TEST_PG_URL at a server")
 
 
 def _conninfo(url: str) -> str:
@@ -65,15 +67,17 @@ def postgres_server_url() -> Iterator[str]:
         return
     bindir = _postgres_bin()
     if bindir is None:
-        pytest.skip(f"no PostgreSQL at {url} and no initdb to start one")
+        pytest.skip(f"no PostgreSQL at {url} and no initdb to start one: {INSTALL_POSTGRES}")
     prefix: list[str] = []
     if os.geteuid() == 0:  # initdb and postgres refuse to run as root
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip(f"no PostgreSQL at {url}; running as root and no 'postgres' user")
+            pytest.skip(f"no PostgreSQL at {url}; running as root and no 'postgres' user to run "
+                        f"initdb as: {INSTALL_POSTGRES}")
         if shutil.which("runuser") is None:
-            pytest.skip(f"no PostgreSQL at {url}; running as root and no runuser")
+            pytest.skip(f"no PostgreSQL at {url}; running as root and no runuser "
+                        "(apt-get install util-linux)")
         prefix = ["runuser", "-u", "postgres", "--"]
     # mkdtemp under /tmp, not pytest's tmp dir: the postgres user must reach it when we are root.
     home = Path(tempfile.mkdtemp(prefix="twinstack-pg-"))
@@ -90,13 +94,15 @@ def postgres_server_url() -> Iterator[str]:
         init = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                    "--no-sync")
         if init.returncode != 0:
-            pytest.skip(f"no PostgreSQL at {url}; initdb failed: {init.stderr.strip()}")
+            pytest.skip(f"no PostgreSQL at {url}; initdb failed: {init.stderr.strip()}; "
+                        f"{INSTALL_POSTGRES}")
         options = f"-k {home} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off"
         start = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "server.log"),
                     "-o", options, "-w", "-t", "60", "start")
         started = start.returncode == 0
         if not started:
-            pytest.skip(f"no PostgreSQL at {url}; pg_ctl start failed: {start.stderr.strip()}")
+            pytest.skip(f"no PostgreSQL at {url}; pg_ctl start failed: {start.stderr.strip()}; "
+                        f"{INSTALL_POSTGRES}")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
         if started:

@@ -26,15 +26,18 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.test_containers import COMPUTE, CORE, ENV, images, podman  # noqa: F401
+from tests.deploy.test_containers import (  # noqa: F401
+    COMPUTE,
+    CORE,
+    ENV,
+    NEEDS_IMAGE_BUILD,
+    images,
+    podman,
+)
 from twinstack.client import Client
 from twinstack.deploy import ensure_certificates, render, secret_manifests
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(1500),
-    pytest.mark.skipif(os.geteuid() != 0, reason="podman kube play here needs root"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), *NEEDS_IMAGE_BUILD]
 PASSWORD = "kube play password"
 
 

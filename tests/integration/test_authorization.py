@@ -1,8 +1,17 @@
-"""Who may do what: project ACLs, sessions through the relay, revoked and expired tokens."""
+"""Who may do what: project ACLs, sessions through the relay, revoked and expired tokens.
+
+The tests share one running platform (for speed) and nothing else: each makes its own users,
+group, project and, where it needs one, live session, under names no other test uses, and
+closes its session afterwards. So they pass in any order, alone or together.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -12,26 +21,70 @@ from twinstack.store import Database, accounts, sqlite_url
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    """One platform for the module: ada owns a project with a live session."""
+def module_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One platform for the module; tests add what they need under their own names."""
     platform = start_platform(tmp_path_factory.mktemp("authz"))
     try:
-        for name in ("ada", "bob", "carol", "dave"):
-            platform.add_user(name)
-        assert platform.twinstack("group", "add", "team").returncode == 0
-        assert platform.twinstack("group", "add-member", "team", "dave").returncode == 0
-        ada = platform.client("ada")
-        project = ada.create_project("survey", "data analysis")
-        session = ada.open_session(project["id"])
-        yield platform, ada, project, session
+        yield platform
     finally:
         stop_platform(platform)
 
 
-def refused(status: int, call, *args, **kwargs) -> ActionError:
+@dataclass
+class World:
+    """One test's own users (ada owns `project`; dave is in `team`), and its session."""
+
+    platform: Platform
+    names: dict[str, str]
+    team: str
+    ada: Client
+    project: dict[str, Any]
+    _sessions: list[Session] = field(default_factory=list)
+
+    def client(self, who: str | None = None) -> Client:
+        """A client logged in as this test's `who` (ada, bob, carol, dave), or anonymous."""
+        return self.platform.client(None if who is None else self.names[who])
+
+    def session(self) -> Session:
+        """Ada's live session of the project, closed when the test ends."""
+        if not self._sessions:
+            self._sessions.append(self.ada.open_session(self.project["id"]))
+        return self._sessions[0]
+
+    def close(self) -> None:
+        for session in self._sessions:
+            session.close()
+
+
+@pytest.fixture
+def world(module_platform: Platform) -> Iterator[World]:
+    platform, tag = module_platform, uuid.uuid4().hex[:8]
+    names = {who: f"{who}-{tag}" for who in ("ada", "bob", "carol", "dave")}
+    team = f"team-{tag}"
+    db = Database(sqlite_url(platform.data))
+    try:
+        with db.transaction() as s:  # the store directly: the CLI's own test is below
+            for name in names.values():
+                accounts.add_user(s, name, PASSWORD)
+            accounts.add_group(s, team)
+            accounts.add_member(s, team, names["dave"])
+    finally:
+        db.dispose()
+    ada = platform.client(names["ada"])
+    project = ada.create_project(f"survey-{tag}", "data analysis")
+    created = World(platform, names, team, ada, project)
+    try:
+        yield created
+    finally:
+        created.close()
+
+
+def refused(status: int, code: str, call: Callable[..., Any], *args: Any,
+            **kwargs: Any) -> ActionError:
+    """The call fails with exactly this status and error code (not just any error)."""
     with pytest.raises(ActionError) as err:
         call(*args, **kwargs)
-    assert err.value.status == status, err.value
+    assert (err.value.status, err.value.code) == (status, code), err.value
     return err.value
 
 
@@ -39,99 +92,99 @@ def attach(tw: Client, session: Session) -> Session:
     return Session(tw, {"id": session.id, "project": session.project_id, "state": "ready"})
 
 
-def test_a_stranger_cannot_touch_another_users_project(shared):
-    platform, _, project, session = shared
-    bob = platform.client("bob")
+def test_a_stranger_cannot_touch_another_users_project(world):
+    project, session = world.project, world.session()
+    bob = world.client("bob")
     assert bob.projects() == []
     assert bob.sessions() == []
     for call, kwargs in ((bob.open_session, {}), (bob.delete_project, {}),
                          (bob.rename_project, {"name": "mine"}),
-                         (bob.share, {"user": "bob", "role": "owner"})):
-        err = refused(404, call, project["id"], **kwargs)
+                         (bob.share, {"user": world.names["bob"], "role": "owner"})):
+        err = refused(404, "not_found", call, project["id"], **kwargs)
         assert "no project" in err.message
-    refused(404, bob.gss, "close_session", session=session.id)
-    err = refused(404, attach, bob, session)  # the relay asks gss, which says no
-    assert "refused" in err.code
+    refused(404, "not_found", bob.gss, "close_session", session=session.id)
+    refused(404, "refused", attach, bob, session)  # the relay asks gss, which says no
+    assert [p["name"] for p in world.ada.projects()] == [project["name"]]  # untouched
 
 
-def test_the_relay_reaches_only_the_sessions_own_services(shared):
-    _, _, _, session = shared
+def test_the_relay_reaches_only_the_sessions_own_services(world):
+    session = world.session()
     for service in ("logger", "gss", "auth", "lss", "relay", "../kriging"):
-        err = refused(404, session.call, service, "query")
-        assert err.code == "unknown_service" and "has kriging" in err.message
+        err = refused(404, "unknown_service", session.call, service, "query")
+        assert "has kriging" in err.message
 
 
-def test_a_viewer_can_join_but_not_edit(shared):
-    platform, ada, project, session = shared
-    ada.share(project["id"], user="carol", role="viewer")
-    carol = platform.client("carol")
-    assert [(p["name"], p["role"]) for p in carol.projects()] == [("survey", "viewer")]
-    refused(403, carol.rename_project, project["id"], "renamed")
-    refused(403, carol.delete_project, project["id"])
-    refused(403, carol.share, project["id"], user="bob", role="viewer")
-    refused(403, carol.gss, "close_session", session=session.id)
+def test_a_viewer_can_join_but_not_edit(world):
+    project, session = world.project, world.session()
+    world.ada.share(project["id"], user=world.names["carol"], role="viewer")
+    carol = world.client("carol")
+    assert [(p["name"], p["role"]) for p in carol.projects()] == [(project["name"], "viewer")]
+    refused(403, "forbidden", carol.rename_project, project["id"], "renamed")
+    refused(403, "forbidden", carol.delete_project, project["id"])
+    refused(403, "forbidden", carol.share, project["id"], user=world.names["bob"],
+            role="viewer")
+    refused(403, "forbidden", carol.gss, "close_session", session=session.id)
     joined = carol.open_session(project["id"])  # joining the live session is viewing
     assert joined.id == session.id
     joined.detach()
 
 
-def test_a_group_share_grants_its_role(shared):
-    platform, ada, project, _ = shared
-    ada.share(project["id"], group="team", role="editor")
-    dave = platform.client("dave")
+def test_a_group_share_grants_its_role(world):
+    project = world.project
+    world.ada.share(project["id"], group=world.team, role="editor")
+    dave = world.client("dave")
     assert dave.rename_project(project["id"], "survey 2")["name"] == "survey 2"
-    refused(403, dave.delete_project, project["id"])  # owner only
-    ada.unshare(project["id"], group="team")
-    refused(404, dave.rename_project, project["id"], "again")
+    refused(403, "forbidden", dave.delete_project, project["id"])  # owner only
+    world.ada.unshare(project["id"], group=world.team)
+    refused(404, "not_found", dave.rename_project, project["id"], "again")
 
 
-def test_a_revoked_token_is_refused_everywhere(shared):
-    platform, ada, project, session = shared
-    ada.share(project["id"], user="bob", role="editor")
-    bob = platform.client("bob")
+def test_a_revoked_token_is_refused_everywhere(world):
+    world.ada.share(world.project["id"], user=world.names["bob"], role="editor")
+    bob = world.client("bob")
     assert bob.projects()
     token = bob.token
     bob.logout()
     bob.token = token  # keep using it after the logout revoked it
-    _refused_everywhere(bob, session)
+    _refused_everywhere(bob, world.session())
 
 
-def test_a_disabled_user_is_locked_out(shared):
-    platform, ada, project, session = shared
-    ada.share(project["id"], user="carol", role="editor")
-    carol = platform.client("carol")
-    assert platform.twinstack("user", "disable", "carol").returncode == 0
-    _refused_everywhere(carol, session)
-    refused(401, platform.client().login, "carol", PASSWORD)
-    assert platform.twinstack("user", "enable", "carol").returncode == 0
-    assert platform.client("carol").projects()
+def test_a_disabled_user_is_locked_out(world):
+    world.ada.share(world.project["id"], user=world.names["carol"], role="editor")
+    carol, name = world.client("carol"), world.names["carol"]
+    assert carol.projects()
+    assert world.platform.twinstack("user", "disable", name).returncode == 0
+    _refused_everywhere(carol, world.session())
+    refused(401, "unauthorized", world.client().login, name, PASSWORD)
+    assert world.platform.twinstack("user", "enable", name).returncode == 0
+    assert world.client("carol").projects()
 
 
-def test_an_expired_token_is_refused_everywhere(shared):
-    platform, _, _, session = shared
-    db = Database(sqlite_url(platform.data))
+def test_an_expired_token_is_refused_everywhere(world):
+    db = Database(sqlite_url(world.platform.data))
     try:
         with db.transaction() as s:
-            expired = accounts.issue_token(s, accounts.get_user(s, "ada"), timedelta(seconds=-1))
+            ada = accounts.get_user(s, world.names["ada"])
+            expired = accounts.issue_token(s, ada, timedelta(seconds=-1))
     finally:
         db.dispose()
-    tw = platform.client()
+    tw = world.client()
     tw.token = expired
-    _refused_everywhere(tw, session)
+    _refused_everywhere(tw, world.session())
 
 
 def _refused_everywhere(tw: Client, session: Session) -> None:
-    refused(401, tw.projects)  # gss
-    refused(401, tw.gss, "open_session", project=session.project_id)
-    refused(401, tw._call, tw.info()["auth_url"], "whoami")  # auth
-    refused(401, attach, tw, session)  # relay
+    refused(401, "unauthorized", tw.projects)  # gss
+    refused(401, "unauthorized", tw.gss, "open_session", project=session.project_id)
+    refused(401, "unauthorized", tw._call, tw.info()["auth_url"], "whoami")  # auth
+    refused(401, "refused", attach, tw, session)  # relay
 
 
-def test_wrong_password_and_unknown_user_look_the_same(shared):
-    platform = shared[0]
-    tw = platform.client()
-    wrong = refused(401, tw.login, "ada", "not the password")
-    unknown = refused(401, tw.login, "nobody", "not the password")
+def test_wrong_password_and_unknown_user_look_the_same(world):
+    tw = world.client()
+    wrong = refused(401, "unauthorized", tw.login, world.names["ada"], "not the password")
+    unknown = refused(401, "unauthorized", tw.login, f"nobody-{uuid.uuid4().hex[:8]}",
+                      "not the password")
     assert wrong.message == unknown.message
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +20,8 @@ from tests.conftest import Pki, ServiceProcess, Services
 from twinstack.pki import Authority, CertificateRequest, write_issued
 from twinstack.pki.tls import TlsFiles, client_context
 
+HANG_GUARD = 60.0  # seconds: a hung service fails the test instead of stalling it
+
 
 @pytest.fixture
 def logger(services: Services, pki: Pki) -> ServiceProcess:
@@ -28,7 +32,7 @@ async def _post(url: str, body: Any, ctx: ssl.SSLContext) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http:
         data = body if isinstance(body, str) else json.dumps(body)
         async with http.post(f"{url}/execute", data=data, ssl=ctx,
-                             timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                             timeout=aiohttp.ClientTimeout(total=HANG_GUARD)) as resp:
             return resp.status, await resp.json(content_type=None)
 
 
@@ -49,7 +53,7 @@ async def _ws_exchange(url: str, ctx: ssl.SSLContext, messages: list[Any]) -> li
         replies = []
         for message in messages:
             await ws.send_str(message if isinstance(message, str) else json.dumps(message))
-            replies.append(await ws.receive_json(timeout=10))
+            replies.append(await ws.receive_json(timeout=HANG_GUARD))
         return replies
 
 
@@ -64,9 +68,39 @@ def ws_outcome(url: str, ctx: ssl.SSLContext) -> list[Any] | Exception:
         return exc
 
 
-def refused(outcome: object) -> bool:
-    return not (isinstance(outcome, int) and 200 <= outcome < 300) and not isinstance(
-        outcome, list)
+def assert_dropped_after_connecting(outcome: object) -> None:
+    """The server took the TCP connection and then ended it without an HTTP answer.
+
+    That is how the asyncio TLS server refuses a client certificate under TLS 1.3: it closes
+    without sending an alert, so the client sees a disconnect (or a reset, if its request was
+    still unread). A dead service would refuse the connection itself (ClientConnectorError),
+    and an accepted one would answer.
+    """
+    assert isinstance(outcome, aiohttp.ClientOSError | aiohttp.ServerDisconnectedError), outcome
+    assert not isinstance(outcome, aiohttp.ClientConnectorError), outcome
+    if isinstance(outcome, aiohttp.ClientOSError):
+        assert outcome.errno == errno.ECONNRESET, outcome
+
+
+def raw_tls(address: str, ctx: ssl.SSLContext, version: ssl.TLSVersion) -> bytes:
+    """Handshake at exactly `version`, send a request, return what the server answers.
+
+    Raises the handshake's ssl.SSLError when the server refuses it before it completes.
+    """
+    host, port = address.rsplit(":", 1)
+    ctx.minimum_version = ctx.maximum_version = version
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=HANG_GUARD) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        try:
+            tls.sendall(b"POST /execute HTTP/1.1\r\nHost: " + host.encode() + b"\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 17\r\n"
+                        b"Connection: close\r\n\r\n{\"action\":\"info\"}")
+            while chunk := tls.recv(65536):
+                answer += chunk
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            pass  # how a refusing server may end it (not a timeout: that is a hang, it raises)
+    return answer
 
 
 def mtls(identity: TlsFiles) -> ssl.SSLContext:
@@ -83,19 +117,38 @@ def test_good_certificate_is_accepted_over_http_and_websocket(logger, pki):
     assert reply["id"] == 7 and reply["result"]["peer"] == "admin"
 
 
+def bad_client(who: str, pki: Pki, other_pki: Pki) -> Callable[[], ssl.SSLContext]:
+    """A factory of client contexts that must be refused (a fresh one per connection)."""
+    if who == "no certificate":
+        return lambda: client_context(ca=pki.ca)
+    if who == "another CA":
+        stranger = other_pki.identity("admin")
+        return lambda: client_context(TlsFiles(stranger.cert, stranger.key, pki.ca))
+    past = datetime.now(UTC) - timedelta(days=30)
+    expired = pki.identity("admin", name="admin-expired", not_before=past,
+                           not_after=past + timedelta(days=1))
+    return lambda: mtls(expired)
+
+
 @pytest.mark.parametrize("who", ["no certificate", "another CA", "expired"])
 def test_internal_channel_refuses_bad_clients(logger, pki, other_pki, who):
-    if who == "no certificate":
-        ctx = client_context(ca=pki.ca)
-    elif who == "another CA":
-        stranger = other_pki.identity("admin")
-        ctx = client_context(TlsFiles(stranger.cert, stranger.key, pki.ca))
-    else:
-        past = datetime.now(UTC) - timedelta(days=30)
-        ctx = mtls(pki.identity("admin", name="admin-expired", not_before=past,
-                                not_after=past + timedelta(days=1)))
-    assert refused(post_outcome(logger.url(), {"action": "info"}, ctx))
-    assert refused(ws_outcome(logger.url(), ctx))
+    bad, good = bad_client(who, pki, other_pki), lambda: mtls(pki.identity("admin"))
+    address = logger.addresses["internal"]
+    # The same raw exchange with a good certificate gets an answer: the probe itself works.
+    assert raw_tls(address, good(), ssl.TLSVersion.TLSv1_2).startswith(b"HTTP/1.1 200")
+    assert raw_tls(address, good(), ssl.TLSVersion.TLSv1_3).startswith(b"HTTP/1.1 200")
+    # TLS 1.2: the server checks the client certificate inside the handshake and ends it.
+    with pytest.raises(ssl.SSLError) as handshake:
+        raw_tls(address, bad(), ssl.TLSVersion.TLSv1_2)
+    assert handshake.value.reason == "UNEXPECTED_EOF_WHILE_READING", handshake.value
+    # TLS 1.3: the client's side of the handshake ends first; the server never answers.
+    assert raw_tls(address, bad(), ssl.TLSVersion.TLSv1_3) == b""
+    assert_dropped_after_connecting(post_outcome(logger.url(), {"action": "info"}, bad()))
+    assert_dropped_after_connecting(ws_outcome(logger.url(), bad()))
+    # Refusing did not hurt the service: still running, and it answers a legitimate call.
+    assert logger.proc.poll() is None
+    status, body = post(logger.url(), {"action": "info"}, good())
+    assert status == 200 and body["result"]["service"] == "logger"
 
 
 def test_identity_not_allowed_for_an_action_is_refused(logger, pki):
@@ -121,7 +174,8 @@ def test_a_session_service_refuses_peers_of_other_sessions(services, pki):
     body = {"action": "append", "params": {"records": [record]}}
     assert post(service.url(), body, ours)[0] == 200
     status, reply = post(service.url(), body, theirs)
-    assert status == 403 and "another session" in reply["error"]["message"]
+    assert status == 403 and reply["error"]["code"] == "forbidden"
+    assert "another session" in reply["error"]["message"]
 
 
 @pytest.mark.parametrize(("body", "status", "code", "field"), [
@@ -167,7 +221,7 @@ def test_health_channel_answers_without_a_client_certificate(logger, pki):
 
 def _served_serial(address: str, ctx: ssl.SSLContext) -> int:
     host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+    with socket.create_connection((host, int(port)), timeout=HANG_GUARD) as raw, \
             ctx.wrap_socket(raw, server_hostname=host) as tls:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
@@ -180,7 +234,7 @@ def test_certificate_replaced_on_disk_is_served_without_restart(logger, pki):
     request = CertificateRequest.model_validate({"CN": "logger", "names": [{"O": "TwinStack"}]})
     write_issued(Authority.load(pki.dir, issuer="intermediate").issue(request),
                  pki.dir / "logger")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + HANG_GUARD  # the service reloads every 0.2 s
     while _served_serial(logger.addresses["internal"], ctx) == before:
         assert time.monotonic() < deadline, "the new certificate was never served"
         time.sleep(0.1)

@@ -6,7 +6,6 @@ import json
 import resource
 import signal
 import socket
-import time
 
 import pytest
 
@@ -18,7 +17,7 @@ def test_clean_stop_on_sigterm_and_sigint(services: Services, pki: Pki):
     for sig in (signal.SIGTERM, signal.SIGINT):
         service = services.start("logger", pki.identity("logger"))
         service.proc.send_signal(sig)
-        assert service.proc.wait(timeout=10) == ExitCode.OK
+        assert service.proc.wait(timeout=60) == ExitCode.OK  # timeout: hang guard
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
@@ -79,14 +78,16 @@ def test_port_already_bound(services: Services, pki: Pki):
 
 
 def test_required_logger_unreachable(services: Services, pki: Pki):
-    """A forwarding service that must have its logger gives up after --dependency-timeout."""
-    started = time.monotonic()
+    """A forwarding service that must have its logger gives up after --dependency-timeout.
+
+    Its message names the 1 s it waited (the default is 10 s): the flag, not the clock, is
+    what is checked; run_to_exit's hang guard catches a service that never gives up.
+    """
     code, output = services.run_to_exit(
         "kriging", pki.identity("kriging"), "--logger-url", f"https://127.0.0.1:{free_port()}",
         "--logger-required", "--dependency-timeout", "1")
     assert code == ExitCode.DEPENDENCY_UNREACHABLE, output
-    assert "logger" in output and "did not answer" in output
-    assert time.monotonic() - started < 20
+    assert "logger" in output and "did not answer within 1 s" in output
 
 
 def test_internal_error_when_the_log_disk_fails(services: Services, pki: Pki, tmp_path):
@@ -105,7 +106,7 @@ def test_internal_error_when_the_log_disk_fails(services: Services, pki: Pki, tm
 
     service = services.start("logger", pki.identity("logger"), "--data-dir", str(data),
                              preexec=quota)
-    assert service.proc.wait(timeout=15) == ExitCode.INTERNAL_ERROR
+    assert service.proc.wait(timeout=60) == ExitCode.INTERNAL_ERROR  # timeout: hang guard
     assert "File too large" in service.output.read_text()
 
 

@@ -7,6 +7,7 @@ everything it runs through (listeners, TLS, token check, dispatch) is the real r
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from tests.conftest import Pki, free_port
 from twinstack.config import Settings
-from twinstack.pki.tls import client_context
+from twinstack.pki.tls import client_context, server_context
 from twinstack.wire.actions import Call, action
 from twinstack.wire.client import ServiceClient
 from twinstack.wire.errors import ActionError
@@ -89,21 +90,53 @@ def test_public_channel_needs_a_valid_token_and_exposes_only_public_actions(pki)
     asyncio.run(scenario())
 
 
-def test_idempotent_calls_are_retried_until_the_service_comes_up(pki):
-    port = free_port()
+async def drop_first_request_once_up(pki: Pki, placeholder: socket.socket,
+                                     runtime: Runtime) -> None:
+    """Take the first request on the port, start the service there, then drop that request.
 
+    The placeholder speaks TLS, so the client's first attempt is a request it has sent and
+    lost (not a refused connection): only an idempotent call may be tried again. No sleep
+    decides the order: the service is up before the first attempt fails, however slowly it
+    started.
+    """
+    arrived = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def take(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        held.append(writer)
+        arrived.set()
+
+    server = await asyncio.start_server(
+        take, sock=placeholder,
+        ssl=server_context(pki.identity("gss", name="placeholder"), require_client_cert=True))
+    try:
+        await arrived.wait()
+    finally:
+        server.close()  # stops listening; the held connection stays open
+    try:
+        await runtime.start()
+    finally:
+        held[0].close()
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_idempotent_calls_are_retried_until_the_service_comes_up(pki, idempotent):
     async def scenario() -> None:
+        placeholder = socket.create_server(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
         runtime = Runtime(FrontDoor, settings_for(pki, "gss", bind=f"127.0.0.1:{port}"))
-
-        async def start_late() -> None:
-            await asyncio.sleep(0.3)
-            await runtime.start()
-
-        starter = asyncio.create_task(start_late())
-        client = ServiceClient(f"https://127.0.0.1:{port}", client_context(pki.identity("lss")))
+        starter = asyncio.create_task(drop_first_request_once_up(pki, placeholder, runtime))
+        client = ServiceClient(f"https://127.0.0.1:{port}", client_context(pki.identity("lss")),
+                               timeout=60)
         try:
+            if not idempotent:  # its request may have run: it is not sent again
+                with pytest.raises(ActionError) as lost:
+                    await client.call("internal_only", {"name": "x"})
+                assert lost.value.status == 503 and lost.value.code == "unavailable"
+                return
             result = await client.call("internal_only", {"name": "x"}, idempotent=True)
-            assert result == "secret"
+            assert result == "secret"  # from the service, started after the first attempt
             with pytest.raises(ActionError) as refused:
                 await client.call("internal_only", {"name": 3})
             assert refused.value.status == 422 and refused.value.field == "params.name"

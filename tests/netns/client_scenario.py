@@ -65,7 +65,7 @@ def main() -> dict[str, Any]:
     parser.add_argument("--call-timeout", type=float, default=30.0)
     args = parser.parse_args()
     password = sys.stdin.readline().rstrip("\n")
-    tw = Client(args.url, ca=args.ca, timeout=30)
+    tw = Client(args.url, ca=args.ca, timeout=60)  # a hang guard, generous for a loaded host
     tw.login(args.user, password)
     project = tw.create_project(args.project, "data analysis")
     session = open_session(tw, project["id"], args.wait_for_lss)

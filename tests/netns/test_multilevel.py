@@ -86,7 +86,7 @@ class Net:
         """Run the client scenario inside the client namespace; its JSON report."""
         done = self.topo.exec("client", sys.executable, str(SCENARIO), GSS_PUBLIC,
                               str(self.pki / "ca.pem"), USER, project, *args,
-                              input_text=PASSWORD + "\n", timeout=150)
+                              input_text=PASSWORD + "\n", timeout=300)  # hang guard
         try:
             report = json.loads(done.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
@@ -150,7 +150,7 @@ def _service_logs_on_failure(request: pytest.FixtureRequest, net: Net) -> Iterat
 @pytest.fixture(scope="module")
 def first(net: Net) -> dict[str, Any]:
     """The client's session: placed on the private LSS (the only one yet), left running."""
-    return net.client("survey", "--wait-for-lss", "30")  # until the private LSS attached
+    return net.client("survey", "--wait-for-lss", "60")  # until the private LSS attached
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def worker(net: Net, first: dict[str, Any]) -> dict[str, Any]:
                   "--spawn-host", WORKER, "--tunnel")])
     # The private LSS is full (capacity 1, `first` runs there): the client retries while
     # gss says no_capacity, until the worker has attached.
-    return net.client("remote", "--wait-for-lss", "30", "--call-timeout", "20")
+    return net.client("remote", "--wait-for-lss", "60", "--call-timeout", "60")
 
 
 def endpoint(report: dict[str, Any]) -> str:

@@ -144,7 +144,8 @@ def _run(*cmd: str, input_text: str | None = None, check: bool = True,
 def check_namespaces_usable() -> None:
     """Raise NamespaceUnavailable saying why if the tests cannot run here."""
     if os.geteuid() != 0:
-        raise NamespaceUnavailable("network namespace tests need root")
+        raise NamespaceUnavailable("network namespace tests need root: run the tests as "
+                                  "root")
     for name, package in (("ip", "iproute2"), ("nft", "nftables")):
         if not os.path.isabs(tool(name)):
             raise NamespaceUnavailable(f"`{name}` not found (apt-get install -y {package})")
@@ -244,7 +245,7 @@ class Topology:
         """A plain TCP listener in the namespace, to show whether anything can connect in."""
         started = self.start(role, f"listener-{role}", sys.executable, "-u", "-c", LISTEN,
                              host, str(port))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang guard for a loaded machine
         while b"listening" not in started.log.read_bytes():
             if started.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"listener in {role} did not start: {self.tail(started)}")

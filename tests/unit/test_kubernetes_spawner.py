@@ -96,7 +96,7 @@ def test_status_from_watch_events():
     async def scenario() -> None:
         reflector = PodReflector(SETTINGS)
         waiter = asyncio.create_task(reflector.wait(
-            lambda: is_ready(reflector.pods.get("kriging-0f3c2a9be41d", {})), timeout=5))
+            lambda: is_ready(reflector.pods.get("kriging-0f3c2a9be41d", {})), timeout=60))
         await asyncio.sleep(0.01)
         await reflector.apply("ADDED", _pod("Pending"))
         await reflector.apply("MODIFIED", _pod("Running", ready=True))

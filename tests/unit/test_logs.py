@@ -37,8 +37,26 @@ def test_secrets_are_masked_in_messages_and_fields():
     assert rec["api_token"] == logs.MASK and rec["params"]["password"] == logs.MASK
 
 
+def run_until(forwarder: logs.LogForwarder, done: asyncio.Event) -> None:
+    """Run the forwarder until its send sets `done`, then stop it (60 s: a hang guard)."""
+    async def scenario() -> None:
+        task = asyncio.create_task(forwarder.run())
+        try:
+            await asyncio.wait_for(done.wait(), timeout=60)
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+
+
 def test_forwarder_drops_oldest_and_counts_when_the_logger_is_gone():
+    attempts: list[int] = []
+    retried = asyncio.Event()
+
     async def refuse(batch: list[dict]) -> None:
+        attempts.append(len(batch))
+        if len(attempts) == 2:  # tried again after a failure: the batch was kept
+            retried.set()
         raise ConnectionRefusedError("logger down")
 
     forwarder = logs.LogForwarder(refuse, capacity=5, interval=0.01)
@@ -46,13 +64,8 @@ def test_forwarder_drops_oldest_and_counts_when_the_logger_is_gone():
         forwarder.emit(make_record(f"record {i}"))
     assert forwarder.dropped == 3
     assert [r["msg"] for r in forwarder.buffer] == [f"record {i}" for i in range(3, 8)]
-
-    async def run_briefly() -> None:
-        task = asyncio.create_task(forwarder.run())
-        await asyncio.sleep(0.1)
-        task.cancel()
-
-    asyncio.run(run_briefly())
+    run_until(forwarder, retried)
+    assert attempts[:2] == [5, 5] and forwarder.sent == 0
     assert len(forwarder.buffer) == 5  # kept for the next try
 
 
@@ -71,19 +84,16 @@ def test_last_flush_on_stop_ships_everything_in_accepted_batches():
 
 def test_forwarder_ships_in_batches():
     shipped: list[list[dict]] = []
+    all_shipped = asyncio.Event()
 
     async def accept(batch: list[dict]) -> None:
         shipped.append(batch)
+        if sum(map(len, shipped)) == 10:
+            all_shipped.set()
 
     forwarder = logs.LogForwarder(accept, batch_size=4, interval=0.01)
     for i in range(10):
         forwarder.emit(make_record(f"record {i}"))
-
-    async def run_briefly() -> None:
-        task = asyncio.create_task(forwarder.run())
-        await asyncio.sleep(0.1)
-        task.cancel()
-
-    asyncio.run(run_briefly())
+    run_until(forwarder, all_shipped)
     assert [len(b) for b in shipped] == [4, 4, 2]
     assert forwarder.sent == 10 and not forwarder.buffer

@@ -151,12 +151,12 @@ def test_outdated_hash_is_replaced_on_login(db):
 
 # --- tokens ----------------------------------------------------------------------------------
 
-def test_tokens(db):
+def test_tokens(db, monkeypatch: pytest.MonkeyPatch):
     ada, bob = make_users(db, "ada", "bob")
     with db.transaction() as s:
         good = acc.issue_token(s, ada, timedelta(hours=1))
         expired = acc.issue_token(s, ada, timedelta(seconds=-1))
-        brief = acc.issue_token(s, ada, timedelta(seconds=1))
+        brief = acc.issue_token(s, ada, timedelta(minutes=1))
         revoked = acc.issue_token(s, ada, timedelta(hours=1))
         bobs = [acc.issue_token(s, bob, timedelta(hours=1)) for _ in range(2)]
     with db.transaction() as s:
@@ -166,9 +166,13 @@ def test_tokens(db):
         assert acc.resolve_token(s, "not-a-token") is None
         assert acc.revoke_token(s, revoked) and not acc.revoke_token(s, revoked)
         assert acc.resolve_token(s, revoked) is None
-    time.sleep(1.1)
+    # Two minutes later (the store's clock moved, not the test's: no sleep, no race with a
+    # slow machine between issuing `brief` and checking it above).
+    later = utcnow() + timedelta(minutes=2)
+    monkeypatch.setattr(acc, "utcnow", lambda: later)
     with db.transaction() as s:
         assert acc.resolve_token(s, brief) is None
+        assert acc.resolve_token(s, good).name == "ada"
         acc.set_disabled(s, "ada", True)
         assert acc.resolve_token(s, good) is None
         acc.set_disabled(s, "ada", False)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import stat
 import threading
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,7 @@ from twinstack.pki import (
     request_hosts,
     write_issued,
 )
+from twinstack.pki.tls import TlsFiles, client_context, server_context
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -295,6 +298,7 @@ def _handshake(
                 conn.settimeout(10)
                 with server_ctx.wrap_socket(conn, server_side=True) as tls:
                     server["peer"] = tls.getpeercert()
+                    server["version"], server["cipher"] = tls.version(), tls.cipher()
                     tls.sendall(b"ok")
             except Exception as exc:
                 server["error"] = exc
@@ -307,6 +311,7 @@ def _handshake(
                 client_ctx.wrap_socket(raw, server_hostname="localhost") as tls,
             ):
                 server["client_read"] = tls.recv(2)
+                server["client_ticket"] = tls.session is not None and tls.session.has_ticket
         except (ssl.SSLError, OSError) as exc:
             client_error = exc
         thread.join(10)
@@ -382,6 +387,94 @@ def test_server_only_certificate_cannot_act_as_client(pki_dir: Path, tmp_path: P
     )
     assert isinstance(server.get("error"), ssl.SSLError)
     assert "peer" not in server
+
+
+# --------------------------------------------------------------------------- TLS policy
+
+# CBC suites an ECDSA certificate can serve: with SHA-2 (TLS 1.2 only) and with SHA-1.
+CBC_SUITES = ("ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:"
+              "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")
+# What a client or server of another era accepts, and what our contexts must refuse.
+LEGACY = {
+    "cbc": (CBC_SUITES, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2, "NO_SHARED_CIPHER"),
+    "tls1.1": ("DEFAULT", ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1, "UNSUPPORTED_PROTOCOL"),
+}
+
+
+def _legacy(side: ssl.Purpose, files: TlsFiles, kind: str) -> ssl.SSLContext:
+    """A context willing to use CBC suites (kind "cbc") or only TLS 1.0/1.1 (kind "tls1.1")."""
+    ciphers, oldest, newest, _reason = LEGACY[kind]
+    ctx = _context(side, files.ca, files.cert, files.key)
+    ctx.verify_mode = ssl.CERT_NONE if side is ssl.Purpose.CLIENT_AUTH else ssl.CERT_REQUIRED
+    with warnings.catch_warnings():  # setting TLS 1.0 / 1.1 on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version, ctx.maximum_version = oldest, newest
+    ctx.set_ciphers(f"{ciphers}:@SECLEVEL=0")  # OpenSSL 3 speaks TLS < 1.2 only at level 0
+    return ctx
+
+
+def _assert_legacy_pair_connects(files: TlsFiles, kind: str) -> None:
+    """The legacy client and server get what they ask for from each other: they really offer it."""
+    server, client_error = _handshake(_legacy(ssl.Purpose.CLIENT_AUTH, files, kind),
+                                      _legacy(ssl.Purpose.SERVER_AUTH, files, kind))
+    assert client_error is None and server["client_read"] == b"ok", server
+    if kind == "cbc":
+        assert server["cipher"][0] in CBC_SUITES.split(":")
+    else:
+        assert server["version"] == "TLSv1.1"
+
+
+@pytest.fixture(scope="module")
+def policy_files(pki_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    out = tmp_path_factory.mktemp("policy")
+    return TlsFiles(*_issue_files(pki_dir, out, "policy-peer", "root", "peer"), pki_dir / "ca.pem")
+
+
+@pytest.mark.parametrize("kind", sorted(LEGACY))
+@pytest.mark.parametrize("require_client_cert", [True, False], ids=["internal", "public-health"])
+def test_server_contexts_refuse_cbc_and_tls11(policy_files: TlsFiles, kind: str,
+                                              require_client_cert: bool) -> None:
+    _assert_legacy_pair_connects(policy_files, kind)
+    server, client_error = _handshake(
+        server_context(policy_files, require_client_cert=require_client_cert),
+        _legacy(ssl.Purpose.SERVER_AUTH, policy_files, kind))
+    assert isinstance(client_error, ssl.SSLError)
+    assert isinstance(server.get("error"), ssl.SSLError)
+    assert server["error"].reason == LEGACY[kind][3]
+
+
+@pytest.mark.parametrize("kind", sorted(LEGACY))
+@pytest.mark.parametrize("mutual", [True, False], ids=["mtls", "one-way"])
+def test_client_contexts_refuse_cbc_and_tls11(policy_files: TlsFiles, kind: str,
+                                              mutual: bool) -> None:
+    _assert_legacy_pair_connects(policy_files, kind)
+    client = client_context(policy_files) if mutual else client_context(ca=policy_files.ca)
+    server, client_error = _handshake(_legacy(ssl.Purpose.CLIENT_AUTH, policy_files, kind),
+                                      client)
+    assert isinstance(client_error, ssl.SSLError)
+    # The server finds nothing it may use in what our client offers.
+    assert isinstance(server.get("error"), ssl.SSLError)
+    assert server["error"].reason == LEGACY[kind][3]
+
+
+def test_policy_contexts_agree_on_aead_without_tickets(policy_files: TlsFiles) -> None:
+    """Our server and client settle on an AEAD suite, and the server issues no session ticket."""
+    files = policy_files
+    for newest, version in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (None, "TLSv1.3")):
+        client = client_context(ca=files.ca)
+        if newest is not None:
+            client.maximum_version = newest
+        server, client_error = _handshake(server_context(files, require_client_cert=False),
+                                          client)
+        assert client_error is None and "error" not in server, server
+        assert server["version"] == version
+        assert re.search("GCM|CHACHA20", server["cipher"][0]), server["cipher"]
+        assert server["client_ticket"] is False  # no resumption keys to steal
+    # A server with OpenSSL's defaults does hand out tickets: the check above can fail.
+    default_server = _context(ssl.Purpose.CLIENT_AUTH, files.ca, files.cert, files.key)
+    default_server.verify_mode = ssl.CERT_NONE
+    server, client_error = _handshake(default_server, client_context(ca=files.ca))
+    assert client_error is None and server["client_ticket"] is True
 
 
 # --------------------------------------------------------------------------- describe

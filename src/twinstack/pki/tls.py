@@ -3,6 +3,15 @@
 A context is built once per listener or client and reloaded in place when the files change:
 OpenSSL copies the certificate into each new connection, so new handshakes use the new
 certificate while open connections carry on. A half-written file is skipped until the next check.
+
+Every context follows Mozilla's "intermediate" profile without its DHE suites: TLS 1.2 and 1.3 only,
+ECDHE key exchange, AEAD ciphers only (AES-GCM, ChaCha20-Poly1305), so no CBC suite (LUCKY13) exists
+to pick. TLS 1.3 suites are all AEAD already (OpenSSL's defaults; Python cannot change them).
+DHE is left out: every client with TLS 1.2 AEAD suites also has ECDHE, DHE costs several times the
+CPU of ECDHE per handshake (a cheap lever for a handshake flood), the platform's certificates are
+ECDSA (there is no DHE-ECDSA suite) and TLS 1.2 DHE would need a DH parameter file to ship.
+Key exchange groups stay OpenSSL's defaults (X25519, P-256, P-384, P-521, X448; ffdhe2048 and up in
+TLS 1.3 only), all strong: Python's ssl can only pin a single curve, which would drop X25519.
 """
 
 from __future__ import annotations
@@ -42,10 +51,24 @@ class TlsFiles:
         return tuple(stamps)
 
 
+# TLS 1.2 suites of Mozilla's "intermediate" profile less DHE, in its order; RSA variants serve
+# operators who bring RSA certificates. @SECLEVEL=2 keeps Python's floor on key sizes and digests.
+TLS12_CIPHERS = ":".join((
+    "@SECLEVEL=2",
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+))
+
+
 def _base_context(purpose: ssl.Purpose) -> ssl.SSLContext:
+    """TLS 1.2+ with AEAD suites only, and no renegotiation: nothing here uses it, and OpenSSL
+    before 3.0 let a client make the server redo expensive handshakes on one connection."""
     ctx = ssl.create_default_context(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     return ctx
 
 
@@ -66,6 +89,11 @@ def server_context(files: TlsFiles, *, require_client_cert: bool) -> ssl.SSLCont
     files.check()
     ctx = _base_context(ssl.Purpose.CLIENT_AUTH)
     ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_NONE
+    # No session tickets (Mozilla: off). The ticket key lives as long as the context and is never
+    # rotated; a TLS 1.2 ticket carries the session's master secret under it, so one stolen key
+    # would decrypt every recorded session. Our clients do not resume sessions anyway.
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 0
     _load(ctx, files, own_cert=True)
     return ctx
 

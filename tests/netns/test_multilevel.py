@@ -49,6 +49,7 @@ from tests.netns.topology import (
 from tests.platform_fixtures import FAST, PASSWORD, session_processes
 from twinstack.pki import init_authority
 from twinstack.pki.identity import issue_identity
+from twinstack.store import Database, projects
 
 SCENARIO = Path(__file__).with_name("client_scenario.py")
 USER = "ada"
@@ -72,7 +73,21 @@ class Net:
     topo: Topology
     pki: Path
     env: dict[str, str]
+    database: str
     services: dict[str, Service]
+
+    def endpoint(self, report: dict[str, Any]) -> str:
+        """Where the report's session runs kriging, as the operator reads it from the
+        database (users are not shown internal endpoints)."""
+        return self.recorded(report)["kriging"]["endpoint"]
+
+    def recorded(self, report: dict[str, Any]) -> dict[str, Any]:
+        db = Database(self.database)
+        try:
+            with db.transaction() as s:
+                return dict(projects.get_session(s, report["session"]).services)
+        finally:
+            db.dispose()
 
     def serve(self, role: str, label: str, service: str, host: str, *extra: str) -> Service:
         internal, public = PORTS[service]
@@ -114,12 +129,15 @@ def net() -> Iterator[Net]:
         database = f"sqlite:///{workdir / 'platform.db'}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
         env.update(FAST)
+        migrated = Database(database)
+        migrated.migrate()  # as the services would at their start
+        migrated.dispose()
         added = subprocess.run(
             [sys.executable, "-m", "twinstack", "user", "add", USER, "--password-stdin",
              "--data-dir", str(workdir / "cli"), "--database-url", database],
             input=PASSWORD + "\n", text=True, capture_output=True, timeout=60, env=env)
-        assert added.returncode == 0, added.stderr  # offline, on the database: migrated here
-        net = Net(topo, pki, env, {})
+        assert added.returncode == 0, added.stderr  # offline, on the database
+        net = Net(topo, pki, env, database, {})
         wait_ready(topo, [net.serve("private", "logger", "logger", PRIVATE)])
         logged = ("--logger-url", LOGGER)
         wait_ready(topo, [
@@ -165,10 +183,6 @@ def worker(net: Net, first: dict[str, Any]) -> dict[str, Any]:
     return net.client("remote", "--wait-for-lss", "60", "--call-timeout", "60")
 
 
-def endpoint(report: dict[str, Any]) -> str:
-    return report["services"]["kriging"]["endpoint"]
-
-
 def refused(outcomes: dict[str, str]) -> dict[str, str]:
     """The targets that could be connected to (none, when the network isolates them)."""
     return {target: outcome for target, outcome in outcomes.items() if outcome == "connected"}
@@ -178,7 +192,8 @@ def test_client_behind_nat_gets_a_kriging_result_through_the_relay(net, first):
     assert first["call"]["ok"], first["call"]
     assert first["call"]["estimates"] == pytest.approx([2.5])
     assert first["state"] == "ready" and first["lss"] == "private"
-    assert endpoint(first).startswith(f"{PRIVATE}:")
+    assert net.endpoint(first).startswith(f"{PRIVATE}:")
+    assert first["services"] == ["kriging"]  # the client sees names, not addresses
     assert first["relay_url"] == url(PUBLIC, PORTS["relay"][1])
     assert any(e["state"] == "ready" for e in first["events"])
     # the compute service runs in the private namespace
@@ -195,7 +210,7 @@ def test_client_behind_nat_gets_a_kriging_result_through_the_relay(net, first):
 
 def test_client_cannot_reach_the_private_tier(net, first):
     private = [net.services[s].addresses[c] for s in ("lss-private", "logger")
-               for c in ("internal", "health")] + [endpoint(first)]
+               for c in ("internal", "health")] + [net.endpoint(first)]
     assert all(t.startswith(f"{PRIVATE}:") for t in private), private
     # they are up and the public tier reaches them ...
     assert set(net.probe("public", private).values()) == {"connected"}
@@ -216,7 +231,7 @@ def test_nothing_can_connect_into_the_client(net):
 
 def test_natted_worker_joins_by_dialing_out_and_starts_a_session(net, worker):
     assert worker["lss"] == "worker" and worker["state"] == "ready", worker
-    assert endpoint(worker).startswith(f"{WORKER}:")
+    assert net.endpoint(worker).startswith(f"{WORKER}:")
     pids = session_processes(worker["session"])
     assert pids and {net.topo.identify(pid) for pid in pids} == {"worker"}
     # the control link is the worker's own outbound connection, masqueraded by nat2
@@ -227,7 +242,7 @@ def test_natted_worker_joins_by_dialing_out_and_starts_a_session(net, worker):
 
 def test_nothing_can_connect_into_the_worker(net, worker):
     lss = net.services["lss-worker"].addresses
-    targets = [lss["internal"], lss["health"], endpoint(worker),
+    targets = [lss["internal"], lss["health"], net.endpoint(worker),
                f"{NAT2_WAN}:{PORTS['lss'][0]}"]
     inside = net.probe("worker", targets[:3])
     assert set(inside.values()) == {"connected"}, inside  # all up, in the worker
@@ -236,9 +251,9 @@ def test_nothing_can_connect_into_the_worker(net, worker):
         assert not refused(outcomes), (role, outcomes)
 
 
-def test_relay_reaches_compute_services_behind_nat_through_the_lss_link(worker):
+def test_relay_reaches_compute_services_behind_nat_through_the_lss_link(net, worker):
     """The relay cannot dial the worker's compute service (nat2 refuses), so the call goes
     relay → gss → the worker LSS's own outbound link → the compute service, and back."""
-    assert worker["services"]["kriging"].get("via") == "lss", worker
+    assert net.recorded(worker)["kriging"].get("via") == "lss", worker
     assert worker["call"]["ok"], worker["call"]
     assert worker["call"]["estimates"] == pytest.approx([2.5])

@@ -42,6 +42,7 @@ def test_certificates_are_mounted_read_only_from_the_host_never_built_in():
 def test_every_service_knows_where_the_others_are():
     assert SERVICES["relay"]["environment"]["TWINSTACK_GSS_URL"] == "https://gss:7430"
     assert SERVICES["lss"]["environment"]["TWINSTACK_GSS_URL"] == "https://gss:7430"
+    assert SERVICES["auth"]["environment"]["TWINSTACK_GSS_URL"] == "https://gss:7430"
     for name in ("gss", "auth"):
         assert "@postgres/" in SERVICES[name]["environment"]["TWINSTACK_DATABASE_URL"]
     assert SERVICES["lss"]["image"].startswith("localhost/twinstack-compute")

@@ -420,6 +420,7 @@ REACHABILITY = [
     *[("node", pod, COMPUTE_PORTS["health"], True) for pod in COMPUTE],
     # Service to service.
     ("relay", "gss", 7430, True), ("lss", "gss", 7430, True), ("gss", "lss", 7420, True),
+    ("auth", "gss", 7430, True),  # access changes (logout, revoked users) for the relays
     ("relay", "compute-a", 7450, True), ("relay", "compute-b", 7450, True),
     ("lss", "compute-a", 7450, True), ("lss", "compute-a", 7451, True),
     ("compute-a", "compute-a2", 7450, True),  # session peers (mTLS separates sessions)
@@ -582,7 +583,7 @@ def test_service_wiring(rendered: dict[str, list[dict[str, Any]]], overlay: str)
         assert env["TWINSTACK_DATA_DIR"] == "/var/lib/twinstack"
         if name != "logger":
             assert env["TWINSTACK_LOGGER_URL"] == f"https://logger.{IN_NAMESPACE}.svc:7410"
-        if name in ("relay", "lss"):
+        if name in ("relay", "lss", "auth"):
             assert env["TWINSTACK_GSS_URL"] == f"https://gss.{IN_NAMESPACE}.svc:7430"
         # The kubelet expands $(VAR) only from variables listed before it.
         order = [e["name"] for e in container["env"]]

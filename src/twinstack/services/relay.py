@@ -34,8 +34,8 @@ from aiohttp import WSMsgType, web
 
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.wire.actions import call_key
-from twinstack.wire.client import Link, LinkKeeper, ServiceClient, WrongPeer
-from twinstack.wire.errors import ActionError, malformed
+from twinstack.wire.client import LinkKeeper, ServiceClient, WrongPeer, reply_id
+from twinstack.wire.errors import ActionError, ServiceUnavailable, malformed
 from twinstack.wire.identity import PeerIdentity
 from twinstack.wire.limits import decode, encode, leading_id
 from twinstack.wire.runtime import (
@@ -79,7 +79,7 @@ class Attached:
     role: str
     events: asyncio.Queue[str] = field(
         default_factory=lambda: asyncio.Queue(maxsize=EVENT_BACKLOG))
-    links: dict[str, tuple[str, LinkKeeper]] = field(default_factory=dict)  # by service
+    links: dict[str, ServiceLink] = field(default_factory=dict)  # by service
 
 
 @dataclass(eq=False)
@@ -194,25 +194,22 @@ class RelayService(ServiceBase):
             max(0.0, access["expires_at"] - time.time()),
             lambda: self._spawn_close(client, CLOSE_TOKEN, "your token has expired; log in "
                                       "again"))
-        calls: set[asyncio.Task[None]] = set()
-        writer: asyncio.Task[None] | None = None
+        background: set[asyncio.Task[None]] = set()
         try:
             await ws.prepare(request)
-            writer = asyncio.create_task(self._write_events(client))
+            background.update({asyncio.create_task(self._write_events(client)),
+                               asyncio.create_task(self._expire_calls(client))})
             log.info("%s attached to session %s", client.user, client.session)
             async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                task = asyncio.create_task(self._serve(client, msg.data))
-                calls.add(task)
-                task.add_done_callback(calls.discard)
+                if msg.type == WSMsgType.TEXT:
+                    await self._accept(client, msg.data, background)
         finally:
             expiry.cancel()
-            for task in [*calls, *([writer] if writer else [])]:
+            for task in background:
                 task.cancel()
             self._leave(client, feed)
-            for _, keeper in client.links.values():
-                await keeper.close()
+            for link in client.links.values():
+                await link.close()
             usage.sockets -= 1
             self._tidy(client.user)
         return ws
@@ -331,7 +328,11 @@ class RelayService(ServiceBase):
     # calls -----------------------------------------------------------------------------------
 
     def _hold(self, usage: Usage, size: int) -> None:
-        """Count `size` bytes against the user's and the relay's budget, or refuse (429)."""
+        """Count a call and its bytes against the user's caps and the relay's, or refuse (429)."""
+        if usage.calls >= self.settings.relay_calls_per_user:
+            raise ActionError(429, "too_many_calls", f"you have "
+                              f"{self.settings.relay_calls_per_user} calls in flight "
+                              "(relay_calls_per_user); wait for answers", retry_after=1)
         if usage.bytes + size > self.user_buffer:
             raise ActionError(429, "too_much_in_flight",
                               f"your calls in flight through the relay hold {usage.bytes:,} "
@@ -341,55 +342,84 @@ class RelayService(ServiceBase):
             raise ActionError(429, "relay_busy",
                               f"the relay holds its whole {self.buffer:,}-byte budget for all "
                               "users (relay_buffer_mb); try again shortly", retry_after=1)
+        usage.calls += 1
         usage.bytes += size
         self.bytes_held += size
 
-    def _release(self, usage: Usage, size: int) -> None:
+    def _release(self, user: str, size: int) -> None:
+        usage = self.usage[user]
+        usage.calls -= 1
         usage.bytes -= size
         self.bytes_held -= size
+        self._tidy(user)
 
-    async def _serve(self, client: Attached, data: str) -> None:
-        """One client message: checked, held against the user's caps, forwarded, answered."""
-        usage = self.usage[client.user]
-        call_id: Any = leading_id(data)
-        held = 0
+    async def _send(self, client: Attached, text: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await client.ws.send_str(text)
+
+    async def _refuse(self, client: Attached, call_id: Any, err: ActionError) -> None:
+        await self._send(client, encode({"id": call_id, "error": err.in_message()}).decode())
+
+    async def _accept(self, client: Attached, data: str,
+                      background: set[asyncio.Task[None]]) -> None:
+        """One client message: checked, counted against the user's caps and sent on. The reply
+        comes back through the service's link (`ServiceLink`), so nothing waits here."""
+        call_id: Any = None
         try:
-            message = decode(data, self.runtime.limits)
+            try:
+                message = decode(data, self.runtime.limits)
+            except ActionError:
+                call_id = leading_id(data)
+                raise
             if not isinstance(message, dict):
                 raise malformed('a message is {"id", "service", "action", "params"}')
             call_id = call_key(message.get("id"))
+            service = message.get("service")
             if message.get("cancel"):
-                await self._cancel(client, message.get("service"), call_id)
+                await self._cancel(client, service, call_id)
                 return
             if call_id is None:
                 raise ActionError(400, "malformed_request",
                                   "give each call an 'id' to match its reply", "id")
-            if usage.calls >= self.settings.relay_calls_per_user:
-                raise ActionError(429, "too_many_calls", f"you have "
-                                  f"{self.settings.relay_calls_per_user} calls in flight "
-                                  "(relay_calls_per_user); wait for answers", retry_after=1)
-            self._hold(usage, len(data))
-            held = len(data)
-            usage.calls += 1
-            try:
-                reply = await self._forward(client, message, data, call_id)
-            finally:
-                usage.calls -= 1
+            if not isinstance(message.get("action"), str):
+                raise ActionError(400, "malformed_request", "'action' must be a string",
+                                  "action")
+            target = self._target(client, service)
+            assert isinstance(service, str)
+            if target.get("via") == "lss":  # behind NAT: through its LSS's own link to gss
+                task = asyncio.create_task(self._tunnel(client, service, message, len(data)))
+                background.add(task)
+                task.add_done_callback(background.discard)
+                return
+            link = await self._link(client, service, target["endpoint"])
+            await link.send(call_id, data)
         except ActionError as err:
-            reply = encode({"id": call_id, "error": err.in_message()}).decode()
+            await self._refuse(client, call_id, err)
         except Exception as exc:
             fault = internal_fault("relaying a call", exc, f"{client.user}/{call_id}")
-            reply = encode({"id": call_id, "error": fault.in_message()}).decode()
-        finally:
-            self._release(usage, held)
-        usage.bytes += len(reply)  # a client that does not read holds its replies here
-        self.bytes_held += len(reply)
+            await self._refuse(client, call_id, fault)
+
+    async def _tunnel(self, client: Attached, service: str, message: dict[str, Any],
+                      size: int) -> None:
+        """A call to a service behind NAT: through gss and its LSS's own link, and back."""
+        call_id = message["id"]
         try:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await client.ws.send_str(reply)
+            self._hold(self.usage[client.user], size)
+        except ActionError as err:
+            await self._refuse(client, call_id, err)
+            return
+        try:
+            link = await self.gss.get()
+            result = await link.call("tunnel_call", {
+                "session": client.session, "service": service, "action": message["action"],
+                "params": message.get("params") or {}}, timeout=CALL_TIMEOUT)
+            reply = encode({"id": call_id, "result": result}).decode()
+        except ActionError as err:
+            reply = encode({"id": call_id,
+                            "error": self._for_user(service, err).in_message()}).decode()
         finally:
-            self._release(usage, len(reply))
-            self._tidy(client.user)
+            self._release(client.user, size)
+        await self._send(client, reply)
 
     def _target(self, client: Attached, service: Any) -> dict[str, Any]:
         feed = self.feeds[client.session]
@@ -401,31 +431,6 @@ class RelayService(ServiceBase):
             raise ActionError(409, "session_not_ready",
                               f"session {client.session} is {feed.state}")
         return feed.services[service]
-
-    async def _forward(self, client: Attached, message: dict[str, Any], data: str,
-                       call_id: Any) -> str:
-        service, action = message.get("service"), message.get("action")
-        if not isinstance(action, str):
-            raise ActionError(400, "malformed_request", "'action' must be a string", "action")
-        target = self._target(client, service)
-        assert isinstance(service, str)
-        try:
-            if target.get("via") == "lss":  # behind NAT: through its LSS's own link to gss
-                link = await self.gss.get()
-                result = await link.call("tunnel_call", {
-                    "session": client.session, "service": service, "action": action,
-                    "params": message.get("params") or {}}, timeout=CALL_TIMEOUT)
-                return encode({"id": call_id, "result": result}).decode()
-            link = await self._link(client, service, target["endpoint"])
-            reply = await link.relay(call_id, data, timeout=CALL_TIMEOUT)
-        except ActionError as err:
-            raise self._for_user(service, err) from err
-        if _is_error(reply):
-            error = orjson.loads(reply).get("error") or {}
-            if int(error.get("status", 500)) >= 500:
-                shown = self._for_user(service, ActionError.from_message(error))
-                return encode({"id": call_id, "error": shown.in_message()}).decode()
-        return reply
 
     def _for_user(self, service: str, err: ActionError) -> ActionError:
         """Errors as the user may see them: a fault inside the platform is logged with its
@@ -442,24 +447,140 @@ class RelayService(ServiceBase):
         return ActionError(err.status, err.code, f"{service} is not available right now (it "
                            "may be restarting); try again", retry_after=1)
 
-    async def _link(self, client: Attached, service: str, endpoint: str) -> Link:
+    async def _link(self, client: Attached, service: str, endpoint: str) -> ServiceLink:
         """This socket's link to a service of its session, verified to be that service."""
-        known = client.links.get(service)
-        if known is not None and known[0] != endpoint:  # it moved: drop the old link
-            await known[1].close()
-            known = None
-        if known is None:
-            keeper = LinkKeeper(self._client(f"https://{endpoint}"),
-                                expect=PeerIdentity(service, client.session))
-            client.links[service] = known = (endpoint, keeper)
-        return await known[1].get()
+        link = client.links.get(service)
+        if link is not None and (link.endpoint != endpoint or not link.open):
+            client.links.pop(service)
+            await link.close()  # it moved or dropped: calls still on it are answered 503
+            link = None
+        if link is None:
+            link = ServiceLink(self, client, service, endpoint)
+            try:
+                await link.connect()
+            except ActionError as err:
+                raise self._for_user(service, err) from err
+            client.links[service] = link
+        return link
 
     async def _cancel(self, client: Attached, service: Any, call_id: Any) -> None:
         """Pass a cancellation on to the service and answer the cancelled call at once."""
-        known = client.links.get(service) if isinstance(service, str) else None
-        if known is None or known[1].current is None:
-            return
-        link = known[1].current
+        link = client.links.get(service) if isinstance(service, str) else None
+        if link is not None and await link.cancel(call_id):
+            await self._refuse(client, call_id,
+                               ActionError(409, "cancelled", f"call {call_id!r} was cancelled",
+                                           "id"))
+
+    async def _expire_calls(self, client: Attached) -> None:
+        """Answer calls that outlived CALL_TIMEOUT (and tell their services to stop)."""
+        while True:
+            await asyncio.sleep(CALL_TIMEOUT / 20)
+            for link in list(client.links.values()):
+                await link.expire(time.monotonic() - CALL_TIMEOUT)
+
+
+@dataclass
+class Pending:
+    size: int
+    started: float
+
+
+class ServiceLink:
+    """One client socket's link to one service of its session.
+
+    Messages go out as the client wrote them and replies come back as the service wrote them,
+    matched by the client's own ids (the link is the client's alone): nothing is re-encoded and
+    no task waits per call, so the relay adds little to a call's cost.
+    """
+
+    def __init__(self, relay: RelayService, client: Attached, service: str,
+                 endpoint: str) -> None:
+        self.relay = relay
+        self.client = client
+        self.service = service
+        self.endpoint = endpoint
+        self.pending: dict[Any, Pending] = {}
+        self.http = relay._client(f"https://{endpoint}")
+        self.ws: Any = None
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.ws is not None and not self.ws.closed
+
+    async def connect(self) -> None:
+        self.ws = await self.http.websocket(expect=PeerIdentity(self.service,
+                                                                self.client.session))
+        self.reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+        await self.http.close()
+
+    async def send(self, call_id: Any, text: str) -> None:
+        if call_id in self.pending:
+            raise ActionError(409, "duplicate_id", f"a call with id {call_id!r} is still "
+                              "running; give each call in flight its own id", "id")
+        self.relay._hold(self.relay.usage[self.client.user], len(text))
+        self.pending[call_id] = Pending(len(text), time.monotonic())
+        try:
+            await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            self._forget(call_id)
+            raise self.relay._for_user(self.service, ServiceUnavailable(
+                f"{self.endpoint}: {exc}")) from exc
+
+    def _forget(self, call_id: Any) -> bool:
+        pending = self.pending.pop(call_id, None)
+        if pending is None:
+            return False
+        self.relay._release(self.client.user, pending.size)
+        return True
+
+    async def _answer(self, call_id: Any, err: ActionError) -> None:
+        if self._forget(call_id):
+            await self.relay._refuse(self.client, call_id, err)
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+                call_id = reply_id(msg.data)
+                if not self._forget(call_id):
+                    continue  # cancelled or expired: already answered
+                reply = msg.data
+                if _is_error(reply):
+                    error = orjson.loads(reply).get("error") or {}
+                    if int(error.get("status", 500)) >= 500:
+                        shown = self.relay._for_user(self.service,
+                                                     ActionError.from_message(error))
+                        reply = encode({"id": call_id, "error": shown.in_message()}).decode()
+                await self.relay._send(self.client, reply)
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            log.error("%s of session %s answered what is not a reply: %s", self.service,
+                      self.client.session, exc)
+        finally:
+            dropped = self.relay._for_user(self.service, ServiceUnavailable(
+                f"the link to {self.service} at {self.endpoint} closed"))
+            for call_id in list(self.pending):
+                await self._answer(call_id, dropped)
+
+    async def cancel(self, call_id: Any) -> bool:
+        if call_id not in self.pending:
+            return False
         with contextlib.suppress(ConnectionError, RuntimeError):
-            await link.ws.send_str(encode({"id": call_id, "cancel": True}).decode())
-        link.abandon(call_id)
+            await self.ws.send_str(encode({"id": call_id, "cancel": True}).decode())
+        return self._forget(call_id)
+
+    async def expire(self, before: float) -> None:
+        for call_id, pending in list(self.pending.items()):
+            if pending.started < before:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self.ws.send_str(encode({"id": call_id, "cancel": True}).decode())
+                await self._answer(call_id, ActionError(
+                    504, "timeout", f"{self.service} gave no answer in {CALL_TIMEOUT:g} s; the "
+                    "call was cancelled"))

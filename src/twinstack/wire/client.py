@@ -100,6 +100,11 @@ class ServiceClient:
     async def connect(self, *, expect: PeerIdentity | None = None) -> Link:
         """A WebSocket to the service carrying many calls and streams at once; with `expect`,
         refused (WrongPeer) unless the peer's certificate names that service and session."""
+        return Link(await self.websocket(expect=expect), self.url)
+
+    async def websocket(self, *, expect: PeerIdentity | None = None
+                        ) -> aiohttp.ClientWebSocketResponse:
+        """The service's `/ws` as a bare WebSocket, its peer checked as for `connect`."""
         timeout = aiohttp.ClientWSTimeout(ws_close=5.0)
         try:
             ws = await self._http().ws_connect(
@@ -115,7 +120,7 @@ class ServiceClient:
             if found != expect:
                 await ws.close()
                 raise WrongPeer(self.url, expect, found)
-        return Link(ws, self.url)
+        return ws
 
     async def _payload(self, resp: aiohttp.ClientResponse) -> Any:
         """The reply's JSON, refusing one over `max_message_bytes` before reading it."""
@@ -160,13 +165,13 @@ class ClientPool:
 
 
 _END = object()
-_CANCELLED = object()
 # Our services write a reply's `id` first; matching that prefix routes a reply without parsing
 # what may be megabytes of result (a relayed reply is passed on as it came).
 _ID_PREFIX = re.compile(r'\{"id":(-?\d+|"(?:[^"\\]|\\.)*"|null)[,}]')
 
 
-def _reply_id(text: str) -> Any:
+def reply_id(text: str) -> Any:
+    """The `id` a reply answers (raises orjson.JSONDecodeError for what is not JSON)."""
     match = _ID_PREFIX.match(text)
     if match is not None:
         return orjson.loads(match.group(1))
@@ -175,11 +180,7 @@ def _reply_id(text: str) -> Any:
 
 
 class Link:
-    """Calls and streams multiplexed over one WebSocket, matched to replies by `id`.
-
-    A link either makes its own calls (`call`, `stream`: ids it numbers itself) or carries
-    messages encoded elsewhere with the sender's ids (`relay`), not both.
-    """
+    """Calls and streams multiplexed over one WebSocket, matched to replies by `id`."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> None:
         self.ws = ws
@@ -201,7 +202,7 @@ class Link:
             async for msg in self.ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
-                queue = self._waiting.get(_reply_id(msg.data))
+                queue = self._waiting.get(reply_id(msg.data))
                 if queue is not None:
                     queue.put_nowait(msg.data)
         except (orjson.JSONDecodeError, TypeError):
@@ -211,12 +212,9 @@ class Link:
             for queue in self._waiting.values():
                 queue.put_nowait(_END)
 
-    async def _send(self, call_id: Any, text: str) -> asyncio.Queue[Any]:
+    async def _send(self, call_id: int, text: str) -> asyncio.Queue[Any]:
         if self.closed.is_set():
             raise ServiceUnavailable(f"{self.url}/ws is closed")
-        if call_id in self._waiting:
-            raise ActionError(409, "duplicate_id", f"a call with id {call_id!r} is still running; "
-                              "give each call in flight its own id", "id")
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._waiting[call_id] = queue
         try:
@@ -256,22 +254,6 @@ class Link:
         call_id, queue = await self._start(action, params)
         return self._unwrap(action, await self._wait(call_id, queue, action, timeout))["result"]
 
-    async def relay(self, call_id: Any, text: str, *, timeout: float) -> str:
-        """Send a message encoded by someone else (with their `call_id`); its reply as sent."""
-        queue = await self._send(call_id, text)
-        reply = await self._wait(call_id, queue, f"call {call_id!r}", timeout)
-        if reply is _END:
-            raise ServiceUnavailable(f"{self.url}/ws closed during call {call_id!r}")
-        if reply is _CANCELLED:
-            raise ActionError(409, "cancelled", f"call {call_id!r} was cancelled", "id")
-        return str(reply)
-
-    def abandon(self, call_id: Any) -> None:
-        """Stop waiting for a relayed call that was cancelled; its waiter is told so."""
-        queue = self._waiting.pop(call_id, None)
-        if queue is not None:
-            queue.put_nowait(_CANCELLED)
-
     async def stream(self, action: str, params: dict[str, Any] | None = None
                      ) -> AsyncIterator[Any]:
         call_id, queue = await self._start(action, params)
@@ -297,11 +279,6 @@ class LinkKeeper:
         self.expect = expect
         self._link: Link | None = None
         self._lock = asyncio.Lock()
-
-    @property
-    def current(self) -> Link | None:
-        """The open link, if there is one (None rather than opening one)."""
-        return self._link if self._link is not None and not self._link.closed.is_set() else None
 
     async def get(self) -> Link:
         async with self._lock:

@@ -66,7 +66,7 @@ def assert_closed(outcome, code: int, words: str) -> None:
 
 
 def test_logout_closes_that_tokens_sockets_only(platform):
-    ada, _, session = shared_session(platform, "bob")
+    _, _, session = shared_session(platform, "bob")
     phone, laptop = platform.client("ada"), platform.client("ada")  # two logins of one user
 
     async def scenario():
@@ -142,7 +142,7 @@ def test_disabling_or_a_new_password_closes_every_socket_of_the_user(platform, v
 
 
 def test_a_socket_closes_when_its_token_expires(platform):
-    ada, _, session = shared_session(platform, "bob")
+    _, _, session = shared_session(platform, "bob")
     db = Database(sqlite_url(platform.data))
     try:
         with db.transaction() as s:

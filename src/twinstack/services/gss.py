@@ -226,7 +226,7 @@ class GssService(ServiceBase):
         me: Principal = call.principal
 
         def create(s: Tx) -> dict[str, Any]:
-            owner = s.get(User, me.id)
+            owner = s.get_one(User, me.id)
             project = projects.create_project(s, owner, params.name, params.session_type)
             return {"id": project.id, "name": project.name,
                     "session_type": project.session_type, "role": "owner"}
@@ -237,15 +237,15 @@ class GssService(ServiceBase):
         me: Principal = call.principal
 
         def visible(s: Tx) -> list[dict[str, Any]]:
-            user = s.get(User, me.id)
+            user = s.get_one(User, me.id)
             return [{"id": p.id, "name": p.name, "session_type": p.session_type,
-                     "role": role, "owner": s.get(User, p.owner_id).name}
+                     "role": role, "owner": s.get_one(User, p.owner_id).name}
                     for p, role in projects.visible_projects(s, user)]
         return {"projects": await self.db.run(visible)}
 
     async def _role(self, me: Principal, project: str) -> str | None:
         return await self.db.run(
-            lambda s: projects.role_of(s, s.get(User, me.id), project))
+            lambda s: projects.role_of(s, s.get_one(User, me.id), project))
 
     @action(public=True, allow=())
     async def rename_project(self, call: Call, params: RenameProject) -> dict[str, Any]:
@@ -330,7 +330,7 @@ class GssService(ServiceBase):
         me: Principal = call.principal
         records = await self.db.run(
             lambda s: [session_view(r) for r in
-                       projects.sessions_visible_to(s, s.get(User, me.id))])
+                       projects.sessions_visible_to(s, s.get_one(User, me.id))])
         return {"sessions": records}
 
     async def _visible_session(self, me: Principal, session: str
@@ -339,8 +339,9 @@ class GssService(ServiceBase):
         not mine, so session ids of other users' projects stay secret."""
         def read(s: Tx) -> tuple[SessionRecord | None, str | None]:
             record = s.get(SessionRecord, session)
-            role = projects.role_of(s, s.get(User, me.id), record.project_id) if record else None
-            return record, role
+            if record is None:
+                return None, None
+            return record, projects.role_of(s, s.get_one(User, me.id), record.project_id)
         record, role = await self.db.run(read)
         if record is None or role is None:
             raise not_found("session", session)

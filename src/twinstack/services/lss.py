@@ -322,9 +322,9 @@ class LssService(ServiceBase):
             self.runners[session] = runner
             runner.task = asyncio.create_task(runner.run())
         elif kind == "stop_session":
-            runner = self.runners.pop(session, None)
-            if runner is not None:
-                await runner.stop()
+            stopping = self.runners.pop(session, None)
+            if stopping is not None:
+                await stopping.stop()
             self.report(session, "closed")
         elif kind == "call" and self.link is not None:
             task = asyncio.create_task(self._tunnel(self.link, command))

@@ -108,8 +108,8 @@ def session_service(settings: PodSettings, session: str) -> dict[str, Any]:
 def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
     """The pod running one compute service; it never restarts by itself (the LSS does)."""
     name = pod_name(spec.session, spec.service)
-    probe = {"httpGet": {"path": "/healthz", "port": HEALTH_PORT, "scheme": "HTTPS"},
-             "periodSeconds": 10, "timeoutSeconds": 3}
+    check = {"path": "/healthz", "port": HEALTH_PORT, "scheme": "HTTPS"}
+    probe = {"httpGet": check, "periodSeconds": 10, "timeoutSeconds": 3}
     env = {"TWINSTACK_BIND": f"0.0.0.0:{INTERNAL_PORT}",
            "TWINSTACK_PUBLISH": endpoint(settings, spec),
            "TWINSTACK_HEALTH_BIND": f"0.0.0.0:{HEALTH_PORT}",
@@ -130,7 +130,7 @@ def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": [{"name": "internal", "containerPort": INTERNAL_PORT},
                   {"name": "health", "containerPort": HEALTH_PORT}],
-        "readinessProbe": {**probe, "httpGet": {**probe["httpGet"], "path": "/readyz"},
+        "readinessProbe": {**probe, "httpGet": {**check, "path": "/readyz"},
                            "periodSeconds": 2},
         "livenessProbe": probe,
         "resources": {"requests": requests, "limits": limits},

@@ -307,5 +307,5 @@ def live_session_counts(s: Session) -> dict[str, int]:
                      .where(SessionRecord.state.in_(LIVE_STATES),
                             SessionRecord.lss_id.is_not(None))
                      .group_by(SessionRecord.lss_id))
-    counts.update({lss_id: int(n) for lss_id, n in rows})
+    counts.update({str(lss_id): int(n) for lss_id, n in rows})
     return counts

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -128,6 +129,12 @@ def _request_id(value: Any, default: str | None = None) -> str:
     if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
         return value
     return default or uuid.uuid4().hex[:16]
+
+
+def _forget_call(running: dict[Any, asyncio.Task[None]], call_id: Any,
+                 task: asyncio.Task[None]) -> None:
+    if running.get(call_id) is task:  # not a later call that reused the id
+        del running[call_id]
 
 
 def _jsonable(result: Any) -> Any:
@@ -499,8 +506,7 @@ class Runtime:
                            remote=call.remote)
                 task = asyncio.create_task(self._ws_call(ws, call_id, one, body))
                 running[call_id] = task
-                task.add_done_callback(lambda t, k=call_id: running.pop(k, None)
-                                       if running.get(k) is t else None)
+                task.add_done_callback(functools.partial(_forget_call, running, call_id))
         finally:
             for task in running.values():
                 task.cancel()

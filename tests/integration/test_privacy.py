@@ -58,4 +58,4 @@ def test_sharing_does_not_tell_which_names_exist(platform):
     assert [(p["id"], p["role"]) for p in zoe.projects()] == [(project, "editor")]
     assert zoe.login("zoe", PASSWORD)["user"]["name"] == "zoe"
     bad = refusal(ada.share, project, user="no/slash", role="viewer")
-    assert bad[0] == 422 and "not valid" in bad[2]
+    assert bad[0] == 422 and "params.user" in bad[2] and "pattern" in bad[2]

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session as Tx
@@ -81,35 +81,42 @@ def require(role: str | None, needed: str, what: str, project: str) -> None:
         raise forbidden(f"{what} needs the {needed} role on project {project}; you are {role}")
 
 
+# What clients may send: ids and names are short, so their limits show in the API document.
+Id = Annotated[str, Field(min_length=1, max_length=64, description="a project or session id")]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                            description="a user or group name")]
+ProjectName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class ProjectRef(BaseModel):
     model_config = {"extra": "forbid"}
-    project: str
+    project: Id
 
 
 class CreateProject(BaseModel):
     model_config = {"extra": "forbid"}
-    name: str = Field(min_length=1, max_length=200)
-    session_type: str
+    name: ProjectName
+    session_type: str = Field(max_length=64)
 
 
 class RenameProject(ProjectRef):
-    name: str = Field(min_length=1, max_length=200)
+    name: ProjectName
 
 
 class ShareProject(ProjectRef):
-    user: str | None = None
-    group: str | None = None
+    user: Name | None = None
+    group: Name | None = None
     role: Literal["viewer", "editor", "owner"] = "viewer"
 
 
 class UnshareProject(ProjectRef):
-    user: str | None = None
-    group: str | None = None
+    user: Name | None = None
+    group: Name | None = None
 
 
 class SessionRef(BaseModel):
     model_config = {"extra": "forbid"}
-    session: str
+    session: Id
 
 
 class SessionAccess(SessionRef):

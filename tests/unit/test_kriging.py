@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import tracemalloc
+
 import numpy as np
 import pytest
 from pykrige.ok import OrdinaryKriging
+from scipy.spatial.distance import pdist
 
 from twinstack.sim.kriging import (
     PARAMETERS,
     Variogram,
+    experimental_variogram,
     fit_variogram,
     grid_targets,
+    kriging_cost,
+    native_bytes,
     ordinary_kriging,
 )
 
@@ -104,3 +111,108 @@ def test_bad_variograms_are_named():
         Variogram("spherical", (1, 0, 0))
     with pytest.raises(ValueError, match="takes slope, nugget"):
         Variogram("linear", (1, 2, 3))
+
+
+# The README example: four corners of the unit square, a fitted spherical variogram. -------
+
+CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+CORNER_VALUES = np.array([1.0, 2.0, 3.0, 4.0])
+
+
+def test_few_points_bin_every_pair_when_half_the_extent_holds_none():
+    """No pair of the four corners lies within half the diagonal: all six pairs count."""
+    lags, gamma, counts = experimental_variogram(CORNERS, CORNER_VALUES)
+    np.testing.assert_allclose(lags, [1.0, np.sqrt(2)])
+    np.testing.assert_allclose(gamma, [1.25, 2.5])  # sides: (0.5+2+2+0.5)/4; diagonals
+    assert counts.tolist() == [4, 2]
+
+
+@pytest.mark.parametrize("model", list(PARAMETERS))
+def test_four_points_fit_and_reproduce_themselves(model):
+    fitted = fit_variogram(CORNERS, CORNER_VALUES, model)
+    targets, shape = grid_targets((0, 1, 11), (0, 1, 11))
+    got = ordinary_kriging(CORNERS, CORNER_VALUES, targets, fitted)
+    estimates = got.estimates.reshape(shape)
+    np.testing.assert_allclose(estimates[[0, 0, -1, -1], [0, -1, 0, -1]], CORNER_VALUES,
+                               atol=1e-9)
+    assert estimates[5, 5] == pytest.approx(2.5, abs=1e-9)  # equal weights by symmetry
+    assert np.all(got.variances > -1e-9) and got.variances.reshape(shape)[5, 5] > 0
+
+
+def test_blocked_pairs_match_all_pairs_at_once():
+    """The experimental variogram visits pairs in blocks; the bins are those of pdist."""
+    rng = np.random.default_rng(5)
+    points = rng.uniform(0, 100, (700, 2))
+    values = np.sin(points[:, 0] / 9) + rng.normal(0, 0.1, 700)
+    distances = pdist(points)
+    halves = 0.5 * pdist(values[:, None], metric="sqeuclidean")
+    edges = np.linspace(0.0, distances.max() / 2.0, 13)
+    which = np.digitize(distances, edges) - 1
+    inside = which < 12
+    counts = np.bincount(which[inside], minlength=12)
+    sums = np.bincount(which[inside], weights=halves[inside], minlength=12)
+    lags, gamma, got_counts = experimental_variogram(points, values)
+    assert got_counts.tolist() == counts.tolist()
+    np.testing.assert_allclose(gamma, sums / counts, rtol=1e-12)
+    assert lags.max() < distances.max() / 2
+
+
+# The cost estimate: an upper bound on what the numerics hold, and their work. ---------------
+
+def traced_peak(run) -> int:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(("n", "m", "k", "fit", "grid"), [
+    (1500, 400, None, True, False),  # the (n+1)^2 system dominates
+    (60, 120_000, None, False, True),  # the right-hand sides and the grid
+    (40_000, 20_000, 16, True, True),  # many small systems, a k-d tree
+    (3000, 40, 256, False, False),  # the largest neighbour systems
+    (8000, 10, 8, True, False),  # the fit's pair subsample
+], ids=["global", "grid", "local", "many-neighbours", "fit"])
+def test_cost_bounds_what_numpy_allocates(n, m, k, fit, grid):
+    rng = np.random.default_rng(n)
+    points = rng.uniform(0, 1000, (n, 2))
+    values = np.sin(points[:, 0] / 150) + rng.normal(0, 0.1, n)
+    fixed = Variogram("spherical", (1.0, 300.0, 0.01))
+    side = math.isqrt(m)
+
+    def run() -> None:
+        variogram = fit_variogram(points, values, "spherical") if fit else fixed
+        targets = (grid_targets((0, 1000, side), (0, 1000, side))[0] if grid
+                   else rng.uniform(0, 1000, (m, 2)))
+        ordinary_kriging(points, values, targets, variogram, neighbours=k)
+
+    cost = kriging_cost(n, side * side if grid else m, neighbours=k, fit=fit)
+    traced = traced_peak(run) + points.nbytes + values.nbytes  # inputs are counted too
+    # native_bytes is what numpy does not see (BLAS buffers, the k-d tree's C++ heap).
+    assert traced <= cost.bytes - native_bytes()
+    assert cost.bytes - native_bytes() <= 2 * traced + 20 * 2**20  # honest, not padded
+
+
+def test_cost_counts_the_factorisation_and_the_solves():
+    n, k = 3000, 50
+    lu = 2 / 3 * (n + 1) ** 3
+    assert lu <= kriging_cost(n, 1).flop <= 1.05 * lu
+    per_target = kriging_cost(n, 2001).flop - kriging_cost(n, 1).flop
+    assert per_target / 2000 == pytest.approx(2 * (n + 1) ** 2, rel=0.05)  # two triangles
+    local = (kriging_cost(10**5, 2001, neighbours=k).flop
+             - kriging_cost(10**5, 1, neighbours=k).flop) / 2000
+    assert 2 / 3 * (k + 1) ** 3 < local < 3 * (k + 1) ** 3
+
+
+@pytest.mark.parametrize("neighbours", [None, 16])
+def test_cost_grows_with_every_count(neighbours):
+    """Services search for the largest passing count by bisection: costs must be monotone."""
+    for field in ("bytes", "flop"):
+        by_points = [getattr(kriging_cost(n, 100, neighbours=neighbours, fit=True), field)
+                     for n in (20, 200, 2000, 20_000)]
+        by_targets = [getattr(kriging_cost(2000, m, neighbours=neighbours), field)
+                      for m in (1, 10, 10**4, 10**6)]
+        assert by_points == sorted(by_points) and by_targets == sorted(by_targets)
+    assert kriging_cost(5000, 10, neighbours=8).bytes < kriging_cost(5000, 10).bytes

@@ -17,13 +17,17 @@ that point's value exactly (and zero variance).
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lu_factor, lu_solve
+from scipy.linalg import LinAlgWarning, lu_factor, lu_solve
 from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
-from scipy.spatial.distance import cdist, pdist
+from scipy.spatial.distance import cdist
 
 PARAMETERS: dict[str, tuple[str, ...]] = {
     "spherical": ("psill", "range", "nugget"),
@@ -33,7 +37,9 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "power": ("scale", "exponent", "nugget"),
 }
 ZERO_DISTANCE = 1e-10
-_CHUNK_BYTES = 64 * 2**20
+CHUNK_ELEMENTS = 2**18  # float64 values (2 MiB) in one block of pairs, matrix rows or systems
+FIT_POINTS = 3000  # the experimental variogram uses at most this many points (seeded subsample)
+MIN_FIT_PAIRS = 30  # fewer pairs within half the largest distance: bin up to the largest
 
 
 @dataclass(frozen=True)
@@ -95,25 +101,57 @@ def _check_data(points: np.ndarray, values: np.ndarray) -> None:
                          "location; merge them (e.g. average their values) first")
 
 
-def experimental_variogram(points: np.ndarray, values: np.ndarray, n_lags: int = 12,
-                           max_pairs_points: int = 3000, seed: int = 0
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Binned semivariance up to half the largest distance: (lag centres, gamma, pair counts).
+def _pair_blocks(points: np.ndarray, values: np.ndarray
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(distances, half squared value differences) of the pairs i < j, a block of rows at a time.
 
-    Large inputs are subsampled (seeded, so fits are repeatable) to bound the O(n^2) pairs.
+    The pairs come in pdist's order; a block holds about CHUNK_ELEMENTS pairs, so memory stays
+    a few chunk-sized arrays however many points there are.
+    """
+    n = points.shape[0]
+    rows = max(1, CHUNK_ELEMENTS // n)
+    for start in range(0, n - 1, rows):
+        stop = min(start + rows, n - 1)
+        later = np.arange(n - start - 1) >= np.arange(stop - start)[:, None]  # column j > row i
+        distances = cdist(points[start:stop], points[start + 1:])[later]
+        differences = (values[start:stop, None] - values[None, start + 1:])[later]
+        yield distances, 0.5 * differences**2
+
+
+def _binned(points: np.ndarray, values: np.ndarray, cutoff: float, n_lags: int,
+            inclusive: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pair counts, summed semivariances and summed distances in n_lags bins up to cutoff."""
+    inner = np.linspace(0.0, cutoff, n_lags + 1)[1:-1]
+    counts = np.zeros(n_lags, dtype=np.int64)
+    sums, centres = np.zeros(n_lags), np.zeros(n_lags)
+    for distances, halves in _pair_blocks(points, values):
+        keep = distances <= cutoff if inclusive else distances < cutoff
+        which = np.searchsorted(inner, distances[keep], side="right")
+        counts += np.bincount(which, minlength=n_lags)
+        sums += np.bincount(which, weights=halves[keep], minlength=n_lags)
+        centres += np.bincount(which, weights=distances[keep], minlength=n_lags)
+    return counts, sums, centres
+
+
+def experimental_variogram(points: np.ndarray, values: np.ndarray, n_lags: int = 12,
+                           max_pairs_points: int = FIT_POINTS, seed: int = 0
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binned semivariance: (lag centres, gamma, pair counts).
+
+    Bins reach half the largest distance, the usual cut-off beyond which lags rest on few pairs
+    near the edges. When fewer than MIN_FIT_PAIRS pairs lie that close (a handful of points:
+    the four corners of a square have none), the bins reach the largest distance instead, so
+    that every pair counts. Large inputs are subsampled (seeded, so fits are repeatable) to
+    bound the O(n^2) pairs.
     """
     if points.shape[0] > max_pairs_points:
         keep = np.random.default_rng(seed).choice(points.shape[0], max_pairs_points,
                                                   replace=False)
         points, values = points[keep], values[keep]
-    distances = pdist(points)
-    halves = 0.5 * pdist(values[:, None], metric="sqeuclidean")
-    edges = np.linspace(0.0, distances.max() / 2.0, n_lags + 1)
-    which = np.digitize(distances, edges) - 1
-    inside = (which >= 0) & (which < n_lags)
-    counts = np.bincount(which[inside], minlength=n_lags)
-    sums = np.bincount(which[inside], weights=halves[inside], minlength=n_lags)
-    centres = np.bincount(which[inside], weights=distances[inside], minlength=n_lags)
+    largest = max(float(d.max()) for d, _ in _pair_blocks(points, values))
+    counts, sums, centres = _binned(points, values, largest / 2.0, n_lags, inclusive=False)
+    if counts.sum() < MIN_FIT_PAIRS:
+        counts, sums, centres = _binned(points, values, largest, n_lags, inclusive=True)
     used = counts > 0
     return centres[used] / counts[used], sums[used] / counts[used], counts[used]
 
@@ -173,30 +211,52 @@ def ordinary_kriging(points: np.ndarray, values: np.ndarray, targets: np.ndarray
     _check_data(points, values)
     if not np.isfinite(targets).all():
         raise ValueError("targets must be finite numbers")
-    if neighbours is not None and neighbours < points.shape[0]:
+    if uses_neighbours(points.shape[0], neighbours):
+        assert neighbours is not None
         if neighbours < 3:
             raise ValueError("neighbours must be at least 3")
         return _kriging_local(points, values, targets, variogram, neighbours)
     return _kriging_global(points, values, targets, variogram)
 
 
+def uses_neighbours(n_points: int, neighbours: int | None) -> bool:
+    """Local (k nearest) kriging; with k >= n every target would use every point: global."""
+    return neighbours is not None and neighbours < n_points
+
+
 def _system(points: np.ndarray, variogram: Variogram) -> np.ndarray:
+    """The bordered semivariance matrix, filled a block of rows at a time.
+
+    Built in place, so no n x n temporary (distances, model terms) ever exists beside it. The
+    matrix is symmetric, so its transpose is the same matrix in Fortran order: LAPACK factors
+    that view in place without a copy.
+    """
     n = points.shape[0]
     a = np.ones((n + 1, n + 1))
-    a[:n, :n] = _semivariance(variogram, cdist(points, points))
+    rows = max(1, CHUNK_ELEMENTS // n)
+    for start in range(0, n, rows):
+        block = slice(start, min(start + rows, n))
+        a[block, :n] = _semivariance(variogram, cdist(points[block], points))
     a[n, n] = 0.0
-    return a
+    return a.T
+
+
+def _finite_rows(matrix: np.ndarray) -> bool:
+    rows = max(1, CHUNK_ELEMENTS // matrix.shape[1])
+    return all(np.isfinite(matrix[i:i + rows]).all() for i in range(0, matrix.shape[0], rows))
 
 
 def _kriging_global(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
                     variogram: Variogram) -> KrigingResult:
     n = points.shape[0]
-    factors = lu_factor(_system(points, variogram), check_finite=False)
-    if not np.all(np.isfinite(factors[0])) or np.any(np.diag(factors[0]) == 0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)  # a zero pivot is reported below
+        factors = lu_factor(_system(points, variogram), overwrite_a=True, check_finite=False)
+    if np.any(np.diag(factors[0]) == 0) or not _finite_rows(factors[0]):
         raise ValueError("the kriging system is singular for this variogram; add a nugget")
     estimates = np.empty(targets.shape[0])
     variances = np.empty(targets.shape[0])
-    chunk = max(1, _CHUNK_BYTES // (8 * (n + 1)))
+    chunk = max(1, CHUNK_ELEMENTS // (n + 1))
     for start in range(0, targets.shape[0], chunk):
         part = slice(start, start + chunk)
         b = np.ones((n + 1, targets[part].shape[0]))
@@ -207,23 +267,35 @@ def _kriging_global(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
     return KrigingResult(estimates, variances)
 
 
+def _pair_distances(near: np.ndarray) -> np.ndarray:
+    """Distances between the k neighbours of each target, (c, k, k), with two temporaries.
+
+    The same operations in the same order as np.linalg.norm over the coordinate axis.
+    """
+    dx = near[:, :, None, 0] - near[:, None, :, 0]
+    dy = near[:, :, None, 1] - near[:, None, :, 1]
+    dx *= dx
+    dy *= dy
+    dx += dy
+    return np.sqrt(dx, out=dx)
+
+
 def _kriging_local(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
                    variogram: Variogram, k: int) -> KrigingResult:
-    distances, index = cKDTree(points).query(targets, k=k)
+    tree = cKDTree(points)
     estimates = np.empty(targets.shape[0])
     variances = np.empty(targets.shape[0])
-    chunk = max(1, _CHUNK_BYTES // (8 * (k + 1) ** 2))
+    chunk = max(1, CHUNK_ELEMENTS // (k + 1) ** 2)
     for start in range(0, targets.shape[0], chunk):
         part = slice(start, start + chunk)
-        near = points[index[part]]  # (c, k, 2)
-        a = np.ones((near.shape[0], k + 1, k + 1))
-        pair = np.linalg.norm(near[:, :, None, :] - near[:, None, :, :], axis=-1)
-        a[:, :k, :k] = _semivariance(variogram, pair)
+        distances, index = tree.query(targets[part], k=k)
+        a = np.ones((index.shape[0], k + 1, k + 1))
+        a[:, :k, :k] = _semivariance(variogram, _pair_distances(points[index]))
         a[:, k, k] = 0.0
-        b = np.ones((near.shape[0], k + 1))
-        b[:, :k] = _semivariance(variogram, distances[part])
+        b = np.ones((index.shape[0], k + 1))
+        b[:, :k] = _semivariance(variogram, distances)
         x = np.linalg.solve(a, b[:, :, None])[:, :, 0]
-        estimates[part] = np.einsum("ck,ck->c", x[:, :k], values[index[part]])
+        estimates[part] = np.einsum("ck,ck->c", x[:, :k], values[index])
         variances[part] = np.einsum("ck,ck->c", x, b)
     return KrigingResult(estimates, variances)
 
@@ -235,3 +307,64 @@ def grid_targets(x: tuple[float, float, int], y: tuple[float, float, int]
     ys = np.linspace(y[0], y[1], int(y[2]))
     gx, gy = np.meshgrid(xs, ys)
     return np.column_stack([gx.ravel(), gy.ravel()]), (ys.size, xs.size)
+
+
+# BLAS packs panels for each of its threads (one per CPU this process may use) and LAPACK
+# works beside them; measured 7 MB with 2 threads.
+BLAS_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+    else os.cpu_count() or 1
+# What the functions above allocate, in units of the blocks they work on, from tracemalloc
+# peaks (tests/unit/test_kriging.py holds the estimate to them) rounded up.
+_BLOCK_ARRAYS = 8  # chunk-sized arrays alive at once: distances, semivariance terms, solves
+_FIT_BLOCK_ARRAYS = 8  # in a block of pairs: distances, differences, masks, bins, weights
+_UNIQUE_BYTES = 48  # per point: the duplicate-location check (np.unique over rows)
+_TREE_BYTES = 80  # per point: cKDTree's copy of the points, its index and nodes (C++ heap)
+_GAMMA_FLOP = 25  # per semivariance: a distance and a variogram model
+_SEARCH_FLOP = 20  # per neighbour and tree level: a k-d tree query
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one kriging run takes: the most bytes it holds at once and its floating-point work."""
+
+    bytes: int
+    flop: float
+
+
+def native_bytes(threads: int = BLAS_THREADS) -> int:
+    """Memory the numeric libraries allocate outside numpy: 16 MiB, and 2 MiB a BLAS thread."""
+    return (16 + 2 * threads) * 2**20
+
+
+def kriging_cost(n_points: int, n_targets: int, *, neighbours: int | None = None,
+                 fit: bool = False, threads: int = BLAS_THREADS) -> Cost:
+    """Peak bytes and FLOPs of ordinary_kriging (and fit_variogram first, with `fit`).
+
+    A pure function of the request's sizes, so a service can refuse a request before it
+    allocates anything. Global kriging holds the (n+1)^2 system and factors it in O(n^3); local
+    kriging holds a k-d tree and solves one (k+1)^2 system per target. Both work through
+    CHUNK_ELEMENTS-sized blocks. Inputs and results (points, values, targets, estimates,
+    variances) are counted; a grid's targets count with the two coordinate planes they are
+    built from.
+    """
+    n, m = n_points, n_targets
+    chunk = 8 * CHUNK_ELEMENTS
+    data = 24 * n + 32 * m
+    phases = [_UNIQUE_BYTES * n]
+    flop = 10.0 * n * math.log2(n + 1)
+    if fit:
+        sample = min(n, FIT_POINTS)
+        phases.append(8 * n + 24 * sample + _FIT_BLOCK_ARRAYS * max(chunk, 8 * sample))
+        flop += 3 * sample**2 / 2 * _GAMMA_FLOP + 1e7  # up to three passes over the pairs
+    if uses_neighbours(n, neighbours):
+        assert neighbours is not None
+        k = neighbours
+        phases.append(_TREE_BYTES * n + _BLOCK_ARRAYS * max(chunk, 8 * (k + 1) ** 2))
+        per_target = (2 / 3 * (k + 1) ** 3 + 2 * (k + 1) ** 2 + _GAMMA_FLOP * k * (k + 1)
+                      + _SEARCH_FLOP * k * math.log2(n + 1))
+        flop += 20.0 * n * math.log2(n + 1) + m * per_target
+    else:
+        phases.append(8 * (n + 1) ** 2 + 8 * (n + 1) + _BLOCK_ARRAYS * max(chunk, 8 * (n + 1)))
+        flop += (2 / 3 * (n + 1) ** 3 + _GAMMA_FLOP * n**2
+                 + m * (2 * (n + 1) ** 2 + (_GAMMA_FLOP + 4) * n))
+    return Cost(native_bytes(threads) + data + max(phases), flop)

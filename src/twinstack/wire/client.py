@@ -123,12 +123,19 @@ class ServiceClient:
         return ws
 
     async def _payload(self, resp: aiohttp.ClientResponse) -> Any:
-        """The reply's JSON, refusing one over `max_message_bytes` before reading it."""
-        size = resp.content_length
-        if size is not None and size > self.max_message_bytes:
+        """The reply's JSON, refusing one over `max_message_bytes` before holding it all."""
+        size, chunks = 0, []
+        if (resp.content_length or 0) <= self.max_message_bytes:
+            async for chunk in resp.content.iter_chunked(2**20):
+                size += len(chunk)
+                if size > self.max_message_bytes:
+                    break
+                chunks.append(chunk)
+        size = max(size, resp.content_length or 0)
+        if size > self.max_message_bytes:
             raise ActionError(502, "too_large", f"{self.url} answered {size:,} bytes, over the "
                               f"{self.max_message_bytes:,}-byte limit")
-        return orjson.loads(await resp.content.read(self.max_message_bytes + 1) or b"null")
+        return orjson.loads(b"".join(chunks) or b"null")
 
     @contextlib.asynccontextmanager
     async def link(self) -> AsyncIterator[Link]:

@@ -231,8 +231,17 @@ def _password(args: argparse.Namespace, *, confirm: bool = True) -> str:
     return first
 
 
+def _refuse_early_without_target(args: argparse.Namespace) -> None:
+    """Say there is nothing to work on before asking for a password, not after."""
+    settings = load_settings(vars(args))
+    if _running_platform(settings.data_dir) is None:
+        _existing_database(settings, create=args.create_database).dispose()
+
+
 def _user(args: argparse.Namespace) -> None:
     verb = args.user_verb
+    if verb in ("add", "passwd") and not args.password_stdin:
+        _refuse_early_without_target(args)
     if verb == "add":
         _operator(args, "user_add", name=args.name, password=_password(args), admin=args.admin)
         print(f"user {args.name} added")
@@ -343,7 +352,8 @@ def _login(args: argparse.Namespace) -> None:
     password = _password(args, confirm=False)
     with _client_errors(), contextlib.closing(_client(url, ca)) as tw:
         reply = tw.login(args.user, password)
-    expires = time.time() + float(reply.get("expires_in_s", 0)) or None
+    ttl = reply.get("expires_in_s")
+    expires = time.time() + float(ttl) if ttl else None
     path = save_credentials(Credentials(url=tw.url, ca=str(Path(ca).resolve()) if ca else None,
                                         user=args.user, token=reply["token"],
                                         expires_at=expires))
@@ -373,20 +383,31 @@ def _logout(args: argparse.Namespace) -> None:
             remove_credentials()
         print("not logged in")
         return
+    from twinstack.wire.errors import ActionError
+
+    problem = None
     try:
-        with _client_errors(), contextlib.closing(
-                _client(credentials.url, credentials.ca, credentials.token)) as tw:
+        with contextlib.closing(_client(credentials.url, credentials.ca,
+                                        credentials.token)) as tw:
             tw.logout()  # revokes the token on the platform
+    except ActionError as exc:
+        problem = None if exc.status == 401 else exc.message  # 401: nothing left to revoke
     except FatalError as exc:
-        if "unauthorized" not in exc.message and "not valid" not in exc.message:
-            print(f"twinstack: warning: could not revoke the token at {credentials.url}: "
-                  f"{exc.message}; forgetting it here anyway", file=sys.stderr)
+        problem = exc.message
+    if problem is not None:
+        print(f"twinstack: warning: could not revoke the token at {credentials.url}: {problem}; "
+              "forgetting it here anyway", file=sys.stderr)
     remove_credentials()
     print(f"logged out of {credentials.url} ({credentials.user})")
 
 
 def _percent(value: Any) -> str:
     return f"{100 * value:.0f}%" if isinstance(value, int | float) else "-"
+
+
+def _when(value: Any) -> str:
+    """An ISO time from the platform, to the second (UTC)."""
+    return str(value)[:19].replace("T", " ") if value else "-"
 
 
 # noun, verb -> (what the client fetches, the table's columns, what to say when it is empty)
@@ -403,7 +424,7 @@ LISTINGS: dict[tuple[str, str], tuple[Callable[[Client], Any], list[Column], str
         [("ID", lambda s: s["id"]), ("PROJECT", lambda s: s["project"]),
          ("STATE", lambda s: s["state"]), ("NODE", lambda s: s.get("lss") or "-"),
          ("SERVICES", lambda s: ", ".join(sorted(s.get("services") or {})) or "-"),
-         ("CREATED", lambda s: s.get("created_at", "-"))],
+         ("CREATED (UTC)", lambda s: _when(s.get("created_at")))],
         "no sessions"),
     ("session", "types"): (
         lambda tw: [{"name": name, "services": services}
@@ -416,7 +437,7 @@ LISTINGS: dict[tuple[str, str], tuple[Callable[[Client], Any], list[Column], str
          ("SESSIONS", lambda n: f"{n['live_sessions']}/{n['capacity']}"),
          ("CPU LOAD", lambda n: _percent(n["load"].get("cpu"))),
          ("MEMORY", lambda n: _percent(n["load"].get("memory"))),
-         ("LAST HEARTBEAT", lambda n: str(n["last_heartbeat"])[:19].replace("T", " "))],
+         ("LAST HEARTBEAT (UTC)", lambda n: _when(n["last_heartbeat"]))],
         "no session nodes have connected"),
 }
 

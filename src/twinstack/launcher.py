@@ -252,8 +252,6 @@ class Platform:
     def _check_ports(self) -> None:
         """Refuse to start (exit 12 naming the port) if any port of the block is taken."""
         ports = self.ports()
-        if not ports:
-            return
         if self.port < 1 or max(ports) > 65535:
             raise FatalError(ExitCode.CONFIG_ERROR,
                              f"--port {self.port}: TwinStack needs ports {self.port}-"

@@ -1,25 +1,43 @@
-# `make up` runs a local platform; `make test` runs the test suite. Both build .venv first.
+# `make up` runs a local platform; `make test` runs the test suite. Both build .venv first:
+# `up` with only what running needs, `test` also with the test tools, the Kubernetes client and
+# (as root, through apt-get) the system packages its tests use.
 PYTHON ?= python3
 VENV ?= .venv
+DATA ?= data
+PORT ?=
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip --quiet --disable-pip-version-check
+RUN_EXTRAS := compute
+TEST_EXTRAS := compute,kubernetes,test
 
-.PHONY: up test lint clean
+.PHONY: up test lint system-packages clean
+.NOTPARALLEL:
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "TwinStack needs Python 3.11+"'
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian run 'apt-get install python3-venv'"; exit 1; }
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[compute,kubernetes,test]'
+	@$(PIP) install --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	@echo "installing TwinStack into $(VENV)"
+	@$(PIP) install -e '.[$(RUN_EXTRAS)]'
 	@touch $@
 
-up: $(STAMP)
-	$(BIN)/twinstack up --data-dir data
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@echo "installing TwinStack and its test tools into $(VENV)"
+	@$(PIP) install -e '.[$(TEST_EXTRAS)]'
+	@touch $@
 
-lint: $(STAMP)
+up: $(VENV)/.installed-run
+	$(BIN)/twinstack up --data-dir $(DATA)$(if $(PORT), --port $(PORT))
+
+system-packages:
+	@PYTHON=$(PYTHON) scripts/system-packages.sh
+
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 
-test: lint
+test: system-packages lint
 	$(BIN)/python -m pytest
 
 clean:

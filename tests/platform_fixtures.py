@@ -119,8 +119,10 @@ class Platform:
         return tw
 
 
-def start_platform(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Platform:
-    port = free_port_block()
+def start_platform(tmp: Path, *args: str, env: dict[str, str] | None = None,
+                   port: int | None = None) -> Platform:
+    """`twinstack up` in TMP/data on `port` (default: a free block) once it says it is up."""
+    port = port or free_port_block()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
     full_env.update(FAST)
     full_env.update(env or {})

@@ -1,17 +1,33 @@
-"""`twinstack`: the one entry point. Verbs: certs, serve, up, user, group, deploy, logs."""
+"""`twinstack`: the one entry point. Verbs: certs, serve, up, user, group, deploy, logs, login,
+logout, project, session, node.
+
+Verbs that work on a data directory (up, user, group, logs, login) take it from --data-dir, else
+TWINSTACK_DATA_DIR, else ./data, and never create a database as a side effect.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twinstack.config import Settings, add_setting_flags, load_settings
+from twinstack import __version__
+from twinstack.config import ENV_PREFIX, Settings, add_setting_flags, load_settings
 from twinstack.exitcodes import ExitCode, FatalError
+
+if TYPE_CHECKING:
+    from twinstack.client import Client, Credentials
+    from twinstack.store import Database
+
+PRIVATE_UMASK = 0o077  # files of the platform (database, logs, sessions, keys) are the owner's
 
 
 def _certs_init(args: argparse.Namespace) -> None:
@@ -44,6 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     from twinstack.services import load_service
     from twinstack.wire.runtime import serve
 
+    os.umask(PRIVATE_UMASK)
     settings = load_settings(vars(args))
     logs.configure(args.service, level=settings.log_level, verbose=settings.verbose,
                    session=settings.session)
@@ -58,12 +75,25 @@ def _serve(args: argparse.Namespace) -> int:
         return ExitCode.INTERNAL_ERROR
 
 
+def _up_data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else TWINSTACK_DATA_DIR, else ./data."""
+    given = getattr(args, "data_dir", None) or os.environ.get(f"{ENV_PREFIX}DATA_DIR") or "data"
+    return Path(given)
+
+
 def _up(args: argparse.Namespace) -> int:
     from twinstack.launcher import Platform
 
-    platform = Platform(args.data_dir, args.host, args.port, verbose=args.verbose,
+    os.umask(PRIVATE_UMASK)
+    platform = Platform(_up_data_dir(args), args.host, args.port, verbose=args.verbose,
                         database_url=args.database_url, lss_count=args.lss_count)
     return asyncio.run(platform.run())
+
+
+def _running_platform(data_dir: Path) -> dict[str, Any] | None:
+    from twinstack.launcher import read_platform_file
+
+    return read_platform_file(data_dir)
 
 
 def _admin_client(settings: Settings, url: str | None, what: str) -> Any:
@@ -72,13 +102,15 @@ def _admin_client(settings: Settings, url: str | None, what: str) -> Any:
     from twinstack.pki.tls import TlsFiles, client_context
     from twinstack.wire.client import ServiceClient
 
-    platform_file = settings.data_dir / "platform.json"
-    if url is None and platform_file.exists():
-        url = json.loads(platform_file.read_text()).get(f"{what}_url")
+    data_dir = settings.data_dir.resolve()
+    if url is None:
+        url = (_running_platform(data_dir) or {}).get(f"{what}_url")
     if url is None:
         raise FatalError(ExitCode.CONFIG_ERROR,
-                         f"give the {what}'s address (--{what}-url), or --data-dir of a running "
-                         "`twinstack up`")
+                         f"no running TwinStack in {data_dir} (no platform.json there): start "
+                         f"it (twinstack up --data-dir {data_dir}), pass --data-dir of a running "
+                         f"one (or set {ENV_PREFIX}DATA_DIR), or give the {what}'s address with "
+                         f"--{what}-url and an admin certificate (--cert, --key, --ca)")
     if settings.cert and settings.key and settings.ca:
         files = TlsFiles(settings.cert, settings.key, settings.ca)
     else:
@@ -107,15 +139,64 @@ async def _print_logs(args: argparse.Namespace, settings: Settings) -> None:
             raise FatalError(code, f"logger: {exc}") from exc
 
 
+def _no_database(settings: Settings, problem: str) -> FatalError:
+    """The refusal when there is no database to work on: where we looked, and what to do."""
+    data_dir = settings.data_dir.resolve()
+    create = "or create a new one with --create-database"
+    if settings.database_url is None:
+        return FatalError(ExitCode.CONFIG_ERROR,
+                          f"no TwinStack platform in {data_dir}: no platform.json (a running "
+                          "platform) and no twinstack.db (a stopped one) there. Start the "
+                          f"platform once (twinstack up --data-dir {data_dir}), point at an "
+                          f"existing data directory with --data-dir DIR or {ENV_PREFIX}DATA_DIR"
+                          f"=DIR, {create}")
+    return FatalError(ExitCode.CONFIG_ERROR,
+                      f"the database {problem}: start the platform on it once (twinstack up "
+                      f"--database-url URL), give the --database-url of an existing one, {create}")
+
+
+def _existing_database(settings: Settings, *, create: bool = False) -> Database:
+    """The platform's database if it exists already; refuse (exit 10) rather than create one,
+    unless asked to (`create`: preparing a deployment before its first start).
+
+    A SQLite file must be there (connecting would create it); any database must hold the schema.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from twinstack.services.database import database_url
+    from twinstack.store import Database
+
+    url = make_url(database_url(settings))
+    shown = url.render_as_string(hide_password=True)
+    path = url.database or ""
+    if not create and url.get_backend_name() == "sqlite" and not path.startswith("file:") and \
+            (path in ("", ":memory:") or not Path(path).is_file()):
+        raise _no_database(settings, f"file {path} does not exist")
+    db = Database(url.render_as_string(hide_password=False))
+    try:
+        with db.engine.connect() as connection:
+            migrated = inspect(connection).has_table("alembic_version")
+    except OperationalError as exc:
+        db.dispose()
+        raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE,
+                         f"database {shown} unreachable: {exc.orig}") from exc
+    if not (migrated or create):
+        db.dispose()
+        raise _no_database(settings, f"{shown} holds no TwinStack schema")
+    return db
+
+
 def _operator(args: argparse.Namespace, operation: str, **params: Any) -> dict[str, Any]:
-    """Run an operator verb through `auth` if the platform is up, else on the database."""
+    """Run an operator verb through `auth` if the platform is up, else on an existing database."""
     from twinstack.services.auth import ADMIN_OPERATIONS
     from twinstack.wire.errors import ActionError, ServiceUnavailable
 
     settings = load_settings(vars(args))
     model, run_offline = ADMIN_OPERATIONS[operation]
     validated = model.model_validate(params)
-    if (settings.data_dir / "platform.json").exists():
+    if _running_platform(settings.data_dir) is not None:
         async def online() -> dict[str, Any]:
             async with _admin_client(settings, None, "auth") as client:
                 return await client.call(operation, validated.model_dump())
@@ -127,12 +208,12 @@ def _operator(args: argparse.Namespace, operation: str, **params: Any) -> dict[s
         except ActionError as exc:
             raise FatalError(ExitCode.CONFIG_ERROR, exc.message) from exc
 
-    from twinstack.services.database import database_url
-    from twinstack.store import Database, StoreError
+    from twinstack.store import StoreError
 
-    db = Database(database_url(settings))
+    os.umask(PRIVATE_UMASK)  # the WAL and shared-memory files SQLite may create
+    db = _existing_database(settings, create=getattr(args, "create_database", False))
     try:
-        db.migrate()
+        db.migrate()  # a new or older schema is brought up to date, as the platform would
         with db.transaction() as s:
             return run_offline(s, validated)
     except StoreError as exc:
@@ -141,19 +222,28 @@ def _operator(args: argparse.Namespace, operation: str, **params: Any) -> dict[s
         db.dispose()
 
 
-def _password(args: argparse.Namespace) -> str:
+def _password(args: argparse.Namespace, *, confirm: bool = True) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
     import getpass
 
     first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
+    if confirm and getpass.getpass("again: ") != first:
         raise FatalError(ExitCode.USAGE, "the passwords differ")
     return first
 
 
+def _refuse_early_without_target(args: argparse.Namespace) -> None:
+    """Say there is nothing to work on before asking for a password, not after."""
+    settings = load_settings(vars(args))
+    if _running_platform(settings.data_dir) is None:
+        _existing_database(settings, create=args.create_database).dispose()
+
+
 def _user(args: argparse.Namespace) -> None:
     verb = args.user_verb
+    if verb in ("add", "passwd") and not args.password_stdin:
+        _refuse_early_without_target(args)
     if verb == "add":
         _operator(args, "user_add", name=args.name, password=_password(args), admin=args.admin)
         print(f"user {args.name} added")
@@ -186,9 +276,14 @@ def _group(args: argparse.Namespace) -> None:
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
-                        help="data directory of the platform (default ./data)")
+                        help=f"data directory of the platform (env {ENV_PREFIX}DATA_DIR; "
+                        "default ./data)")
     parser.add_argument("--database-url", default=argparse.SUPPRESS,
                         help="database URL, if not the SQLite file in the data directory")
+    parser.add_argument("--create-database", action="store_true",
+                        help="when the platform is down and there is no database yet, create "
+                        "it (to prepare a deployment before its first start); without this "
+                        "flag the command refuses rather than make a new, empty database")
 
 
 def _deploy(args: argparse.Namespace) -> None:
@@ -210,8 +305,184 @@ def _logs(args: argparse.Namespace) -> None:
     asyncio.run(_print_logs(args, settings))
 
 
+# the thin client's verbs: login, logout, project/session/node listings ----------------------
+
+
+@contextlib.contextmanager
+def _client_errors(relogin: str | None = None) -> Iterator[None]:
+    """The client's errors as the CLI's messages and exit codes."""
+    from twinstack.wire.errors import ActionError, ServiceUnavailable
+
+    try:
+        yield
+    except ServiceUnavailable as exc:
+        raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, exc.message) from exc
+    except ActionError as exc:
+        if exc.code == "certificate_rejected":
+            raise FatalError(ExitCode.CERTIFICATE_ERROR, exc.message) from exc
+        if exc.status == 401 and relogin is not None:
+            raise FatalError(ExitCode.USAGE, f"{exc.message}: your login is no longer valid "
+                             f"(expired or revoked); log in again: twinstack login {relogin}"
+                             ) from exc
+        raise FatalError(ExitCode.USAGE, exc.message) from exc
+
+
+def _client(url: str, ca: str | None, token: str | None = None) -> Client:
+    """A Client; a CA file that is missing, unreadable or not PEM is a certificate error."""
+    from twinstack.client import Client
+
+    try:
+        return Client(url, ca=ca, token=token)
+    except (OSError, ValueError) as exc:
+        raise FatalError(ExitCode.CERTIFICATE_ERROR, str(exc)) from exc
+
+
+def _login(args: argparse.Namespace) -> None:
+    from twinstack.client.credentials import Credentials, save_credentials
+
+    data_dir = load_settings(vars(args)).data_dir.resolve()
+    running = _running_platform(data_dir)
+    url = args.url or (running or {}).get("url")
+    if url is None:
+        raise FatalError(ExitCode.CONFIG_ERROR,
+                         f"no running TwinStack in {data_dir} to log in to (no platform.json "
+                         "there): pass --url https://HOST:PORT (and --ca CA.pem), or --data-dir "
+                         f"of a running platform (or set {ENV_PREFIX}DATA_DIR)")
+    ca = args.ca_file
+    if ca is None and running is not None and url.rstrip("/") == running.get("url"):
+        ca = str(data_dir / "pki" / "ca.pem")
+    password = _password(args, confirm=False)
+    with _client_errors(), contextlib.closing(_client(url, ca)) as tw:
+        reply = tw.login(args.user, password)
+    ttl = reply.get("expires_in_s")
+    expires = time.time() + float(ttl) if ttl else None
+    path = save_credentials(Credentials(url=tw.url, ca=str(Path(ca).resolve()) if ca else None,
+                                        user=args.user, token=reply["token"],
+                                        expires_at=expires))
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires)) if expires else "it expires"
+    print(f"logged in to {tw.url} as {args.user}; the token is kept in {path} until {until}")
+
+
+def _stored_login() -> Credentials:
+    from twinstack.client.credentials import load_credentials
+
+    try:
+        credentials = load_credentials()
+    except ValueError as exc:
+        raise FatalError(ExitCode.CONFIG_ERROR, str(exc)) from exc
+    if credentials is None:
+        raise FatalError(ExitCode.USAGE, "log in first: twinstack login NAME")
+    return credentials
+
+
+def _logout(args: argparse.Namespace) -> None:
+    from twinstack.client.credentials import credentials_path, remove_credentials
+
+    try:
+        credentials = _stored_login()
+    except FatalError:
+        if credentials_path().exists():  # damaged: forget it all the same
+            remove_credentials()
+        print("not logged in")
+        return
+    from twinstack.wire.errors import ActionError
+
+    problem = None
+    try:
+        with contextlib.closing(_client(credentials.url, credentials.ca,
+                                        credentials.token)) as tw:
+            tw.logout()  # revokes the token on the platform
+    except ActionError as exc:
+        problem = None if exc.status == 401 else exc.message  # 401: nothing left to revoke
+    except FatalError as exc:
+        problem = exc.message
+    if problem is not None:
+        print(f"twinstack: warning: could not revoke the token at {credentials.url}: {problem}; "
+              "forgetting it here anyway", file=sys.stderr)
+    remove_credentials()
+    print(f"logged out of {credentials.url} ({credentials.user})")
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.0f}%" if isinstance(value, int | float) else "-"
+
+
+def _when(value: Any) -> str:
+    """An ISO time from the platform, to the second (UTC)."""
+    return str(value)[:19].replace("T", " ") if value else "-"
+
+
+# noun, verb -> (what the client fetches, the table's columns, what to say when it is empty)
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+LISTINGS: dict[tuple[str, str], tuple[Callable[[Client], Any], list[Column], str]] = {
+    ("project", "list"): (
+        lambda tw: tw.projects(),
+        [("ID", lambda p: p["id"]), ("NAME", lambda p: p["name"]),
+         ("SESSION TYPE", lambda p: p["session_type"]), ("ROLE", lambda p: p["role"]),
+         ("OWNER", lambda p: p["owner"])],
+        "no projects yet (create one: Client.create_project(name, session_type))"),
+    ("session", "list"): (
+        lambda tw: tw.sessions(),
+        [("ID", lambda s: s["id"]), ("PROJECT", lambda s: s["project"]),
+         ("STATE", lambda s: s["state"]), ("NODE", lambda s: s.get("lss") or "-"),
+         ("SERVICES", lambda s: ", ".join(sorted(s.get("services") or {})) or "-"),
+         ("CREATED (UTC)", lambda s: _when(s.get("created_at")))],
+        "no sessions"),
+    ("session", "types"): (
+        lambda tw: [{"name": name, "services": services}
+                    for name, services in tw.session_types().items()],
+        [("NAME", lambda t: t["name"]), ("SERVICES", lambda t: ", ".join(t["services"]))],
+        "no session types"),
+    ("node", "list"): (
+        lambda tw: tw.nodes(),
+        [("NAME", lambda n: n["name"]), ("STATE", lambda n: n["state"]),
+         ("SESSIONS", lambda n: f"{n['live_sessions']}/{n['capacity']}"),
+         ("CPU LOAD", lambda n: _percent(n["load"].get("cpu"))),
+         ("MEMORY", lambda n: _percent(n["load"].get("memory"))),
+         ("LAST HEARTBEAT (UTC)", lambda n: _when(n["last_heartbeat"]))],
+        "no session nodes have connected"),
+}
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> None:
+    """Rows as aligned text columns under their headers."""
+    cells = [[header for header, _ in columns]]
+    cells += [[str(get(row)) for _, get in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for line in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+              .rstrip())
+
+
+def _listing(args: argparse.Namespace) -> None:
+    from twinstack.wire.errors import ActionError
+
+    fetch, columns, empty = LISTINGS[(args.noun, args.list_verb)]
+    credentials = _stored_login()
+    try:
+        with _client_errors(relogin=credentials.user), contextlib.closing(
+                _client(credentials.url, credentials.ca, credentials.token)) as tw:
+            try:
+                rows = fetch(tw)
+            except ActionError as exc:
+                if exc.status == 403 and args.noun == "node":
+                    raise FatalError(ExitCode.USAGE, f"listing session nodes is for "
+                                     f"administrators, and {credentials.user} is not one: log "
+                                     "in as an administrator (twinstack login NAME)") from exc
+                raise
+    except FatalError as exc:
+        raise FatalError(exc.code, f"{credentials.url}: {exc.message}") from exc
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    elif rows:
+        print_table(rows, columns)
+    else:
+        print(empty)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinstack", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"twinstack {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     certs = verbs.add_parser("certs", help="the PKI: CA, certificates from CSR JSON files")
@@ -244,8 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     up = verbs.add_parser("up", help="run a whole local platform (dev PKI, separate processes)")
-    up.add_argument("--data-dir", type=Path, default=Path("data"),
-                    help="certificates, database and logs live here (default ./data)")
+    up.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                    help="certificates, database and logs live here (env "
+                    f"{ENV_PREFIX}DATA_DIR; default ./data)")
     up.add_argument("--host", default="127.0.0.1",
                     help="address every service binds (default 127.0.0.1; 0.0.0.0 for all)")
     up.add_argument("--port", type=int, default=7400,
@@ -318,6 +590,33 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--json", action="store_true", help="JSON lines instead of text")
     add_setting_flags(logs, skip=("session",))
     logs.set_defaults(run=_logs)
+
+    login = verbs.add_parser("login", help="log in and keep the token for the verbs below "
+                             "(in $XDG_CONFIG_HOME/twinstack/credentials.json, mode 0600)")
+    login.add_argument("user")
+    login.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of stdin")
+    login.add_argument("--url", help="the platform's front door (default: the running "
+                       "platform of --data-dir, from its platform.json)")
+    login.add_argument("--ca", dest="ca_file", help="CA file to trust (default: DATA/pki/ca.pem "
+                       "for the local platform, else the system's CAs)")
+    login.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
+                       help=f"data directory of a local platform (env {ENV_PREFIX}DATA_DIR; "
+                       "default ./data)")
+    login.set_defaults(run=_login)
+    logout = verbs.add_parser("logout", help="revoke the stored token and forget it")
+    logout.set_defaults(run=_logout)
+    for noun, text in (("project", "projects you can see"), ("session", "sessions"),
+                       ("node", "session nodes (administrators)")):
+        noun_parser = verbs.add_parser(noun, help=f"{text}, as the logged-in user")
+        noun_verbs = noun_parser.add_subparsers(dest="list_verb", required=True)
+        for listed, verb in LISTINGS:
+            if listed != noun:
+                continue
+            what = "session types and their services" if verb == "types" else f"list {text}"
+            sub = noun_verbs.add_parser(verb, help=what)
+            sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+            sub.set_defaults(run=_listing, noun=noun)
     return parser
 
 

@@ -9,6 +9,7 @@
 | 11   | CERTIFICATE_ERROR      | a certificate, key or CA file is missing, unreadable or invalid  |
 | 12   | PORT_IN_USE            | an address the service must bind is already taken               |
 | 13   | DEPENDENCY_UNREACHABLE | a service this one requires did not answer in time               |
+| 14   | ALREADY_RUNNING        | `twinstack up`: a platform already runs on this data directory   |
 """
 
 from enum import IntEnum
@@ -22,6 +23,7 @@ class ExitCode(IntEnum):
     CERTIFICATE_ERROR = 11
     PORT_IN_USE = 12
     DEPENDENCY_UNREACHABLE = 13
+    ALREADY_RUNNING = 14
 
 
 class FatalError(Exception):

@@ -1,23 +1,31 @@
 """`twinstack up`: a whole local platform as separate processes, with a dev PKI.
 
-On first run it creates DATA/pki (root CA, intermediate, one certificate per platform service and
-an `admin` certificate for the CLI); then it starts each platform service with `twinstack serve`,
-waits until each is ready, writes DATA/platform.json (where everything listens, for the CLI), and
-on Ctrl-C/SIGTERM stops them all. If a platform service dies, the platform stops with its code.
+It first takes an exclusive lock on DATA/twinstack.lock for its whole life, so a second launcher
+on the same data directory is refused (exit 14) before it touches anything, and checks that every
+port of its block is free (exit 12 naming the port). On first run it creates DATA/pki (root CA,
+intermediate, one certificate per platform service and an `admin` certificate for the CLI); then
+it starts each platform service with `twinstack serve`, waits until each is ready, writes
+DATA/platform.json (where everything listens, for the CLI), and on Ctrl-C/SIGTERM stops them all.
+The services die with the launcher (--parent-pid), so a killed launcher leaves no orphans and its
+stale platform.json does not block the next start. Everything under DATA is private to its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki import init_authority
@@ -46,6 +54,9 @@ PLATFORM = (Part("logger", 16), Part("auth", 12, public=1), Part("gss", 10, publ
             Part("relay", 14, public=2), Part("lss", 18))
 PARTS = {part.name: part for part in PLATFORM}
 READY_TIMEOUT = 60.0
+LOCK_FILE = "twinstack.lock"
+PLATFORM_FILE = "platform.json"
+STALE_STOP_TIMEOUT = 20.0  # how long a killed launcher's services may take to stop
 
 
 def pki_dir(data_dir: Path) -> Path:
@@ -67,6 +78,110 @@ def ensure_dev_pki(data_dir: Path, hosts: list[str]) -> None:
             issue_identity(d, service, d / service, hosts=hosts)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a file only its owner can read."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def make_private(data_dir: Path) -> list[Path]:
+    """Take group and other access away from DATA and all in it; return what could not be.
+
+    Earlier versions left the database, logs and session folders world-readable.
+    """
+    refused = []
+    for root, dirs, files in os.walk(data_dir):
+        for path in [Path(root), *(Path(root) / name for name in dirs + files)]:
+            try:
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    path.chmod(stat.S_IMODE(mode) & ~0o077)
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                refused.append(path)
+    return sorted(set(refused))
+
+
+def read_platform_file(data_dir: Path) -> dict[str, Any] | None:
+    """DATA/platform.json of a launcher that got the platform up, or None."""
+    try:
+        return json.loads((data_dir / PLATFORM_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def serves_from(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live `twinstack serve` of this data directory (not a reused pid)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and b"serve" in args and \
+        any(arg.startswith(str(data_dir).encode()) for arg in args)
+
+
+class DataDirLock:
+    """An exclusive flock on DATA/twinstack.lock: one launcher per data directory.
+
+    The kernel drops the lock when its holder dies, however it dies, so a stale lock never blocks
+    a new start; the file itself stays (deleting a lock file races with the next opener) and holds
+    the holder's pid for the message a second launcher prints.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Hold the lock, or raise FatalError(ALREADY_RUNNING) without changing any file."""
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(mode=0o700, parents=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise FatalError(ExitCode.ALREADY_RUNNING,
+                             self._running_message(holder)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def _running_message(self, holder: str) -> str:
+        data_dir = self.path.parent
+        info = read_platform_file(data_dir)
+        if info is not None and str(info.get("pid")) == holder:
+            return (f"TwinStack is already running at {info.get('url')} (pid {holder}) with data "
+                    f"directory {data_dir}. Use it, stop it first (Ctrl-C in its terminal, or "
+                    f"kill {holder}), or give another --data-dir.")
+        return (f"TwinStack is already starting in {data_dir} (pid {holder or 'unknown'}); "
+                "wait for it to print its URL, or stop it first.")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether a service could not bind host:port (the same way `twinstack serve` binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, port), family=family).close()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return True
+        raise FatalError(ExitCode.CONFIG_ERROR, f"cannot bind {host}:{port}: "
+                         f"{exc.strerror or exc}") from exc
+    return False
+
+
 @dataclass
 class Child:
     part: Part
@@ -76,6 +191,15 @@ class Child:
     addresses: dict[str, str] | None = None
     started_at: float = 0.0
     restarts: int = 0
+
+    def ports(self, base: int) -> dict[int, str]:
+        """The ports this child binds, each with what it is for."""
+        who = self.part.name if self.label == self.part.name else f"{self.part.name} {self.label}"
+        ports = {base + self.part.internal: f"{who} (internal channel)",
+                 base + self.part.internal + 1: f"{who} (health channel)"}
+        if self.part.public is not None:
+            ports[base + self.part.public] = f"{who} (public channel)"
+        return ports
 
 
 class Platform:
@@ -88,6 +212,7 @@ class Platform:
         self.port = port
         self.verbose = verbose
         self.database_url = database_url or sqlite_url(self.data_dir)
+        self.lock = DataDirLock(self.data_dir)
         self.children: list[Child] = []
         for part in PLATFORM:
             if part.name != "lss":
@@ -119,37 +244,76 @@ class Platform:
             args += ["--session-ca", str(pki_dir(self.data_dir))]
         return args
 
+    def ports(self) -> dict[int, str]:
+        """Every port of the block this launcher binds, with what it is for."""
+        return {port: what for child in self.children for port, what in
+                child.ports(self.port).items()}
+
+    def _check_ports(self) -> None:
+        """Refuse to start (exit 12 naming the port) if any port of the block is taken."""
+        ports = self.ports()
+        if self.port < 1 or max(ports) > 65535:
+            raise FatalError(ExitCode.CONFIG_ERROR,
+                             f"--port {self.port}: TwinStack needs ports {self.port}-"
+                             f"{max(ports)}, which must lie within 1-65535")
+        for port, what in sorted(ports.items()):
+            if port_taken(self.host, port):
+                raise FatalError(ExitCode.PORT_IN_USE, self._port_message(port, what))
+
+    def _port_message(self, port: int, what: str) -> str:
+        span = max(self.ports()) - self.port
+        other = next((base for base in range(self.port + 100, 65535 - span, 100)[:20]
+                      if not any(port_taken(self.host, base + offset)
+                                 for offset in range(span + 1))), 7500)
+        return (f"port {port} on {self.host} is already in use; TwinStack needs it for {what}. "
+                f"Another program (or another TwinStack) holds it: see ss -ltnp 'sport = :{port}'. "
+                f"Choose another block of ports (TwinStack uses --port and the {span} above it): "
+                f"make up PORT={other}   or   twinstack up --port {other}")
+
+    def _bind_failure(self, child: Child, log: Path) -> str:
+        """What to tell when a child exits with PORT_IN_USE: which port, and what to do."""
+        for port, what in sorted(child.ports(self.port).items()):
+            if port_taken(self.host, port):
+                return self._port_message(port, what)
+        listed = ", ".join(str(port) for port in sorted(child.ports(self.port)))
+        return (f"{child.label} could not bind one of its ports ({listed}), taken while it "
+                f"started; see {log}. Choose another block: twinstack up --port PORT")
+
     async def _spawn(self, child: Child) -> None:
         """Start the child and wait until it is ready (FatalError if it is not)."""
         name, part = child.part.name, child.part
         d = pki_dir(self.data_dir)
         ready = self.data_dir / "run" / f"{child.label}.ready"
-        ready.parent.mkdir(parents=True, exist_ok=True)
+        ready.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         ready.unlink(missing_ok=True)
+        log = self.data_dir / "logs" / f"{child.label}.out"
         cmd = [sys.executable, "-m", "twinstack", "serve", name,
                "--bind", f"{self.host}:{self.port + part.internal}",
                "--health-bind", f"{self.host}:{self.port + part.internal + 1}",
                "--cert", str(d / f"{name}-chain.pem"), "--key", str(d / f"{name}-key.pem"),
                "--ca", str(d / CA_CERT), "--data-dir", str(self.data_dir / child.label),
-               "--ready-file", str(ready), *child.extra]
+               "--ready-file", str(ready), "--parent-pid", str(os.getpid()), *child.extra]
+        out: int | None = None
         if self.verbose:
             cmd.append("--verbose")
-            out = None
         else:
-            (self.data_dir / "logs").mkdir(exist_ok=True)
-            out = (self.data_dir / "logs" / f"{child.label}.out").open("ab")
-        child.proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=out,
-                                                          start_new_session=True)
-        if out is not None:
-            out.close()
+            log.parent.mkdir(mode=0o700, exist_ok=True)
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            child.proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=out,
+                                                              start_new_session=True)
+        finally:
+            if out is not None:
+                os.close(out)
         deadline = time.monotonic() + READY_TIMEOUT
         while not ready.exists():
             code = child.proc.returncode
+            if code == ExitCode.PORT_IN_USE:
+                raise FatalError(ExitCode.PORT_IN_USE, self._bind_failure(child, log))
             if code is not None:
                 raise FatalError(ExitCode(code) if code in ExitCode._value2member_map_
                                  else ExitCode.INTERNAL_ERROR,
-                                 f"{child.label} exited with {code} while starting; see "
-                                 f"{self.data_dir / 'logs' / child.label}.out")
+                                 f"{child.label} exited with {code} while starting; see {log}")
             if time.monotonic() > deadline:
                 raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE,
                                  f"{child.label} not ready after {READY_TIMEOUT:g} s")
@@ -172,7 +336,7 @@ class Platform:
         self._write_platform_file()
 
     def _write_platform_file(self) -> None:
-        (self.data_dir / "platform.json").write_text(json.dumps(
+        write_private(self.data_dir / PLATFORM_FILE, json.dumps(
             {"url": self._url("gss", "public"), "logger_url": self._url("logger"),
              "auth_url": self._url("auth"), "gss_url": self._url("gss"), "pid": os.getpid(),
              "services": {c.label: c.addresses for c in self.children}}, indent=2))
@@ -214,9 +378,41 @@ class Platform:
                 proc.kill()
                 await proc.wait()
         with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / "platform.json").unlink()
+            (self.data_dir / PLATFORM_FILE).unlink()
+
+    def _prepare(self) -> None:
+        """Before anything starts: own the data directory, check the ports, tidy up.
+
+        A second launcher stops at the lock, having changed nothing.
+        """
+        self.lock.acquire()
+        try:
+            self._await_stale_services()
+            self._check_ports()
+            for path in make_private(self.data_dir):
+                print(f"warning: cannot make {path} private (not its owner?)", file=sys.stderr)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _await_stale_services(self) -> None:
+        """A killed launcher left platform.json behind; its services stop by themselves
+        (--parent-pid) but may still hold their ports for a moment: wait for them."""
+        stale = read_platform_file(self.data_dir)
+        (self.data_dir / PLATFORM_FILE).unlink(missing_ok=True)
+        pids = [s.get("pid") for s in (stale or {}).get("services", {}).values()]
+        alive = [pid for pid in pids if isinstance(pid, int) and
+                 serves_from(pid, self.data_dir)]
+        if alive:
+            print(f"waiting for the services of a stopped launcher to exit (pids "
+                  f"{', '.join(map(str, alive))})", flush=True)
+        deadline = time.monotonic() + STALE_STOP_TIMEOUT
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in alive if serves_from(pid, self.data_dir)]
 
     async def run(self) -> ExitCode:
+        self._prepare()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -237,4 +433,5 @@ class Platform:
             return ExitCode.OK
         finally:
             await self.stop()
+            self.lock.release()
             print("TwinStack stopped.", flush=True)

@@ -3,18 +3,28 @@
     with Client("https://gss:7400", ca="ca.pem") as tw:
         tw.login("ada", password)
         project = tw.create_project("survey", "data analysis")
-        with tw.open_session(project["id"]) as session:
+        with tw.open_session(project["id"]) as session:   # leaving the block detaches;
             result = session.call("kriging", "interpolate", points=..., values=..., grid=...)
+        # the session keeps running for everyone else in it; session.close() stops it
 
 The network work runs on a private event loop in a background thread, so the API is plain
 blocking calls and session events keep arriving while the caller does something else.
+
+Errors say what is at fault: a CA file that is missing or unreadable raises FileNotFoundError /
+PermissionError, one without a certificate ValueError, each naming the path (before any network
+traffic); a platform that cannot be reached raises ServiceUnavailable naming the URL and the cause
+(retrying later may help); a certificate that does not verify raises ActionError with code
+`certificate_rejected` (status 495), naming the URL, the reason and the CA file (retrying will not
+help: the trust configuration is wrong).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -24,9 +34,61 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from twinstack.client.credentials import Credentials, load_credentials
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
 T = TypeVar("T")
+
+# WebSocket close codes the relay uses to end a client's connection for good, and the state the
+# session then has for this client (it may go on running for others).
+CLOSE_STATES = {4401: "revoked", 4403: "revoked"}
+ENDED_STATES = ("failed", "lost", "closed", "revoked")
+
+
+def tls_context(ca: str | Path | None) -> ssl.SSLContext:
+    """A verifying client context trusting `ca` (or the system store); errors name the file."""
+    if ca is None:
+        return ssl.create_default_context()
+    path = Path(ca).expanduser()
+    where = f"CA file {path.resolve()}" + ("" if path.is_absolute() else f" (given as {ca!r})")
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            raise ValueError(f"{where} holds no usable PEM certificate: "
+                             f"{exc.reason or exc}") from exc
+        raise type(exc)(exc.errno, f"{where}: {exc.strerror or exc}") from exc
+
+
+def connection_error(url: str, exc: BaseException, ca: str | Path | None) -> ActionError:
+    """The client's error for a failed connection: the URL, the cause, and whom we trusted."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        why = getattr(cert_error, "verify_message", None) or str(cert_error)
+        trusted = f"CA file {Path(ca).resolve()}" if ca is not None else "the system CA store"
+        return ActionError(495, "certificate_rejected",
+                           f"the certificate of {url} does not verify: {why} (trusting {trusted})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, socket.gaierror) or not os_error.errno:
+            why = os_error.strerror or str(os_error)  # resolver errors have their own numbers
+        else:
+            why = os.strerror(os_error.errno)
+        return ServiceUnavailable(f"cannot reach {url}: {why}")
+    if isinstance(exc, TimeoutError):
+        return ServiceUnavailable(f"{url} did not answer in time")
+    return ServiceUnavailable(f"{url}: {exc or type(exc).__name__}")
+
+
+def close_error(session: str, code: int | None, reason: str) -> ActionError:
+    """What a call fails with once the relay has closed the session's connection."""
+    message = (f"the relay closed the connection to session {session}: "
+               f"{reason or 'no reason given'} (close code {code})")
+    status = (code or 0) - 4000
+    if 400 <= status < 500:
+        return ActionError(status, {401: "unauthorized", 403: "forbidden"}.get(status, "closed"),
+                           message)
+    return ServiceUnavailable(message)
 
 
 class SessionFailed(Exception):
@@ -60,16 +122,35 @@ class _Loop:
 
 
 class Client:
-    def __init__(self, url: str, ca: str | Path | None = None, timeout: float = 60.0) -> None:
+    """The platform at `url` (gss's public address), trusting the CA file `ca`.
+
+    `token` resumes a login made elsewhere (`twinstack login` stores one: see
+    `Client.from_credentials`).
+    """
+
+    def __init__(self, url: str, ca: str | Path | None = None, timeout: float = 60.0,
+                 token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.ssl = ssl.create_default_context(cafile=str(ca) if ca else None)
-        self.token: str | None = None
+        self.ca = ca
+        self.ssl = tls_context(ca)
+        self.token = token
         self.user: dict[str, Any] | None = None
         self._loop = _Loop()
         self._http: aiohttp.ClientSession = self._loop.run(self._new_http())
         self._info: dict[str, Any] | None = None
         self.attached: list[Session] = []  # sessions whose WebSocket is open
+
+    @classmethod
+    def from_credentials(cls, path: Path | None = None, timeout: float = 60.0) -> Client:
+        """A client logged in with what `twinstack login` stored (LookupError if nothing)."""
+        credentials: Credentials | None = load_credentials(path)
+        if credentials is None:
+            raise LookupError("log in first: twinstack login NAME")
+        client = cls(credentials.url, ca=credentials.ca, timeout=timeout,
+                     token=credentials.token)
+        client.user = {"name": credentials.user}
+        return client
 
     async def _new_http(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ssl))
@@ -98,7 +179,7 @@ class Client:
                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
                 body = await r.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"{url}: {exc or type(exc).__name__}") from exc
+            raise connection_error(url, exc, self.ca) from exc
         if r.status >= 400:
             raise ActionError.from_json(r.status, (body or {}).get("error", {}))
         return body["result"]
@@ -150,8 +231,20 @@ class Client:
     def sessions(self) -> list[dict[str, Any]]:
         return self.gss("list_sessions")["sessions"]
 
+    def session_types(self) -> dict[str, list[str]]:
+        """Each session type a project can have, with the compute services it starts."""
+        return dict(self.info()["session_types"])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The session nodes (LSS): state, capacity, live sessions, load. Administrators only."""
+        return self.gss("list_nodes")["nodes"]
+
     def open_session(self, project_id: str, timeout: float = 120.0) -> Session:
-        """Open (or join) the project's session and wait until its services are ready."""
+        """Open (or join) the project's session and wait until its services are ready.
+
+        Use it in a `with` block to detach at its end: the session goes on for the other
+        participants; `Session.close()` stops it for everyone.
+        """
         record = self.gss("open_session", project=project_id)
         session = Session(self, record)
         try:
@@ -163,7 +256,14 @@ class Client:
 
 
 class Session:
-    """A live session: call its compute services, read its events, close it."""
+    """A live session as one participant sees it: call its compute services, read its events.
+
+    `with session:` detaches at the end of the block (the session keeps running for everyone
+    else); `close()` stops it for all. `state` follows the session (starting, ready, failed, lost,
+    closed); it becomes `revoked` when the relay ends this client's connection because its token
+    was revoked (close code 4401) or its access removed (4403): pending and later calls then fail
+    with an ActionError carrying the relay's reason, and a `disconnected` event is queued.
+    """
 
     def __init__(self, client: Client, record: dict[str, Any]) -> None:
         self.client = client
@@ -176,12 +276,14 @@ class Session:
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._state_changed = threading.Condition()
         self._last_failure: dict[str, Any] | None = None
-        self._ws: aiohttp.ClientWebSocketResponse = client._loop.run(self._connect())
+        self._disconnected: ActionError | None = None  # why calls cannot go through any more
+        self._detaching = False
+        relay = client.info()["relay_url"]  # here, not on the loop: info() blocks on it
+        self._ws: aiohttp.ClientWebSocketResponse = client._loop.run(self._connect(relay))
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), client._loop.loop)
         client.attached.append(self)
 
-    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
-        relay = self.client.info()["relay_url"]
+    async def _connect(self, relay: str) -> aiohttp.ClientWebSocketResponse:
         try:
             return await self.client._http.ws_connect(
                 f"{relay}/session?id={self.id}", heartbeat=30,
@@ -189,21 +291,50 @@ class Session:
         except aiohttp.WSServerHandshakeError as exc:
             raise ActionError(exc.status, "refused", f"relay refused session {self.id}: "
                               f"{exc.message}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error(relay, exc, self.client.ca) from exc
 
     async def _read(self) -> None:
-        async for msg in self._ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
+        """Hand replies to their calls and events to the queue until the connection ends."""
+        while True:
+            msg = await self._ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self._on_message(msg.json())
+            elif msg.type != aiohttp.WSMsgType.BINARY:
                 break
-            data = msg.json()
-            if "event" in data:
-                self._on_event(data["event"])
-            else:
-                future = self._replies.pop(data.get("id"), None)
-                if future is not None and not future.done():
-                    future.set_result(data)
+        if msg.type == aiohttp.WSMsgType.CLOSE:
+            self._on_disconnect(msg.data, msg.extra or "")
+        else:
+            reason = str(msg.data) if msg.type == aiohttp.WSMsgType.ERROR else "connection lost"
+            self._on_disconnect(self._ws.close_code, reason)
+
+    def _on_message(self, data: dict[str, Any]) -> None:
+        if "event" in data:
+            self._on_event(data["event"])
+            return
+        call_id = data.get("id")
+        future = self._replies.pop(call_id, None) if isinstance(call_id, int) else None
+        if future is not None and not future.done():
+            future.set_result(data)
+
+    def _on_disconnect(self, code: int | None, reason: str) -> None:
+        """Fail what is pending; unless we detached, tell the user (state, event)."""
+        error = (ServiceUnavailable(f"detached from session {self.id}") if self._detaching
+                 else close_error(self.id, code, reason))
+        self._disconnected = error
         for future in self._replies.values():
             if not future.done():
-                future.set_exception(ServiceUnavailable("the relay closed the connection"))
+                future.set_exception(error)
+        self._replies.clear()
+        if self._detaching:
+            return
+        self._events.put({"type": "disconnected", "session": self.id, "code": code,
+                          "reason": reason})
+        if code is not None and 4000 <= code < 5000:  # the relay ended it on purpose
+            with self._state_changed:
+                self.state = CLOSE_STATES.get(code, "closed")
+                self._last_failure = {"session": self.id, "state": self.state, "reason": reason}
+                self._state_changed.notify_all()
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self._events.put(event)
@@ -214,7 +345,7 @@ class Session:
             self.state = state
             if event.get("services"):
                 self.services = event["services"]
-            if state in ("failed", "lost", "closed"):
+            if state in ENDED_STATES:
                 self._last_failure = event
             self._state_changed.notify_all()
 
@@ -222,7 +353,7 @@ class Session:
         deadline = time.monotonic() + timeout
         with self._state_changed:
             while self.state != "ready":
-                if self._last_failure is not None or self.state in ("failed", "lost", "closed"):
+                if self._last_failure is not None or self.state in ENDED_STATES:
                     raise SessionFailed(self._last_failure or {"session": self.id,
                                                                "state": self.state})
                 left = deadline - time.monotonic()
@@ -232,6 +363,9 @@ class Session:
                 self._state_changed.wait(min(left, 0.5))
 
     async def _request(self, service: str, action: str, params: dict[str, Any]) -> Any:
+        if self._disconnected is not None:
+            raise ActionError(self._disconnected.status, self._disconnected.code,
+                              self._disconnected.message)
         call_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[call_id] = future
@@ -270,14 +404,15 @@ class Session:
         raise TimeoutError(f"no matching event within {timeout:g} s")
 
     def detach(self) -> None:
-        """Leave the session running (others may be in it) and drop the connection."""
+        """Leave the session running (others may be in it) and drop this connection."""
         if self in self.client.attached:
             self.client.attached.remove(self)
+            self._detaching = True
             self.client._loop.run(self._ws.close())
             self._reader.cancel()
 
     def close(self) -> None:
-        """Close the session for everyone: its services stop."""
+        """Close the session for everyone: its services stop. Only ever done explicitly."""
         try:
             self.client.gss("close_session", session=self.id)
         finally:
@@ -287,4 +422,5 @@ class Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Detach: the session goes on for its other participants (close() ends it)."""
+        self.detach()

@@ -129,7 +129,8 @@ def test_kube_play_of_the_dev_overlay_serves_a_session(played):
     pki, shared = played
     added = subprocess.run(
         [sys.executable, "-m", "twinstack", "user", "add", "kim", "--password-stdin",
-         "--database-url", f"sqlite:///{shared}/twinstack.db", "--data-dir", str(shared)],
+         "--create-database", "--database-url", f"sqlite:///{shared}/twinstack.db",
+         "--data-dir", str(shared)],
         input=PASSWORD + "\n", text=True, capture_output=True, timeout=60)
     assert added.returncode == 0, added.stderr
     for path in shared.iterdir():  # the pods' uid must write what the CLI (root) touched

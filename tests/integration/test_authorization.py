@@ -191,7 +191,9 @@ def test_wrong_password_and_unknown_user_look_the_same(world):
 def test_the_cli_manages_users_offline_and_online(tmp_path):
     """`twinstack user` writes the database directly when the platform is down."""
     offline = Platform(tmp_path / "data", 0, None, {})  # type: ignore[arg-type]
-    offline.add_user("erin", admin=True)
+    created = offline.twinstack("user", "add", "erin", "--admin", "--password-stdin",
+                                "--create-database", stdin=PASSWORD + "\n")
+    assert created.returncode == 0, created.stderr  # no database yet: created on request only
     listed = offline.twinstack("user", "list")
     assert listed.returncode == 0 and "erin" in listed.stdout and "admin" in listed.stdout
     duplicate = offline.twinstack("user", "add", "erin", "--password-stdin", stdin="x" * 9)

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from twinstack.client.credentials import Credentials, load_credentials
+from twinstack.pki.tls import TLS12_CIPHERS
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
 T = TypeVar("T")
@@ -46,18 +47,25 @@ ENDED_STATES = ("failed", "lost", "closed", "revoked")
 
 
 def tls_context(ca: str | Path | None) -> ssl.SSLContext:
-    """A verifying client context trusting `ca` (or the system store); errors name the file."""
+    """A verifying client context trusting `ca` (or the system store), with the platform's
+    TLS policy (1.2+, AEAD suites only); errors name the file."""
     if ca is None:
-        return ssl.create_default_context()
+        return _policy(ssl.create_default_context())
     path = Path(ca).expanduser()
     where = f"CA file {path.resolve()}" + ("" if path.is_absolute() else f" (given as {ca!r})")
     try:
-        return ssl.create_default_context(cafile=str(path))
+        return _policy(ssl.create_default_context(cafile=str(path)))
     except OSError as exc:
         if isinstance(exc, ssl.SSLError):
             raise ValueError(f"{where} holds no usable PEM certificate: "
                              f"{exc.reason or exc}") from exc
         raise type(exc)(exc.errno, f"{where}: {exc.strerror or exc}") from exc
+
+
+def _policy(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    return ctx
 
 
 def connection_error(url: str, exc: BaseException, ca: str | Path | None) -> ActionError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -154,6 +155,19 @@ def stop_platform(platform: Platform) -> None:
     except subprocess.TimeoutExpired:
         platform.proc.kill()
         platform.proc.wait()
+
+
+@contextlib.contextmanager
+def running_platform(tmp: Path, *users: str, env: dict[str, str] | None = None
+                     ) -> Iterator[Platform]:
+    """A platform with these users, stopped afterwards (for module-scoped fixtures)."""
+    running = start_platform(tmp, env=env)
+    try:
+        for name in users:
+            running.add_user(name)
+        yield running
+    finally:
+        stop_platform(running)
 
 
 @pytest.fixture

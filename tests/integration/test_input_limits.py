@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.platform_fixtures import start_platform, stop_platform
+from tests.platform_fixtures import running_platform
 from tests.probes import RawSocket, post, run
 
 LIMIT = 16 * 2**20  # max_message_bytes' default
@@ -42,15 +42,9 @@ BAD_PARAMS = [
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory):
-    platform = start_platform(tmp_path_factory.mktemp("limits"))
-    try:
-        platform.add_user("ada")
+    with running_platform(tmp_path_factory.mktemp("limits"), "ada") as platform:
         tw = platform.client("ada")
-        project = tw.create_project("survey", "data analysis")
-        session = tw.open_session(project["id"])
-        yield platform, tw, session
-    finally:
-        stop_platform(platform)
+        yield platform, tw, tw.open_session(tw.create_project("survey", "data analysis")["id"])
 
 
 def public_urls(platform) -> dict[str, str]:

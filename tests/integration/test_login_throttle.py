@@ -11,7 +11,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.platform_fixtures import PASSWORD, start_platform, stop_platform, wait_until
+from tests.platform_fixtures import PASSWORD, running_platform, wait_until
 from tests.probes import run, tls
 
 CAP = 4.0  # login_max_delay_seconds for this platform: short, so "not forever" is testable
@@ -19,14 +19,9 @@ CAP = 4.0  # login_max_delay_seconds for this platform: short, so "not forever" 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    running = start_platform(tmp_path_factory.mktemp("throttle"),
-                             env={"TWINSTACK_LOGIN_MAX_DELAY_SECONDS": str(CAP)})
-    try:
-        for name in ("ada", "bob", "cy", "dot"):
-            running.add_user(name)
+    with running_platform(tmp_path_factory.mktemp("throttle"), "ada", "bob", "cy", "dot",
+                          env={"TWINSTACK_LOGIN_MAX_DELAY_SECONDS": str(CAP)}) as running:
         yield running
-    finally:
-        stop_platform(running)
 
 
 def login(platform, user: str, password: str, source: str = "127.0.0.1"

@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.platform_fixtures import PASSWORD, start_platform, stop_platform
+from tests.platform_fixtures import PASSWORD, running_platform
 from twinstack.client import ActionError
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    running = start_platform(tmp_path_factory.mktemp("privacy"))
-    try:
-        for name in ("ada", "bob"):
-            running.add_user(name)
+    with running_platform(tmp_path_factory.mktemp("privacy"), "ada", "bob") as running:
         yield running
-    finally:
-        stop_platform(running)
 
 
 def refusal(call, *args, **kwargs) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.platform_fixtures import start_platform, stop_platform
+from tests.platform_fixtures import running_platform
 from tests.probes import RawSocket, run, tls
 
 SOCKETS = 16  # relay_sockets_per_user's default
@@ -22,18 +22,14 @@ ATTEMPTS = 120
 
 @pytest.fixture(scope="module")
 def two_users(tmp_path_factory):
-    platform = start_platform(tmp_path_factory.mktemp("fairness"))
-    try:
+    with running_platform(tmp_path_factory.mktemp("fairness"), "ada", "mallory") as platform:
         sessions = {}
         for name in ("ada", "mallory"):
-            platform.add_user(name)
             tw = platform.client(name)
             session = tw.open_session(tw.create_project("mine", "data analysis")["id"])
             session.detach()
             sessions[name] = (tw.token, session.id)
         yield platform, sessions
-    finally:
-        stop_platform(platform)
 
 
 def relay(platform, session_id: str) -> str:

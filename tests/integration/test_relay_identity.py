@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.platform_fixtures import start_platform, stop_platform
+from tests.platform_fixtures import running_platform
 from twinstack.client import ActionError
 from twinstack.pki.tls import TlsFiles, client_context
 from twinstack.store import Database, projects, sqlite_url
@@ -18,13 +18,8 @@ from twinstack.wire.client import ServiceClient
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    running = start_platform(tmp_path_factory.mktemp("identity"))
-    try:
-        for name in ("ada", "bob"):
-            running.add_user(name)
+    with running_platform(tmp_path_factory.mktemp("identity"), "ada", "bob") as running:
         yield running
-    finally:
-        stop_platform(running)
 
 
 def recorded_services(platform, session_id: str) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform_fixtures import session_processes, start_platform, stop_platform
+from tests.platform_fixtures import running_platform, session_processes
 from tests.probes import RawSocket, run
 
 LIMIT = 16 * 2**20  # max_message_bytes
@@ -42,14 +42,9 @@ def largest_points_message(call_id: int) -> str:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    platform = start_platform(tmp_path_factory.mktemp("memory"))
-    try:
-        platform.add_user("ada")
+    with running_platform(tmp_path_factory.mktemp("memory"), "ada") as platform:
         tw = platform.client("ada")
-        opened = tw.open_session(tw.create_project("big", "data analysis")["id"])
-        yield platform, tw, opened
-    finally:
-        stop_platform(platform)
+        yield platform, tw, tw.open_session(tw.create_project("big", "data analysis")["id"])
 
 
 def test_the_largest_accepted_calls_stay_within_budget(session):

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.platform_fixtures import PASSWORD, start_platform, stop_platform
+from tests.platform_fixtures import PASSWORD, running_platform
 from tests.probes import RawSocket, run
 from twinstack.store import Database, accounts, sqlite_url
 
@@ -19,14 +19,10 @@ PUSHED_WITHIN = 1.0  # seconds from the revoking answer to the closed socket
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    running = start_platform(tmp_path_factory.mktemp("revocation"))
-    try:
-        for name in ("ada", "bob", "carol", "dave", "erin"):
-            running.add_user(name)
+    with running_platform(tmp_path_factory.mktemp("revocation"),
+                          "ada", "bob", "carol", "dave", "erin") as running:
         assert running.twinstack("group", "add", "team").returncode == 0
         yield running
-    finally:
-        stop_platform(running)
 
 
 def shared_session(platform, guest: str, role: str = "viewer", *, group: bool = False):

@@ -42,15 +42,41 @@ def _certs_issue(args: argparse.Namespace) -> None:
 
     request = load_request(args.csr, hostname=args.hostname, ip_address=args.ip_address)
     issued = Authority.load(args.dir, issuer=args.issuer).issue(
-        request, profile=args.profile, days=args.days)
+        request, profile=args.profile, days=args.days, crl_url=args.crl_url)
     for path in write_issued(issued, args.out):
         print(path)
 
 
 def _certs_show(args: argparse.Namespace) -> None:
-    from twinstack.pki import describe_certificate
+    from functools import partial
 
-    print(describe_certificate(args.file))
+    from twinstack.pki import describe_certificate
+    from twinstack.pki.revocation import status_text
+
+    status = partial(status_text, args.dir) if args.dir is not None else None
+    print(describe_certificate(args.file, status))
+
+
+def _certs_revoke(args: argparse.Namespace) -> None:
+    from twinstack.pki.revocation import CRL_URL_NAMES, read_certificate, revoke
+
+    done = revoke(args.dir, read_certificate(args.cert), reason=args.reason, days=args.days)
+    if done.already:
+        print(f"{args.cert}: serial {done.serial:x} was already revoked on "
+              f"{done.date.isoformat()} ({done.reason}); nothing changed")
+        return
+    print(f"{args.cert}: serial {done.serial:x} revoked by the {done.issuer} CA "
+          f"({done.reason}); {done.crl} re-signed. Services using it refuse the certificate "
+          f"once they reload it; gss serves it at /pki/{CRL_URL_NAMES[done.issuer]}")
+
+
+def _certs_crl(args: argparse.Namespace) -> None:
+    from twinstack.pki.revocation import CRL_FILES, ISSUERS, sign_crl
+
+    for issuer in ISSUERS:
+        crl = sign_crl(args.dir, issuer, days=args.days)
+        due = crl.next_update_utc.isoformat() if crl.next_update_utc else "never"
+        print(f"{args.dir / CRL_FILES[issuer]}: {len(crl)} revoked, next update {due}")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -504,10 +530,27 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--days", type=float, default=365, help="validity")
     issue.add_argument("--hostname", help="value for $HOSTNAME$ (default: this host's name)")
     issue.add_argument("--ip-address", help="value for $IP_ADDRESS$ (default: this host's IP)")
+    issue.add_argument("--crl-url", help="where the issuer's CRL is served (http or https), "
+                       "e.g. https://GSS_HOST:7400/pki/ca.crl; written into the certificate")
     issue.set_defaults(run=_certs_issue)
     show = certs_verbs.add_parser("show", help="subject, SANs, issuer and validity of a PEM file")
     show.add_argument("file", type=Path)
+    show.add_argument("--dir", type=Path, help="PKI directory: also say whether it is revoked")
     show.set_defaults(run=_certs_show)
+    from twinstack.pki.revocation import REASONS
+
+    revoke = certs_verbs.add_parser("revoke", help="put a certificate on its CA's CRL")
+    revoke.add_argument("--dir", type=Path, required=True, help="PKI directory")
+    revoke.add_argument("cert", type=Path, help="the certificate (PEM; of a chain, the first)")
+    revoke.add_argument("--reason", choices=list(REASONS), default="unspecified",
+                        help="RFC 5280 reason (default unspecified)")
+    revoke.add_argument("--days", type=float, default=7, help="the re-signed CRL's validity")
+    revoke.set_defaults(run=_certs_revoke)
+    crl = certs_verbs.add_parser("crl", help="re-sign both CAs' CRLs (run before nextUpdate)")
+    crl.add_argument("--dir", type=Path, required=True, help="PKI directory")
+    crl.add_argument("--days", type=float, default=7, help="validity: the next update is due "
+                     "this many days from now")
+    crl.set_defaults(run=_certs_crl)
 
     serve = verbs.add_parser("serve", help="run one service (the container entrypoint)")
     serve.add_argument("service", help="which service, e.g. logger")

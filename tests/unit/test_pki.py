@@ -128,7 +128,8 @@ def test_rsa_algo_without_size_defaults_to_2048(tmp_path: Path) -> None:
 
 def test_init_creates_ca_files_with_private_keys(pki_dir: Path) -> None:
     names = sorted(p.name for p in pki_dir.iterdir())
-    assert names == ["ca-key.pem", "ca.pem", "intermediate-key.pem", "intermediate.pem"]
+    assert names == ["ca-crl.pem", "ca-key.pem", "ca.pem", "intermediate-crl.pem",
+                     "intermediate-key.pem", "intermediate.pem"]
     for key_file in ("ca-key.pem", "intermediate-key.pem"):
         assert _mode(pki_dir / key_file) == 0o600
     root = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())

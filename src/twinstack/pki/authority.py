@@ -6,6 +6,8 @@ A PKI directory holds::
     ca-key.pem             root CA private key (ECDSA P-384, PKCS8 PEM, mode 0600)
     intermediate.pem       intermediate CA certificate, signed by the root, pathlen 0
     intermediate-key.pem   intermediate CA private key (ECDSA P-384, PKCS8 PEM, mode 0600)
+    ca-crl.pem             the root's certificate revocation list (PEM; see revocation.py)
+    intermediate-crl.pem   the intermediate's certificate revocation list (PEM)
 
 Services and clients trust only ``ca.pem``.  The root key signs long-lived service
 certificates; the intermediate key is handed to local session services so they can sign
@@ -19,6 +21,9 @@ critical BasicConstraints and KeyUsage), so strict verification works out of the
 All files are written atomically (temporary file in the same directory, then ``os.replace``)
 and key files are created 0600 before any key byte is written.  ``ca.pem`` is written last
 during ``init_authority``: its presence means the directory is complete.
+
+A leaf may name where its issuer's CRL is served (a CRL Distribution Point); the URL is an
+argument of ``Authority.issue``, never looked up, so issuing stays a function of its inputs.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import contextlib
 import ipaddress
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -38,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
     PrivateKeyTypes,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -49,15 +57,20 @@ CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
 INTERMEDIATE_CERT = "intermediate.pem"
 INTERMEDIATE_KEY = "intermediate-key.pem"
+CA_CRL = "ca-crl.pem"
+INTERMEDIATE_CRL = "intermediate-crl.pem"
+CRL_DAYS = 7.0  # a CRL's nextUpdate window; re-signed well before (revocation.refresh_crls)
 
 Profile = Literal["server", "client", "peer"]
 IssuerKind = Literal["root", "intermediate"]
 
 _ExtT = TypeVar("_ExtT", bound=x509.ExtensionType)
+RevocationText = Callable[[x509.Certificate], str]
 
 _KEY_MODE = 0o600
 _CERT_MODE = 0o644
-_CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(minutes=5)
+_MAX_URL = 1024
 _PROFILE_EKUS: dict[str, list[x509.ObjectIdentifier]] = {
     "server": [ExtendedKeyUsageOID.SERVER_AUTH],
     "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
@@ -128,7 +141,10 @@ def _read_file(path: Path, what: str) -> bytes:
 # --------------------------------------------------------------------------- signing helpers
 
 
-def _signature_hash(key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm | None:
+_SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512 | None
+
+
+def _signature_hash(key: CertificateIssuerPrivateKeyTypes) -> _SignatureHash:
     """Hash matched to the issuer key's strength (Ed25519/Ed448 take none)."""
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
@@ -151,7 +167,12 @@ def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIden
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+        public_key = issuer.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+                          | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            raise PkiError(f"{issuer.subject.rfc4514_string()}: a {type(public_key).__name__} "
+                           "cannot be a CA key") from None
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
@@ -189,7 +210,7 @@ def _key_usage(*, ca: bool, key_encipherment: bool = False) -> x509.KeyUsage:
 def _builder(
     subject: x509.Name,
     issuer: x509.Name,
-    public_key: x509.CertificatePublicKeyTypes,
+    public_key: CertificatePublicKeyTypes,
     not_before: datetime,
     not_after: datetime,
 ) -> x509.CertificateBuilder:
@@ -256,7 +277,7 @@ def init_authority(
     except OSError as exc:
         raise PkiError(f"{directory}: cannot create directory: {exc.strerror or exc}") from None
 
-    not_before = datetime.now(UTC) - _CLOCK_SKEW
+    not_before = datetime.now(UTC) - CLOCK_SKEW
     not_after = not_before + timedelta(days=days)
     try:
         root_key = ec.generate_private_key(ec.SECP384R1())
@@ -276,10 +297,15 @@ def init_authority(
     except ValueError as exc:  # e.g. a name longer than X.509 allows
         raise PkiError(f"cannot create CA {name!r}: {exc}") from None
 
+    # A new CA starts with empty CRLs, replacing those of a CA it replaces (--force).
+    root_crl = Authority(root_cert, root_key, []).sign_crl([], number=1)
+    inter_crl = Authority(inter_cert, inter_key, [inter_cert]).sign_crl([], number=1)
     try:
         _atomic_write(directory / CA_KEY, _key_pem(root_key), _KEY_MODE)
         _atomic_write(directory / INTERMEDIATE_KEY, _key_pem(inter_key), _KEY_MODE)
         _atomic_write(directory / INTERMEDIATE_CERT, _cert_pem(inter_cert), _CERT_MODE)
+        write_crl(inter_crl, directory / INTERMEDIATE_CRL)
+        write_crl(root_crl, directory / CA_CRL)
         _atomic_write(ca_path, _cert_pem(root_cert), _CERT_MODE)  # last: marks completion
     except OSError as exc:
         raise PkiError(f"{directory}: cannot write CA files: {exc.strerror or exc}") from None
@@ -357,16 +383,19 @@ class Authority:
         days: float = 365,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
+        crl_url: str | None = None,
     ) -> IssuedCertificate:
         """Issue a leaf certificate for ``request`` with a freshly generated key.
 
         ``not_before`` defaults to five minutes ago so peers with slightly slow clocks accept
         the certificate at once; explicit bounds exist so tests can mint expired certificates.
+        ``crl_url`` (http or https) becomes the certificate's CRL Distribution Point: where a
+        client fetches this CA's CRL to learn whether the certificate was revoked.
         """
         if profile not in _PROFILE_EKUS:
             raise PkiError(f"unknown profile {profile!r}: expected server, client or peer")
         now = datetime.now(UTC)
-        start = _utc(not_before) if not_before is not None else now - _CLOCK_SKEW
+        start = _utc(not_before) if not_before is not None else now - CLOCK_SKEW
         if not_after is not None:
             end = _utc(not_after)
         else:
@@ -375,24 +404,90 @@ class Authority:
             end = (start if not_before is not None else now) + timedelta(days=days)
         if end <= start:
             raise PkiError(f"not_after ({end.isoformat()}) must be after not_before")
+        if crl_url is not None:
+            check_crl_url(crl_url)
 
         key = request.key.generate_private_key()
         public_key = key.public_key()
         # RSA key exchange (TLS 1.2 and older) encrypts to the key: allow key encipherment.
         usage = _key_usage(ca=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey))
         builder = (
-            _builder(_subject(request), self.certificate.subject, public_key, start, end)
+            _builder(subject_name(request), self.certificate.subject, public_key, start, end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(usage, critical=True)
             .add_extension(x509.ExtendedKeyUsage(_PROFILE_EKUS[profile]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(_sans(request)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(subject_alt_names(request)),
+                           critical=False)
             .add_extension(_authority_key_identifier(self.certificate), critical=False)
         )
+        if crl_url is not None:
+            builder = builder.add_extension(_distribution_points(crl_url), critical=False)
         certificate = builder.sign(self._key, _signature_hash(self._key))
         return IssuedCertificate(certificate=certificate, key=key, chain=list(self.chain))
 
+    def sign_crl(
+        self,
+        revoked: Iterable[x509.RevokedCertificate],
+        *,
+        number: int,
+        days: float = CRL_DAYS,
+        now: datetime | None = None,
+    ) -> x509.CertificateRevocationList:
+        """This CA's CRL listing ``revoked``, valid from five minutes ago for ``days``.
 
-def _subject(request: CertificateRequest) -> x509.Name:
+        Back-dating lastUpdate like certificates' notBefore keeps peers with slightly slow
+        clocks from seeing a CRL that is "not yet valid" (OpenSSL refuses the handshake then).
+        ``number`` is the CRL Number extension RFC 5280 requires: it grows with every CRL.
+        """
+        if days <= 0:
+            raise PkiError(f"CRL validity must be a positive number of days, not {days}")
+        if number < 0:
+            raise PkiError(f"CRL number must not be negative, not {number}")
+        moment = _utc(now) if now is not None else datetime.now(UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.certificate.subject)
+            .last_update(moment - CLOCK_SKEW)
+            .next_update(moment + timedelta(days=days))
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(_authority_key_identifier(self.certificate), critical=False)
+        )
+        for entry in revoked:
+            builder = builder.add_revoked_certificate(entry)
+        return builder.sign(self._key, _signature_hash(self._key))
+
+
+def check_crl_url(url: str) -> None:
+    """A CRL Distribution Point must be an absolute http(s) URL a client can fetch as is."""
+    if len(url) > _MAX_URL:
+        raise PkiError(f"CRL URL is {len(url)} characters; at most {_MAX_URL} are allowed")
+    if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise PkiError(f"CRL URL {url!r} must be printable ASCII without spaces")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when out of range or not a number
+    except ValueError as exc:
+        raise PkiError(f"CRL URL {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PkiError(f"CRL URL {url!r} must be http://HOST/... or https://HOST/...")
+    if parts.username is not None or parts.fragment or port == 0:
+        raise PkiError(f"CRL URL {url!r} must not carry credentials, a fragment or port 0")
+
+
+def _distribution_points(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
+        crl_issuer=None)])
+
+
+def crl_urls(certificate: x509.Certificate) -> list[str]:
+    """The URLs of the certificate's CRL Distribution Points, in order (none: [])."""
+    points = _extension_value(certificate, x509.CRLDistributionPoints)
+    return [name.value for point in points or () for name in point.full_name or ()
+            if isinstance(name, x509.UniformResourceIdentifier)]
+
+
+def subject_name(request: CertificateRequest) -> x509.Name:
     """Subject in the conventional C, ST, L, O, OU, CN order, one set per ``names`` entry."""
     attributes = []
     for entry in request.names:
@@ -409,7 +504,8 @@ def _subject(request: CertificateRequest) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _sans(request: CertificateRequest) -> list[x509.GeneralName]:
+def subject_alt_names(request: CertificateRequest) -> list[x509.GeneralName]:
+    """The SANs a certificate for ``request`` carries: IP literals as IPs, the rest DNS names."""
     names: list[x509.GeneralName] = []
     for host in request_hosts(request):
         try:
@@ -437,6 +533,18 @@ def write_issued(issued: IssuedCertificate, prefix: Path) -> list[Path]:
     except OSError as exc:
         raise PkiError(f"{prefix}: cannot write certificate files: {exc.strerror or exc}") from None
     return [cert_path, key_path, chain_path]
+
+
+def write_crl(crl: x509.CertificateRevocationList, path: Path) -> None:
+    """Write a CRL as PEM, atomically: a service reloading it sees the old list or the new one.
+
+    PEM because OpenSSL (and so Python's ``ssl``) loads CRLs only from PEM files; gss turns it
+    into DER when serving it, as RFC 5280 wants for a distribution point.
+    """
+    try:
+        _atomic_write(path, crl.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
+    except OSError as exc:
+        raise PkiError(f"{path}: cannot write the CRL: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- inspection
@@ -490,7 +598,9 @@ def _validity_text(certificate: x509.Certificate, now: datetime) -> str:
     return f"valid for {days} day{'' if days == 1 else 's'}"
 
 
-def _describe_one(certificate: x509.Certificate, now: datetime) -> list[str]:
+def _describe_one(
+    certificate: x509.Certificate, now: datetime, status: RevocationText | None
+) -> list[str]:
     constraints = _extension_value(certificate, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
         pathlen = constraints.path_length
@@ -514,13 +624,17 @@ def _describe_one(certificate: x509.Certificate, now: datetime) -> list[str]:
         f"  Key:         {_key_description(certificate)}",
         f"  Type:        {kind}",
         f"  EKU:         {eku_text}",
+        f"  CRL:         {', '.join(crl_urls(certificate)) or '(none)'}",
+        *([f"  Revoked:     {status(certificate)}"] if status is not None else []),
     ]
 
 
-def describe_certificate(path: Path) -> str:
+def describe_certificate(path: Path, status: RevocationText | None = None) -> str:
     """Human-readable summary of every certificate in a PEM file, for ``twinstack certs show``.
 
     Chain files hold several certificates; each is listed in file order (leaf first).
+    ``status`` says whether a certificate is revoked (``revocation.status_text`` bound to a
+    PKI directory); without it no revocation line is printed.
     """
     path = Path(path)
     try:
@@ -539,5 +653,5 @@ def describe_certificate(path: Path) -> str:
         if lines:
             lines.append("")
         lines.append(f"Certificate {index} of {len(certificates)} in {path}:")
-        lines.extend(_describe_one(certificate, now))
+        lines.extend(_describe_one(certificate, now, status))
     return "\n".join(lines)

@@ -12,6 +12,10 @@ CPU of ECDHE per handshake (a cheap lever for a handshake flood), the platform's
 ECDSA (there is no DHE-ECDSA suite) and TLS 1.2 DHE would need a DH parameter file to ship.
 Key exchange groups stay OpenSSL's defaults (X25519, P-256, P-384, P-521, X448; ffdhe2048 and up in
 TLS 1.3 only), all strong: Python's ssl can only pin a single curve, which would drop X25519.
+
+With a CRL directory, the contexts of a `ReloadingContexts` also refuse revoked peers (see
+`pki.crlcheck`: CRLs are checked only while they are valid, so a stale CRL never locks out
+every peer). One-off contexts (`server_context`, `client_context`) do not check revocation.
 """
 
 from __future__ import annotations
@@ -22,22 +26,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.pki.crlcheck import RevocationCheck
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """Where a process finds its identity: certificate chain, private key and the trusted CA."""
+    """Where a process finds its identity: certificate chain, private key and the trusted CA,
+    and optionally the directory with the CAs' CRLs (ca-crl.pem, intermediate-crl.pem and
+    intermediate.pem: a PKI directory is one)."""
 
     cert: Path
     key: Path
     ca: Path
+    crl_dir: Path | None = None
 
     def check(self) -> None:
         for role, path in (("certificate", self.cert), ("key", self.key), ("CA", self.ca)):
             if not path.is_file():
                 raise FatalError(ExitCode.CERTIFICATE_ERROR, f"{role} file {path} does not exist")
+        # The files inside may come and go (checking pauses meanwhile); a wrong directory is a
+        # mistake to report at once rather than a silent absence of revocation checks.
+        if self.crl_dir is not None and not self.crl_dir.is_dir():
+            raise FatalError(ExitCode.CERTIFICATE_ERROR,
+                             f"CRL directory {self.crl_dir} does not exist")
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """What changes when any of the files is replaced or rewritten."""
@@ -114,7 +127,11 @@ def client_context(files: TlsFiles | None = None, *, ca: Path | None = None) -> 
 
 @dataclass
 class ReloadingContexts:
-    """Contexts sharing one set of files, reloaded together when the files change on disk."""
+    """Contexts sharing one set of files, reloaded together when the files change on disk.
+
+    `reload_if_changed` is meant to be called every few seconds: it also adds new CRLs and turns
+    revocation checks on or off as CRLs appear or near their nextUpdate.
+    """
 
     files: TlsFiles
     contexts: list[tuple[ssl.SSLContext, bool]] = field(default_factory=list)
@@ -122,19 +139,29 @@ class ReloadingContexts:
 
     def __post_init__(self) -> None:
         self._stamp = self.files.stamp()
+        self.revocation: RevocationCheck | None = None
+        if self.files.crl_dir is not None:
+            self.files.check()
+            self.revocation = RevocationCheck(self.files.crl_dir, self.files.ca)
+            self.revocation.poll()
+
+    def _track(self, ctx: ssl.SSLContext) -> ssl.SSLContext:
+        if self.revocation is not None:
+            self.revocation.install(ctx)
+        self.contexts.append((ctx, True))
+        return ctx
 
     def server(self, *, require_client_cert: bool) -> ssl.SSLContext:
-        ctx = server_context(self.files, require_client_cert=require_client_cert)
-        self.contexts.append((ctx, True))
-        return ctx
+        return self._track(server_context(self.files, require_client_cert=require_client_cert))
 
     def client(self) -> ssl.SSLContext:
-        ctx = client_context(self.files)
-        self.contexts.append((ctx, True))
-        return ctx
+        return self._track(client_context(self.files))
 
     def reload_if_changed(self) -> bool:
-        """Reload every context if the files changed; keep the old ones if the new files are bad."""
+        """Reload every context if the files changed (keeping the old ones if the new files are
+        bad), and bring CRLs up to date. Returns whether the certificate was reloaded."""
+        if self.revocation is not None:
+            self.revocation.poll()
         stamp = self.files.stamp()
         if stamp == self._stamp:
             return False

@@ -49,6 +49,7 @@ from twinstack.wire.client import ServiceClient
 from twinstack.wire.errors import ActionError, malformed, unauthorized
 from twinstack.wire.identity import PeerIdentity
 from twinstack.wire.limits import InputLimits, decode, encode, leading_id, too_large
+from twinstack.wire.openapi import document_route, service_document
 
 log = logging.getLogger(__name__)
 Channel = Literal["internal", "public"]
@@ -371,8 +372,11 @@ class Runtime:
     def _public_app(self) -> web.Application:
         app = self._app()
         app.router.add_post("/execute", self._handler(self._execute, "public"))
+        app.router.add_post("/actions/{action}", self._handler(self._execute, "public"))
         app.router.add_get("/ws", self._handler(self._websocket, "public"))
         assert self.service is not None
+        app.router.add_routes([document_route(service_document(self.service.name,
+                                                               self.actions))])
         app.router.add_routes(self.service.public_routes())
         return app
 
@@ -457,7 +461,9 @@ class Runtime:
             # The internal channel is gated by the TLS peer; the public one by a bearer token,
             # which anonymous actions (login, service info) do without.
             call = await self._caller(request, channel, rid) if channel == "internal" else None
-            name, raw_params = parse_envelope(await read_json(request, self.limits))
+            body = await read_json(request, self.limits)  # /actions/NAME: the body is params
+            name, raw_params = (request.match_info["action"], body) \
+                if "action" in request.match_info else parse_envelope(body)
             found = lookup(self.actions, name, channel)
             if call is None:
                 call = Call("public", rid, remote=request.remote) if found.anonymous \

@@ -36,6 +36,7 @@ system-packages:
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 test: system-packages lint
 	$(BIN)/python -m pytest

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         None, description="this service's certificate chain (PEM: leaf first, then intermediates)")
     key: Path | None = Field(None, description="private key of --cert (PEM)")
     ca: Path | None = Field(None, description="CA bundle that peers' certificates must chain to")
+    crl_dir: Path | None = Field(
+        None, description="directory with the CAs' CRLs (ca-crl.pem, intermediate-crl.pem and "
+        "intermediate.pem; a PKI directory is one): peers' certificates are checked against "
+        "them while they are valid, and gss serves them at /pki/ca.crl and /pki/intermediate.crl")
     cert_reload_seconds: float = Field(
         5.0, gt=0, description="how often certificate files are checked for changes on disk")
     session: str | None = Field(None, description="session id (compute services only)")

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.pki import init_authority
+from twinstack.pki import PkiError, init_authority
 from twinstack.pki.authority import CA_CERT
-from twinstack.pki.identity import issue_identity
+from twinstack.pki.identity import ensure_identity
+from twinstack.pki.revocation import crl_url, refresh_crls
 from twinstack.pki.tls import TlsFiles
 from twinstack.store import Database, sqlite_url
 
@@ -57,6 +58,7 @@ READY_TIMEOUT = 60.0
 LOCK_FILE = "twinstack.lock"
 PLATFORM_FILE = "platform.json"
 STALE_STOP_TIMEOUT = 20.0  # how long a killed launcher's services may take to stop
+CRL_REFRESH_SECONDS = 3600.0  # refresh_crls re-signs a CRL only when less than 4 days are left
 
 
 def pki_dir(data_dir: Path) -> Path:
@@ -68,14 +70,20 @@ def admin_identity(data_dir: Path) -> TlsFiles:
     return TlsFiles(d / "admin-chain.pem", d / "admin-key.pem", d / CA_CERT)
 
 
-def ensure_dev_pki(data_dir: Path, hosts: list[str]) -> None:
-    """Create the CA and every platform identity that is missing; keep what exists."""
+def ensure_dev_pki(data_dir: Path, hosts: list[str], crl: str | None = None) -> list[str]:
+    """Create the CA if missing, re-sign CRLs that are due, and (re-)issue each platform
+    identity whose host names, CRL URL or remaining validity no longer fit; keep the others.
+    Returns what was (re-)issued and why."""
     d = pki_dir(data_dir)
     if not (d / CA_CERT).exists():
         init_authority(d)
+    refresh_crls(d)
+    issued = []
     for service in [part.name for part in PLATFORM] + ["admin"]:
-        if not (d / f"{service}-chain.pem").exists():
-            issue_identity(d, service, d / service, hosts=hosts)
+        reason = ensure_identity(d, service, d / service, hosts=hosts, crl_url=crl).reissued
+        if reason is not None:
+            issued.append(f"{service} ({reason})")
+    return issued
 
 
 def write_private(path: Path, text: str) -> None:
@@ -291,7 +299,8 @@ class Platform:
                "--bind", f"{self.host}:{self.port + part.internal}",
                "--health-bind", f"{self.host}:{self.port + part.internal + 1}",
                "--cert", str(d / f"{name}-chain.pem"), "--key", str(d / f"{name}-key.pem"),
-               "--ca", str(d / CA_CERT), "--data-dir", str(self.data_dir / child.label),
+               "--ca", str(d / CA_CERT), "--crl-dir", str(d),
+               "--data-dir", str(self.data_dir / child.label),
                "--ready-file", str(ready), "--parent-pid", str(os.getpid()), *child.extra]
         out: int | None = None
         if self.verbose:
@@ -323,7 +332,8 @@ class Platform:
 
     async def start(self) -> None:
         hosts = sorted({self.host, socket.gethostname(), "localhost", "127.0.0.1"} - {"0.0.0.0"})
-        ensure_dev_pki(self.data_dir, hosts)
+        for issued in ensure_dev_pki(self.data_dir, hosts, self._crl_url()):
+            print(f"  certificate issued: {issued}", flush=True)
         db = Database(self.database_url)  # migrate once here, before services share it
         try:
             await asyncio.to_thread(db.migrate)
@@ -334,6 +344,27 @@ class Platform:
             assert child.proc is not None
             print(f"  {child.label:8} ready (pid {child.proc.pid})", flush=True)
         self._write_platform_file()
+
+    def _crl_url(self) -> str:
+        """Where clients fetch the root's CRL: gss's public listener, by a name they can reach
+        (the host name when every interface is bound; it is among the certificates' SANs)."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
+        offset = PARTS["gss"].public
+        assert offset is not None
+        return crl_url(host, self.port + offset)
+
+    async def _refresh_crls(self) -> None:
+        """Keep the CRLs fresh while the platform runs: services stop checking revocation when
+        a CRL nears its nextUpdate, rather than refuse every peer."""
+        while True:
+            await asyncio.sleep(CRL_REFRESH_SECONDS)
+            try:
+                await asyncio.to_thread(refresh_crls, pki_dir(self.data_dir))
+            except PkiError as exc:
+                print(f"cannot refresh the CRLs: {exc}", file=sys.stderr, flush=True)
+            except Exception as exc:  # keep trying: a missed refresh only weakens revocation
+                print(f"refreshing the CRLs failed: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
 
     def _write_platform_file(self) -> None:
         write_private(self.data_dir / PLATFORM_FILE, json.dumps(
@@ -425,8 +456,10 @@ class Platform:
                   "Logs: twinstack logs --follow. Stop with Ctrl-C.", flush=True)
             supervisor = asyncio.create_task(self._supervise())
             stopper = asyncio.create_task(stop.wait())
+            refresher = asyncio.create_task(self._refresh_crls())
             await asyncio.wait([supervisor, stopper], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
+            refresher.cancel()
             if supervisor.done():
                 supervisor.result()  # raises the FatalError that ended it
             supervisor.cancel()

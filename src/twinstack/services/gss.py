@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
+from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session as Tx
 
 from twinstack import __version__
+from twinstack.pki.crl import crl_routes
 from twinstack.services.database import ServiceDatabase
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, projects
 from twinstack.store.models import SessionRecord, User, utcnow
@@ -183,6 +185,10 @@ class GssService(ServiceBase):
         with contextlib.suppress(asyncio.CancelledError):
             await self.sweeper
         self.db.close()
+
+    def public_routes(self) -> list[web.RouteDef]:
+        """The CAs' CRLs (GET /pki/ca.crl, /pki/intermediate.crl): no token, they are signed."""
+        return crl_routes(self.settings.crl_dir)
 
     async def authenticate(self, token: str) -> Principal | None:
         def resolve(s: Tx) -> Principal | None:

@@ -145,9 +145,12 @@ def _jsonable(result: Any) -> Any:
 def bearer_token(request: web.Request) -> str:
     """The token of `Authorization: Bearer <token>`, or 401."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise unauthorized("send 'Authorization: Bearer <token>'")
-    return token.strip()
+    if not (token.isascii() and token.isprintable()):  # bytes >= 0x80 decode to surrogates
+        raise unauthorized("a token is printable ASCII, as auth's login issues it")
+    return token
 
 
 class BoundedWebSocket(web.WebSocketResponse):
@@ -230,7 +233,7 @@ class Runtime:
         if s.cert is None or s.key is None or s.ca is None:
             raise FatalError(ExitCode.CERTIFICATE_ERROR,
                              "a service needs --cert, --key and --ca (or TWINSTACK_CERT, ...)")
-        self.tls = ReloadingContexts(TlsFiles(s.cert, s.key, s.ca))
+        self.tls = ReloadingContexts(TlsFiles(s.cert, s.key, s.ca, s.crl_dir))
         internal_ctx = self.tls.server(require_client_cert=True)
         plain_ctx = self.tls.server(require_client_cert=False)
         await self._connect_logger()

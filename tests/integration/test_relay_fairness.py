@@ -5,7 +5,9 @@ fast as on an idle relay (p95 within 2x)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import statistics
 import time
 
@@ -90,10 +92,13 @@ def test_sockets_and_calls_in_flight_are_capped_per_user(two_users):
 
 
 async def post_refusal(platform, token: str, session_id: str) -> str:
-    """The relay's answer to one more socket, read as plain HTTP to see its JSON body."""
+    """The relay's answer to one more socket: a handshake made by hand, to read its body."""
     url = relay(platform, session_id).replace("wss://", "https://")
+    handshake = {"Authorization": f"Bearer {token}", "Connection": "Upgrade",
+                 "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls(platform.ca))) \
-            as http, http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+            as http, http.get(url, headers=handshake) as resp:
         assert resp.status == 429 and "Retry-After" in resp.headers
         return (await resp.json())["error"]["message"]
 

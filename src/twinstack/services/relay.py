@@ -39,12 +39,12 @@ from twinstack.wire.errors import ActionError, ServiceUnavailable, malformed
 from twinstack.wire.identity import PeerIdentity
 from twinstack.wire.limits import decode, encode, leading_id
 from twinstack.wire.runtime import (
-    BoundedWebSocket,
     Ports,
     ServiceBase,
     bearer_token,
     error_response,
     internal_fault,
+    websocket_for,
 )
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ class RelayService(ServiceBase):
         return await link.call("session_access", {"token": token, "session": session},
                                timeout=10)
 
-    async def _admit(self, request: web.Request) -> tuple[str, dict[str, Any]]:
+    async def _admit(self, request: web.Request
+                     ) -> tuple[web.WebSocketResponse, str, dict[str, Any]]:
         session = request.query.get("id", "")
         token = bearer_token(request)
         if not SESSION_ID.fullmatch(session):
@@ -176,17 +177,16 @@ class RelayService(ServiceBase):
             raise ActionError(429, "too_many_sockets",
                               f"{access['user']} already has {cap} relay connections open "
                               "(relay_sockets_per_user); close one first", retry_after=5)
-        return token, access
+        return websocket_for(request, self.settings.max_message_bytes), token, access
 
     async def _session_socket(self, request: web.Request) -> web.StreamResponse:
         try:
-            token, access = await self._admit(request)
+            ws, token, access = await self._admit(request)
         except ActionError as err:
             log.info("refused a relay connection: %s", err.message)
             return error_response(err)
         usage = self.usage[access["user"]]
         usage.sockets += 1  # no await since the check in _admit: the cap holds
-        ws = BoundedWebSocket(heartbeat=30, max_msg_size=self.settings.max_message_bytes)
         client = Attached(ws, token, request.query["id"], access["user"], access["token_id"],
                           access["project"], access["role"])
         feed = self._join(client, access)

@@ -81,16 +81,27 @@ def decode(data: bytes | str, limits: InputLimits) -> Any:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > limits.max_bytes:
         raise too_large(len(raw), limits.max_bytes)
-    # JSON needs control characters escaped, so a NUL can only arrive as this escape.
-    if b"\\u0000" in raw:
-        raise ActionError(400, "malformed_request",
-                          "strings must not contain NUL characters (\\u0000)")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _decode_error(exc) from exc
     _check_depth(value, limits.max_depth)
+    # JSON needs control characters escaped, so a NUL can only arrive as this escape: only
+    # then are the strings searched.
+    if b"\\u0000" in raw and _has_nul(value):
+        raise ActionError(400, "malformed_request",
+                          "strings must not contain NUL characters (\\u0000)")
     return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def encode(value: Any) -> bytes:

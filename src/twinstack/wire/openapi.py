@@ -243,11 +243,9 @@ def _websocket_operation(route: WebSocketRoute, schemas: _Schemas) -> dict[str, 
                        for name, schema in route.query.items()],
         "responses": {
             "101": {"description": "switched to the WebSocket protocol"},
-            # aiohttp answers a GET without `Upgrade: websocket` with plain text.
             "400": {"description": "a bad handshake parameter, or not a WebSocket upgrade",
                     "content": {"application/json": {"schema": {
-                        "$ref": REF.format(model="ErrorReply")}},
-                                "text/plain": {"schema": {"type": "string"}}}},
+                        "$ref": REF.format(model="ErrorReply")}}}},
             **_errors(WEBSOCKET_ERRORS),
         },
         "x-websocket": {

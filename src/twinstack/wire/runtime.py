@@ -165,6 +165,16 @@ class BoundedWebSocket(web.WebSocketResponse):
         return await super().close(code=code, message=message, drain=drain)
 
 
+def websocket_for(request: web.Request, max_bytes: int) -> BoundedWebSocket:
+    """The WebSocket to answer `request` with, or 400 (as JSON) for a request that is not a
+    WebSocket handshake."""
+    ws = BoundedWebSocket(heartbeat=30, max_msg_size=max_bytes)
+    if not ws.can_prepare(request).ok:
+        raise malformed(f"{request.path} is a WebSocket: connect with a WebSocket client "
+                        "(GET with Upgrade: websocket)")
+    return ws
+
+
 def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=encode(value), status=status, content_type="application/json")
 
@@ -486,10 +496,10 @@ class Runtime:
     async def _websocket(self, request: web.Request, channel: Channel) -> web.StreamResponse:
         try:
             call = await self._caller(request, channel, uuid.uuid4().hex[:16])
+            ws = websocket_for(request, self.limits.max_bytes)
         except ActionError as err:
             self._refused(err)
             return error_response(err)
-        ws = BoundedWebSocket(heartbeat=30, max_msg_size=self.limits.max_bytes)
         await ws.prepare(request)
         running: dict[Any, asyncio.Task[None]] = {}
         try:

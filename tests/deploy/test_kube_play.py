@@ -143,7 +143,8 @@ def test_kube_play_of_the_dev_overlay_serves_a_session(played):
         try:
             with Client("https://127.0.0.1:7400", ca=pki / "ca.pem") as tw:
                 tw.login("kim", PASSWORD)
-                project = tw.create_project("in pods", "data analysis")
+                made = {p["name"]: p for p in tw.projects()}  # a retry finds the first try's
+                project = made.get("in pods") or tw.create_project("in pods", "data analysis")
                 with tw.open_session(project["id"], timeout=60) as session:
                     result = session.call("kriging", "interpolate",
                                           points=[[0, 0], [1, 0], [0, 1], [1, 1]],

@@ -94,7 +94,8 @@ class Feed:
 
 
 INTERNAL_KEYS = frozenset({"endpoint", "listening", "publish", "pid", "url"})
-_ADDRESS = re.compile(r"(?:https?://)?(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+_ADDRESS = re.compile(  # IPv4 (and a port), [IPv6]:port, as URLs too
+    r"(?:https?://)?(?:\b\d{1,3}(?:\.\d{1,3}){3}\b(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\]:\d{1,5})")
 
 
 def _scrub(value: Any) -> Any:

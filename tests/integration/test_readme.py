@@ -31,8 +31,8 @@ FRONT_DOOR = 7400  # the examples name https://127.0.0.1:7400
 EXPECTED = {
     "session types": ["data analysis", "kriging"],
     "print(": ["2.50", "variogram:", "events:"],
-    "openapi.json": ['"openapi"', '"service": "gss"'],
-    "certs show": ["CN=gss", "gss.example.org"],
+    "openapi.json": ['"openapi":"3.1.0"', '"service":"gss"'],
+    "certs show": ["CN=gss", "gss.example.org", "Revoked:     YES", "next update"],
     "serve --help": ["usage: twinstack serve"],
     "twinstack logs": ["auth"],
 }

@@ -1,17 +1,19 @@
 """Relay overhead: TwinStack's relay against configurable-http-proxy (JupyterHub's proxy).
 
-Four paths, all measured in one run by the same WebSocket client loop, on 127.0.0.1 only:
+Five paths, all measured in one run by the same WebSocket client loop, on 127.0.0.1 only:
 
-  relay   client -> relay (public TLS, bearer token, /session?id=S) -> kriging's `info` action
-  direct  client -> the same kriging service's internal mTLS /ws (the platform's admin identity)
-  chp     client -> configurable-http-proxy (TLS) -> echo service (TLS)
-  echo    client -> the echo service directly (TLS)
+  relay      client -> relay (public TLS, bearer token, /session?id=S) -> kriging's `info`
+  direct     client -> the same kriging service's internal mTLS /ws (the admin identity)
+  chp        client -> configurable-http-proxy (TLS) -> echo service (TLS)
+  echo       client -> the echo service directly (TLS)
+  forwarder  client -> an aiohttp WebSocket forwarder on uvloop that checks nothing -> echo
 
-so "what the relay adds" is relay - direct and "what CHP adds" is chp - echo. Per path: the
-round-trip latency of single calls (one in flight; p50, p95, mean) and pipelined throughput
-(`--window` calls in flight on one WebSocket; 32 by default, the relay's per-user cap
-relay_calls_per_user, and the same window on every path). Paths take turns in `--rounds` rounds, in a
-rotating order, after a warm-up each, so drift on a busy machine hits all of them alike.
+so "what the relay adds" is relay - direct, "what CHP adds" is chp - echo, and what the
+framework the relay is built on adds by itself is forwarder - echo. Per path: the round-trip
+latency of single calls (one in flight; p50, p95, mean) and pipelined throughput (`--window`
+calls in flight on one WebSocket; 32 by default, the relay's per-user cap
+relay_calls_per_user, and the same window on every path). Paths take turns in `--rounds`
+rounds, in a rotating order, after a warm-up each, so drift on a busy machine hits all alike.
 
 Install configurable-http-proxy with npm (the script runs `npm install --prefix CACHE` into
 `--chp-cache` when it is neither given with `--chp` nor on PATH). Run from the repository root:
@@ -51,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from session_start import (
     PASSWORD,
@@ -270,12 +273,13 @@ def comparison(paths: dict[str, dict[str, Any]], routes: dict[str, Route]) -> di
                            / paths[direct]["pipelined"]["calls_per_s"]), 3)
 
     relay, chp = added("relay", "direct"), added("chp", "echo")
+    floor = added("forwarder", "echo")
     ratio = round(relay["p50"] / chp["p50"], 3) if chp["p50"] > 0 else None
     per_round = [(r - d) / (c - e) for r, d, c, e in zip(
         *(round_p50s_ms(routes[name]) for name in ("relay", "direct", "chp", "echo")),
         strict=True) if c > e]
     relay_throughput = throughput("relay", "direct")
-    return {"added_latency_ms": {"relay": relay, "chp": chp},
+    return {"added_latency_ms": {"relay": relay, "chp": chp, "forwarder": floor},
             "ratios": {
                 "relay_added_over_chp_added_p50": ratio,
                 "relay_added_over_chp_added_mean":
@@ -284,7 +288,10 @@ def comparison(paths: dict[str, dict[str, Any]], routes: dict[str, Route]) -> di
                     "min": round(min(per_round), 3), "median":
                     round(statistics.median(per_round), 3), "max": round(max(per_round), 3)}
                 if per_round else None,
+                "forwarder_added_over_chp_added_p50":
+                    round(floor["p50"] / chp["p50"], 3) if chp["p50"] > 0 else None,
                 "relay_over_direct_pipelined": relay_throughput,
+                "forwarder_over_echo_pipelined": throughput("forwarder", "echo"),
                 "chp_over_echo_pipelined": throughput("chp", "echo")},
             "goals": {"relay_added_over_chp_added_p50 <= 1.5":
                       None if ratio is None else ratio <= 1.5,
@@ -324,15 +331,44 @@ async def echo_socket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def serve_echo(cert: Path, key: Path, ca: Path) -> None:
-    """Listen on a free loopback port, say which, and serve until SIGTERM or SIGINT."""
+    await listen("echo", echo_socket, cert, key, ca)
+
+
+async def serve_forwarder(cert: Path, key: Path, ca: Path, echo: int) -> None:
+    """The framework's floor: an aiohttp WebSocket forwarder on uvloop, as the relay runs,
+    that checks and changes nothing (client -TLS-> it -TLS-> echo)."""
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(ca=ca)))
+
+    async def forward(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        upstream = await http.ws_connect(f"wss://127.0.0.1:{echo}{ECHO_PATH}", max_msg_size=0)
+
+        async def back() -> None:
+            async for msg in upstream:
+                await ws.send_str(msg.data)
+        replies = asyncio.create_task(back())
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await upstream.send_str(msg.data)
+        replies.cancel()
+        await upstream.close()
+        return ws
+
+    await listen("forwarder", forward, cert, key, ca)
+    await http.close()
+
+
+async def listen(name: str, handler: Any, cert: Path, key: Path, ca: Path) -> None:
+    """Serve `handler` at ECHO_PATH on a free loopback port, say which, until SIGTERM/SIGINT."""
     app = web.Application()
-    app.router.add_get(ECHO_PATH, echo_socket)
+    app.router.add_get(ECHO_PATH, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.create_server(("127.0.0.1", 0))
     tls = server_context(TlsFiles(cert, key, ca), require_client_cert=False)
     await web.SockSite(runner, sock, ssl_context=tls).start()
-    print(f"echo listening on 127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    print(f"{name} listening on 127.0.0.1:{sock.getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -340,19 +376,21 @@ async def serve_echo(cert: Path, key: Path, ca: Path) -> None:
     await runner.cleanup()
 
 
-def echo_port(log_file: Path) -> int | None:
-    """The port the echo service said it listens on, once it has."""
-    found = re.search(r"echo listening on [\d.]+:(\d+)", log_file.read_text(errors="replace"))
+def said_port(name: str, log_file: Path) -> int | None:
+    """The port a child service said it listens on, once it has."""
+    found = re.search(rf"{name} listening on [\d.]+:(\d+)",
+                      log_file.read_text(errors="replace"))
     return int(found.group(1)) if found else None
 
 
 @contextlib.contextmanager
-def echo_service(workdir: Path, tls: TlsFiles) -> Iterator[int]:
-    log_file = workdir / "echo.log"
-    cmd = [sys.executable, __file__, "--serve-echo", str(tls.cert), str(tls.key), str(tls.ca)]
+def child_service(workdir: Path, name: str, *args: str) -> Iterator[int]:
+    """This file run as the echo service or the forwarder; the port it listens on."""
+    log_file = workdir / f"{name}.log"
+    cmd = [sys.executable, __file__, f"--serve-{name}", *args]
     with running(cmd, log_file) as proc:
-        wait_until(lambda: echo_port(log_file) is not None, "echo service", proc, log_file)
-        port = echo_port(log_file)
+        wait_until(lambda: said_port(name, log_file) is not None, name, proc, log_file)
+        port = said_port(name, log_file)
         assert port is not None
         yield port
 
@@ -485,7 +523,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         public = client_context(ca=pki / CA_CERT)
         proxy_tls = issue_identity(pki, "chp", workdir / "chp", hosts=["127.0.0.1"])
         echo_tls = issue_identity(pki, "echo", workdir / "echo", hosts=["127.0.0.1"])
-        echo = stack.enter_context(echo_service(workdir, echo_tls))
+        tls_args = [str(echo_tls.cert), str(echo_tls.key), str(echo_tls.ca)]
+        echo = stack.enter_context(child_service(workdir, "echo", *tls_args))
+        forwarder = stack.enter_context(child_service(workdir, "forwarder", *tls_args,
+                                                      str(echo)))
         chp_port = stack.enter_context(chp_proxy(workdir, chp, proxy_tls, echo))
         call = {"service": "kriging", "action": "info", "params": {}}
         routes = [
@@ -499,6 +540,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                   f"wss://127.0.0.1:{chp_port}{ECHO_PATH}", public, call),
             Route("echo", "client -TLS-> echo", f"wss://127.0.0.1:{echo}{ECHO_PATH}",
                   public, call),
+            Route("forwarder", "client -TLS-> aiohttp forwarder on uvloop -TLS-> echo",
+                  f"wss://127.0.0.1:{forwarder}{ECHO_PATH}", public, call),
         ]
         asyncio.run(measure(routes, args))
     paths = {route.name: route_result(route) for route in routes}
@@ -529,6 +572,8 @@ def parse_args() -> argparse.Namespace:
                         help=f"where npm installs configurable-http-proxy ({DEFAULT_CHP_CACHE})")
     parser.add_argument("--serve-echo", nargs=3, metavar=("CERT", "KEY", "CA"),
                         help=argparse.SUPPRESS)  # internal: the echo service's process
+    parser.add_argument("--serve-forwarder", nargs=4, metavar=("CERT", "KEY", "CA", "ECHO"),
+                        help=argparse.SUPPRESS)  # internal: the forwarder's process
     args = parser.parse_args()
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -544,6 +589,10 @@ def main() -> int:
     args = parse_args()
     if args.serve_echo:
         asyncio.run(serve_echo(*map(Path, args.serve_echo)))
+        return 0
+    if args.serve_forwarder:
+        cert, key, ca, echo = args.serve_forwarder
+        uvloop.run(serve_forwarder(Path(cert), Path(key), Path(ca), int(echo)))
         return 0
     # SIGTERM unwinds like Ctrl-C, so every started process is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

@@ -120,7 +120,7 @@ def public_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def _is_error(reply: str) -> bool:
     """Whether a relayed reply is an error (our services write `id` first, then this key)."""
-    return '"error":' in reply[:512]
+    return reply.find('"error":', 0, 512) >= 0
 
 
 class RelayService(ServiceBase):
@@ -216,7 +216,8 @@ class RelayService(ServiceBase):
         return ws
 
     def _tidy(self, user: str) -> None:
-        if self.usage[user] == Usage():
+        usage = self.usage.get(user)
+        if usage is not None and not (usage.sockets or usage.calls or usage.bytes):
             del self.usage[user]
 
     async def _watch_access(self) -> None:
@@ -355,7 +356,7 @@ class RelayService(ServiceBase):
         self._tidy(user)
 
     async def _send(self, client: Attached, text: str) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
+        with contextlib.suppress(ConnectionError, RuntimeError):  # gone: its handler cleans up
             await client.ws.send_str(text)
 
     async def _refuse(self, client: Attached, call_id: Any, err: ActionError) -> None:
@@ -480,7 +481,7 @@ class RelayService(ServiceBase):
                 await link.expire(time.monotonic() - CALL_TIMEOUT)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     size: int
     started: float

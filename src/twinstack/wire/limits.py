@@ -76,19 +76,31 @@ def leading_id(data: bytes | str) -> str | int | None:
     return found[1:-1] if found.startswith('"') else int(found)
 
 
+def _size(data: bytes | str, limit: int) -> int:
+    """Bytes of `data` as UTF-8, counted only where it could pass `limit` (a hot path)."""
+    if isinstance(data, bytes) or 4 * len(data) <= limit:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
 def decode(data: bytes | str, limits: InputLimits) -> Any:
     """Parse one JSON request within `limits`, or raise the 4xx that names the limit hit."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if len(raw) > limits.max_bytes:
-        raise too_large(len(raw), limits.max_bytes)
+    size = _size(data, limits.max_bytes)
+    if size > limits.max_bytes:
+        raise too_large(size, limits.max_bytes)
     try:
-        value = orjson.loads(raw)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise _decode_error(exc) from exc
-    _check_depth(value, limits.max_depth)
-    # JSON needs control characters escaped, so a NUL can only arrive as this escape: only
-    # then are the strings searched.
-    if b"\\u0000" in raw and _has_nul(value):
+    # Fewer openers than the limit cannot nest deeper than it. JSON needs control characters
+    # escaped, so a NUL can only arrive as an escape: only then are the strings searched.
+    if isinstance(data, str):
+        openers, escaped = data.count("[") + data.count("{"), "\\u0000" in data
+    else:
+        openers, escaped = data.count(b"[") + data.count(b"{"), b"\\u0000" in data
+    if openers > limits.max_depth:
+        _check_depth(value, limits.max_depth)
+    if escaped and _has_nul(value):
         raise ActionError(400, "malformed_request",
                           "strings must not contain NUL characters (\\u0000)")
     return value

@@ -39,7 +39,8 @@ REQUIRED = (CA_CRL, INTERMEDIATE_CRL)
 _Stamp = tuple[tuple[int, int, int], ...]
 
 
-def _stamp(*paths: Path) -> _Stamp:
+def file_stamps(*paths: Path) -> _Stamp:
+    """What changes when any of the files is replaced or rewritten (missing: zeros)."""
     stamps = []
     for path in paths:
         try:
@@ -133,7 +134,7 @@ class RevocationCheck:
 
     def _read_if_changed(self, name: str) -> None:
         path = self.crl_dir / name
-        stamp = _stamp(path, self.ca, self.crl_dir / INTERMEDIATE_CERT)
+        stamp = file_stamps(path, self.ca, self.crl_dir / INTERMEDIATE_CERT)
         if stamp == self._stamps.get(name):
             return
         self._stamps[name] = stamp

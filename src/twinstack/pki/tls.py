@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.pki.crlcheck import RevocationCheck
+from twinstack.pki.crlcheck import RevocationCheck, file_stamps
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,7 @@ class TlsFiles:
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """What changes when any of the files is replaced or rewritten."""
-        stamps = []
-        for path in (self.cert, self.key, self.ca):
-            try:
-                st = path.stat()
-                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamps.append((0, 0, 0))
-        return tuple(stamps)
+        return file_stamps(self.cert, self.key, self.ca)
 
 
 # TLS 1.2 suites of Mozilla's "intermediate" profile less DHE, in its order; RSA variants serve

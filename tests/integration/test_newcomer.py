@@ -402,7 +402,9 @@ def test_a_relay_close_code_reaches_the_session(pki: Any, code: int, reason: str
 
 def make_dry_run(target: str, tmp_path: Path, *args: str) -> str:
     """What `make TARGET` would run for a fresh venv (nothing is installed)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATA", "PORT", "PYTHON")}
+    # Not as a sub-make of `make test`: that would print its directory and pass its flags on.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATA", "PORT", "PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     done = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}", *args], cwd=REPO,
                           env=env, text=True, capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr

@@ -55,7 +55,8 @@ def checkout(tmp_path):
         except OSError:
             pytest.fail(f"port {FRONT_DOOR} is taken: the README's examples need it free")
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")
+           and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # a user's make, not a sub-make
     env.update({"DATA": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
                 "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
     log = (tmp_path / "make-up.log").open("w")

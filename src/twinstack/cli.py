@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -664,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
+    # Ctrl-C stops any verb, also when a script started us with SIGINT ignored (a shell's
+    # background jobs inherit that; `logs --follow` would then never stop).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     from twinstack.pki import PkiError
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+
 def _container(ready: bool, state: dict[str, Any]) -> dict[str, Any]:
     return {"name": "main", "image": "twinstack-compute", "imageID": "sha256:0", "ready": ready,
             "restartCount": 0, "state": state}

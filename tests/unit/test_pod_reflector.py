@@ -57,9 +57,9 @@ async def reflecting(core: Any, **settings: Any) -> AsyncIterator[PodReflector]:
             await task
 
 
-def pod(spec: ServiceSpec, name: str = "") -> dict[str, Any]:
+def pod(of: ServiceSpec, name: str = "") -> dict[str, Any]:
     """A pod of this LSS as the spawner would create it (optionally under another name)."""
-    manifest = compute_pod(SETTINGS, spec)
+    manifest = compute_pod(SETTINGS, of)
     if name:
         manifest["metadata"]["name"] = name
     return manifest

@@ -223,7 +223,7 @@ class PodReflector:
     """
 
     def __init__(self, settings: PodSettings, *, request_timeout: float = 30.0,
-                 watch_timeout: int = 10, restart_every: float = 300.0,
+                 watch_timeout: int = 10, restart_every: float = 60.0,
                  give_up_after: int = 8, backoff: float = 1.0,
                  max_backoff: float = 30.0) -> None:
         self.settings = settings
@@ -324,10 +324,9 @@ class PodReflector:
                     raise
                 except Exception as exc:
                     self._failures += 1
-                    if isinstance(exc, ApiException) and exc.status == 410:
-                        log.info("pod watch: resourceVersion %s is gone, listing afresh",
-                                 self.resource_version)
-                        self.resource_version = None
+                    gone = isinstance(exc, ApiException) and exc.status == 410
+                    if gone:
+                        self.resource_version = None  # compacted away: list afresh
                     if self._failures >= self.give_up_after:
                         log.error("pod watch failed %d times in a row, giving up",
                                   self._failures, exc_info=exc)
@@ -336,7 +335,10 @@ class PodReflector:
                         raise failure from exc
                     delay = 0.0 if self._failures == 1 else min(
                         self.max_backoff, self.backoff * 2 ** (self._failures - 2))
-                    log.warning("pod watch failed (%s), retrying in %.1f s", exc, delay)
+                    log.log(logging.INFO if gone else logging.WARNING,
+                            "pod watch: %s; %s in %.1f s",
+                            _describe(exc) if isinstance(exc, ApiException) else repr(exc),
+                            "listing afresh" if gone else "retrying", delay)
                     await asyncio.sleep(delay * random.uniform(0.8, 1.0))
         except asyncio.CancelledError:
             self._fail("the Kubernetes pod watch was stopped")

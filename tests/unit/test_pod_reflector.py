@@ -220,3 +220,21 @@ def test_spawner_waiting_on_a_watch_that_gives_up_fails_clearly(spec):  # noqa: 
             assert deletes_of(fake, name)  # it tried to clean up what it created
 
     run(scenario())
+
+
+def test_cancelled_start_leaves_no_pod(spec):  # noqa: F811
+    """A sibling failed and the session's starts are cancelled: the pod must not stay."""
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
+            fake.ready_on_create = False
+            name = pod_name(spec.session, spec.service)
+            spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
+            start = asyncio.create_task(spawner.start(timeout=60))
+            await reflector.wait(lambda: name in reflector.pods, 10)
+            start.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await start
+            assert name not in fake.objects["pods"]
+            assert f"{name}-tls" not in fake.objects["secrets"]
+
+    run(scenario())

@@ -293,7 +293,9 @@ class PodReflector:
             allow_watch_bookmarks=True, resource_version=self.resource_version,
             timeout_seconds=self.watch_timeout)
         try:
-            while line := await response.content.readline():
+            async for line in response.content:  # one JSON event per line
+                if not line.strip():
+                    continue
                 event = json.loads(line)
                 kind, obj = event["type"], event["object"]
                 if kind == "ERROR":
@@ -402,13 +404,16 @@ class KubernetesSpawner(Spawner):
         """Create the pod and wait until it is ready (or has exited, or `timeout` s passed).
 
         Any failure, including an API error or the pod watch giving up, is a SpawnError, and
-        what was created is deleted again.
+        what was created is deleted again, as it is when the start is cancelled.
         """
         from aiohttp import ClientError
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
             return await self._start(timeout)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.stop(grace=0))  # a cancelled start leaves nothing behind
+            raise
         except (ApiException, WatchFailed, TimeoutError, ClientError) as exc:
             what = ("the Kubernetes API refused it" if isinstance(exc, ApiException)
                     else str(exc) if isinstance(exc, WatchFailed)

@@ -70,8 +70,13 @@ def deletes_of(fake: FakeKubeApi, name: str) -> list[Any]:
     return [s for s in fake.requests("delete") if s.name == name]
 
 
-def test_start_sees_readiness_that_only_a_relist_shows(spec):  # noqa: F811
-    """The pod becomes ready while the watch misses it; after 410 the re-list shows it."""
+@pytest.mark.parametrize("ready", ["in the re-list", "after the re-list"])
+def test_start_sees_readiness_across_a_relist(spec, ready):  # noqa: F811
+    """410 Gone during start() makes the reflector list afresh, replacing its whole cache.
+
+    The pod turns ready either while the watch misses it (only the re-list shows it) or by a
+    watch event after the re-list; start() must see it either way and keep the ready pod.
+    """
     name = pod_name(spec.session, spec.service)
 
     async def scenario() -> None:
@@ -80,11 +85,15 @@ def test_start_sees_readiness_that_only_a_relist_shows(spec):  # noqa: F811
             spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
             start = asyncio.create_task(spawner.start(timeout=60))
             await reflector.wait(lambda: name in reflector.pods, 10)
-            lists = len(fake.requests("list"))
-            fake.set_status(name, RUNNING_READY, quietly=True)
+            mark = len(fake.seen)
+            if ready == "in the re-list":
+                fake.set_status(name, RUNNING_READY, quietly=True)
             fake.compact()  # the open watch gets 410 Gone
+            if ready == "after the re-list":
+                await fake.until(lambda: bool(fake.requests("watch", after=mark)))
+                fake.set_status(name, RUNNING_READY)
             assert await start == endpoint(SETTINGS, spec)
-            assert len(fake.requests("list")) > lists  # it was the re-list that showed it
+            assert fake.requests("list", after=mark)  # the cache was replaced meanwhile
             assert deletes_of(fake, name) == []  # the ready pod was kept
             assert spawner.poll() is None and is_ready(reflector.pods[name])
 

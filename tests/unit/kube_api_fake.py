@@ -85,6 +85,8 @@ class FakeKubeApi:
         self.app.router.add_route("*", "/api/v1/namespaces/{ns}/{kind}/{name}", self._handle)
         self.app.router.add_route("*", "/api/v1/namespaces/{ns}/{kind}/{name}/log",
                                   self._handle)
+        self.runner = web.AppRunner(self.app, handler_cancellation=True,
+                                  shutdown_timeout=0.01)  # 0 would mean no limit
 
     # --- what tests call -------------------------------------------------------------------
 
@@ -128,6 +130,10 @@ class FakeKubeApi:
         self.history.clear()
         if tell_watchers:
             self._broadcast("gone")
+
+    async def go_away(self) -> None:
+        """Stop serving: open connections are cut and new ones refused."""
+        await self.runner.cleanup()
 
     def drop_watches(self) -> None:
         """Cut every open watch connection mid-stream."""
@@ -257,13 +263,12 @@ async def fake_kube_api() -> AsyncIterator[tuple[FakeKubeApi, Any]]:
     from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
 
     fake = FakeKubeApi()
-    runner = web.AppRunner(fake.app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await fake.runner.setup()
+    site = web.TCPSite(fake.runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
+    port = fake.runner.addresses[0][1]
     try:
         async with ApiClient(Configuration(host=f"http://127.0.0.1:{port}")) as api:
             yield fake, CoreV1Api(api)
     finally:
-        await runner.cleanup()
+        await fake.go_away()

@@ -211,7 +211,9 @@ def test_api_down_for_good_makes_run_raise_after_the_give_up_count(spec):  # noq
     run(scenario())
 
 
-def test_spawner_waiting_on_a_watch_that_gives_up_fails_clearly(spec):  # noqa: F811
+@pytest.mark.parametrize("down", ["answers 503", "is gone"])
+def test_spawner_waiting_on_a_watch_that_gives_up_fails_clearly(spec, down):  # noqa: F811
+    """The API fails for good while start() waits for readiness: a SpawnError, not a hang."""
     async def scenario() -> None:
         async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
             fake.ready_on_create = False
@@ -219,14 +221,18 @@ def test_spawner_waiting_on_a_watch_that_gives_up_fails_clearly(spec):  # noqa: 
             spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
             start = asyncio.create_task(spawner.start(timeout=60))
             await reflector.wait(lambda: name in reflector.pods, 10)
-            fake.down = True
-            fake.drop_watches()
+            if down == "answers 503":
+                fake.down = True
+                fake.drop_watches()
+            else:
+                await fake.go_away()
             with pytest.raises(SpawnError, match="pod watch failed 3 times") as failed:
                 await start
             assert "127.0.0.1" not in str(failed.value)
             with pytest.raises(WatchFailed):
                 await reflector.task  # type: ignore[attr-defined]
-            assert deletes_of(fake, name)  # it tried to clean up what it created
+            if down == "answers 503":
+                assert deletes_of(fake, name)  # it tried to clean up what it created
 
     run(scenario())
 

@@ -74,6 +74,7 @@ class FakeKubeApi:
         self.compacted = 0  # watches from a version below this are answered 410 Gone
         self.seen: list[Seen] = []
         self.down = False  # answer 503 to every request
+        self.forbidden: set[tuple[str, str]] = set()  # (method, kind) answered 403
         self.hang = False  # new watches send nothing and never end
         self.hung_closed = 0  # hung watches the client gave up on
         self.lists_held: asyncio.Event | None = None  # lists wait for it to be set
@@ -172,6 +173,9 @@ class FakeKubeApi:
         if self.down:
             return web.json_response(_status(503, "ServiceUnavailable", "etcd is down"),
                                      status=503)
+        if (request.method, kind) in self.forbidden:
+            return web.json_response(_status(403, "Forbidden", f"may not {request.method}"),
+                                     status=403)
         if seen.what == "watch":
             return await self._watch(request, seen.query)
         if seen.what == "list":

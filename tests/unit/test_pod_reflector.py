@@ -253,3 +253,15 @@ def test_cancelled_start_leaves_no_pod(spec):  # noqa: F811
             assert f"{name}-tls" not in fake.objects["secrets"]
 
     run(scenario())
+
+
+def test_api_refusing_the_pod_is_a_spawn_error_and_cleans_up(spec):  # noqa: F811
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
+            fake.forbidden.add(("POST", "pods"))
+            spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
+            with pytest.raises(SpawnError, match=r"the Kubernetes API failed \(403 Forbidden"):
+                await spawner.start(timeout=60)
+            assert fake.objects["secrets"] == {}  # its certificate does not stay behind
+
+    run(scenario())

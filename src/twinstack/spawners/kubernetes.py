@@ -352,9 +352,12 @@ class PodReflector:
         self._notify()
         return self.failure
 
-    async def wait_loaded(self) -> None:
-        """The first-load barrier: return once the first list is in `pods`."""
-        await self.wait(lambda: True, math.inf)
+    async def wait_loaded(self, timeout: float = math.inf) -> bool:
+        """The first-load barrier: True once the first list is in `pods`, False after `timeout`.
+
+        Raises WatchFailed if the watch gives up first.
+        """
+        return await self.wait(lambda: True, timeout)
 
     async def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until predicate() holds on a loaded cache; False after `timeout` s.
@@ -415,14 +418,12 @@ class KubernetesSpawner(Spawner):
             await asyncio.shield(self.stop(grace=0))  # a cancelled start leaves nothing behind
             raise
         except (ApiException, WatchFailed, TimeoutError, ClientError) as exc:
-            what = ("the Kubernetes API refused it" if isinstance(exc, ApiException)
-                    else str(exc) if isinstance(exc, WatchFailed)
-                    else "the Kubernetes API did not answer")
+            what = (str(exc) if isinstance(exc, WatchFailed)
+                    else f"the Kubernetes API failed ({_describe(exc)})")
             log.warning("starting pod %s failed", self.name, exc_info=exc)
             await self.stop()
-            raise SpawnError(f"{self.spec.service} pod {self.name} could not start: {what}"
-                             + (f" ({_describe(exc)})" if isinstance(exc, ApiException)
-                                else ""), None, []) from exc
+            raise SpawnError(f"{self.spec.service} pod {self.name} could not start: {what}",
+                             None, []) from exc
 
     async def _start(self, timeout: float) -> str:
         from kubernetes_asyncio.client.exceptions import ApiException
@@ -436,7 +437,10 @@ class KubernetesSpawner(Spawner):
             await self.core.create_namespaced_service(
                 ns, session_service(self.settings, self.spec.session),
                 _request_timeout=self.timeout)
-        await self.reflector.wait_loaded()
+        if not await self.reflector.wait_loaded(deadline - asyncio.get_running_loop().time()):
+            await self.stop()
+            raise SpawnError(f"{self.spec.service} pod {self.name} could not start: the pod "
+                             f"watch has not loaded in {timeout:g} s", None, [])
         if self._pod() is not None:  # left from an earlier start
             await self.core.delete_namespaced_pod(self.name, ns, grace_period_seconds=0,
                                                   _request_timeout=self.timeout)

@@ -103,6 +103,11 @@ class FakeKubeApi:
                 return
             await changed.wait()
 
+    @property
+    def watching(self) -> bool:
+        """A watch is open and streaming (hung watches do not count)."""
+        return bool(self._watchers)
+
     def requests(self, what: str, kind: str = "pods", after: int = 0) -> list[Seen]:
         return [s for s in self.seen[after:] if s.what == what and s.kind == kind]
 
@@ -131,6 +136,13 @@ class FakeKubeApi:
         self.history.clear()
         if tell_watchers:
             self._broadcast("gone")
+
+    def bookmark(self) -> None:
+        """Tell open watches the current version (no object changed since theirs)."""
+        self.version += 1
+        self._broadcast({"type": "BOOKMARK", "object": {
+            "kind": "Pod", "apiVersion": "v1",
+            "metadata": {"resourceVersion": str(self.version)}}})
 
     async def go_away(self) -> None:
         """Stop serving: open connections are cut and new ones refused."""
@@ -238,6 +250,7 @@ class FakeKubeApi:
             return response
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._watchers.add(queue)
+        self._notify()
         try:
             for version, event in list(self.history):
                 if version > since:

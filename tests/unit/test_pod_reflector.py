@@ -84,7 +84,7 @@ def test_start_sees_readiness_across_a_relist(spec, ready):  # noqa: F811
             fake.ready_on_create = False
             spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
             start = asyncio.create_task(spawner.start(timeout=60))
-            await reflector.wait(lambda: name in reflector.pods, 10)
+            assert await reflector.wait(lambda: name in reflector.pods, 10)
             mark = len(fake.seen)
             if ready == "in the re-list":
                 fake.set_status(name, RUNNING_READY, quietly=True)
@@ -104,17 +104,38 @@ def test_dropped_watch_resumes_from_last_resource_version(spec):  # noqa: F811
     async def scenario() -> None:
         async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
             fake.add_pod(pod(spec, "a"), RUNNING_READY)
-            await reflector.wait(lambda: "a" in reflector.pods, 10)
+            assert await reflector.wait(lambda: "a" in reflector.pods, 10)
             fake.set_status("a", exited(0))
-            await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 0, 10)
+            assert await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 0, 10)
+            await fake.until(lambda: fake.watching)
             last, lists, mark = reflector.resource_version, len(fake.requests("list")), \
                 len(fake.seen)
             fake.drop_watches()
             fake.set_status("a", exited(3))  # while the watch is down, or just back
-            await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 3, 10)
+            assert await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 3, 10)
             [resumed, *_] = fake.requests("watch", after=mark)
             assert resumed.query["resourceVersion"] == last
             assert len(fake.requests("list")) == lists  # resumed, not listed afresh
+
+    run(scenario())
+
+
+def test_bookmark_moves_the_resume_point_without_touching_the_cache(spec):  # noqa: F811
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
+            fake.add_pod(pod(spec, "a"), RUNNING_READY)
+            assert await reflector.wait(lambda: "a" in reflector.pods, 10)
+            await fake.until(lambda: fake.watching)
+            cached = reflector.pods["a"]
+            fake.bookmark()
+            version = str(fake.version)
+            assert await reflector.wait(lambda: reflector.resource_version == version, 10)
+            assert reflector.pods == {"a": cached}
+            mark = len(fake.seen)
+            fake.drop_watches()
+            await fake.until(lambda: bool(fake.requests("watch", after=mark)))
+            [resumed] = fake.requests("watch", after=mark)
+            assert resumed.query["resourceVersion"] == version
 
     run(scenario())
 
@@ -125,12 +146,13 @@ def test_gone_on_resume_lists_afresh(spec):  # noqa: F811
         async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
             fake.add_pod(pod(spec, "a"), RUNNING_READY)
             fake.add_pod(pod(spec, "b"), RUNNING_READY)
-            await reflector.wait(lambda: {"a", "b"} <= reflector.pods.keys(), 10)
+            assert await reflector.wait(lambda: {"a", "b"} <= reflector.pods.keys(), 10)
+            await fake.until(lambda: fake.watching)
             last, mark = reflector.resource_version, len(fake.seen)
             fake.forget("b")
             fake.compact(tell_watchers=False)
             fake.drop_watches()
-            await reflector.wait(lambda: "b" not in reflector.pods, 10)
+            assert await reflector.wait(lambda: "b" not in reflector.pods, 10)
             assert set(reflector.pods) == {"a"}
             [resumed, *_] = fake.requests("watch", after=mark)
             assert resumed.query["resourceVersion"] == last
@@ -144,14 +166,15 @@ def test_hung_watch_times_out_and_restarts(spec):  # noqa: F811
         async with fake_kube_api() as (fake, core), reflecting(
                 core, request_timeout=0.5, watch_timeout=1, give_up_after=10) as reflector:
             fake.add_pod(pod(spec, "a"), RUNNING_READY)
-            await reflector.wait(lambda: "a" in reflector.pods, 10)
+            assert await reflector.wait(lambda: "a" in reflector.pods, 10)
+            await fake.until(lambda: fake.watching)
             mark = len(fake.seen)
             fake.hang = True
             fake.drop_watches()
             await fake.until(lambda: fake.hung_closed >= 1)  # the client gave up on it
             fake.hang = False
             fake.set_status("a", exited(5))
-            await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 5, 10)
+            assert await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 5, 10)
             [hung, *_] = fake.requests("watch", after=mark)
             assert hung.query["timeoutSeconds"] == "1"  # the server was asked to end it too
             assert not reflector.task.done()  # type: ignore[attr-defined]
@@ -165,9 +188,9 @@ def test_watch_is_restarted_with_a_fresh_list_periodically(spec):  # noqa: F811
         async with fake_kube_api() as (fake, core), reflecting(
                 core, watch_timeout=1, restart_every=0.5) as reflector:
             fake.add_pod(pod(spec, "a"), RUNNING_READY)
-            await reflector.wait(lambda: "a" in reflector.pods, 10)
+            assert await reflector.wait(lambda: "a" in reflector.pods, 10)
             fake.set_status("a", exited(7), quietly=True)
-            await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 7, 10)
+            assert await reflector.wait(lambda: exit_code(reflector.pods["a"]) == 7, 10)
             assert len(fake.requests("list")) >= 2
 
     run(scenario())
@@ -220,7 +243,7 @@ def test_spawner_waiting_on_a_watch_that_gives_up_fails_clearly(spec, down):  # 
             name = pod_name(spec.session, spec.service)
             spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
             start = asyncio.create_task(spawner.start(timeout=60))
-            await reflector.wait(lambda: name in reflector.pods, 10)
+            assert await reflector.wait(lambda: name in reflector.pods, 10)
             if down == "answers 503":
                 fake.down = True
                 fake.drop_watches()
@@ -245,7 +268,7 @@ def test_cancelled_start_leaves_no_pod(spec):  # noqa: F811
             name = pod_name(spec.session, spec.service)
             spawner = KubernetesSpawner(spec, SETTINGS, core, reflector)
             start = asyncio.create_task(spawner.start(timeout=60))
-            await reflector.wait(lambda: name in reflector.pods, 10)
+            assert await reflector.wait(lambda: name in reflector.pods, 10)
             start.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await start

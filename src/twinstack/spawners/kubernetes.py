@@ -300,9 +300,11 @@ class PodReflector:
                 kind, obj = event["type"], event["object"]
                 if kind == "ERROR":
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                if kind != "BOOKMARK":
-                    self.apply(kind, obj)
                 self.resource_version = obj["metadata"]["resourceVersion"]
+                if kind == "BOOKMARK":
+                    self._notify()  # only the resume point moved
+                else:
+                    self.apply(kind, obj)
                 self._failures = 0
         finally:
             response.close()

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,59 +187,197 @@ def is_ready(pod: dict[str, Any]) -> bool:
                for c in pod.get("status", {}).get("conditions") or [])
 
 
+def selector(settings: PodSettings) -> str:
+    """The label selector of everything one LSS created."""
+    return (f"app.kubernetes.io/managed-by={MANAGED_BY},"
+            f"twinstack.dev/lss={_dns_label(settings.lss)[:63]}")
+
+
+class WatchFailed(RuntimeError):
+    """The pod watch gave up (or was stopped): pod states read from it can no longer be trusted."""
+
+
+def _describe(exc: BaseException) -> str:
+    """A failure in words fit for a user: no internal addresses, which connection errors carry."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        return f"{status} {getattr(exc, 'reason', '') or ''}".strip()
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return type(exc).__name__
+
+
 class PodReflector:
-    """The LSS's one watch on its compute pods; every spawner reads pod state from here."""
+    """The LSS's one watch on its compute pods; every spawner reads pod state from here.
 
-    def __init__(self, settings: PodSettings) -> None:
+    List, then watch from the list's resourceVersion, in the shape of KubeSpawner's reflector:
+    - every request has a client-side timeout, and each watch asks the server to end it after
+      `watch_timeout` s; the next watch resumes from the last resourceVersion seen;
+    - every `restart_every` s the reflector lists afresh instead (a watch is not trusted to
+      deliver every event), and at once after 410 Gone (the version was compacted away);
+    - a failed request is retried at once, then with doubling back-off; `give_up_after` failures
+      in a row (a watch that delivers an event or ends normally counts as success) make run()
+      raise WatchFailed, and every waiter fails with it instead of waiting for its timeout.
+
+    `pods` is replaced as a whole by each list: read it afresh (never keep a reference to it).
+    """
+
+    def __init__(self, settings: PodSettings, *, request_timeout: float = 30.0,
+                 watch_timeout: int = 10, restart_every: float = 60.0,
+                 give_up_after: int = 8, backoff: float = 1.0,
+                 max_backoff: float = 30.0) -> None:
         self.settings = settings
+        self.request_timeout = request_timeout
+        self.watch_timeout = watch_timeout
+        self.restart_every = restart_every
+        self.give_up_after = give_up_after
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.selector = selector(settings)
         self.pods: dict[str, dict[str, Any]] = {}
-        self.changed = asyncio.Condition()
-        self.selector = (f"app.kubernetes.io/managed-by={MANAGED_BY},"
-                         f"twinstack.dev/lss={_dns_label(settings.lss)[:63]}")
+        self.resource_version: str | None = None  # of the last list or event; None: list next
+        self.loaded = asyncio.Event()  # the first list is in `pods`
+        self.failure: WatchFailed | None = None
+        self._changed = asyncio.Event()  # replaced after each change; waiters hold the old one
+        self._failures = 0
 
-    async def apply(self, kind: str, pod: dict[str, Any]) -> None:
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def apply(self, kind: str, pod: dict[str, Any]) -> None:
         """Take one watch event (ADDED, MODIFIED, DELETED) into the cache."""
         name = pod["metadata"]["name"]
         if kind == "DELETED":
             self.pods.pop(name, None)
         else:
             self.pods[name] = pod
-        async with self.changed:
-            self.changed.notify_all()
+        self._notify()
+
+    async def _request(self, core: Any, timeout: float, **params: Any) -> Any:
+        """One GET on the pod collection, answered with the raw aiohttp response."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        response = await core.list_namespaced_pod(
+            self.settings.namespace, label_selector=self.selector, _preload_content=False,
+            _request_timeout=timeout, **params)
+        if response.status != 200:
+            reason = response.reason
+            with contextlib.suppress(Exception):
+                reason = (await response.json())["message"]
+            response.close()
+            raise ApiException(status=response.status, reason=reason)
+        return response
+
+    async def _list(self, core: Any) -> None:
+        response = await self._request(core, self.request_timeout)
+        try:
+            listing = await response.json()
+        finally:
+            response.close()
+        self.pods = {pod["metadata"]["name"]: pod for pod in listing.get("items") or []}
+        self.resource_version = listing["metadata"]["resourceVersion"]
+        self.loaded.set()
+        self._notify()
+
+    async def _watch(self, core: Any) -> None:
+        """Apply events until the server ends the watch (after `watch_timeout` s).
+
+        kubernetes_asyncio's Watch is not used: without timeoutSeconds it hides 410s and
+        timeouts by reconnecting on its own, and it turns every event into a model object.
+        """
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        response = await self._request(
+            core, self.watch_timeout + self.request_timeout, watch=True,
+            allow_watch_bookmarks=True, resource_version=self.resource_version,
+            timeout_seconds=self.watch_timeout)
+        try:
+            async for line in response.content:  # one JSON event per line
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                self.resource_version = obj["metadata"]["resourceVersion"]
+                if kind == "BOOKMARK":
+                    self._notify()  # only the resume point moved
+                else:
+                    self.apply(kind, obj)
+                self._failures = 0
+        finally:
+            response.close()
+        self._failures = 0
 
     async def run(self, core: Any) -> None:
-        """Keep watching, resuming after errors (list, then watch from its resourceVersion)."""
-        from kubernetes_asyncio import watch
+        """Keep `pods` in step with the API until cancelled; raise WatchFailed on giving up."""
+        from kubernetes_asyncio.client.exceptions import ApiException
 
-        while True:
-            try:
-                listing = await core.list_namespaced_pod(self.settings.namespace,
-                                                         label_selector=self.selector)
-                seen = {}
-                for item in listing.items:
-                    pod = core.api_client.sanitize_for_serialization(item)
-                    seen[pod["metadata"]["name"]] = pod
-                self.pods = seen
-                async with watch.Watch().stream(
-                        core.list_namespaced_pod, self.settings.namespace,
-                        label_selector=self.selector,
-                        resource_version=listing.metadata.resource_version) as stream:
-                    async for event in stream:
-                        pod = core.api_client.sanitize_for_serialization(event["object"])
-                        await self.apply(event["type"], pod)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("pod watch failed, restarting it: %s", exc)
-                await asyncio.sleep(1.0)
+        loop = asyncio.get_running_loop()
+        listed_at = -math.inf
+        try:
+            while True:
+                try:
+                    if (self.resource_version is None
+                            or loop.time() - listed_at >= self.restart_every):
+                        await self._list(core)
+                        listed_at = loop.time()
+                    await self._watch(core)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._failures += 1
+                    gone = isinstance(exc, ApiException) and exc.status == 410
+                    if gone:
+                        self.resource_version = None  # compacted away: list afresh
+                    if self._failures >= self.give_up_after:
+                        log.error("pod watch failed %d times in a row, giving up",
+                                  self._failures, exc_info=exc)
+                        failure = self._fail(f"the Kubernetes pod watch failed {self._failures}"
+                                             f" times in a row (last: {_describe(exc)})")
+                        raise failure from exc
+                    delay = 0.0 if self._failures == 1 else min(
+                        self.max_backoff, self.backoff * 2 ** (self._failures - 2))
+                    log.log(logging.INFO if gone else logging.WARNING,
+                            "pod watch: %s; %s in %.1f s",
+                            _describe(exc) if isinstance(exc, ApiException) else repr(exc),
+                            "listing afresh" if gone else "retrying", delay)
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.0))
+        except asyncio.CancelledError:
+            self._fail("the Kubernetes pod watch was stopped")
+            raise
+
+    def _fail(self, reason: str) -> WatchFailed:
+        if self.failure is None:
+            self.failure = WatchFailed(reason)
+        self._notify()
+        return self.failure
+
+    async def wait_loaded(self, timeout: float = math.inf) -> bool:
+        """The first-load barrier: True once the first list is in `pods`, False after `timeout`.
+
+        Raises WatchFailed if the watch gives up first.
+        """
+        return await self.wait(lambda: True, timeout)
 
     async def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
-                return True
-            except TimeoutError:
-                return False
+        """Wait until predicate() holds on a loaded cache; False after `timeout` s.
+
+        The predicate is re-evaluated after every change, so it must read `self.pods` afresh.
+        Raises WatchFailed once the watch has given up or been stopped.
+        """
+        try:
+            async with asyncio.timeout(None if math.isinf(timeout) else timeout):
+                while True:
+                    changed = self._changed
+                    if self.failure is not None:
+                        raise WatchFailed(str(self.failure))
+                    if self.loaded.is_set() and predicate():
+                        return True
+                    await changed.wait()
+        except TimeoutError:
+            return False
 
 
 class KubernetesSpawner(Spawner):
@@ -248,35 +389,74 @@ class KubernetesSpawner(Spawner):
         self.settings = settings
         self.core = core
         self.reflector = reflector
+        self.timeout = reflector.request_timeout  # of each API request
         self.name = pod_name(spec.session, spec.service)
         self._tail: list[str] = []
+
+    def _pod(self) -> dict[str, Any] | None:
+        return self.reflector.pods.get(self.name)  # afresh: a list replaces the whole dict
 
     async def _replace(self, create: Callable[..., Any], delete: Callable[..., Any],
                        body: dict[str, Any]) -> None:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         with contextlib.suppress(ApiException):
-            await delete(body["metadata"]["name"], self.settings.namespace)
-        await create(self.settings.namespace, body)
+            await delete(body["metadata"]["name"], self.settings.namespace,
+                         _request_timeout=self.timeout)
+        await create(self.settings.namespace, body, _request_timeout=self.timeout)
 
     async def start(self, timeout: float = 120.0) -> str:
+        """Create the pod and wait until it is ready (or has exited, or `timeout` s passed).
+
+        Any failure, including an API error or the pod watch giving up, is a SpawnError, and
+        what was created is deleted again, as it is when the start is cancelled.
+        """
+        from aiohttp import ClientError
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        try:
+            return await self._start(timeout)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.stop(grace=0))  # a cancelled start leaves nothing behind
+            raise
+        except (ApiException, WatchFailed, TimeoutError, ClientError) as exc:
+            what = (str(exc) if isinstance(exc, WatchFailed)
+                    else f"the Kubernetes API failed ({_describe(exc)})")
+            log.warning("starting pod %s failed", self.name, exc_info=exc)
+            await self.stop()
+            raise SpawnError(f"{self.spec.service} pod {self.name} could not start: {what}",
+                             None, []) from exc
+
+    async def _start(self, timeout: float) -> str:
         from kubernetes_asyncio.client.exceptions import ApiException
 
         ns = self.settings.namespace
+        deadline = asyncio.get_running_loop().time() + timeout
         await self._replace(self.core.create_namespaced_secret,
                             self.core.delete_namespaced_secret,
                             certificate_secret(self.settings, self.spec))
         with contextlib.suppress(ApiException):  # one per session: may exist already
             await self.core.create_namespaced_service(
-                ns, session_service(self.settings, self.spec.session))
-        if self.name in self.reflector.pods:
-            await self.core.delete_namespaced_pod(self.name, ns, grace_period_seconds=0)
-            await self.reflector.wait(lambda: self.name not in self.reflector.pods, 60)
-        await self.core.create_namespaced_pod(ns, compute_pod(self.settings, self.spec))
-        pods = self.reflector.pods
-        done = await self.reflector.wait(
-            lambda: self.name in pods and (is_ready(pods[self.name])
-                                           or exit_code(pods[self.name]) is not None), timeout)
+                ns, session_service(self.settings, self.spec.session),
+                _request_timeout=self.timeout)
+        if not await self.reflector.wait_loaded(deadline - asyncio.get_running_loop().time()):
+            await self.stop()
+            raise SpawnError(f"{self.spec.service} pod {self.name} could not start: the pod "
+                             f"watch has not loaded in {timeout:g} s", None, [])
+        if self._pod() is not None:  # left from an earlier start
+            await self.core.delete_namespaced_pod(self.name, ns, grace_period_seconds=0,
+                                                  _request_timeout=self.timeout)
+            await self.reflector.wait(lambda: self._pod() is None,
+                                      deadline - asyncio.get_running_loop().time())
+        await self.core.create_namespaced_pod(ns, compute_pod(self.settings, self.spec),
+                                              _request_timeout=self.timeout)
+
+        def settled() -> bool:
+            pod = self._pod()
+            return pod is not None and (is_ready(pod) or exit_code(pod) is not None)
+
+        done = await self.reflector.wait(settled,
+                                         deadline - asyncio.get_running_loop().time())
         code = self.poll()
         if not done or code is not None:
             self._tail = await self._logs()
@@ -287,18 +467,23 @@ class KubernetesSpawner(Spawner):
         return endpoint(self.settings, self.spec)
 
     def poll(self) -> int | None:
-        pod = self.reflector.pods.get(self.name)
+        """None while the pod runs (or before the first list: unknown is not dead)."""
+        if not self.reflector.loaded.is_set():
+            return None
+        pod = self._pod()
         return -1 if pod is None else exit_code(pod)
 
     async def stop(self, grace: float = 5.0) -> None:
+        from aiohttp import ClientError
         from kubernetes_asyncio.client.exceptions import ApiException
 
         ns = self.settings.namespace
-        with contextlib.suppress(ApiException):
-            await self.core.delete_namespaced_pod(self.name, ns,
-                                                  grace_period_seconds=int(grace))
-        with contextlib.suppress(ApiException):
-            await self.core.delete_namespaced_secret(self.name + "-tls", ns)
+        with contextlib.suppress(ApiException, TimeoutError, ClientError):
+            await self.core.delete_namespaced_pod(self.name, ns, grace_period_seconds=int(grace),
+                                                  _request_timeout=self.timeout)
+        with contextlib.suppress(ApiException, TimeoutError, ClientError):
+            await self.core.delete_namespaced_secret(self.name + "-tls", ns,
+                                                     _request_timeout=self.timeout)
 
     def get_state(self) -> dict[str, Any]:
         return {"pod": self.name}
@@ -309,7 +494,8 @@ class KubernetesSpawner(Spawner):
     async def _logs(self) -> list[str]:
         with contextlib.suppress(Exception):
             text = await self.core.read_namespaced_pod_log(self.name, self.settings.namespace,
-                                                           tail_lines=20)
+                                                           tail_lines=20,
+                                                           _request_timeout=self.timeout)
             return str(text).splitlines()
         return []
 
@@ -317,26 +503,30 @@ class KubernetesSpawner(Spawner):
         return self._tail[-lines:]
 
 
-async def remove_session(core: Any, settings: PodSettings, session: str) -> None:
+async def remove_session(core: Any, settings: PodSettings, session: str,
+                         request_timeout: float = 30.0) -> None:
     """Delete what a session left in the cluster (its headless Service)."""
     from kubernetes_asyncio.client.exceptions import ApiException
 
     with contextlib.suppress(ApiException):
-        await core.delete_namespaced_service(session_service_name(session), settings.namespace)
+        await core.delete_namespaced_service(session_service_name(session), settings.namespace,
+                                             _request_timeout=request_timeout)
 
 
-async def remove_orphans(core: Any, settings: PodSettings, keep: set[str]) -> int:
+async def remove_orphans(core: Any, settings: PodSettings, keep: set[str],
+                         request_timeout: float = 30.0) -> int:
     """On LSS start: delete pods, Secrets and Services of this LSS's sessions not in `keep`."""
-    selector = (f"app.kubernetes.io/managed-by={MANAGED_BY},"
-                f"twinstack.dev/lss={_dns_label(settings.lss)[:63]}")
     removed = 0
     kinds = (("list_namespaced_pod", "delete_namespaced_pod"),
              ("list_namespaced_secret", "delete_namespaced_secret"),
              ("list_namespaced_service", "delete_namespaced_service"))
     for lister, deleter in kinds:
-        listing = await getattr(core, lister)(settings.namespace, label_selector=selector)
+        listing = await getattr(core, lister)(settings.namespace,
+                                              label_selector=selector(settings),
+                                              _request_timeout=request_timeout)
         for item in listing.items:
             if item.metadata.labels.get("twinstack.dev/session") not in keep:
-                await getattr(core, deleter)(item.metadata.name, settings.namespace)
+                await getattr(core, deleter)(item.metadata.name, settings.namespace,
+                                             _request_timeout=request_timeout)
                 removed += 1
     return removed

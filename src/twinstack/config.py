@@ -109,7 +109,7 @@ class Settings(BaseSettings):
         None, description="stop when this file is gone or not renewed for --lease-seconds (set "
         "by the LSS for its compute services: they outlive an LSS restart, not its loss)")
     lease_seconds: float = Field(
-        60.0, gt=0, description="how long a compute service runs on without its LSS renewing "
+        20.0, gt=0, description="how long a compute service runs on without its LSS renewing "
         "its lease")
 
     # data

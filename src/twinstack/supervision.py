@@ -105,7 +105,7 @@ def read_ready_file(path: Path) -> dict[str, Any] | None:
         return None
     ready = json.loads(text)
     if not isinstance(ready, dict) or not isinstance(ready.get("publish"), str):
-        raise ValueError(f"ready file {path} does not name the service's address")
+        raise ValueError(f"ready file {path.name} does not name the service's address")
     return ready
 
 

@@ -29,7 +29,7 @@ from twinstack.supervision import (
 
 class ProcessSpawner(Spawner):
     def __init__(self, spec: ServiceSpec, host: str = "127.0.0.1", *,
-                 lease: Path | None = None, lease_seconds: float = 60.0) -> None:
+                 lease: Path | None = None, lease_seconds: float = 20.0) -> None:
         super().__init__(spec)
         self.host = host
         self.lease = lease

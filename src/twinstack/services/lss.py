@@ -189,7 +189,6 @@ class SessionRunner:
                             restart=child.restarts.count, delay=delay)
             await asyncio.sleep(delay)
             try:
-                await asyncio.to_thread(self._certify, name)
                 await child.spawner.start(self.lss.settings.ready_timeout_seconds)
             except SpawnError as exc:
                 log.warning("restart of %s failed: %s", name, exc)

@@ -141,10 +141,7 @@ class SessionRunner:
                 await together(*(self._start(name) for name in self.services))
                 self.ready = True
                 self.save()
-                via = {"via": "lss"} if self.lss.settings.tunnel else {}
-                self.lss.report(self.session, "ready", services={
-                    name: {"endpoint": child.endpoint, **via}
-                    for name, child in self.children.items()})
+                self.report_ready()
             await together(self._renew_certificates(),
                            *(self._watch(name, child) for name, child in self.children.items()))
         except asyncio.CancelledError:
@@ -155,6 +152,12 @@ class SessionRunner:
             if not isinstance(exc, SessionFailure | SpawnError):
                 log.exception("session %s: unexpected fault", self.session)
             await self._fail(failure)
+
+    def report_ready(self, **detail: Any) -> None:
+        via = {"via": "lss"} if self.lss.settings.tunnel else {}
+        self.lss.report(self.session, "ready", services={
+            name: {"endpoint": child.endpoint, **via} for name, child in self.children.items()},
+            **detail)
 
     async def _start(self, service: str) -> None:
         self.lss.report(self.session, "spawning", service=service)
@@ -321,6 +324,7 @@ class LssService(ServiceBase):
                 if runner is not None and runner.adoptable():
                     self.runners[runner.session] = runner
                     runner.task = asyncio.create_task(runner.run())
+                    runner.report_ready(adopted=True)  # it may have died in the old outbox
                     log.info("adopted session %s (%s)", runner.session,
                              ", ".join(runner.children))
                     continue

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import Pki
@@ -137,3 +140,30 @@ def test_a_failed_start_stops_its_siblings(lss, fault):
     assert "kriging-b" in events[-1]["reason"]
     assert not session_processes("sib-1")
     assert not (settings.data_dir / "sessions" / "sib-1").exists()
+
+
+def test_healthz_fails_once_an_essential_loop_has_died(lss, pki: Pki):
+    """The lease renewer dies when the LSS's data directory is taken away under it."""
+    settings, _ = lss
+
+    async def health(http: aiohttp.ClientSession, url: str) -> tuple[int, dict]:
+        async with http.get(url) as resp:
+            return resp.status, await resp.json()
+
+    async def scenario() -> None:
+        runtime = Runtime(LssService, settings)
+        await runtime.start()
+        url = f"https://{runtime.addresses['health']}/healthz"
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                    ssl=ssl.create_default_context(cafile=str(pki.ca)))) as http:
+                assert (await health(http, url))[0] == 200
+                shutil.rmtree(settings.data_dir)
+                service = runtime.service
+                assert isinstance(service, LssService)
+                await asyncio.wait_for(asyncio.wait([service.lease_renewer]), 30)
+                status, body = await health(http, url)
+                assert status == 503 and body["stopped"] == ["compute lease"], body
+        finally:
+            await runtime.stop()
+    asyncio.run(scenario())

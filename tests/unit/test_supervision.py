@@ -6,11 +6,15 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from twinstack.config import load_settings
+from twinstack.pki.tls import TlsFiles
+from twinstack.spawners import ServiceSpec
+from twinstack.spawners.process import ProcessSpawner
 from twinstack.supervision import (
     NotReady,
     RestartCounter,
@@ -21,6 +25,9 @@ from twinstack.supervision import (
     send_signal,
     wait_ready,
 )
+
+IGNORES_SIGTERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                   "print('ready', flush=True); time.sleep(60)")
 
 
 def test_policy_from_settings_doubles_to_its_cap():
@@ -86,6 +93,42 @@ def test_signals_go_only_to_the_process_that_was_started():
         assert proc.wait(timeout=10) == -signal.SIGTERM
         assert process_start_time(proc.pid) is None
         assert not send_signal(proc.pid, started, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _adopted(tmp_path, pid: int, started: int | None) -> ProcessSpawner:
+    """A process spawner that adopts `pid`, as a restarted LSS does from a checkpoint."""
+    files = TlsFiles(tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    spawner = ProcessSpawner(ServiceSpec("kriging", "s-1", files, tmp_path / "kriging"))
+    spawner.load_state({"pid": pid, "started": started, "port": 0})
+    return spawner
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        spawner = _adopted(tmp_path, proc.pid, process_start_time(proc.pid))
+        assert spawner.poll() is None
+        asyncio.run(spawner.stop(grace=0.2))
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert spawner.poll() == -1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_leaves_a_process_alone_whose_pid_was_reused(tmp_path):
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        started = process_start_time(proc.pid)
+        assert started is not None
+        spawner = _adopted(tmp_path, proc.pid, started - 1)  # another process had this pid
+        assert spawner.poll() == -1
+        asyncio.run(spawner.stop(grace=0.2))
+        assert proc.poll() is None
     finally:
         proc.kill()
         proc.wait()

@@ -29,7 +29,8 @@ HANG = "import time; time.sleep(600)"
 
 
 def make(spec: ServiceSpec, lss: Any) -> Spawner:
-    return FaultySpawner(spec, host=lss.settings.spawn_host, lease=lss.lease,
+    return FaultySpawner(spec, host=lss.settings.spawn_host,
+                         lease=lss.sessions_dir / spec.session / "lease",
                          lease_seconds=lss.settings.lease_seconds)
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,11 +109,18 @@ def read_ready_file(path: Path) -> dict[str, Any] | None:
     return ready
 
 
-async def renew_lease(path: Path, seconds: float) -> None:
-    """Touch `path` while we live, so the processes holding this lease keep running."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+async def renew_leases(paths: Callable[[], Iterable[Path]], seconds: float) -> None:
+    """Touch every lease file `paths()` names, `seconds`/4 apart, so the processes holding
+    them keep running. One that cannot be touched (its folder is not there yet, or gone) is
+    skipped: its holders stop, the others go on."""
     while True:
-        path.touch()
+        for path in paths():
+            try:
+                path.touch(exist_ok=True)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot renew lease %s: %s", path, exc)
         await asyncio.sleep(seconds / 4)
 
 

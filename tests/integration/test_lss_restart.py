@@ -93,9 +93,11 @@ def test_sessions_keep_answering_through_an_lss_kill(two_sessions):
 
 
 def test_whole_platform_kill_then_up_again(two_sessions, tmp_path):
-    """kill -9 of the launcher and every platform service; one session's compute service dies
-    too while the platform is down: up again, the other is re-adopted, that one ended cleanly."""
+    """kill -9 of the launcher and every platform service; while the platform is down one
+    session's compute service dies and another's checkpoint is damaged: up again, the intact
+    session is re-adopted, the other two are ended cleanly (nothing running, no keys)."""
     platform, tw, (kept, broken) = two_sessions
+    damaged = tw.open_session(tw.create_project("p2", "data analysis")["id"])
     kept_pids = session_processes(kept.id)
     services = [s["pid"] for s in platform.info()["services"].values()]
     for pid in [platform.proc.pid, *services]:
@@ -104,6 +106,7 @@ def test_whole_platform_kill_then_up_again(two_sessions, tmp_path):
     for pid in session_processes(broken.id):
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not session_processes(broken.id), what="the broken session to die")
+    (platform.data / "local" / "sessions" / damaged.id / "state.json").write_text("{trunc")
     for client in platform.clients:
         client.close()
     platform.clients.clear()
@@ -113,8 +116,10 @@ def test_whole_platform_kill_then_up_again(two_sessions, tmp_path):
     platform.proc, platform.clients = again.proc, again.clients  # the fixture stops these
     report("platform kill -9: up again", time.monotonic() - restarted)
     tw = again.client("ada")
-    wait_until(lambda: {s["id"]: s["state"] for s in tw.sessions()}.get(broken.id) == "lost",
-               what="the session that died with the platform to be ended")
+    wait_until(lambda: [s["state"] for s in tw.sessions() if s["id"] in (broken.id, damaged.id)]
+               == ["lost", "lost"], what="the sessions that could not be adopted to end")
+    wait_until(lambda: not session_processes(damaged.id), timeout=90,  # its lease went with
+               what="the unadoptable session's service to stop")  # its folder
     session = tw.open_session(kept.project_id)
     assert session.id == kept.id and answers(session)
     report("platform kill -9: adopted session answering", time.monotonic() - restarted)

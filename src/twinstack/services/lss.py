@@ -4,8 +4,14 @@ It dials *out* to the GSS over one mutual-TLS WebSocket (so it works behind NAT)
 start/stop commands as events of its `lss_attach` stream, and reports heartbeats and session
 progress as calls on the same socket. Each compute service gets a short-lived certificate signed
 by the LSS's intermediate CA and is started through a spawner backend; one that exits is
-restarted with exponential back-off, and past the restart limit its session fails with the exit
-code and the last output lines.
+restarted with the shared restart policy (twinstack.supervision), and past its limit the session
+fails with the exit code and the last output lines. Any other fault fails the session too, with
+the reason; nothing of a session that ended stays running or on disk.
+
+A session's services outlive a crash of their LSS: each running session is checkpointed to
+SESSIONS/ID/state.json, a restarted LSS re-adopts what still runs (pids verified through /proc)
+and lists those sessions when it attaches to the GSS; compute processes hold a lease the LSS
+renews, so they stop by themselves if it never comes back.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.process import ProcessSpawner
-from twinstack.supervision import RestartCounter, RestartPolicy, renew_lease
+from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases
 from twinstack.wire.client import ClientPool, Link, ServiceClient
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
@@ -42,6 +48,7 @@ GPU_SERVICES = frozenset({"fit-td"})  # solver services that get the LSS's GPUs
 CERT_DAYS = 1.0  # compute services' certificates; renewed at half-life, reloaded in place
 CERT_CHECK_SECONDS = 300.0  # how often a session's certificates are checked for renewal
 STATE_FILE = "state.json"  # in a session's folder: what its services are, for a new LSS
+LEASE_FILE = "lease"  # in a session's folder: see supervision.hold_lease
 SpawnerFactory = Callable[[ServiceSpec, "LssService"], Spawner]
 
 
@@ -113,6 +120,11 @@ class SessionRunner:
     def workdir(self) -> Path:
         return self.lss.sessions_dir / self.session
 
+    @property
+    def lease(self) -> Path:
+        """Renewed by the LSS while it runs the session; its processes stop without it."""
+        return self.workdir / LEASE_FILE
+
     def _certify(self, service: str) -> TlsFiles:
         """The service's certificate (CN service, OU session:<id>): kept while it has more than
         half its life left and fits, issued anew otherwise (the service reloads it in place)."""
@@ -129,8 +141,10 @@ class SessionRunner:
 
     def _spawner(self, service: str) -> Spawner:
         s = self.lss.settings
+        identity = self._certify(service)  # makes the folders
+        self.lease.touch()
         spec = ServiceSpec(service=service, session=self.session,
-                           identity=self._certify(service), workdir=self.workdir / service,
+                           identity=identity, workdir=self.workdir / service,
                            logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0)
         return self.lss.spawner_for(spec)
 
@@ -300,9 +314,8 @@ class LssService(ServiceBase):
         self.tunnelled: set[asyncio.Task[None]] = set()
         self.kube: Any = None
         self.restart_policy = RestartPolicy.from_settings(s)
-        self.lease = Path(s.data_dir) / "lease"
-        self.lease.touch()  # the lease renewer below keeps it fresh from now on
-        self.lease_renewer = asyncio.create_task(renew_lease(self.lease, s.lease_seconds))
+        self.lease_renewer = asyncio.create_task(renew_leases(
+            lambda: [r.lease for r in self.runners.values()], s.lease_seconds))
         self.factory = _import_factory(s.spawner_factory) if s.spawner_factory else None
         if s.spawner == "kubernetes" and self.factory is None:
             await self._connect_kubernetes()
@@ -336,7 +349,7 @@ class LssService(ServiceBase):
             shutil.rmtree(folder, ignore_errors=True)
 
     def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
-        return {"control channel": self.control, "compute lease": self.lease_renewer}
+        return {"control channel": self.control, "compute leases": self.lease_renewer}
 
     async def _connect_kubernetes(self) -> None:
         """In-cluster API access, one shared pod watch, and cleanup of a previous run."""
@@ -367,7 +380,8 @@ class LssService(ServiceBase):
         if self.factory is not None:
             return self.factory(spec, self)
         if self.kube is None:
-            return ProcessSpawner(spec, host=self.settings.spawn_host, lease=self.lease,
+            return ProcessSpawner(spec, host=self.settings.spawn_host,
+                                  lease=self.sessions_dir / spec.session / LEASE_FILE,
                                   lease_seconds=self.settings.lease_seconds)
         from twinstack.spawners.kubernetes import KubernetesSpawner
 
@@ -382,10 +396,10 @@ class LssService(ServiceBase):
     async def stop(self) -> None:
         """A clean stop ends the sessions too (a crash leaves them to the next LSS)."""
         self.control.cancel()
+        self.lease_renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
-        self.lease_renewer.cancel()
         await self.gss.close()
         await self.compute.close()
         if self.kube is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import ssl
 from pathlib import Path
 
@@ -165,4 +167,47 @@ def test_healthz_fails_once_an_essential_loop_has_died(lss, pki: Pki):
                 assert status == 503 and body["stopped"] == ["control channel"], body
         finally:
             await runtime.stop()
+    asyncio.run(scenario())
+
+
+async def until(predicate, what: str, timeout: float = 60.0) -> None:
+    """Poll `predicate` on the event loop; `timeout` is a hang guard only."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def test_a_restart_that_hangs_does_not_hold_up_its_sibling(lss):
+    """kriging-b crashes and its restart hangs; kriging crashes meanwhile and is back at once."""
+    settings, plan = lss
+    plan.write_text("{}")
+
+    def seen(service: LssService, kind: str, name: str) -> bool:
+        return any(e["type"] == kind and e.get("service") == name for e in service.outbox)
+
+    async def scenario() -> None:
+        runtime = Runtime(LssService, settings)
+        await runtime.start()
+        service = runtime.service
+        assert isinstance(service, LssService)
+        try:
+            await service._handle({"type": "start_session", "session": "sib-2",
+                                   "services": ["kriging", "kriging-b"]})
+            runner = service.runners["sib-2"]
+            await until(lambda: any(e["type"] == "ready" for e in service.outbox), "ready")
+            plan.write_text(json.dumps({"kriging-b": {"fault": "hang", "timeout": 120}}))
+            children = {name: child.spawner for name, child in runner.children.items()}
+            os.kill(children["kriging-b"].pid, signal.SIGKILL)
+            await until(lambda: seen(service, "restarting", "kriging-b"), "kriging-b to crash")
+            os.kill(children["kriging"].pid, signal.SIGKILL)
+            await until(lambda: seen(service, "restarted", "kriging"), "kriging to be back")
+            assert not seen(service, "restarted", "kriging-b")  # still starting, hung
+            assert children["kriging"].poll() is None
+        finally:
+            await runtime.stop()
+        assert not session_processes("sib-2")
     asyncio.run(scenario())

@@ -6,8 +6,12 @@ port of its block is free (exit 12 naming the port). On first run it creates DAT
 intermediate, one certificate per platform service and an `admin` certificate for the CLI); then
 it starts each platform service with `twinstack serve`, waits until each is ready, writes
 DATA/platform.json (where everything listens, for the CLI), and on Ctrl-C/SIGTERM stops them all.
-The services die with the launcher (--parent-pid), so a killed launcher leaves no orphans and its
-stale platform.json does not block the next start. Everything under DATA is private to its owner.
+The platform services die with the launcher (--parent-pid), so a killed launcher leaves no
+orphans and its stale platform.json does not block the next start; the sessions' compute
+services hold a lease instead, so the next `twinstack up` re-adopts them or, if it does not come
+within the lease, they stop by themselves. A service that exits is restarted under the same
+restart policy as compute services (twinstack.supervision, from the restart_* settings).
+Everything under DATA is private to its owner.
 """
 
 from __future__ import annotations

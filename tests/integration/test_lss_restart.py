@@ -74,10 +74,9 @@ def test_sessions_keep_answering_through_an_lss_kill(two_sessions):
     while not all(answered):  # the same Session objects, never reopened
         answered = [answered[i] or answers(s) for i, s in enumerate(sessions)]
     report("lss kill: both sessions answering", time.monotonic() - killed)
-    wait_until(lambda: all(f"adopted session {s.id}" in lss_log(platform) for s in sessions),
-               what="the new LSS to adopt both sessions")
-    report("lss kill: both sessions re-adopted", time.monotonic() - killed)
-    assert platform.pid("local") != old
+    wait_until(lambda: platform.pid("local") != old, what="the launcher to restart the LSS")
+    assert all(f"adopted session {s.id}" in lss_log(platform) for s in sessions)
+    report("lss kill: new LSS ready, both sessions re-adopted", time.monotonic() - killed)
     assert {s.id: session_processes(s.id) for s in sessions} == pids  # not restarted
 
     # The new LSS has them in hand: a close reaches their (adopted) processes.
@@ -100,7 +99,10 @@ def test_whole_platform_kill_then_up_again(two_sessions, tmp_path):
     damaged = tw.open_session(tw.create_project("p2", "data analysis")["id"])
     kept_pids = session_processes(kept.id)
     services = [s["pid"] for s in platform.info()["services"].values()]
-    for pid in [platform.proc.pid, *services]:
+    everything = [platform.proc.pid, *services]
+    for pid in everything:  # all at once, as a power cut would: a launcher that dies first
+        os.kill(pid, signal.SIGSTOP)  # would make its services stop cleanly (parent death)
+    for pid in everything:
         os.kill(pid, signal.SIGKILL)
     platform.proc.wait()
     for pid in session_processes(broken.id):

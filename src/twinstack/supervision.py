@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,15 +168,3 @@ def send_signal(pid: int, started: int | None, sig: int) -> bool:
         return True
     return False
 
-
-async def guarded(what: str, step: Callable[[], Awaitable[None]], pause: float) -> None:
-    """Run `step` forever, `pause` seconds apart: cancellation ends it, any other error is
-    logged and the loop goes on."""
-    while True:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s failed; trying again in %g s", what, pause)
-        await asyncio.sleep(pause)

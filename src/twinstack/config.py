@@ -103,7 +103,14 @@ class Settings(BaseSettings):
         None, description="file to write the bound addresses to (JSON) once the service is ready")
 
     parent_pid: int | None = Field(
-        None, description="stop when this process exits (set by the LSS for its compute services)")
+        None, description="stop when this process exits (set by the launcher for platform "
+        "services)")
+    lease_file: Path | None = Field(
+        None, description="stop when this file is gone or not renewed for --lease-seconds (set "
+        "by the LSS for its compute services: they outlive an LSS restart, not its loss)")
+    lease_seconds: float = Field(
+        20.0, gt=0, description="how long a compute service runs on without its LSS renewing "
+        "its lease")
 
     # data
     database_url: str | None = Field(
@@ -141,13 +148,22 @@ class Settings(BaseSettings):
         "127.0.0.1", description="address compute services bind and publish")
     heartbeat_seconds: float = Field(5.0, gt=0, description="LSS heartbeat interval")
     restart_backoff: float = Field(
-        0.5, gt=0, description="first delay before restarting a crashed compute service; "
-        "doubles each time")
+        0.5, gt=0, description="first delay before restarting a crashed service (compute "
+        "services, and platform services under twinstack up); doubles each time")
     restart_backoff_max: float = Field(30.0, gt=0, description="longest restart delay")
     restart_limit: int = Field(
         5, ge=0, description="restarts in a row after which the session fails")
     restart_reset_seconds: float = Field(
         60.0, gt=0, description="uptime after which a service's restart count starts over")
+    ready_timeout_seconds: float = Field(
+        60.0, gt=0, description="how long a started service (platform or compute) may take to "
+        "become ready")
+    stop_grace_seconds: float = Field(
+        5.0, gt=0, description="how long a stopped compute service gets between SIGTERM and "
+        "SIGKILL")
+    spawner_factory: str | None = Field(
+        None, description="for tests only: module:callable(spec, lss) returning the spawner "
+        "of each compute service, instead of --spawner")
 
     # limits: what one request, one user and one compute action may use (see README "Limits")
     max_message_bytes: int = Field(

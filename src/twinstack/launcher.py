@@ -6,8 +6,12 @@ port of its block is free (exit 12 naming the port). On first run it creates DAT
 intermediate, one certificate per platform service and an `admin` certificate for the CLI); then
 it starts each platform service with `twinstack serve`, waits until each is ready, writes
 DATA/platform.json (where everything listens, for the CLI), and on Ctrl-C/SIGTERM stops them all.
-The services die with the launcher (--parent-pid), so a killed launcher leaves no orphans and its
-stale platform.json does not block the next start. Everything under DATA is private to its owner.
+The platform services die with the launcher (--parent-pid), so a killed launcher leaves no
+orphans and its stale platform.json does not block the next start; the sessions' compute
+services hold a lease instead, so the next `twinstack up` re-adopts them or, if it does not come
+within the lease, they stop by themselves. A service that exits is restarted under the same
+restart policy as compute services (twinstack.supervision, from the restart_* settings).
+Everything under DATA is private to its owner.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twinstack.config import load_settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki import PkiError, init_authority
 from twinstack.pki.authority import CA_CERT
@@ -34,6 +39,13 @@ from twinstack.pki.identity import ensure_identity
 from twinstack.pki.revocation import crl_url, refresh_crls
 from twinstack.pki.tls import TlsFiles
 from twinstack.store import Database, sqlite_url
+from twinstack.supervision import (
+    NotReady,
+    RestartCounter,
+    RestartPolicy,
+    read_ready_file,
+    wait_ready,
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,6 @@ class Part:
 PLATFORM = (Part("logger", 16), Part("auth", 12, public=1), Part("gss", 10, public=0),
             Part("relay", 14, public=2), Part("lss", 18))
 PARTS = {part.name: part for part in PLATFORM}
-READY_TIMEOUT = 60.0
 LOCK_FILE = "twinstack.lock"
 PLATFORM_FILE = "platform.json"
 STALE_STOP_TIMEOUT = 20.0  # how long a killed launcher's services may take to stop
@@ -195,10 +206,9 @@ class Child:
     part: Part
     label: str  # the part's name, or local-N for one of several LSS
     extra: list[str]
+    restarts: RestartCounter
     proc: asyncio.subprocess.Process | None = None
-    addresses: dict[str, str] | None = None
-    started_at: float = 0.0
-    restarts: int = 0
+    addresses: dict[str, Any] | None = None
 
     def ports(self, base: int) -> dict[int, str]:
         """The ports this child binds, each with what it is for."""
@@ -221,14 +231,20 @@ class Platform:
         self.verbose = verbose
         self.database_url = database_url or sqlite_url(self.data_dir)
         self.lock = DataDirLock(self.data_dir)
+        settings = load_settings({})  # TWINSTACK_* and --config: the same knobs as the LSS's
+        self.policy = RestartPolicy.from_settings(settings)
+        self.ready_timeout = settings.ready_timeout_seconds
         self.children: list[Child] = []
         for part in PLATFORM:
             if part.name != "lss":
-                self.children.append(Child(part, part.name, self._arguments(part)))
+                self._add_child(part, part.name, self._arguments(part))
         for i in range(lss_count):
             lss = Part("lss", PARTS["lss"].internal + 2 * i)
             name = "local" if lss_count == 1 else f"local-{i + 1}"
-            self.children.append(Child(lss, name, [*self._arguments(lss), "--lss-name", name]))
+            self._add_child(lss, name, [*self._arguments(lss), "--lss-name", name])
+
+    def _add_child(self, part: Part, label: str, extra: list[str]) -> None:
+        self.children.append(Child(part, label, extra, RestartCounter(self.policy)))
 
     def _url(self, name: str, channel: str = "internal") -> str:
         return PARTS[name].url(self._reachable(), self.port, channel)
@@ -314,21 +330,26 @@ class Platform:
         finally:
             if out is not None:
                 os.close(out)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready.exists():
-            code = child.proc.returncode
-            if code == ExitCode.PORT_IN_USE:
-                raise FatalError(ExitCode.PORT_IN_USE, self._bind_failure(child, log))
-            if code is not None:
-                raise FatalError(ExitCode(code) if code in ExitCode._value2member_map_
-                                 else ExitCode.INTERNAL_ERROR,
-                                 f"{child.label} exited with {code} while starting; see {log}")
-            if time.monotonic() > deadline:
-                raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE,
-                                 f"{child.label} not ready after {READY_TIMEOUT:g} s")
-            await asyncio.sleep(0.02)
-        child.addresses = json.loads(ready.read_text())
-        child.started_at = time.monotonic()
+        proc = child.proc
+        try:
+            child.addresses = await wait_ready(
+                lambda: read_ready_file(ready), timeout=self.ready_timeout, what=child.label,
+                exited=lambda: proc.returncode)
+        except NotReady as exc:
+            raise self._start_failure(child, exc, log) from exc
+        except ValueError as exc:
+            raise FatalError(ExitCode.INTERNAL_ERROR, f"{child.label}: {exc}") from exc
+        child.restarts.started()
+
+    def _start_failure(self, child: Child, exc: NotReady, log: Path) -> FatalError:
+        """The FatalError for a child that did not become ready, with what to do about it."""
+        code = exc.exit_code
+        if code is None:
+            return FatalError(ExitCode.DEPENDENCY_UNREACHABLE, str(exc))
+        if code == ExitCode.PORT_IN_USE:
+            return FatalError(ExitCode.PORT_IN_USE, self._bind_failure(child, log))
+        return FatalError(ExitCode(code) if code in ExitCode._value2member_map_
+                          else ExitCode.INTERNAL_ERROR, f"{exc}; see {log}")
 
     async def start(self) -> None:
         hosts = sorted({self.host, socket.gethostname(), "localhost", "127.0.0.1"} - {"0.0.0.0"})
@@ -373,30 +394,33 @@ class Platform:
              "services": {c.label: c.addresses for c in self.children}}, indent=2))
 
     async def _supervise(self) -> None:
-        """Restart a child that exits: 0.5 s, 1 s, 2 s ... 10 s; give up after 5 in a row."""
+        """Restart a child that exits, with the restart policy's back-off; stop the platform
+        (FatalError) once one keeps exiting past the policy's limit. Each child has its own
+        task, so one waiting out its back-off does not hold up another."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for child in self.children:
+                    group.create_task(self._keep_running(child))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the FatalError of the child that gave up
+
+    async def _keep_running(self, child: Child) -> None:
         while True:
-            waits = {asyncio.create_task(c.proc.wait()): c for c in self.children if c.proc}
-            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            for task in done:
-                child = waits[task]
-                if time.monotonic() - child.started_at > 60:
-                    child.restarts = 0
-                if child.restarts >= 5:
-                    raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE,
-                                     f"{child.label} keeps exiting; stopping the platform")
-                delay = min(0.5 * 2**child.restarts, 10.0)
-                child.restarts += 1
-                print(f"{child.label} exited with {task.result()}; restarting in {delay:g} s",
-                      file=sys.stderr, flush=True)
-                await asyncio.sleep(delay)
-                try:
-                    await self._spawn(child)
-                except FatalError as exc:  # it exited again: the next round counts it
-                    print(exc.message, file=sys.stderr, flush=True)
-                    continue
-                self._write_platform_file()
+            assert child.proc is not None
+            code = await child.proc.wait()
+            delay = child.restarts.next_delay()
+            if delay is None:
+                raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE,
+                                 f"{child.label} keeps exiting; stopping the platform")
+            print(f"{child.label} exited with {code}; restarting in {delay:g} s",
+                  file=sys.stderr, flush=True)
+            await asyncio.sleep(delay)
+            try:
+                await self._spawn(child)
+            except FatalError as exc:  # it exited again: the next round counts it
+                print(exc.message, file=sys.stderr, flush=True)
+                continue
+            self._write_platform_file()
 
     async def stop(self) -> None:
         running = [c.proc for c in self.children if c.proc and c.proc.returncode is None]

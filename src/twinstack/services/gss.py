@@ -547,7 +547,8 @@ class GssService(ServiceBase):
         """Mark LSS nodes lost after `timeout` without heartbeats.
 
         A freshly (re)started GSS first waits one timeout: while it was down no heartbeat could
-        arrive, and its nodes need that long to reconnect.
+        arrive, and its nodes need that long to reconnect. A sweep that fails (a busy database,
+        a bug) is logged and the next one tries again: only cancellation ends the loop.
         """
         timeout = self.settings.lss_timeout_seconds
         await asyncio.sleep(timeout)
@@ -559,6 +560,11 @@ class GssService(ServiceBase):
                     functools.partial(projects.mark_silent_lss_lost, older_than=cutoff))
             except ActionError as exc:
                 log.warning("LSS sweep: %s", exc.message)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("LSS sweep failed")
                 continue
             for lss, sessions in lost.items():
                 log.warning("LSS %s lost: no heartbeat for %.0f s", lss, timeout)

@@ -4,8 +4,14 @@ It dials *out* to the GSS over one mutual-TLS WebSocket (so it works behind NAT)
 start/stop commands as events of its `lss_attach` stream, and reports heartbeats and session
 progress as calls on the same socket. Each compute service gets a short-lived certificate signed
 by the LSS's intermediate CA and is started through a spawner backend; one that exits is
-restarted with exponential back-off, and past the restart limit its session fails with the exit
-code and the last output lines.
+restarted with the shared restart policy (twinstack.supervision), and past its limit the session
+fails with the exit code and the last output lines. Any other fault fails the session too, with
+the reason; nothing of a session that ended stays running or on disk.
+
+A session's services outlive a crash of their LSS: each running session is checkpointed to
+SESSIONS/ID/state.json, a restarted LSS re-adopts what still runs (pids verified through /proc)
+and lists those sessions when it attaches to the GSS; compute processes hold a lease the LSS
+renews, so they stop by themselves if it never comes back.
 """
 
 from __future__ import annotations
@@ -13,20 +19,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib
+import json
 import logging
 import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.pki.identity import issue_identity
+from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.process import ProcessSpawner
+from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases
 from twinstack.wire.client import ClientPool, Link, ServiceClient
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
@@ -35,6 +46,20 @@ log = logging.getLogger(__name__)
 
 GPU_SERVICES = frozenset({"fit-td"})  # solver services that get the LSS's GPUs
 CERT_DAYS = 1.0  # compute services' certificates; renewed at half-life, reloaded in place
+CERT_CHECK_SECONDS = 300.0  # how often a session's certificates are checked for renewal
+STATE_FILE = "state.json"  # in a session's folder: what its services are, for a new LSS
+LEASE_FILE = "lease"  # in a session's folder: see supervision.hold_lease
+SpawnerFactory = Callable[[ServiceSpec, "LssService"], Spawner]
+
+
+def _import_factory(path: str) -> SpawnerFactory:
+    """`module:name` (the spawner_factory setting, for tests) as a callable."""
+    module, _, name = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise FatalError(ExitCode.CONFIG_ERROR, f"spawner_factory {path!r}: {exc}") from exc
+    return cast(SpawnerFactory, factory)
 
 
 def machine_load() -> dict[str, float]:
@@ -49,111 +74,210 @@ def machine_load() -> dict[str, float]:
     return {"cpu": round(cpu, 3), "memory": round(1 - available / total, 3) if total else 0.0}
 
 
+class SessionFailure(Exception):
+    """Why a session cannot go on, as its users read it, with the exit code and output."""
+
+    def __init__(self, reason: str, exit_code: int | None = None,
+                 output: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.exit_code, self.output = reason, exit_code, output or []
+
+
+async def together(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run `jobs` as one TaskGroup: the first to fail cancels the others (and waits for them
+    to wind down), then its exception is raised as it is, not wrapped in a group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+
+
 @dataclass
 class Supervised:
     """One compute service and what the supervisor remembers of it."""
 
     spawner: Spawner
-    certified_at: float = 0.0
+    restarts: RestartCounter
     endpoint: str = ""
-    started_at: float = 0.0
-    restarts: int = 0
-    stopping: bool = False
 
 
 @dataclass
 class SessionRunner:
+    """Starts a session's services together, then keeps each running; any fault but
+    cancellation ends the session as failed with a reason, nothing of it left running or on
+    disk. What it started is saved to WORKDIR/state.json so a restarted LSS can adopt it."""
+
     lss: LssService
     session: str
     services: list[str]
     children: dict[str, Supervised] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    ready: bool = False
 
     @property
     def workdir(self) -> Path:
         return self.lss.sessions_dir / self.session
 
+    @property
+    def lease(self) -> Path:
+        """Renewed by the LSS while it runs the session; its processes stop without it."""
+        return self.workdir / LEASE_FILE
+
     def _certify(self, service: str) -> TlsFiles:
-        """Issue (or renew) the service's certificate: CN service, OU session:<id>."""
+        """The service's certificate (CN service, OU session:<id>): kept while it has more than
+        half its life left and fits, issued anew otherwise (the service reloads it in place)."""
         s = self.lss.settings
         assert s.session_ca is not None and s.ca is not None
         workdir = self.workdir / service
         workdir.mkdir(parents=True, exist_ok=True)
-        issued = issue_identity(s.session_ca, service, workdir / "identity",
-                                session=self.session,
-                                hosts=self.lss.service_hosts(self.session, service),
-                                issuer="intermediate", days=CERT_DAYS)
-        return TlsFiles(issued.cert, issued.key, s.ca)
+        issued = ensure_identity(s.session_ca, service, workdir / "identity",
+                                 session=self.session,
+                                 hosts=self.lss.service_hosts(self.session, service),
+                                 issuer="intermediate", days=CERT_DAYS,
+                                 renew_before=timedelta(days=CERT_DAYS / 2))
+        return TlsFiles(issued.files.cert, issued.files.key, s.ca)
 
     def _spawner(self, service: str) -> Spawner:
         s = self.lss.settings
+        identity = self._certify(service)  # makes the folders
+        self.lease.touch()
         spec = ServiceSpec(service=service, session=self.session,
-                           identity=self._certify(service), workdir=self.workdir / service,
+                           identity=identity, workdir=self.workdir / service,
                            logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0)
         return self.lss.spawner_for(spec)
 
     async def run(self) -> None:
+        """Start every service, report ready, supervise; report failed on any fault."""
         try:
-            await asyncio.gather(*(self._start(name) for name in self.services))
-        except SpawnError as exc:
-            await self._fail(exc.args[0], exc.exit_code, exc.output_tail)
-            return
+            if not self.ready:
+                await together(*(self._start(name) for name in self.services))
+                self.ready = True
+                self.save()
+                self.report_ready()
+            await together(self._renew_certificates(),
+                           *(self._watch(name, child) for name, child in self.children.items()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = exc if isinstance(exc, SessionFailure) else SessionFailure(
+                f"supervising the session failed: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, SessionFailure | SpawnError):
+                log.exception("session %s: unexpected fault", self.session)
+            await self._fail(failure)
+
+    def report_ready(self, **detail: Any) -> None:
         via = {"via": "lss"} if self.lss.settings.tunnel else {}
         self.lss.report(self.session, "ready", services={
-            name: {"endpoint": child.endpoint, **via} for name, child in self.children.items()})
-        await self._supervise()
+            name: {"endpoint": child.endpoint, **via} for name, child in self.children.items()},
+            **detail)
 
     async def _start(self, service: str) -> None:
         self.lss.report(self.session, "spawning", service=service)
-        spawner = await asyncio.to_thread(self._spawner, service)
-        child = self.children[service] = Supervised(spawner, certified_at=time.time())
-        child.endpoint = await spawner.start()
-        child.started_at = time.monotonic()
+        child: Supervised | None = None
+        try:
+            spawner = await asyncio.to_thread(self._spawner, service)
+            child = self.children[service] = Supervised(
+                spawner, RestartCounter(self.lss.restart_policy))
+            child.endpoint = await spawner.start(self.lss.settings.ready_timeout_seconds)
+        except SpawnError as exc:
+            raise SessionFailure(str(exc), exc.exit_code, exc.output_tail) from exc
+        except Exception as exc:
+            raise SessionFailure(f"{service} could not start: {type(exc).__name__}: {exc}",
+                                 None, child.spawner.output_tail() if child else []) from exc
+        child.restarts.started()
+        self.save()
         self.lss.report(self.session, "service_ready", service=service, endpoint=child.endpoint)
 
-    async def _supervise(self) -> None:
-        s = self.lss.settings
+    async def _watch(self, name: str, child: Supervised) -> None:
+        """Restart the service each time it exits, after the policy's back-off (this task
+        alone waits); past the policy's limit the session fails."""
         while True:
-            await asyncio.sleep(0.1)
-            for name, child in self.children.items():
-                if time.time() - child.certified_at > CERT_DAYS * 86400 / 2:
-                    await asyncio.to_thread(self._certify, name)
-                    child.certified_at = time.time()
-                code = child.spawner.poll()
-                if code is None or child.stopping:
-                    continue
-                if time.monotonic() - child.started_at > s.restart_reset_seconds:
-                    child.restarts = 0
-                if child.restarts >= s.restart_limit:
-                    await self._fail(f"{name} exited with {code} after {child.restarts} "
+            while (code := child.spawner.poll()) is None:
+                await asyncio.sleep(0.1)
+            delay = child.restarts.next_delay()
+            if delay is None:
+                raise SessionFailure(f"{name} exited with {code} after {child.restarts.count} "
                                      "restarts", code, child.spawner.output_tail())
-                    return
-                delay = min(s.restart_backoff * 2**child.restarts, s.restart_backoff_max)
-                child.restarts += 1
-                log.warning("%s of session %s exited with %s; restart %d in %.1f s", name,
-                            self.session, code, child.restarts, delay)
-                self.lss.report(self.session, "restarting", service=name, exit_code=code,
-                                restart=child.restarts, delay=delay)
-                await asyncio.sleep(delay)
-                try:
-                    await child.spawner.start()
-                except SpawnError as exc:
-                    log.warning("restart of %s failed: %s", name, exc)
-                    continue  # counted: the next poll sees it stopped again
-                child.started_at = time.monotonic()
-                self.lss.report(self.session, "restarted", service=name, restart=child.restarts)
+            log.warning("%s of session %s exited with %s; restart %d in %.1f s", name,
+                        self.session, code, child.restarts.count, delay)
+            self.lss.report(self.session, "restarting", service=name, exit_code=code,
+                            restart=child.restarts.count, delay=delay)
+            await asyncio.sleep(delay)
+            try:
+                await child.spawner.start(self.lss.settings.ready_timeout_seconds)
+            except SpawnError as exc:
+                log.warning("restart of %s failed: %s", name, exc)
+                continue  # counted: the next poll sees it stopped again
+            child.restarts.started()
+            self.save()
+            self.lss.report(self.session, "restarted", service=name,
+                            restart=child.restarts.count)
 
-    async def _fail(self, reason: str, exit_code: int | None, tail: list[str]) -> None:
-        log.error("session %s failed: %s", self.session, reason)
+    async def _renew_certificates(self) -> None:
+        """Keep every service's certificate in its second half-life at most; a failed renewal
+        is logged and tried again (the old certificate is still valid for hours)."""
+        while True:
+            for name in list(self.children):
+                try:
+                    await asyncio.to_thread(self._certify, name)
+                except Exception:
+                    log.exception("renewing the certificate of %s of session %s failed", name,
+                                  self.session)
+            await asyncio.sleep(CERT_CHECK_SECONDS)
+
+    def save(self) -> None:
+        """Checkpoint what runs, for a restarted LSS (written atomically)."""
+        state = {"session": self.session, "services": self.services, "ready": self.ready,
+                 "children": {name: {"endpoint": c.endpoint, "spawner": c.spawner.get_state()}
+                              for name, c in self.children.items()}}
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = self.workdir / ".state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.workdir / STATE_FILE)
+
+    @classmethod
+    def saved(cls, lss: LssService, folder: Path) -> SessionRunner | None:
+        """The runner of a session an earlier LSS process started and checkpointed, with its
+        services re-attached (see `adoptable`); None without a readable checkpoint."""
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        runner = cls(lss, folder.name, list(state.get("services", [])))
+        for name, saved in state.get("children", {}).items():
+            spawner = runner._spawner(name)
+            spawner.load_state(saved.get("spawner", {}))
+            runner.children[name] = Supervised(spawner, RestartCounter(lss.restart_policy),
+                                               saved.get("endpoint", ""))
+        runner.ready = bool(state.get("ready")) and set(runner.children) == set(runner.services)
+        return runner
+
+    def adoptable(self) -> bool:
+        """Whether to carry on with a saved session: it was ready and some of its services
+        still run (one that is gone is restarted like any that exits)."""
+        return self.ready and any(c.spawner.poll() is None for c in self.children.values())
+
+    async def _fail(self, failure: SessionFailure) -> None:
+        log.error("session %s failed: %s", self.session, failure.reason)
         await self._stop_children()
-        self.lss.report(self.session, "failed", reason=reason, exit_code=exit_code,
-                        output=tail)
+        self.lss.report(self.session, "failed", reason=failure.reason,
+                        exit_code=failure.exit_code, output=failure.output)
         self.lss.forget(self.session)
+        self.remove_files()
 
     async def _stop_children(self) -> None:
-        for child in self.children.values():
-            child.stopping = True
-        await asyncio.gather(*(c.spawner.stop() for c in self.children.values()))
+        grace = self.lss.settings.stop_grace_seconds
+        stopped = await asyncio.gather(*(c.spawner.stop(grace) for c in self.children.values()),
+                                       return_exceptions=True)
+        for name, outcome in zip(self.children, stopped, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("stopping %s of session %s failed: %s", name, self.session, outcome)
+
+    def remove_files(self) -> None:
+        """The session's folder goes with it: it holds its services' private keys."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     async def stop(self) -> None:
         if self.task is not None and self.task is not asyncio.current_task():
@@ -162,7 +286,7 @@ class SessionRunner:
                 await self.task
         await self._stop_children()
         await self.lss.session_closed(self.session)
-        shutil.rmtree(self.workdir, ignore_errors=True)  # keys of the session go with it
+        self.remove_files()
 
 
 class LssService(ServiceBase):
@@ -189,9 +313,43 @@ class LssService(ServiceBase):
         self.compute = ClientPool(self.runtime.tls.client())  # for tunnelled calls
         self.tunnelled: set[asyncio.Task[None]] = set()
         self.kube: Any = None
-        if s.spawner == "kubernetes":
+        self.restart_policy = RestartPolicy.from_settings(s)
+        self.lease_renewer = asyncio.create_task(renew_leases(
+            lambda: [r.lease for r in self.runners.values()], s.lease_seconds))
+        self.factory = _import_factory(s.spawner_factory) if s.spawner_factory else None
+        if s.spawner == "kubernetes" and self.factory is None:
             await self._connect_kubernetes()
+        await self._adopt()
+        if self.kube is not None:
+            from twinstack.spawners import kubernetes
+
+            removed = await kubernetes.remove_orphans(self.kube, self.pod_settings,
+                                                      keep=set(self.runners))
+            log.info("removed %d kubernetes objects of earlier sessions", removed)
         self.control = asyncio.create_task(self._control())
+
+    async def _adopt(self) -> None:
+        """Carry on with the sessions an earlier LSS process left running (see
+        SessionRunner.saved); stop what is left of the others and delete their folders."""
+        for folder in sorted(p for p in self.sessions_dir.iterdir() if p.is_dir()):
+            try:
+                runner = SessionRunner.saved(self, folder)
+                if runner is not None and runner.adoptable():
+                    self.runners[runner.session] = runner
+                    runner.task = asyncio.create_task(runner.run())
+                    runner.report_ready(adopted=True)  # it may have died in the old outbox
+                    log.info("adopted session %s (%s)", runner.session,
+                             ", ".join(runner.children))
+                    continue
+                if runner is not None:
+                    await runner._stop_children()
+            except Exception:  # a checkpoint we cannot use: its session cannot be adopted
+                log.exception("cannot adopt the session in %s", folder)
+            log.info("removing session folder %s: not adopted", folder.name)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
+        return {"control channel": self.control, "compute leases": self.lease_renewer}
 
     async def _connect_kubernetes(self) -> None:
         """In-cluster API access, one shared pod watch, and cleanup of a previous run."""
@@ -209,8 +367,6 @@ class LssService(ServiceBase):
         self.kube = client.CoreV1Api(client.ApiClient())
         self.reflector = kubernetes.PodReflector(self.pod_settings)
         self.watch = asyncio.create_task(self.reflector.run(self.kube))
-        removed = await kubernetes.remove_orphans(self.kube, self.pod_settings, keep=set())
-        log.info("kubernetes spawner ready; removed %d objects of earlier sessions", removed)
 
     def service_hosts(self, session: str, service: str) -> list[str]:
         """The names a compute service is dialled at, for its certificate."""
@@ -221,8 +377,12 @@ class LssService(ServiceBase):
         return [pod_host(self.pod_settings, session, service)]
 
     def spawner_for(self, spec: ServiceSpec) -> Spawner:
+        if self.factory is not None:
+            return self.factory(spec, self)
         if self.kube is None:
-            return ProcessSpawner(spec, host=self.settings.spawn_host)
+            return ProcessSpawner(spec, host=self.settings.spawn_host,
+                                  lease=self.sessions_dir / spec.session / LEASE_FILE,
+                                  lease_seconds=self.settings.lease_seconds)
         from twinstack.spawners.kubernetes import KubernetesSpawner
 
         return KubernetesSpawner(spec, self.pod_settings, self.kube, self.reflector)
@@ -234,7 +394,9 @@ class LssService(ServiceBase):
             await remove_session(self.kube, self.pod_settings, session)
 
     async def stop(self) -> None:
+        """A clean stop ends the sessions too (a crash leaves them to the next LSS)."""
         self.control.cancel()
+        self.lease_renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
@@ -288,6 +450,10 @@ class LssService(ServiceBase):
                             helper.cancel()
             except ActionError as exc:
                 log.warning("control channel to %s: %s", self.settings.gss_url, exc.message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug or an odd answer: log it, reconnect, go on
+                log.exception("control channel to %s failed", self.settings.gss_url)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -299,17 +465,30 @@ class LssService(ServiceBase):
                                 timeout=self.settings.heartbeat_seconds * 2)
 
     async def _send_outbox(self, link: Link) -> None:
-        """Send events in order; one the GSS did not get stays first for the next link."""
+        """Send events in order, each until the GSS takes it: a 5xx or no answer (a busy
+        database, a timeout) is tried again with back-off, so the events behind it wait and
+        nothing is lost or reordered; a 4xx refusal is logged and dropped. If the link itself
+        is gone, the control loop cancels this and the first event waits for the next link."""
         while True:
             await self.outbox_filled.wait()
             while self.outbox:
                 event = self.outbox[0]
-                try:
-                    await link.call("session_event", event)
-                except ActionError as exc:
-                    if exc.status >= 500:
-                        return
-                    log.warning("GSS refused %s event: %s", event["type"], exc.message)
+                attempt = 0
+                while True:
+                    try:
+                        await link.call("session_event", event,
+                                        timeout=self.settings.dependency_timeout * 2)
+                        break
+                    except ActionError as exc:
+                        if exc.status < 500:
+                            log.warning("GSS refused %s event: %s", event["type"], exc.message)
+                            break
+                        delay = min(self.restart_policy.delay(attempt), 5.0)
+                        attempt += 1
+                        log.warning("GSS answered %s to the %s event of session %s (%s); "
+                                    "retry %d in %.1f s", exc.status, event["type"],
+                                    event["session"], exc.message, attempt, delay)
+                        await asyncio.sleep(delay)
                 self.outbox.popleft()
             self.outbox_filled.clear()
 
@@ -322,16 +501,28 @@ class LssService(ServiceBase):
             self.runners[session] = runner
             runner.task = asyncio.create_task(runner.run())
         elif kind == "stop_session":
-            stopping = self.runners.pop(session, None)
-            if stopping is not None:
-                await stopping.stop()
-            self.report(session, "closed")
+            task = asyncio.create_task(self._stop_session(session))
+            self.tunnelled.add(task)  # kept until done, like tunnelled calls
+            task.add_done_callback(self.tunnelled.discard)
         elif kind == "call" and self.link is not None:
             task = asyncio.create_task(self._tunnel(self.link, command))
             self.tunnelled.add(task)
             task.add_done_callback(self.tunnelled.discard)
         else:
             log.warning("ignored control command %s", command)
+
+    async def _stop_session(self, session: str) -> None:
+        """Stop a session's services (off the control loop: a stop may take its grace
+        period), delete its files and report it closed, whatever stopping ran into."""
+        stopping = self.runners.pop(session, None)
+        try:
+            if stopping is not None:
+                await stopping.stop()
+        except Exception:
+            log.exception("stopping session %s failed", session)
+        finally:
+            shutil.rmtree(self.sessions_dir / session, ignore_errors=True)
+            self.report(session, "closed")
 
     async def _tunnel(self, link: Link, command: dict[str, Any]) -> None:
         """Carry one relay call to a local compute service and send the answer back."""

@@ -3,7 +3,10 @@
 Life of one compute service:  start() -> endpoint  ...  poll() is None while it runs  ...
 stop().  After a crash (poll() returns the exit code) the LSS may call start() again on the
 same spawner: the service comes back at the same endpoint. `get_state()` is a JSON-able dict
-that `load_state()` accepts in a new LSS process, so a restarted LSS can find what it started.
+that `load_state()` accepts in a new LSS process, so a restarted LSS can find what it started;
+the LSS saves it after every start. A start that is cancelled, or fails in any way, leaves
+nothing running. Any exception a method raises other than SpawnError is a fault of the backend
+(an OS error, an API error); the LSS fails the session with it as the reason.
 """
 
 from __future__ import annotations
@@ -53,19 +56,22 @@ class Spawner(ABC):
 
     @abstractmethod
     def poll(self) -> int | None:
-        """None while the service runs; its exit code once it has stopped."""
+        """None while the service runs; its exit code once it has stopped (-1 when it is not
+        known, e.g. an adopted service that is gone); -1 before any start."""
 
     @abstractmethod
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop the service (SIGTERM, then SIGKILL after `grace`); safe to call twice."""
+        """Stop the service (SIGTERM, then SIGKILL after `grace`), checking before each step
+        that it is still the service this spawner started; safe to call twice."""
 
     @abstractmethod
     def get_state(self) -> dict[str, Any]:
-        """What a new LSS process needs to find this service again."""
+        """What a new LSS process needs to find this service again (JSON-able)."""
 
     @abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:
-        """Adopt a service described by get_state() of an earlier LSS process."""
+        """Adopt a service described by get_state() of an earlier LSS process; poll() then
+        says whether it still runs."""
 
     @abstractmethod
     def output_tail(self, lines: int = 20) -> list[str]:

@@ -36,6 +36,7 @@ from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.logs import LogForwarder, request_id
 from twinstack.metrics import ServiceMetrics
 from twinstack.pki.tls import ReloadingContexts, TlsFiles
+from twinstack.supervision import hold_lease
 from twinstack.wire.actions import (
     Action,
     Call,
@@ -85,6 +86,11 @@ class ServiceBase:
 
     def is_ready(self) -> bool:
         return True
+
+    def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
+        """Background loops the service is useless without, by name: /healthz fails once
+        one of them has ended, so whatever supervises the process restarts it."""
+        return {}
 
     async def authenticate(self, token: str) -> Any | None:
         """Public channel: the principal a bearer token stands for, or None to refuse it."""
@@ -279,6 +285,10 @@ class Runtime:
         else:
             self.publish = self.addresses["internal"]
         self._tasks.append(asyncio.create_task(self._watch_certificates()))
+        if s.lease_file is not None:
+            self._tasks.append(asyncio.create_task(hold_lease(
+                s.lease_file, s.lease_seconds,
+                functools.partial(self.request_stop, ExitCode.DEPENDENCY_UNREACHABLE))))
         self.metrics.ready.labels(service.name).set(1)
         log.info("%s ready", service.name, extra={"listening": self.addresses,
                                                   "publish": self.publish, "pid": os.getpid()})
@@ -395,6 +405,11 @@ class Runtime:
 
     def _health_app(self) -> web.Application:
         async def healthz(request: web.Request) -> web.Response:
+            dead = sorted(name for name, task in (
+                self.service.essential_tasks() if self.service else {}).items() if task.done())
+            if dead:
+                return json_response({"status": "failing", "service": self.service_cls.name,
+                                      "stopped": dead}, status=503)
             return json_response({"status": "ok", "service": self.service_cls.name})
 
         async def readyz(request: web.Request) -> web.Response:

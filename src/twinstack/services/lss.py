@@ -349,7 +349,10 @@ class LssService(ServiceBase):
             shutil.rmtree(folder, ignore_errors=True)
 
     def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
-        return {"control channel": self.control, "compute leases": self.lease_renewer}
+        tasks = {"control channel": self.control, "compute leases": self.lease_renewer}
+        if self.kube is not None:
+            tasks["kubernetes pod watch"] = self.watch  # gave up: pod states are unknown
+        return tasks
 
     async def _connect_kubernetes(self) -> None:
         """In-cluster API access, one shared pod watch, and cleanup of a previous run."""
@@ -367,6 +370,14 @@ class LssService(ServiceBase):
         self.kube = client.CoreV1Api(client.ApiClient())
         self.reflector = kubernetes.PodReflector(self.pod_settings)
         self.watch = asyncio.create_task(self.reflector.run(self.kube))
+        # Adoption reads pod states: wait for the first list (or fail loudly if it never comes).
+        try:
+            loaded = await self.reflector.wait_loaded(self.settings.ready_timeout_seconds)
+        except kubernetes.WatchFailed as exc:
+            raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, str(exc)) from exc
+        if not loaded:
+            raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, "the Kubernetes pod watch did not "
+                             f"load within {self.settings.ready_timeout_seconds:g} s")
 
     def service_hosts(self, session: str, service: str) -> list[str]:
         """The names a compute service is dialled at, for its certificate."""

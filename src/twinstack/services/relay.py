@@ -402,7 +402,8 @@ class RelayService(ServiceBase):
                 background.add(task)
                 client.tunnels[call_id] = task
                 task.add_done_callback(background.discard)
-                task.add_done_callback(lambda _: client.tunnels.pop(call_id, None))
+                task.add_done_callback(lambda done: client.tunnels.pop(call_id, None)
+                                       if client.tunnels.get(call_id) is done else None)
                 return
             link = await self._link(client, service, target["endpoint"])
             await link.send(call_id, data)

@@ -367,8 +367,10 @@ class Session:
             raise
         except Exception as exc:  # a fault here must not leave calls waiting for ever
             log.exception("the connection to session %s failed", self.id)
-            self._finish(ServiceUnavailable(f"the connection to session {self.id} failed: "
-                                            f"{type(exc).__name__}: {exc}"), "failed")
+            reason = f"the connection to session {self.id} failed: {type(exc).__name__}: {exc}"
+            self._finish(ServiceUnavailable(reason), "failed",
+                         {"type": "disconnected", "session": self.id, "code": None,
+                          "reason": reason})
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
         """Hand replies to their calls and events to the queue until the connection ends; how

@@ -16,6 +16,14 @@ traffic); a platform that cannot be reached raises ServiceUnavailable naming the
 (retrying later may help); a certificate that does not verify raises ActionError with code
 `certificate_rejected` (status 495), naming the URL, the reason and the CA file (retrying will not
 help: the trust configuration is wrong).
+
+A session survives faults on the way to its services: after a drop of its relay connection it
+re-attaches by itself (`reconnecting` / `reconnected` events, `Session.state`), calls marked
+`idempotent=True` are sent again across a drop or a compute service restart, and every call
+has a timeout (300 s unless given), after which the server is told to cancel it. Calls raise
+only ActionError subclasses: ConnectionDropped (the connection dropped while a call that is
+not idempotent was in flight: it may or may not have run) and CallTimeout (also a
+TimeoutError) among them.
 """
 
 from __future__ import annotations

@@ -81,11 +81,14 @@ def test_a_killed_relay_is_rejoined_by_the_same_session(platform, session):
 
 
 def test_a_call_made_while_away_waits_for_the_connection(platform, session):
+    """...and the session's events flow again: the new relay follows its logs."""
     os.kill(platform.pid("relay"), signal.SIGKILL)
     session.wait_for_event(lambda e: e["type"] == "reconnecting", LONG)
     assert interpolate(session)["shape"] == [6, 11]  # sent once the session is back
     session.wait_for_event(lambda e: e["type"] == "reconnected", LONG)
     assert session.state == "ready"
+    logged = session.wait_for_event(lambda e: e["type"] == "log" and "kriged" in e["msg"], LONG)
+    assert logged["session"] == session.id
 
 
 def test_idempotent_calls_go_on_through_a_compute_restart(session):

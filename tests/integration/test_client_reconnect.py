@@ -25,6 +25,8 @@ from twinstack.client import ActionError, CallTimeout, ConnectionDropped, Sessio
 
 LONG = 60.0  # a hang guard, never the thing tested
 ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b|localhost:\d+|:\d{4,5}\b")
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     # The LSS is held still (SIGSTOP) for a moment in one test: gss must not call it lost.

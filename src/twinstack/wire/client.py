@@ -258,11 +258,12 @@ class Link:
 
     async def call(self, action: str, params: dict[str, Any] | None = None, *,
                    timeout: float = 30.0) -> Any:
-        """Run `action`; if the caller is cancelled meanwhile, the peer is told to stop it."""
+        """Run `action`; if it times out or the caller is cancelled, the peer is told to stop
+        it."""
         call_id, queue = await self._start(action, params)
         try:
             reply = await self._wait(call_id, queue, action, timeout)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActionError):
             await self._cancel(call_id)
             raise
         return self._unwrap(action, reply)["result"]

@@ -321,8 +321,9 @@ class Session:
     first after 0.1 s, then waiting twice as long each time up to 5 s, for as long as it is
     attached. Meanwhile `state` is `reconnecting` and a `reconnecting` event is queued; once back,
     `state` is the session's again, a `reconnected` event (with `attempts` and `after_s`) is
-    queued, and events flow again (the relay first re-sends the session's state). Calls made
-    while away wait for the connection (within their timeout).
+    queued, and events flow again: the relay first sends the session's state, since events
+    sent while the client was away are not replayed. Calls made while away wait for the
+    connection (within their timeout).
     """
 
     def __init__(self, client: Client, record: dict[str, Any]) -> None:

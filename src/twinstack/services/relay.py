@@ -2,8 +2,10 @@
 
 `GET /session?id=SESSION` on the public channel, with `Authorization: Bearer TOKEN`. Messages
 are `{"id", "service", "action", "params"}`; replies `{"id", "result"}` or `{"id", "error"}`;
-session events (progress, restarts, failure) and the session's log records (`type: log`) arrive
-as `{"event": {...}}`.
+`{"id", "service", "cancel": true}` cancels a call (answered 409 `cancelled` once the service
+was told). Session events (progress, restarts, failure) and the session's log records
+(`type: log`) arrive as `{"event": {...}}`, the session's current state first (a client that
+re-attaches after a drop learns what changed meanwhile).
 
 Access is decided once per socket (gss `session_access`) and kept until gss says that something
 changed (`access_changes`: a logout, a new password, a disabled user, a group, a share, a deleted

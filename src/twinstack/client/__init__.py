@@ -1,8 +1,14 @@
 """The Python thin client: what users, the CLI and the tests use to drive TwinStack."""
 
-from twinstack.client.client import Client, Session, SessionFailed
+from twinstack.client.client import (
+    CallTimeout,
+    Client,
+    ConnectionDropped,
+    Session,
+    SessionFailed,
+)
 from twinstack.client.credentials import Credentials
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
-__all__ = ["ActionError", "Client", "Credentials", "ServiceUnavailable", "Session",
-           "SessionFailed"]
+__all__ = ["ActionError", "CallTimeout", "Client", "ConnectionDropped", "Credentials",
+           "ServiceUnavailable", "Session", "SessionFailed"]

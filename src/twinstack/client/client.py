@@ -16,12 +16,23 @@ traffic); a platform that cannot be reached raises ServiceUnavailable naming the
 (retrying later may help); a certificate that does not verify raises ActionError with code
 `certificate_rejected` (status 495), naming the URL, the reason and the CA file (retrying will not
 help: the trust configuration is wrong).
+
+A session survives faults on the way to its services: after a drop of its relay connection it
+re-attaches by itself (`reconnecting` / `reconnected` events, `Session.state`), calls marked
+`idempotent=True` are sent again across a drop or a compute service restart, and every call
+has a timeout (300 s unless given), after which the server is told to cancel it. Calls raise
+only ActionError subclasses: ConnectionDropped (the connection dropped while a call that is
+not idempotent was in flight: it may or may not have run) and CallTimeout (also a
+TimeoutError) among them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
+import logging
 import os
 import queue
 import socket
@@ -33,17 +44,29 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp import WSCloseCode
 
 from twinstack.client.credentials import Credentials, load_credentials
 from twinstack.pki.tls import TLS12_CIPHERS
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # WebSocket close codes the relay uses to end a client's connection for good, and the state the
 # session then has for this client (it may go on running for others).
 CLOSE_STATES = {4401: "revoked", 4403: "revoked"}
 ENDED_STATES = ("failed", "lost", "closed", "revoked")
+RECONNECTING = "reconnecting"  # this client's connection to the relay is being re-made
+
+# After a drop the relay did not decide on, a session re-attaches first after 0.1 s, then twice
+# as long each time up to 5 s. Idempotent calls wait the same way for a service to come back.
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 5.0
+DEFAULT_CALL_TIMEOUT = 300.0  # Session.call's default: then it gives up and cancels the call
+CANCEL_ANSWER_TIMEOUT = 2.0  # how long a timed-out call waits for the relay to confirm cancel
+HEARTBEAT = 15.0  # a silent connection (no pong) counts as dropped after this
+MAX_MESSAGE_BYTES = 256 * 2**20  # the relay bounds its messages; this only guards against a bug
 
 
 def tls_context(ca: str | Path | None) -> ssl.SSLContext:
@@ -263,6 +286,26 @@ class Client:
         return session
 
 
+class ConnectionDropped(ServiceUnavailable):
+    """The connection to the relay dropped while a call was in flight, so it may or may not
+    have run. Calls not marked idempotent end so (idempotent ones are sent again)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the connection to the relay dropped while {what} was in flight; it "
+                         "may or may not have run (the session is re-attaching)")
+        self.code = "connection_dropped"
+
+
+class CallTimeout(ActionError, TimeoutError):
+    """A call gave no answer within its timeout, so the client asked the relay to cancel it.
+    `cancelled` says whether the relay confirmed that it told the service to stop."""
+
+    def __init__(self, what: str, timeout: float, cancelled: bool) -> None:
+        outcome = "it was cancelled" if cancelled else "it was asked to stop (not confirmed)"
+        super().__init__(504, "timeout", f"{what} gave no answer in {timeout:g} s; {outcome}")
+        self.cancelled = cancelled
+
+
 class Session:
     """A live session as one participant sees it: call its compute services, read its events.
 
@@ -270,7 +313,17 @@ class Session:
     else); `close()` stops it for all. `state` follows the session (starting, ready, failed, lost,
     closed); it becomes `revoked` when the relay ends this client's connection because its token
     was revoked (close code 4401) or its access removed (4403): pending and later calls then fail
-    with an ActionError carrying the relay's reason, and a `disconnected` event is queued.
+    with an ActionError carrying the relay's reason, and a `disconnected` event is queued. Any
+    close code 4000-4999 (the relay's own decision, such as 4408 for a client that does not read
+    its events) is final in the same way.
+
+    Any other drop (a relay restart, a network fault) is not: the session re-attaches by itself,
+    first after 0.1 s, then waiting twice as long each time up to 5 s, for as long as it is
+    attached. Meanwhile `state` is `reconnecting` and a `reconnecting` event is queued; once back,
+    `state` is the session's again, a `reconnected` event (with `attempts` and `after_s`) is
+    queued, and events flow again: the relay first sends the session's state, since events
+    sent while the client was away are not replayed. Calls made while away wait for the
+    connection (within their timeout).
     """
 
     def __init__(self, client: Client, record: dict[str, Any]) -> None:
@@ -281,72 +334,157 @@ class Session:
         self.services: dict[str, Any] = record.get("services") or {}
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._ids = itertools.count(1)
-        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies: dict[int, tuple[asyncio.Future[dict[str, Any]], str]] = {}
+        self._cancelled: set[int] = set()  # calls the relay confirmed it cancelled
         self._state_changed = threading.Condition()
         self._last_failure: dict[str, Any] | None = None
         self._disconnected: ActionError | None = None  # why calls cannot go through any more
         self._detaching = False
-        relay = client.info()["relay_url"]  # here, not on the loop: info() blocks on it
-        self._ws: aiohttp.ClientWebSocketResponse = client._loop.run(self._connect(relay))
-        self._reader = asyncio.run_coroutine_threadsafe(self._read(), client._loop.loop)
+        self._up = asyncio.Event()  # set while attached, and once calls can never go through
+        self._news = asyncio.Event()  # set (and renewed) when a service restarts or state moves
+        self._relay = client.info()["relay_url"]  # here, not on the loop: info() blocks on it
+        self._ws: aiohttp.ClientWebSocketResponse = client._loop.run(self._connect())
+        self._keeper: asyncio.Task[None] = client._loop.run(self._start_keeper())
         client.attached.append(self)
 
-    async def _connect(self, relay: str) -> aiohttp.ClientWebSocketResponse:
+    async def _start_keeper(self) -> asyncio.Task[None]:
+        self._up.set()
+        return asyncio.create_task(self._keep(), name=f"session {self.id}")
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        relay = self._relay
         try:
-            return await self.client._http.ws_connect(
-                f"{relay}/session?id={self.id}", heartbeat=30,
-                headers={"Authorization": f"Bearer {self.client.token}"})
+            async with asyncio.timeout(self.client.timeout):
+                return await self.client._http.ws_connect(
+                    f"{relay}/session?id={self.id}", heartbeat=HEARTBEAT,
+                    max_msg_size=MAX_MESSAGE_BYTES,
+                    headers={"Authorization": f"Bearer {self.client.token}"})
         except aiohttp.WSServerHandshakeError as exc:
             raise ActionError(exc.status, "refused", f"relay refused session {self.id}: "
                               f"{exc.message}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(relay, exc, self.client.ca) from exc
 
-    async def _read(self) -> None:
-        """Hand replies to their calls and events to the queue until the connection ends."""
+    async def _keep(self) -> None:
+        """Read from the relay; after a drop the relay did not decide on, attach again."""
+        try:
+            while True:
+                code, reason = await self._read(self._ws)
+                if self._over(code, reason) or not await self._reattach(code, reason):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a fault here must not leave calls waiting for ever
+            log.exception("the connection to session %s failed", self.id)
+            reason = f"the connection to session {self.id} failed: {type(exc).__name__}: {exc}"
+            self._finish(ServiceUnavailable(reason), "failed",
+                         {"type": "disconnected", "session": self.id, "code": None,
+                          "reason": reason})
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
+        """Hand replies to their calls and events to the queue until the connection ends; how
+        it ended (close code, reason)."""
         while True:
-            msg = await self._ws.receive()
+            msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self._on_message(msg.json())
             elif msg.type != aiohttp.WSMsgType.BINARY:
                 break
         if msg.type == aiohttp.WSMsgType.CLOSE:
-            self._on_disconnect(msg.data, msg.extra or "")
-        else:
-            reason = str(msg.data) if msg.type == aiohttp.WSMsgType.ERROR else "connection lost"
-            self._on_disconnect(self._ws.close_code, reason)
+            return msg.data, msg.extra or ""
+        reason = str(msg.data) if msg.type == aiohttp.WSMsgType.ERROR else "connection lost"
+        return ws.close_code, reason
 
     def _on_message(self, data: dict[str, Any]) -> None:
         if "event" in data:
             self._on_event(data["event"])
             return
         call_id = data.get("id")
-        future = self._replies.pop(call_id, None) if isinstance(call_id, int) else None
-        if future is not None and not future.done():
-            future.set_result(data)
+        waiting = self._replies.pop(call_id, None) if isinstance(call_id, int) else None
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(data)
 
-    def _on_disconnect(self, code: int | None, reason: str) -> None:
-        """Fail what is pending; unless we detached, tell the user (state, event)."""
-        error = (ServiceUnavailable(f"detached from session {self.id}") if self._detaching
-                 else close_error(self.id, code, reason))
-        self._disconnected = error
-        for future in self._replies.values():
-            if not future.done():
-                future.set_exception(error)
-        self._replies.clear()
+    def _over(self, code: int | None, reason: str) -> bool:
+        """Settle a drop that ends the session for this client (we detached, or the relay
+        closed with a 4xxx code); False for any other drop."""
         if self._detaching:
-            return
-        self._events.put({"type": "disconnected", "session": self.id, "code": code,
-                          "reason": reason})
+            self._finish(ServiceUnavailable(f"detached from session {self.id}"))
+            return True
         if code is not None and 4000 <= code < 5000:  # the relay ended it on purpose
+            self._finish(close_error(self.id, code, reason), CLOSE_STATES.get(code, "closed"),
+                         {"type": "disconnected", "session": self.id, "code": code,
+                          "reason": reason})
+            return True
+        return False
+
+    def _finish(self, error: ActionError, state: str | None = None,
+                event: dict[str, Any] | None = None) -> None:
+        """No call goes through any more: say why to the calls waiting and to come, and set
+        the state (and queue the event) the user sees."""
+        self._disconnected = error
+        if state is not None:
             with self._state_changed:
-                self.state = CLOSE_STATES.get(code, "closed")
-                self._last_failure = {"session": self.id, "state": self.state, "reason": reason}
+                self.state = state
+                self._last_failure = {"session": self.id, "state": state,
+                                      "reason": error.message}
                 self._state_changed.notify_all()
+        if event is not None:
+            self._events.put(event)
+        self._fail_pending(lambda what: error)
+        self._up.set()  # calls waiting for the connection now see `_disconnected`
+
+    def _fail_pending(self, error: Callable[[str], ActionError]) -> None:
+        for future, what in self._replies.values():
+            if not future.done():
+                future.set_exception(error(what))
+        self._replies.clear()
+
+    async def _reattach(self, code: int | None, reason: str) -> bool:
+        """Attach again, with back-off, until it works (True) or the relay refuses this client
+        for good (False)."""
+        self._up.clear()
+        if code == WSCloseCode.MESSAGE_TOO_BIG:  # sending such a call again would not help
+            self._fail_pending(lambda what: ActionError(413, "too_large", f"{what}: {reason}"))
+        self._fail_pending(ConnectionDropped)
+        with self._state_changed:
+            resume, self.state = self.state, RECONNECTING
+            self._state_changed.notify_all()
+        self._events.put({"type": "reconnecting", "session": self.id, "code": code,
+                          "reason": reason})
+        log.info("connection to session %s dropped (%s: %s); re-attaching", self.id, code,
+                 reason)
+        started, delay, attempts = time.monotonic(), RECONNECT_FIRST, 0
+        while True:
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                self._ws = await self._connect()
+                break
+            except ActionError as err:
+                if 400 <= err.status < 500 and err.status not in (408, 429):
+                    self._finish(ActionError(err.status, err.code, err.message),
+                                 "revoked" if err.status in (401, 403) else "closed",
+                                 {"type": "disconnected", "session": self.id, "code": None,
+                                  "status": err.status, "reason": err.message})
+                    return False
+                log.debug("re-attaching to session %s: %s", self.id, err.message)
+            delay = min(delay * 2, RECONNECT_MAX)
+        with self._state_changed:
+            if self.state == RECONNECTING:
+                self.state = resume
+            self._state_changed.notify_all()
+        self._events.put({"type": "reconnected", "session": self.id, "attempts": attempts,
+                          "after_s": round(time.monotonic() - started, 3)})
+        log.info("re-attached to session %s after %d attempts", self.id, attempts)
+        self._up.set()
+        return True
 
     def _on_event(self, event: dict[str, Any]) -> None:
         self._events.put(event)
         state = event.get("state")
+        if event.get("type") == "restarted" or state is not None:
+            self._news.set()  # wakes idempotent calls waiting to try again
+            self._news = asyncio.Event()
         if state is None:
             return
         with self._state_changed:
@@ -370,30 +508,107 @@ class Session:
                                        f"(state {self.state})")
                 self._state_changed.wait(min(left, 0.5))
 
-    async def _request(self, service: str, action: str, params: dict[str, Any]) -> Any:
+    async def _link(self) -> aiohttp.ClientWebSocketResponse:
+        """The connection to send on, once attached; the final error if that cannot be."""
+        await self._up.wait()
         if self._disconnected is not None:
             raise ActionError(self._disconnected.status, self._disconnected.code,
                               self._disconnected.message)
-        call_id = next(self._ids)
+        return self._ws
+
+    async def _attempt(self, call_id: int, service: str, what: str, text: str) -> Any:
+        """Send the call once and wait for its reply; ask the relay to cancel it if the caller
+        stops waiting (timeout) while it is still out there."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[call_id] = future
-        await self._ws.send_json({"id": call_id, "service": service, "action": action,
-                                  "params": params})
-        reply = await future
+        while True:
+            ws = await self._link()
+            self._replies[call_id] = (future, what)
+            try:
+                await ws.send_str(text)
+                break
+            except (ConnectionError, RuntimeError):  # not sent: send it on the next link
+                self._replies.pop(call_id, None)
+                if self._ws is ws:
+                    self._up.clear()  # the reader sees the drop at once and re-attaches
+        try:
+            reply = await future
+        except asyncio.CancelledError:
+            if call_id in self._replies and self._ws is ws and not ws.closed \
+                    and await self._cancel(ws, call_id, service, what):
+                self._cancelled.add(call_id)
+            raise
+        finally:
+            self._replies.pop(call_id, None)
         if "error" in reply:
             raise ActionError.from_message(reply["error"])
         return reply["result"]
 
-    def call(self, service: str, action: str, *, timeout: float | None = None,
-             **params: Any) -> Any:
+    async def _cancel(self, ws: aiohttp.ClientWebSocketResponse, call_id: int, service: str,
+                      what: str) -> bool:
+        """Ask the relay to cancel a call, and wait (briefly) for its answer: once it has
+        answered `cancelled`, the service has been told (True)."""
+        answered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[call_id] = (answered, what)
+        with contextlib.suppress(ConnectionError, RuntimeError, ActionError, TimeoutError):
+            await ws.send_str(json.dumps({"id": call_id, "service": service, "cancel": True}))
+            reply = await asyncio.wait_for(answered, CANCEL_ANSWER_TIMEOUT)
+            return bool((reply.get("error") or {}).get("code") == "cancelled")
+        return False
+
+    async def _request(self, service: str, action: str, params: dict[str, Any],
+                       timeout: float | None, idempotent: bool) -> Any:
+        what = f"{service}.{action}"
+        call_id = next(self._ids)
+        text = json.dumps({"id": call_id, "service": service, "action": action,
+                           "params": params})
+        limit = asyncio.timeout(timeout)
+        try:
+            async with limit:
+                delay = RECONNECT_FIRST
+                while True:
+                    news = self._news
+                    try:
+                        return await self._attempt(call_id, service, what, text)
+                    except ActionError as err:
+                        if not idempotent or err.status != 503 or self._disconnected:
+                            raise
+                        log.debug("%s: %s; trying again", what, err.message)
+                        if isinstance(err, ConnectionDropped):
+                            continue  # it waits for the new connection
+                    # The service may be restarting: again when it is back, or after back-off.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(news.wait(), delay)
+                    delay = min(delay * 2, RECONNECT_MAX)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise CallTimeout(what, timeout or 0.0, call_id in self._cancelled) from None
+        finally:
+            self._cancelled.discard(call_id)
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls have gone out on the current connection and await their reply."""
+        return len(self._replies)
+
+    def call(self, service: str, action: str, *, timeout: float | None = DEFAULT_CALL_TIMEOUT,
+             idempotent: bool = False, **params: Any) -> Any:
         """Run `action` of one of this session's compute services (through the relay).
 
-        Waits at most `timeout` seconds (default: as long as the action takes).
+        Waits at most `timeout` seconds (default 300; None: as long as it takes); then it
+        raises CallTimeout (an ActionError and a TimeoutError) and the call is cancelled on
+        the server. Errors are ActionError with a message for the user.
+
+        `idempotent=True` says that running the call twice does no harm (a computation, a
+        read): it is then sent again when the connection to the relay drops while it is in
+        flight, and when its service is not available (503, e.g. restarting after a crash),
+        as soon as the service is back (its `restarted` event) or after back-off (0.1 s
+        doubling to 5 s), until the timeout. Other calls in flight when the connection drops
+        fail with ConnectionDropped: they may or may not have run. Calls made while the
+        session re-attaches wait for the connection, whichever they are.
         """
-        try:
-            return self.client._loop.run(self._request(service, action, params), timeout)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{service}.{action} gave no answer in {timeout:g} s") from exc
+        return self.client._loop.run(self._request(service, action, params, timeout,
+                                                   idempotent))
 
     def events(self, timeout: float = 0.0) -> Iterator[dict[str, Any]]:
         """Events received so far; with a timeout, also those arriving within it."""
@@ -415,9 +630,17 @@ class Session:
         """Leave the session running (others may be in it) and drop this connection."""
         if self in self.client.attached:
             self.client.attached.remove(self)
-            self._detaching = True
-            self.client._loop.run(self._ws.close())
-            self._reader.cancel()
+            self.client._loop.run(self._detach())
+
+    async def _detach(self) -> None:
+        self._detaching = True
+        await self._ws.close()  # the keeper reads the close and finishes
+        self._keeper.cancel()  # or stops waiting to re-attach
+        await asyncio.gather(self._keeper, return_exceptions=True)
+        if not self._ws.closed:  # attached again just before it stopped
+            await self._ws.close()
+        if self._disconnected is None:
+            self._finish(ServiceUnavailable(f"detached from session {self.id}"))
 
     def close(self) -> None:
         """Close the session for everyone: its services stop. Only ever done explicitly."""

@@ -2,8 +2,10 @@
 
 `GET /session?id=SESSION` on the public channel, with `Authorization: Bearer TOKEN`. Messages
 are `{"id", "service", "action", "params"}`; replies `{"id", "result"}` or `{"id", "error"}`;
-session events (progress, restarts, failure) and the session's log records (`type: log`) arrive
-as `{"event": {...}}`.
+`{"id", "service", "cancel": true}` cancels a call (answered 409 `cancelled` once the service
+was told). Session events (progress, restarts, failure) and the session's log records
+(`type: log`) arrive as `{"event": {...}}`, the session's current state first (a client that
+re-attaches after a drop learns what changed meanwhile).
 
 Access is decided once per socket (gss `session_access`) and kept until gss says that something
 changed (`access_changes`: a logout, a new password, a disabled user, a group, a share, a deleted
@@ -80,6 +82,7 @@ class Attached:
     events: asyncio.Queue[str] = field(
         default_factory=lambda: asyncio.Queue(maxsize=EVENT_BACKLOG))
     links: dict[str, ServiceLink] = field(default_factory=dict)  # by service
+    tunnels: dict[Any, asyncio.Task[None]] = field(default_factory=dict)  # calls behind NAT
 
 
 @dataclass(eq=False)
@@ -198,6 +201,11 @@ class RelayService(ServiceBase):
         background: set[asyncio.Task[None]] = set()
         try:
             await ws.prepare(request)
+            # First what the session is now: a client re-attaching after a drop learns what
+            # happened while it was away (events are not kept for it).
+            client.events.put_nowait(encode({"event": public_event(
+                {"type": "state", "session": feed.session, "state": feed.state,
+                 "services": feed.services})}).decode())
             background.update({asyncio.create_task(self._write_events(client)),
                                asyncio.create_task(self._expire_calls(client))})
             log.info("%s attached to session %s", client.user, client.session)
@@ -389,9 +397,15 @@ class RelayService(ServiceBase):
             target = self._target(client, service)
             assert isinstance(service, str)
             if target.get("via") == "lss":  # behind NAT: through its LSS's own link to gss
+                if call_id in client.tunnels:
+                    raise ActionError(409, "duplicate_id", f"a call with id {call_id!r} is "
+                                      "still running; give each call in flight its own id", "id")
                 task = asyncio.create_task(self._tunnel(client, service, message, len(data)))
                 background.add(task)
+                client.tunnels[call_id] = task
                 task.add_done_callback(background.discard)
+                task.add_done_callback(lambda done: client.tunnels.pop(call_id, None)
+                                       if client.tunnels.get(call_id) is done else None)
                 return
             link = await self._link(client, service, target["endpoint"])
             await link.send(call_id, data)
@@ -435,18 +449,26 @@ class RelayService(ServiceBase):
         return feed.services[service]
 
     def _for_user(self, service: str, err: ActionError) -> ActionError:
-        """Errors as the user may see them: a fault inside the platform is logged with its
-        details (hosts, ports) and reported without them."""
-        if err.status < 500:
-            return err
+        """A service's error as the user may see it: a fault inside the platform is logged
+        with its details (hosts, ports) and reported without them."""
+        if err.status < 500 or err.code == "internal":  # the latter names a log reference
+            return ActionError(err.status, err.code, _scrub(err.message), err.field,
+                               retry_after=err.retry_after)
+        log.warning("%s failed: %s", service, err.message)
+        return self._unavailable(service)
+
+    def _unreachable(self, service: str, err: ActionError) -> ActionError:
+        """Why a call could not be sent to the service, without where the service runs."""
         if isinstance(err, WrongPeer):
             log.error("refused to call %s: %s", service, err.message)
             return ActionError(502, "wrong_peer", f"{service} of this session could not be "
                                "verified, so the call was not sent; the operator was told")
-        log.warning("%s failed: %s", service, err.message)
-        if err.code == "internal":
-            return err  # the service's own message names a reference, no address
-        return ActionError(err.status, err.code, f"{service} is not available right now (it "
+        log.warning("cannot reach %s: %s", service, err.message)
+        return self._unavailable(service)
+
+    @staticmethod
+    def _unavailable(service: str) -> ActionError:
+        return ActionError(503, "unavailable", f"{service} is not available right now (it "
                            "may be restarting); try again", retry_after=1)
 
     async def _link(self, client: Attached, service: str, endpoint: str) -> ServiceLink:
@@ -461,14 +483,18 @@ class RelayService(ServiceBase):
             try:
                 await link.connect()
             except ActionError as err:
-                raise self._for_user(service, err) from err
+                await link.close()
+                raise self._unreachable(service, err) from err
             client.links[service] = link
         return link
 
     async def _cancel(self, client: Attached, service: Any, call_id: Any) -> None:
         """Pass a cancellation on to the service and answer the cancelled call at once."""
+        tunnel = client.tunnels.pop(call_id, None)
         link = client.links.get(service) if isinstance(service, str) else None
-        if link is not None and await link.cancel(call_id):
+        if tunnel is not None:
+            tunnel.cancel()  # its link to gss tells gss to stop it
+        if tunnel is not None or (link is not None and await link.cancel(call_id)):
             await self._refuse(client, call_id,
                                ActionError(409, "cancelled", f"call {call_id!r} was cancelled",
                                            "id"))
@@ -532,7 +558,7 @@ class ServiceLink:
             await self.ws.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
             self._forget(call_id)
-            raise self.relay._for_user(self.service, ServiceUnavailable(
+            raise self.relay._unreachable(self.service, ServiceUnavailable(
                 f"{self.endpoint}: {exc}")) from exc
 
     def _forget(self, call_id: Any) -> bool:
@@ -566,8 +592,13 @@ class ServiceLink:
             log.error("%s of session %s answered what is not a reply: %s", self.service,
                       self.client.session, exc)
         finally:
-            dropped = self.relay._for_user(self.service, ServiceUnavailable(
-                f"the link to {self.service} at {self.endpoint} closed"))
+            if self.pending:
+                log.warning("the link to %s of session %s at %s closed with %d calls in "
+                            "flight", self.service, self.client.session, self.endpoint,
+                            len(self.pending))
+            dropped = ActionError(503, "interrupted", f"the connection to {self.service} "
+                                  "dropped while the call was running (it may be "
+                                  "restarting): it may or may not have run", retry_after=1)
             for call_id in list(self.pending):
                 await self._answer(call_id, dropped)
 

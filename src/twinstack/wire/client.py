@@ -258,8 +258,15 @@ class Link:
 
     async def call(self, action: str, params: dict[str, Any] | None = None, *,
                    timeout: float = 30.0) -> Any:
+        """Run `action`; if it times out or the caller is cancelled, the peer is told to stop
+        it."""
         call_id, queue = await self._start(action, params)
-        return self._unwrap(action, await self._wait(call_id, queue, action, timeout))["result"]
+        try:
+            reply = await self._wait(call_id, queue, action, timeout)
+        except (asyncio.CancelledError, ActionError):
+            await self._cancel(call_id)
+            raise
+        return self._unwrap(action, reply)["result"]
 
     async def stream(self, action: str, params: dict[str, Any] | None = None
                      ) -> AsyncIterator[Any]:
@@ -272,10 +279,13 @@ class Link:
                 yield reply["event"]
         finally:
             self._waiting.pop(call_id, None)
-            if not self.closed.is_set():
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await self.ws.send_str(orjson.dumps({"id": call_id, "cancel": True})
-                                           .decode())
+            await self._cancel(call_id)
+
+    async def _cancel(self, call_id: int) -> None:
+        """Tell the peer to stop a call (harmless once it has answered)."""
+        if not self.closed.is_set():
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(orjson.dumps({"id": call_id, "cancel": True}).decode())
 
 
 class LinkKeeper:

@@ -468,6 +468,9 @@ class Runtime:
         except ActionError:
             outcome = "error"
             raise
+        except asyncio.CancelledError:  # a WebSocket caller cancelled it or went away
+            outcome = "cancelled"
+            raise
         except Exception as exc:
             outcome = "crash"
             raise internal_fault(found.name, exc, call.request_id) from exc
@@ -532,19 +535,26 @@ class Runtime:
                     continue
                 if body.get("cancel"):
                     task = running.pop(call_id, None)
-                    if task is not None:
-                        task.cancel()
+                    if task is not None and task.cancel():
+                        self._cancelled(task.get_name(), call_id)
                     continue
                 rid = _request_id(body.get("request"), call.request_id)
                 one = Call(call.channel, str(rid), peer=call.peer, principal=call.principal,
                            remote=call.remote)
-                task = asyncio.create_task(self._ws_call(ws, call_id, one, body))
+                task = asyncio.create_task(self._ws_call(ws, call_id, one, body),
+                                           name=str(body.get("action"))[:64])
                 running[call_id] = task
                 task.add_done_callback(functools.partial(_forget_call, running, call_id))
         finally:
             for task in running.values():
                 task.cancel()
         return ws
+
+    def _cancelled(self, name: str, call_id: Any) -> None:
+        """Say that a call was dropped on request (ending a stream is routine: not said)."""
+        found = self.actions.get(name)
+        if found is not None and not found.streams:
+            log.info("%s cancelled at its caller's request", name, extra={"call": call_id})
 
     async def _ws_error(self, ws: web.WebSocketResponse, call_id: Any, err: ActionError) -> None:
         self._refused(err)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from twinstack.client import Client
+from twinstack.launcher import serves_from
 
 # Fast failure detection so the failure tests finish in seconds.
 FAST = {"TWINSTACK_HEARTBEAT_SECONDS": "0.5", "TWINSTACK_LSS_TIMEOUT_SECONDS": "3",
@@ -101,7 +102,15 @@ class Platform:
         return json.loads((self.data / "platform.json").read_text())
 
     def pid(self, label: str) -> int:
-        return self.info()["services"][label]["pid"]
+        """The pid of a platform service that is running now: after a restart the launcher
+        rewrites platform.json only once the new process is ready, so wait for that."""
+        found: list[int] = []
+
+        def running() -> bool:
+            found[:] = [self.info()["services"][label]["pid"]]
+            return serves_from(found[0], self.data)
+        wait_until(running, what=f"a running {label} in platform.json")
+        return found[0]
 
     def twinstack(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "twinstack", *args, "--data-dir",

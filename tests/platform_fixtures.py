@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,3 +187,31 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         yield running
     finally:
         stop_platform(running)
+
+
+@contextlib.contextmanager
+def lss_workers(platform: Platform) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """A way to add worker LSS processes (`add(name, *flags)`) to a running platform, each
+    logging to DATA/NAME.out; all are stopped at the end of the block."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def add(name: str, *extra: str) -> subprocess.Popen[bytes]:
+        pki = platform.data / "pki"
+        with (platform.data / f"{name}.out").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "twinstack", "serve", "lss", "--bind", "127.0.0.1:0",
+                 "--health-bind", "127.0.0.1:0", "--cert", str(pki / "lss-chain.pem"),
+                 "--key", str(pki / "lss-key.pem"), "--ca", str(pki / "ca.pem"),
+                 "--gss-url", platform.info()["gss_url"], "--session-ca", str(pki),
+                 "--lss-name", name, "--data-dir", str(platform.data / name), *extra],
+                stdout=log, stderr=subprocess.STDOUT, env=platform.env)
+        started.append(proc)
+        return proc
+
+    try:
+        yield add
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=20)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 LONG = 60.0  # a hang guard, never the thing tested
 
@@ -107,3 +108,20 @@ class RawSocket:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+async def serve_fake_relay(files: Any, execute: Any, session: Any
+                           ) -> tuple[web.AppRunner, str]:
+    """A stand-in for gss and relay on 127.0.0.1 (server TLS only): `execute` answers POST
+    /execute, `session` the WebSocket at /session. Returns its runner and URL."""
+    from twinstack.pki.tls import server_context
+
+    app = web.Application()
+    app.router.add_post("/execute", execute)
+    app.router.add_get("/session", session)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0,
+                       ssl_context=server_context(files, require_client_cert=False))
+    await site.start()
+    return runner, f"https://127.0.0.1:{runner.addresses[0][1]}"

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from tests.platform_fixtures import (
     Platform,
+    lss_workers,
     session_processes,
     start_platform,
     stop_platform,
@@ -33,30 +32,12 @@ ENV = {"TWINSTACK_LSS_TIMEOUT_SECONDS": "60"}  # the locked database must not lo
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, object]]:
     """A platform without a local LSS, and a way to add LSS processes to it."""
     platform = start_platform(tmp_path_factory.mktemp("outbox"), "--lss-count", "0", env=ENV)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def add(name: str, *extra: str) -> subprocess.Popen[bytes]:
-        pki = platform.data / "pki"
-        with (platform.data / f"{name}.out").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "twinstack", "serve", "lss", "--bind", "127.0.0.1:0",
-                 "--health-bind", "127.0.0.1:0", "--cert", str(pki / "lss-chain.pem"),
-                 "--key", str(pki / "lss-key.pem"), "--ca", str(pki / "ca.pem"),
-                 "--gss-url", platform.info()["gss_url"], "--session-ca", str(pki),
-                 "--lss-name", name, "--data-dir", str(platform.data / name), *extra],
-                stdout=log, stderr=subprocess.STDOUT, env=platform.env)
-        started.append(proc)
-        return proc
-
     try:
         platform.add_user("ada")
-        yield platform, add
+        with lss_workers(platform) as add:
+            yield platform, add
     finally:
         stop_platform(platform)
-        for proc in started:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(timeout=20)
 
 
 def open_on_new_lss(platform: Platform, project: str, lss: str):

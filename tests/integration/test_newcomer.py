@@ -28,12 +28,12 @@ from tests.platform_fixtures import (
     stop_platform,
     wait_until,
 )
+from tests.probes import serve_fake_relay
 from twinstack import __version__
 from twinstack.client import ActionError, Client, ServiceUnavailable, SessionFailed
 from twinstack.exitcodes import ExitCode
 from twinstack.launcher import PLATFORM, Child, serves_from
 from twinstack.launcher import Platform as Launcher
-from twinstack.pki.tls import server_context
 
 REPO = Path(__file__).resolve().parents[2]
 KRIGING = {"points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
@@ -354,15 +354,7 @@ class FakeFrontDoor:
         return ws
 
     async def serve(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/execute", self._execute)
-        app.router.add_get("/session", self._session)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0,
-                           ssl_context=server_context(self.files, require_client_cert=False))
-        await site.start()
-        self.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        runner, self.url = await serve_fake_relay(self.files, self._execute, self._session)
         return runner
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests.platform_fixtures import (
     Platform,
+    lss_workers,
     session_processes,
     start_platform,
     stop_platform,
@@ -118,40 +117,15 @@ def test_a_service_that_keeps_crashing_fails_the_session(platform, ada):
     assert not session_processes(session.id)
 
 
-def _serve_lss(platform: Platform, name: str, capacity: int,
-               extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    pki = platform.data / "pki"
-    log = (platform.data / f"{name}.out").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "twinstack", "serve", "lss", "--bind", "127.0.0.1:0",
-         "--health-bind", "127.0.0.1:0", "--cert", str(pki / "lss-chain.pem"),
-         "--key", str(pki / "lss-key.pem"), "--ca", str(pki / "ca.pem"),
-         "--gss-url", platform.info()["gss_url"], "--session-ca", str(pki),
-         "--lss-name", name, "--capacity", str(capacity),
-         "--data-dir", str(platform.data / name), *extra],
-        stdout=log, stderr=subprocess.STDOUT, env=platform.env)
-
-
 @pytest.fixture
 def workers(tmp_path):
     """A platform without a local LSS, and a way to add worker LSS processes to it."""
     platform = start_platform(tmp_path, "--lss-count", "0")
-    started: list[subprocess.Popen[bytes]] = []
-
-    def add(name: str, capacity: int = 8, extra: tuple[str, ...] = ()
-            ) -> subprocess.Popen[bytes]:
-        proc = _serve_lss(platform, name, capacity, extra)
-        started.append(proc)
-        return proc
-
     try:
-        yield platform, add
+        with lss_workers(platform) as add:
+            yield platform, add
     finally:
         stop_platform(platform)
-        for proc in started:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(timeout=20)
 
 
 def _wait_for_lss(tw, project_id: str) -> object:
@@ -206,12 +180,12 @@ def test_two_lss_share_sessions_by_load_not_round_robin(workers):
     (`first` is first by name and by age) at once; a random placer passes with p = 1/16.
     """
     platform, add = workers
-    add("first", capacity=2)
+    add("first", "--capacity", "2")
     platform.add_user("ada")
     tw = platform.client("ada")
     projects = [tw.create_project(f"p{i}", "data analysis") for i in range(5)]
     _wait_for_lss(tw, projects[0]["id"])  # on `first`, the only node yet
-    add("second", capacity=16)
+    add("second", "--capacity", "16")
     _wait_for_nodes(platform, "first", "second")
     for project in projects[1:]:
         tw.open_session(project["id"])
@@ -249,7 +223,7 @@ def test_reopening_after_close_starts_a_new_session(platform, ada):
 def test_a_service_that_cannot_start_fails_the_session_with_its_reason(workers):
     """An LSS told to bind compute services to an address this host lacks (nothing is sent)."""
     platform, add = workers
-    add("misconfigured", extra=("--spawn-host", "192.0.2.1"))
+    add("misconfigured", "--spawn-host", "192.0.2.1")
     platform.add_user("ada")
     tw = platform.client("ada")
     project = tw.create_project("survey", "data analysis")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from tests.probes import serve_fake_relay
 from twinstack.client import ActionError, CallTimeout, Client, ConnectionDropped
-from twinstack.pki.tls import server_context
 
 Play = Callable[["FakeRelay", web.WebSocketResponse, web.Request], Awaitable[None]]
 Script = Callable[["FakeRelay", web.Request], Awaitable[web.StreamResponse]]
@@ -58,15 +58,7 @@ class FakeRelay:
         return message
 
     async def serve(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_post("/execute", self._execute)
-        app.router.add_get("/session", self._session)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0,
-                           ssl_context=server_context(self.files, require_client_cert=False))
-        await site.start()
-        self.url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        runner, self.url = await serve_fake_relay(self.files, self._execute, self._session)
         return runner
 
 

@@ -12,6 +12,7 @@ from scipy.spatial.distance import pdist
 
 from twinstack.sim.kriging import (
     PARAMETERS,
+    Stopped,
     Variogram,
     experimental_variogram,
     fit_variogram,
@@ -216,3 +217,21 @@ def test_cost_grows_with_every_count(neighbours):
                       for m in (1, 10, 10**4, 10**6)]
         assert by_points == sorted(by_points) and by_targets == sorted(by_targets)
     assert kriging_cost(5000, 10, neighbours=8).bytes < kriging_cost(5000, 10).bytes
+
+
+@pytest.mark.parametrize("neighbours", [None, 16])
+def test_a_stop_request_ends_the_work_between_blocks(neighbours):
+    """Asked before each block of targets: the first block is done, then it stops."""
+    rng = np.random.default_rng(5)
+    points = rng.uniform(0, 100, (300, 2))
+    targets = rng.uniform(0, 100, (200_000, 2))
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return len(asked) > 1
+    with pytest.raises(Stopped) as stopped:
+        ordinary_kriging(points, np.ones(300), targets, CASES[0], neighbours=neighbours,
+                         stop=stop)
+    assert 0 < stopped.value.done < stopped.value.total == 200_000
+    assert len(asked) == 2

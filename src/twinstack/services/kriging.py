@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import resource
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,9 @@ REPLY_ITEM_BYTES = 64
 
 Pair = tuple[float, float]
 T = TypeVar("T")
+# Set by _compute in the context the compute thread runs in: whether the call was cancelled.
+STOP_REQUESTED: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
+    "stop_requested")
 
 
 class Axis(BaseModel):
@@ -329,7 +333,11 @@ def _interpolate(params: InterpolateParams) -> dict[str, Any]:
         else:
             targets, shape = np.asarray(params.targets), None
         result = kriging.ordinary_kriging(points, values, targets, variogram,
-                                          neighbours=params.neighbours)
+                                          neighbours=params.neighbours,
+                                          stop=STOP_REQUESTED.get(lambda: False))
+    except kriging.Stopped as exc:
+        log.info("interpolate %s: its caller is gone", exc)
+        raise
     except ValueError as exc:
         raise ActionError(422, "invalid_params", str(exc), "params") from exc
     del points, values, targets
@@ -426,9 +434,17 @@ class KrigingService(ServiceBase):
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     async def _compute(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the compute thread; if the call is cancelled meanwhile (its caller timed
+        out or asked to cancel), the numerics stop at their next block of targets."""
+        stop = threading.Event()
         context = contextvars.copy_context()  # the request id, for records logged inside
-        return await asyncio.get_running_loop().run_in_executor(
-            self._worker, functools.partial(context.run, fn, *args))
+        context.run(STOP_REQUESTED.set, stop.is_set)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._worker, functools.partial(context.run, fn, *args))
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
     @action(allow=CALLERS)
     async def interpolate(self, call: Call, params: InterpolateParams) -> dict[str, Any]:

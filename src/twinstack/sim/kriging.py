@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,12 +199,26 @@ def _semivariance(variogram: Variogram, distances: np.ndarray) -> np.ndarray:
     return gamma
 
 
+class Stopped(Exception):
+    """The caller asked to stop (its `stop()` said so between two blocks of targets)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"stopped after {done} of {total} targets")
+        self.done, self.total = done, total
+
+
+def _never() -> bool:
+    return False
+
+
 def ordinary_kriging(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
-                     variogram: Variogram, *, neighbours: int | None = None) -> KrigingResult:
+                     variogram: Variogram, *, neighbours: int | None = None,
+                     stop: Callable[[], bool] = _never) -> KrigingResult:
     """Estimates and kriging variances at `targets` (m x 2).
 
     With `neighbours`, each target uses only its nearest data points: O(m k^3) instead of one
-    O(n^3) factorisation, for large inputs.
+    O(n^3) factorisation, for large inputs. `stop()` is asked before each block of targets,
+    so work nobody waits for any more ends early (raising Stopped); a thread cannot be killed.
     """
     points, values = np.asarray(points, float), np.asarray(values, float)
     targets = np.asarray(targets, float).reshape(-1, 2)
@@ -215,8 +229,8 @@ def ordinary_kriging(points: np.ndarray, values: np.ndarray, targets: np.ndarray
         assert neighbours is not None
         if neighbours < 3:
             raise ValueError("neighbours must be at least 3")
-        return _kriging_local(points, values, targets, variogram, neighbours)
-    return _kriging_global(points, values, targets, variogram)
+        return _kriging_local(points, values, targets, variogram, neighbours, stop)
+    return _kriging_global(points, values, targets, variogram, stop)
 
 
 def uses_neighbours(n_points: int, neighbours: int | None) -> bool:
@@ -247,7 +261,7 @@ def _finite_rows(matrix: np.ndarray) -> bool:
 
 
 def _kriging_global(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
-                    variogram: Variogram) -> KrigingResult:
+                    variogram: Variogram, stop: Callable[[], bool]) -> KrigingResult:
     n = points.shape[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", LinAlgWarning)  # a zero pivot is reported below
@@ -258,6 +272,8 @@ def _kriging_global(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
     variances = np.empty(targets.shape[0])
     chunk = max(1, CHUNK_ELEMENTS // (n + 1))
     for start in range(0, targets.shape[0], chunk):
+        if stop():
+            raise Stopped(start, targets.shape[0])
         part = slice(start, start + chunk)
         b = np.ones((n + 1, targets[part].shape[0]))
         b[:n] = _semivariance(variogram, cdist(points, targets[part]))
@@ -281,12 +297,14 @@ def _pair_distances(near: np.ndarray) -> np.ndarray:
 
 
 def _kriging_local(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
-                   variogram: Variogram, k: int) -> KrigingResult:
+                   variogram: Variogram, k: int, stop: Callable[[], bool]) -> KrigingResult:
     tree = cKDTree(points)
     estimates = np.empty(targets.shape[0])
     variances = np.empty(targets.shape[0])
     chunk = max(1, CHUNK_ELEMENTS // (k + 1) ** 2)
     for start in range(0, targets.shape[0], chunk):
+        if stop():
+            raise Stopped(start, targets.shape[0])
         part = slice(start, start + chunk)
         distances, index = tree.query(targets[part], k=k)
         a = np.ones((index.shape[0], k + 1, k + 1))

@@ -203,6 +203,7 @@ def lss_workers(platform: Platform) -> Iterator[Callable[..., subprocess.Popen[b
                  "--health-bind", "127.0.0.1:0", "--cert", str(pki / "lss-chain.pem"),
                  "--key", str(pki / "lss-key.pem"), "--ca", str(pki / "ca.pem"),
                  "--gss-url", platform.info()["gss_url"], "--session-ca", str(pki),
+                 "--logger-url", platform.info()["logger_url"],
                  "--lss-name", name, "--data-dir", str(platform.data / name), *extra],
                 stdout=log, stderr=subprocess.STDOUT, env=platform.env)
         started.append(proc)

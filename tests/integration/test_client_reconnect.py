@@ -21,7 +21,15 @@ import numpy as np
 import pytest
 
 from tests.integration.test_sessions import KRIGING, VARIOGRAM
-from tests.platform_fixtures import Platform, running_platform, session_processes, wait_until
+from tests.platform_fixtures import (
+    Platform,
+    lss_workers,
+    running_platform,
+    session_processes,
+    start_platform,
+    stop_platform,
+    wait_until,
+)
 from twinstack.client import ActionError, CallTimeout, ConnectionDropped, Session
 
 LONG = 60.0  # a hang guard, never the thing tested
@@ -178,8 +186,38 @@ def test_a_call_that_times_out_is_cancelled_on_the_server(session):
 
 def test_a_computation_whose_caller_gave_up_stops(session):
     """A call already computing when it times out is not finished for nobody: the service's
-    numerics stop at their next block of targets and the service is free for the next call.
-    (250,000 targets with 64 neighbours each: tens of seconds of work, stopped after ~1 s.)"""
+    numerics stop at their next block of targets and the service is free for the next call."""
+    assert_stops_when_its_caller_gives_up(session)
+
+
+def test_a_tunnelled_computation_whose_caller_gave_up_stops(tmp_path):
+    """The same through an LSS that carries the relay's calls (--tunnel): gss passes the
+    cancel to the LSS, which cancels its call on its link to the service."""
+    platform = start_platform(tmp_path, "--lss-count", "0")
+    try:
+        with lss_workers(platform) as add:
+            add("w-tunnel", "--tunnel")
+            platform.add_user("ada")
+            tw = platform.client("ada")
+            project = tw.create_project("far", "data analysis")
+            opened: list[Session] = []
+
+            def attached() -> bool:  # open once the LSS has attached
+                try:
+                    opened.append(tw.open_session(project["id"]))
+                except ActionError as exc:
+                    if exc.code != "no_capacity":
+                        raise
+                return bool(opened)
+            wait_until(attached, LONG, what="the tunnelling LSS to attach")
+            assert_stops_when_its_caller_gives_up(opened[0])
+    finally:
+        stop_platform(platform)
+
+
+def assert_stops_when_its_caller_gives_up(session: Session) -> None:
+    """250,000 targets with 64 neighbours each (tens of seconds of work) with a 1-s timeout:
+    the service logs that it stopped part-way, then answers the next call."""
     rng = np.random.default_rng(3)
     points = rng.uniform(0, 10, (2000, 2))
     big = {"points": points.tolist(), "values": np.sin(points[:, 0]).tolist(),

@@ -465,6 +465,10 @@ class GssService(ServiceBase):
                     "type": "call", "call_id": call_id, **params.model_dump()}):
                 raise ActionError(503, "unavailable", f"LSS {record.lss_id} is not connected")
             answer = await asyncio.wait_for(reply, 600)
+        except asyncio.CancelledError:  # the relay's caller is gone: the LSS stops the call
+            if record.lss_id is not None:
+                self.command(record.lss_id, {"type": "cancel_call", "call_id": call_id})
+            raise
         except TimeoutError as exc:
             raise ActionError(504, "timeout", f"{params.service} did not answer") from exc
         finally:

@@ -38,7 +38,7 @@ from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.process import ProcessSpawner
 from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases
-from twinstack.wire.client import ClientPool, Link, ServiceClient
+from twinstack.wire.client import ClientPool, Link, LinkKeeper, ServiceClient
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
 
@@ -311,7 +311,9 @@ class LssService(ServiceBase):
         self.attached = asyncio.Event()
         self.link: Link | None = None
         self.compute = ClientPool(self.runtime.tls.client())  # for tunnelled calls
-        self.tunnelled: set[asyncio.Task[None]] = set()
+        self.compute_links: dict[str, LinkKeeper] = {}  # by endpoint
+        self.background: set[asyncio.Task[None]] = set()  # stops and tunnelled calls
+        self.tunnelled: dict[int, asyncio.Task[None]] = {}  # by gss's call id, to cancel
         self.kube: Any = None
         self.restart_policy = RestartPolicy.from_settings(s)
         self.lease_renewer = asyncio.create_task(renew_leases(
@@ -412,6 +414,8 @@ class LssService(ServiceBase):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
         await self.gss.close()
+        for keeper in self.compute_links.values():
+            await keeper.close()
         await self.compute.close()
         if self.kube is not None:
             self.watch.cancel()
@@ -512,15 +516,24 @@ class LssService(ServiceBase):
             self.runners[session] = runner
             runner.task = asyncio.create_task(runner.run())
         elif kind == "stop_session":
-            task = asyncio.create_task(self._stop_session(session))
-            self.tunnelled.add(task)  # kept until done, like tunnelled calls
-            task.add_done_callback(self.tunnelled.discard)
+            self._in_background(self._stop_session(session))
         elif kind == "call" and self.link is not None:
-            task = asyncio.create_task(self._tunnel(self.link, command))
-            self.tunnelled.add(task)
-            task.add_done_callback(self.tunnelled.discard)
+            call_id = command["call_id"]
+            self.tunnelled[call_id] = self._in_background(self._tunnel(self.link, command))
+            self.tunnelled[call_id].add_done_callback(lambda _: self.tunnelled.pop(call_id, None))
+        elif kind == "cancel_call":  # its caller is gone: the service is told to stop it
+            cancelled = self.tunnelled.get(command.get("call_id", -1))
+            if cancelled is not None:
+                cancelled.cancel()
         else:
             log.warning("ignored control command %s", command)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` off the control loop, holding a reference until it is done."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     async def _stop_session(self, session: str) -> None:
         """Stop a session's services (off the control loop: a stop may take its grace
@@ -544,7 +557,10 @@ class LssService(ServiceBase):
             if child is None:
                 raise ActionError(404, "unknown_service", f"no {command['service']} in session "
                                   f"{command['session']} on LSS {self.lss_name}")
-            reply["result"] = await self.compute[child.endpoint].call(
+            keeper = self.compute_links.setdefault(
+                child.endpoint, LinkKeeper(self.compute[child.endpoint]))
+            link_to_service = await keeper.get()  # a link: cancelling the call reaches it
+            reply["result"] = await link_to_service.call(
                 command["action"], command.get("params") or {}, timeout=600)
         except ActionError as err:
             reply["error"] = err.in_message()

@@ -9,6 +9,8 @@ in the queue while they wait.
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import threading
 from collections import defaultdict
 from typing import Any
@@ -26,7 +28,7 @@ from twinstack.client import Client, SessionFailed
 
 USERS = ("ada", "bob", "cy")
 CAPACITY = 8
-QUEUE_TIMEOUT = 8  # seconds, on the platform without any LSS
+QUEUE_TIMEOUT = 10  # seconds, on the platform without any LSS
 
 
 def _projects(clients: dict[str, Client], count: int) -> list[tuple[str, str]]:
@@ -164,7 +166,7 @@ def nodeless(tmp_path_factory):
         stop_platform(platform)
 
 
-def test_a_queued_session_closes_and_the_queue_times_out(nodeless):
+def test_a_queued_session_closes_and_the_queue_times_out_across_a_gss_restart(nodeless):
     clients = {"ada": nodeless.client("ada"), "bob": nodeless.client("bob")}
     projects = [("ada", clients["ada"].create_project("first", "data analysis")["id"]),
                 ("bob", clients["bob"].create_project("second", "data analysis")["id"])]
@@ -195,10 +197,18 @@ def test_a_queued_session_closes_and_the_queue_times_out(nodeless):
                                                                   "state": "closed"}
     threads[0].join(timeout=60)
     assert "closed by ada" in str(failures[projects[0][1]])
-    wait_until(lambda: watch.poll() or watch.places(second) == [2, 1], timeout=60,
+    wait_until(lambda: watch.poll() or watch.places(second)[-1] == 1, timeout=60,
                what="the second session to move up")
+    assert watch.places(second) == [2, 1]
 
+    # The queue lives in the database: a gss killed now (`twinstack up` restarts it) still
+    # ends the wait when its time is up, and the waiting client hears it through the relay.
+    gss = nodeless.pid("gss")
+    os.kill(gss, signal.SIGKILL)
     threads[1].join(timeout=60)
+    assert nodeless.pid("gss") != gss
+    after = [e["type"] for e in watch.sessions[second].events()]  # from the restarted gss:
+    assert "state" in after and after[-1] == "failed", after  # its state again, then the end
     reason = failures[projects[1][1]].event["reason"]
     assert f"no session node had room for {QUEUE_TIMEOUT} s" in reason
     assert "queue_timeout_seconds" in reason

@@ -279,13 +279,14 @@ def end_queued_session(s: Session, session_id: str, state: str, reason: str) -> 
 
 
 def recent_session_seconds(s: Session, limit: int = 20) -> list[float]:
-    """How long the last `limit` ended sessions held their LSS (placed to ended), newest first."""
-    query = (select(SessionRecord.placed_at, SessionRecord.closed_at)
-             .where(SessionRecord.state.in_(FINAL_STATES),
-                    SessionRecord.placed_at.is_not(None), SessionRecord.closed_at.is_not(None))
-             .order_by(SessionRecord.closed_at.desc()).limit(limit))
-    return [(closed - placed).total_seconds() for placed, closed in s.execute(query)
-            if placed is not None and closed is not None]
+    """How long the last `limit` sessions that left their LSS held it, newest first: placed
+    until ended, or until closing began (its slot is free from then on)."""
+    ended = func.coalesce(SessionRecord.closed_at, SessionRecord.updated_at)
+    query = (select(SessionRecord.placed_at, ended)
+             .where(SessionRecord.state.not_in(LIVE_STATES), SessionRecord.placed_at.is_not(None))
+             .order_by(ended.desc()).limit(limit))
+    return [(end - placed).total_seconds() for placed, end in s.execute(query)
+            if placed is not None]
 
 
 def sessions_of_lss(s: Session, lss_id: str,

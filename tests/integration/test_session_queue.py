@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sqlite3
 import threading
 from collections import defaultdict
 from typing import Any
@@ -215,3 +216,20 @@ def test_a_queued_session_closes_and_the_queue_times_out_across_a_gss_restart(no
     states = {r["id"]: (r["state"], r["placed_at"]) for c in clients.values()
               for r in c.sessions()}
     assert states == {first: ("closed", None), second: ("failed", None)}
+
+
+def test_a_session_that_cannot_be_placed_fails_with_the_reason(nodeless):
+    """An error while placing one session fails that session with the error as its reason,
+    and the queue goes on. Here: its project's session type was retired since."""
+    tw = nodeless.client("ada")
+    retired = tw.create_project("retired", "data analysis")
+    database = sqlite3.connect(nodeless.data / "twinstack.db", timeout=30)
+    with database:
+        database.execute("UPDATE projects SET session_type = 'old kind' WHERE id = ?",
+                         (retired["id"],))
+    database.close()
+    with pytest.raises(SessionFailed, match="session type 'old kind' is not offered any more"):
+        tw.open_session(retired["id"], timeout=60)
+    other = tw.gss("open_session", project=tw.create_project("other", "data analysis")["id"])
+    assert other["state"] == "queued"
+    assert tw.gss("close_session", session=other["id"])["state"] == "closed"

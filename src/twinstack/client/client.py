@@ -258,6 +258,9 @@ class Client:
         for the other participants; `Session.close()` stops it for everyone.
         """
         record = self.gss("open_session", project=project_id)
+        if record["state"] in ENDED_STATES:  # e.g. it could not be placed at all
+            raise SessionFailed({"session": record["id"], "state": record["state"],
+                                 "reason": record["reason"]})
         session = Session(self, record)
         try:
             session.wait_ready(timeout)

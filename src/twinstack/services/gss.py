@@ -369,15 +369,18 @@ class GssService(ServiceBase):
     async def _dispatch_loop(self) -> None:
         """Dispatch whenever an LSS slot may have freed (a session ended, a heartbeat came) and
         at least every DISPATCH_TICK (queue timeouts, newly attached LSS). A failed pass is
-        logged and retried; only cancellation ends the loop."""
+        logged and retried after a growing pause (up to 30 s); only cancellation ends the loop."""
+        pause = DISPATCH_TICK
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue_changed.wait(), DISPATCH_TICK)
+                await asyncio.wait_for(self.queue_changed.wait(), pause)
             self.queue_changed.clear()
             try:
                 await self._dispatch()
+                pause = DISPATCH_TICK
             except Exception:
                 log.exception("session queue: dispatch pass failed; retrying")
+                pause = min(pause * 2, 30.0)
 
     async def _dispatch(self) -> None:
         """Place queued sessions first come, first served while an LSS has room, fail those
@@ -400,6 +403,8 @@ class GssService(ServiceBase):
                     elif waiting or not await self._place(record.id, session_type, nodes):
                         waiting.append(record.id)
                 except Exception as exc:  # this session fails; the queue goes on
+                    if isinstance(exc, ActionError) and exc.status >= 500:
+                        raise  # the database, not this session: the whole pass is retried
                     log.exception("session queue: cannot place session %s", record.id)
                     await self._end_queued(record.id, "failed",
                                            f"could not be placed on a session node: {exc}")

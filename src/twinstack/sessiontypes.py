@@ -35,7 +35,7 @@ class SessionType:
 
 
 SESSION_TYPE_NEEDS: dict[str, SessionType] = {
-    # One kriging process: ~110 MB resident when idle, plus one action's planned memory
+    # One kriging process: ~120 MB resident when idle, plus one action's planned memory
     # (compute_memory_mb, 512 MB by default). Interactive sessions idle between calls, so half
     # a core each on average.
     "data analysis": SessionType(services=("kriging",), cpus=0.5, memory_mb=768),

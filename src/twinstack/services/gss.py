@@ -330,8 +330,10 @@ class GssService(ServiceBase):
 
     @action(public=True, allow=())
     async def open_session(self, call: Call, params: ProjectRef) -> dict[str, Any]:
-        """Join the project's live session, or start one on the least loaded LSS with room;
-        when none has room (or others wait already), it waits in the queue (state queued)."""
+        """Join the project's live session, or start one on the least loaded LSS.
+
+        When no LSS has room (or others wait already) it waits in the queue (state queued),
+        first come first served, and is placed as soon as a place frees."""
         me: Principal = call.principal
         role = await self._role(me, params.project)
         require(role, "viewer", "opening a session", params.project)

@@ -25,7 +25,10 @@ def _in(values: tuple[str, ...]) -> str:
 
 def _swap(states: tuple[str, ...], live: tuple[str, ...]) -> None:
     """Replace the state check and the one-live-session-per-project index (SQLite rebuilds
-    the table for the check; the partial index is recreated outside, so its WHERE survives)."""
+    the table for the check; the partial index is recreated outside, so its WHERE survives).
+
+    The check is named as 0001 named it: the models' naming convention applies to the name
+    given here as it did there, so both backends end with the same name as before."""
     op.drop_index("uq_sessions_live_project", table_name="sessions")
     with op.batch_alter_table("sessions") as batch:
         batch.drop_constraint("ck_sessions_state", type_="check")

@@ -36,9 +36,10 @@ class SessionType:
 
 SESSION_TYPE_NEEDS: dict[str, SessionType] = {
     # One kriging process: ~120 MB resident when idle, plus one action's planned memory
-    # (compute_memory_mb, 512 MB by default). Interactive sessions idle between calls, so half
-    # a core each on average.
-    "data analysis": SessionType(services=("kriging",), cpus=0.5, memory_mb=768),
+    # (compute_memory_mb, 512 MB by default). Its sessions are interactive and idle between
+    # calls: a quarter of a core each on average (a busy one borrows idle cores; CPU shared
+    # too thinly slows sessions down, while memory shared too thinly kills them).
+    "data analysis": SessionType(services=("kriging",), cpus=0.25, memory_mb=768),
 }
 
 # Which compute services a session of each type runs (what gss starts and tells clients).

@@ -26,19 +26,20 @@ from twinstack.store import accounts as acc
 from twinstack.store import projects as prj
 from twinstack.store.models import SessionRecord, utcnow
 
-SMALL = SessionType(services=("kriging",), cpus=0.5, memory_mb=768)
+SMALL = SessionType(services=("kriging",), cpus=0.25, memory_mb=768)
 BIG = SessionType(services=("solver",), cpus=2.0, memory_mb=4096)
 
 # --- default capacity ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("cores", "memory_mb", "types", "expected"), [
-    (16, 128 * 1024, [SMALL], 32),        # cores decide: 16 / 0.5
+    (16, 128 * 1024, [SMALL], 64),        # cores decide: 16 / 0.25
     (64, 16 * 1024, [SMALL], 19),         # memory decides: (16384 - 1638.4) / 768
-    (2, 23 * 1024, [SMALL], 4),           # a small machine
+    (2, 23 * 1024, [SMALL], 8),           # a small machine
+    (2, 4 * 1024, [SMALL], 4),            # ... with little memory: (4096 - 512) / 768
     (16, 128 * 1024, [SMALL, BIG], 8),    # sized for the most demanding type: 16 / 2
-    (1, 256, [SMALL], 1),                 # never less than one session
-    (2.5, 64 * 1024, [SMALL], 5),         # a fractional cgroup quota of cores
+    (0.1, 256, [SMALL], 1),               # never less than one session
+    (2.5, 64 * 1024, [SMALL], 10),        # a fractional cgroup quota of cores
 ])
 def test_capacity_is_the_scarcer_of_cores_and_memory(cores, memory_mb, types, expected):
     assert capacity_for(cores, memory_mb, types) == expected

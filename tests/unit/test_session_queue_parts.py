@@ -3,11 +3,14 @@ queue's store operations (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from twinstack.config import Settings
 from twinstack.services.gss import queue_event, seconds_per_place
@@ -24,7 +27,8 @@ from twinstack.sessiontypes import (
 from twinstack.store import Conflict, Database, Invalid
 from twinstack.store import accounts as acc
 from twinstack.store import projects as prj
-from twinstack.store.models import SessionRecord, utcnow
+from twinstack.store.db import MIGRATIONS
+from twinstack.store.models import SessionRecord, UtcDateTime, utcnow
 
 SMALL = SessionType(services=("kriging",), cpus=0.25, memory_mb=768)
 BIG = SessionType(services=("solver",), cpus=2.0, memory_mb=4096)
@@ -156,3 +160,56 @@ def test_recent_durations_count_from_placement_to_the_end(db):
         held = sorted(prj.recent_session_seconds(s))
         assert len(held) == 2
         assert 10 <= held[0] < 20 and 30 <= held[1] < 40
+
+
+def _migrate(db: Database, step: Callable[..., None], revision: str) -> None:
+    """Run alembic's `command.upgrade` or `command.downgrade` to `revision`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        step(config, revision)
+
+
+def test_migration_0003_keeps_sessions_and_undoes_cleanly(database_url):
+    """Sessions from before 0003 count as placed when they were created; a downgrade ends the
+    queued ones (there is no state for them before 0003)."""
+    db = Database(database_url)
+    try:
+        _migrate(db, command.upgrade, "0002")
+        now = utcnow()
+        when = lambda name: sa.column(name, UtcDateTime())  # noqa: E731
+        with db.engine.begin() as c:
+            c.execute(sa.table("users", sa.column("id"), sa.column("name"),
+                               sa.column("password_hash"), sa.column("admin"),
+                               sa.column("disabled"), when("created_at")).insert().values(
+                id=1, name="ada", password_hash="x", admin=False, disabled=False,
+                created_at=now))
+            c.execute(sa.table("projects", sa.column("id"), sa.column("name"),
+                               sa.column("session_type"), sa.column("owner_id"),
+                               when("created_at")).insert(),
+                      [{"id": f"p{i}", "name": f"p{i}", "session_type": "data analysis",
+                        "owner_id": 1, "created_at": now} for i in range(2)])
+            c.execute(sa.table("lss_nodes", sa.column("id"), sa.column("state"),
+                               sa.column("capacity"), sa.column("load", sa.JSON),
+                               when("last_heartbeat"), when("connected_at")).insert().values(
+                id="lss-a", state="connected", capacity=1, load={}, last_heartbeat=now,
+                connected_at=now))
+            c.execute(sa.table("sessions", sa.column("id"), sa.column("project_id"),
+                               sa.column("opened_by"), sa.column("lss_id"), sa.column("state"),
+                               sa.column("services", sa.JSON), when("created_at"),
+                               when("updated_at")).insert().values(
+                id="old", project_id="p0", opened_by=1, lss_id="lss-a", state="ready",
+                services={}, created_at=now, updated_at=now))
+        _migrate(db, command.upgrade, "head")
+        with db.transaction() as s:
+            old = prj.get_session(s, "old")
+            assert (old.state, old.placed_at) == ("ready", now)
+            prj.create_session(s, "p1", 1, None, state="queued")
+        _migrate(db, command.downgrade, "0002")
+        with db.engine.connect() as c:
+            states = dict(c.execute(sa.text("SELECT project_id, state FROM sessions")).all())
+        assert states == {"p0": "ready", "p1": "failed"}
+        _migrate(db, command.upgrade, "head")
+    finally:
+        db.dispose()

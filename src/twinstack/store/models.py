@@ -223,7 +223,8 @@ class SessionRecord(Base):
     opened_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     lss_id: Mapped[str | None] = mapped_column(ForeignKey("lss_nodes.id", ondelete="SET NULL"),
                                                index=True)
-    state: Mapped[str] = mapped_column(String(16), default="starting")
+    state: Mapped[str] = mapped_column(String(16), default="starting",
+                                       index=True)  # the queue is read by state, every second
     reason: Mapped[str | None] = mapped_column(Text)
     services: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,5 +1,5 @@
-"""Queued sessions: state `queued` (waiting for an LSS with room, live: one per project) and
-the time a session was placed on an LSS.
+"""Queued sessions: state `queued` (waiting for an LSS with room, live: one per project),
+the time a session was placed on an LSS, and an index on the state (the queue is read by it).
 
 Revision ID: 0003
 Revises: 0002
@@ -42,12 +42,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("placed_at", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE sessions SET placed_at = created_at WHERE lss_id IS NOT NULL")
     _swap(("queued", *STATES), ("queued", *LIVE))
+    op.create_index("ix_sessions_state", "sessions", ["state"])
 
 
 def downgrade() -> None:
     # A queued session has no LSS to go back to: it ends as failed.
     op.execute("UPDATE sessions SET state = 'failed', reason = 'the platform was downgraded "
                "while it waited in the queue' WHERE state = 'queued'")
+    op.drop_index("ix_sessions_state", table_name="sessions")
     _swap(STATES, LIVE)
     with op.batch_alter_table("sessions") as batch:
         batch.drop_column("placed_at")

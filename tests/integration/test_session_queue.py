@@ -1,9 +1,9 @@
 """Queued session starts: a full LSS makes `open_session` wait its turn, first come first served.
 
-A real `twinstack up` whose single LSS runs at most 8 sessions; 30 users' projects open at once
-through the Python client. The waiting clients are watched through their `Session` objects
-(`Client.attached` holds each once its relay connection is open): their events say their place
-in the queue while they wait.
+A real `twinstack up` whose single LSS runs at most 8 sessions; 30 projects (of three users,
+each shared with 0 to 2 of the others) open their sessions at once through the Python client.
+The waiting clients are watched through their `Session` objects (`Client.attached` holds each
+once its relay connection is open): their events say their place in the queue while they wait.
 """
 
 from __future__ import annotations

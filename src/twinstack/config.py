@@ -13,10 +13,11 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.sessiontypes import default_capacity
 
 ENV_PREFIX = "TWINSTACK_"
 
@@ -38,6 +39,13 @@ def _valid_address(address: str) -> str:
 
 
 Address = Annotated[str, AfterValidator(_valid_address)]
+
+
+def _auto_capacity(value: Any) -> Any:
+    """`auto` (the default) becomes the capacity derived from this machine."""
+    return default_capacity() if value == "auto" else value
+
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 _config_file: ContextVar[Path | None] = ContextVar("twinstack_config_file", default=None)
@@ -127,10 +135,16 @@ class Settings(BaseSettings):
         None, description="public URL of the relay, told to clients by gss")
     lss_timeout_seconds: float = Field(
         15.0, gt=0, description="an LSS silent this long is marked lost with its sessions")
+    queue_timeout_seconds: float = Field(
+        600.0, gt=0, description="a session waiting this long for a session node with room "
+        "fails (it is queued while every LSS is full)")
 
     # local session service
     lss_name: str | None = Field(None, description="this LSS's name (default: host name)")
-    capacity: int = Field(8, ge=1, description="sessions this LSS runs at most")
+    capacity: Annotated[int, BeforeValidator(_auto_capacity)] = Field(
+        "auto", ge=1, validate_default=True, description="sessions this LSS runs at most; "
+        "'auto': as many as this machine's cores and memory hold at the session types' declared "
+        "needs (twinstack.sessiontypes; give it for a Kubernetes LSS)")
     gpus: int = Field(0, ge=0, description="GPUs this LSS offers to solver services")
     session_ca: Path | None = Field(
         None, description="PKI directory with intermediate.pem and intermediate-key.pem, "

@@ -270,13 +270,20 @@ class Client:
         """The session nodes (LSS): state, capacity, live sessions, load. Administrators only."""
         return self.gss("list_nodes")["nodes"]
 
-    def open_session(self, project_id: str, timeout: float = 120.0) -> Session:
+    def open_session(self, project_id: str, timeout: float = 900.0) -> Session:
         """Open (or join) the project's session and wait until its services are ready.
 
-        Use it in a `with` block to detach at its end: the session goes on for the other
-        participants; `Session.close()` stops it for everyone.
+        While every session node is full the session waits in the platform's queue (state
+        `queued`; a `queued` event tells its place and an ETA whenever the place changes; the
+        platform gives up after its queue timeout, 600 s by default). `timeout` covers the
+        wait in the queue and the start; a session still queued then keeps its place: opening
+        it again waits on. Use it in a `with` block to detach at its end: the session goes on
+        for the other participants; `Session.close()` stops it for everyone.
         """
         record = self.gss("open_session", project=project_id)
+        if record["state"] in ENDED_STATES:  # e.g. it could not be placed at all
+            raise SessionFailed({"session": record["id"], "state": record["state"],
+                                 "reason": record["reason"]})
         session = Session(self, record)
         try:
             session.wait_ready(timeout)
@@ -495,7 +502,8 @@ class Session:
                 self._last_failure = event
             self._state_changed.notify_all()
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 900.0) -> None:
+        """Wait through `queued` and `starting` until `ready`; SessionFailed if it ends."""
         deadline = time.monotonic() + timeout
         with self._state_changed:
             while self.state != "ready":

@@ -17,7 +17,7 @@ import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -28,16 +28,16 @@ from sqlalchemy.orm import Session as Tx
 from twinstack import __version__
 from twinstack.pki.crl import crl_routes
 from twinstack.services.database import ServiceDatabase
+from twinstack.sessiontypes import SESSION_TYPES
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, projects
-from twinstack.store.models import SessionRecord, User, utcnow
+from twinstack.store.models import FINAL_STATES, SessionRecord, User, utcnow
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError, forbidden, not_found, unauthorized
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 
 log = logging.getLogger(__name__)
 
-# Which compute services a session of each type runs.
-SESSION_TYPES: dict[str, tuple[str, ...]] = {"data analysis": ("kriging",)}
+DISPATCH_TICK = 1.0  # seconds: the queue is looked at least this often (timeouts, new LSS)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,27 @@ def session_view(record: SessionRecord) -> dict[str, Any]:
     """A session as its users see it: which services it has, never where they run."""
     return {"id": record.id, "project": record.project_id, "state": record.state,
             "lss": record.lss_id, "services": sorted(record.services or {}),
-            "reason": record.reason, "created_at": record.created_at.isoformat()}
+            "reason": record.reason, "created_at": record.created_at.isoformat(),
+            "placed_at": record.placed_at.isoformat() if record.placed_at else None}
+
+
+def seconds_per_place(capacity: int, recent: list[float]) -> float | None:
+    """The ETA estimate's unit: how long, on average, until the queue moves up one place.
+
+    With `capacity` session slots on the connected LSS nodes, each held for the mean duration
+    D of the recently ended sessions (placed to ended), a slot frees every D / capacity
+    seconds in the steady state, so the session at place N waits about N * D / capacity.
+    None (unknown) without connected capacity or without any ended session to learn D from.
+    """
+    if capacity <= 0 or not recent:
+        return None
+    return sum(recent) / len(recent) / capacity
+
+
+def queue_event(session: str, position: int, per_place: float | None) -> dict[str, Any]:
+    """What a waiting session is told: its place in the queue (1: next) and the ETA."""
+    return {"type": "queued", "session": session, "state": "queued", "position": position,
+            "eta_seconds": None if per_place is None else round(position * per_place)}
 
 
 def require(role: str | None, needed: str, what: str, project: str) -> None:
@@ -176,14 +196,19 @@ class GssService(ServiceBase):
         self.subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = \
             collections.defaultdict(set)
         self.sweeper = asyncio.create_task(self._sweep_silent_lss())
+        self.placement = asyncio.Lock()  # one placement pass at a time: no LSS overbooked
+        self.queue_changed = asyncio.Event()
+        self.queue_positions: dict[str, int] = {}  # last place told to each waiting session
+        self.dispatcher = asyncio.create_task(self._dispatch_loop())
         self.tunnel_ids = itertools.count(1)
         self.tunnel_replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.access_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
 
     async def stop(self) -> None:
-        self.sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.sweeper
+        for task in (self.sweeper, self.dispatcher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self.db.close()
 
     def public_routes(self) -> list[web.RouteDef]:
@@ -199,6 +224,8 @@ class GssService(ServiceBase):
     # events -------------------------------------------------------------------------------
 
     def publish(self, session: str, event: dict[str, Any]) -> None:
+        if event.get("state") in ("closing", *FINAL_STATES):
+            self.queue_changed.set()  # its LSS slot is free: the queue may move
         for queue in self.subscribers.get(session, ()):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
@@ -303,7 +330,10 @@ class GssService(ServiceBase):
 
     @action(public=True, allow=())
     async def open_session(self, call: Call, params: ProjectRef) -> dict[str, Any]:
-        """Join the project's live session, or start one on the least loaded LSS."""
+        """Join the project's live session, or start one on the least loaded LSS.
+
+        When no LSS has room (or others wait already) it waits in the queue (state queued),
+        first come first served, and is placed as soon as a place frees."""
         me: Principal = call.principal
         role = await self._role(me, params.project)
         require(role, "viewer", "opening a session", params.project)
@@ -311,24 +341,22 @@ class GssService(ServiceBase):
         if live is not None:
             return session_view(live)
         require(role, "editor", "starting a session", params.project)
-        project = await self.db.run(lambda s: projects.get_project(s, params.project))
-        lss = choose_lss(await self._candidates())
-        if lss is None:
-            raise ActionError(503, "no_capacity", "no session node (LSS) is connected or has "
-                              "room for another session; try again later")
 
         def create(s: Tx) -> SessionRecord:
             try:
-                return projects.create_session(s, params.project, me.id, lss)
+                return projects.create_session(s, params.project, me.id, None, state="queued")
             except Conflict:  # someone else started it just now: join theirs
                 found = projects.live_session(s, params.project)
                 assert found is not None
                 return found
         record = await self.db.run(create)
-        if record.lss_id == lss and record.state == "starting":
-            self.command(lss, {"type": "start_session", "session": record.id,
-                               "services": list(SESSION_TYPES[project.session_type])})
-            log.info("session %s of project %s placed on %s", record.id, params.project, lss)
+        if record.state == "queued":
+            try:  # placed now if an LSS has room and nobody waits before it
+                await self._dispatch()
+            except Exception:  # it stays queued; the dispatch loop tries again
+                log.exception("session queue: dispatch pass failed; retrying")
+                self.queue_changed.set()
+            record = await self.db.run(lambda s: projects.get_session(s, record.id))
         return session_view(record)
 
     async def _candidates(self) -> list[Candidate]:
@@ -337,6 +365,109 @@ class GssService(ServiceBase):
             return [Candidate(n.id, n.capacity, counts.get(n.id, 0), n.load or {})
                     for n in projects.connected_lss(s) if n.id in self.commands]
         return await self.db.run(read)
+
+    # the queue: sessions waiting for an LSS with room -----------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        """Dispatch whenever an LSS slot may have freed (a session ended, a heartbeat came) and
+        at least every DISPATCH_TICK (queue timeouts, newly attached LSS). A failed pass is
+        logged and retried after a growing pause (up to 30 s); only cancellation ends the loop."""
+        pause = DISPATCH_TICK
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue_changed.wait(), pause)
+            self.queue_changed.clear()
+            try:
+                await self._dispatch()
+                pause = DISPATCH_TICK
+            except Exception:
+                log.exception("session queue: dispatch pass failed; retrying")
+                pause = min(pause * 2, 30.0)
+
+    async def _dispatch(self) -> None:
+        """Place queued sessions first come, first served while an LSS has room, fail those
+        that waited past the queue timeout, and tell the others their new place."""
+        async with self.placement:
+            queued = await self.db.run(projects.queued_sessions)
+            if not queued:
+                self.queue_positions = {}
+                return
+            nodes = await self._candidates()
+            limit = self.settings.queue_timeout_seconds
+            cutoff = utcnow() - timedelta(seconds=limit)
+            waiting: list[str] = []
+            for record, session_type in queued:
+                try:
+                    if record.created_at < cutoff:
+                        await self._end_queued(
+                            record.id, "failed", f"no session node had room for {limit:g} s "
+                            "(the queue timeout, queue_timeout_seconds); try again later")
+                    elif waiting or not await self._place(record.id, session_type, nodes):
+                        waiting.append(record.id)
+                except Exception as exc:  # this session fails; the queue goes on
+                    if isinstance(exc, ActionError) and exc.status >= 500:
+                        raise  # the database, not this session: the whole pass is retried
+                    log.exception("session queue: cannot place session %s", record.id)
+                    await self._end_queued(record.id, "failed",
+                                           f"could not be placed on a session node: {exc}")
+            await self._announce(waiting, sum(n.capacity for n in nodes))
+
+    async def _place(self, session: str, session_type: str, nodes: list[Candidate]) -> bool:
+        """Start the session on the least loaded LSS with room (counted in `nodes`); False if
+        none has room, True once it no longer waits (placed, or closed meanwhile)."""
+        services = SESSION_TYPES.get(session_type)
+        if services is None:
+            raise ValueError(f"its project's session type {session_type!r} is not offered "
+                             f"any more (known: {', '.join(SESSION_TYPES)})")
+        while (lss := choose_lss(nodes)) is not None:
+            if not await self.db.run(lambda s: projects.place_session(s, session, lss)):
+                return True
+            if self.command(lss, {"type": "start_session", "session": session,
+                                  "services": list(services)}):
+                log.info("session %s placed on %s", session, lss)
+                self.publish(session, {"type": "placed", "session": session,
+                                       "state": "starting"})
+                nodes[:] = [replace(n, live_sessions=n.live_sessions + 1) if n.name == lss
+                            else n for n in nodes]
+                return True
+            # the LSS went away since `nodes` was read: back in the queue, try the others
+            await self.db.run(lambda s: projects.requeue_session(s, session, lss))
+            nodes[:] = [n for n in nodes if n.name != lss]
+        return False
+
+    async def _end_queued(self, session: str, state: str, reason: str) -> bool:
+        """End a still-queued session and tell its subscribers; False if it was not queued."""
+        if not await self.db.run(
+                lambda s: projects.end_queued_session(s, session, state, reason)):
+            return False
+        if state == "failed":
+            log.warning("session %s failed in the queue: %s", session, reason)
+        self.publish(session, {"type": state, "session": session, "state": state,
+                               "reason": reason})
+        return True
+
+    async def _announce(self, waiting: list[str], capacity: int) -> None:
+        """Tell each waiting session its place when it changed (1: next), with an ETA."""
+        positions = {session: place for place, session in enumerate(waiting, 1)}
+        moved = [s for s, place in positions.items() if self.queue_positions.get(s) != place]
+        self.queue_positions = positions
+        if moved:
+            per_place = seconds_per_place(capacity, await self.db.run(
+                projects.recent_session_seconds))
+            for session in moved:
+                self.publish(session, queue_event(session, positions[session], per_place))
+
+    async def _queue_snapshot(self, session: str) -> dict[str, Any] | None:
+        """A queued session's place and ETA now (for a new subscriber), else None."""
+        def read(s: Tx) -> tuple[list[str], list[float]]:
+            return ([r.id for r, _ in projects.queued_sessions(s)],
+                    projects.recent_session_seconds(s))
+        order, recent = await self.db.run(read)
+        if session not in order:
+            return None
+        capacity = sum(n.capacity for n in await self._candidates())
+        return queue_event(session, order.index(session) + 1,
+                           seconds_per_place(capacity, recent))
 
     @action(public=True, allow=())
     async def list_sessions(self, call: Call, params: NoParams) -> dict[str, Any]:
@@ -365,12 +496,19 @@ class GssService(ServiceBase):
         record, role = await self._visible_session(call.principal, params.session)
         if record.opened_by != call.principal.id:
             require(role, "editor", "closing a session", record.project_id)
-        live = record.state in LIVE_STATES
-        if live:
-            await self._close(record.id, record.lss_id, f"closed by {call.principal.name}")
-        return {"id": record.id, "state": "closing" if live else record.state}
+        state = record.state
+        if state in LIVE_STATES:
+            state = await self._close(record.id, record.lss_id,
+                                      f"closed by {call.principal.name}")
+        return {"id": record.id, "state": state}
 
-    async def _close(self, session: str, lss: str | None, reason: str) -> None:
+    async def _close(self, session: str, lss: str | None, reason: str) -> str:
+        """Stop the session (closing until its LSS confirms); a queued one leaves the queue.
+        Returns the state it is in now."""
+        if lss is None:
+            if await self._end_queued(session, "closed", reason):
+                return "closed"
+            lss = (await self.db.run(lambda s: projects.get_session(s, session))).lss_id
         sent = lss is not None and self.command(lss, {"type": "stop_session",
                                                       "session": session})
         state = "closing" if sent else "closed"
@@ -378,6 +516,7 @@ class GssService(ServiceBase):
                                                                reason=reason))
         self.publish(session, {"type": state, "session": session, "state": state,
                                "reason": reason})
+        return state
 
     @action(public=True, allow=())
     async def list_nodes(self, call: Call, params: NoParams) -> dict[str, Any]:
@@ -447,6 +586,8 @@ class GssService(ServiceBase):
             record = await self.db.run(lambda s: projects.get_session(s, params.session))
             yield {"type": "state", "session": record.id, "state": record.state,
                    "services": record.services or {}, "reason": record.reason}
+            if record.state == "queued" and (place := await self._queue_snapshot(record.id)):
+                yield place
             while True:
                 yield await queue.get()
         finally:
@@ -522,6 +663,7 @@ class GssService(ServiceBase):
     @action(allow=("lss",))
     async def lss_heartbeat(self, call: Call, params: LssHeartbeat) -> dict[str, Any]:
         await self.db.run(lambda s: projects.record_heartbeat(s, params.name, params.load))
+        self.queue_changed.set()  # its load changed: a queued session may fit now
         return {"ok": True}
 
     @action(allow=("lss",))

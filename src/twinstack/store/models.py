@@ -26,8 +26,10 @@ from sqlalchemy.types import TypeDecorator
 
 ROLES = ("viewer", "editor", "owner")
 """Project roles, weakest first: a higher index grants everything a lower one does."""
-SESSION_STATES = ("starting", "ready", "failed", "closing", "closed", "lost")
-LIVE_STATES = ("starting", "ready")
+SESSION_STATES = ("queued", "starting", "ready", "failed", "closing", "closed", "lost")
+LIVE_STATES = ("queued", "starting", "ready")
+"""A project has at most one live session, which new clients join; `queued` ones wait for an
+LSS with room (no `lss_id` yet) and hold no capacity."""
 FINAL_STATES = ("failed", "closed", "lost")
 LSS_STATES = ("connected", "lost")
 
@@ -221,9 +223,11 @@ class SessionRecord(Base):
     opened_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     lss_id: Mapped[str | None] = mapped_column(ForeignKey("lss_nodes.id", ondelete="SET NULL"),
                                                index=True)
-    state: Mapped[str] = mapped_column(String(16), default="starting")
+    state: Mapped[str] = mapped_column(String(16), default="starting",
+                                       index=True)  # the queue is read by state, every second
     reason: Mapped[str | None] = mapped_column(Text)
     services: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    placed_at: Mapped[datetime | None]  # when it got an LSS (queue wait = placed - created)
     closed_at: Mapped[datetime | None]

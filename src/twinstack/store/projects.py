@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Update, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -177,8 +177,8 @@ def live_session(s: Session, project_id: str) -> SessionRecord | None:
 
 
 def create_session(s: Session, project_id: str, opened_by: User | int,
-                   lss_id: str | None) -> SessionRecord:
-    """A new session in state starting.
+                   lss_id: str | None, *, state: str = "starting") -> SessionRecord:
+    """A new session in `state` (starting, or queued: waiting for an LSS with room).
 
     Conflict if the project already has a live one, even one another process inserted a moment
     ago: the partial unique index decides, inside a SAVEPOINT, so the caller's transaction
@@ -187,9 +187,13 @@ def create_session(s: Session, project_id: str, opened_by: User | int,
     get_project(s, project_id)
     if lss_id is not None and s.get(LssNode, lss_id) is None:
         raise NotFound(f"no LSS named {lss_id!r}")
+    if state not in ("queued", "starting") or (state == "queued" and lss_id is not None):
+        raise Invalid(f"a new session is queued (without an LSS) or starting, not {state} "
+                      f"on {lss_id}")
     user_id = opened_by if isinstance(opened_by, int) else opened_by.id
     record = SessionRecord(project_id=project_id, opened_by=user_id, lss_id=lss_id,
-                           state="starting", services={})
+                           state=state, services={},
+                           placed_at=utcnow() if lss_id is not None else None)
     try:
         with s.begin_nested():
             s.add(record)
@@ -228,6 +232,61 @@ def set_session_state(s: Session, session_id: str, state: str, *, reason: str | 
         if state in FINAL_STATES and record.closed_at is None:
             record.closed_at = now
     return record
+
+
+# --- the queue of sessions waiting for an LSS ------------------------------------------------
+
+def queued_sessions(s: Session) -> list[tuple[SessionRecord, str]]:
+    """Sessions waiting for an LSS with their project's session type, first come first."""
+    query = (select(SessionRecord, Project.session_type)
+             .join(Project, Project.id == SessionRecord.project_id)
+             .where(SessionRecord.state == "queued")
+             .order_by(SessionRecord.created_at, SessionRecord.id))
+    return [(record, session_type) for record, session_type in s.execute(query)]
+
+
+def _changed(s: Session, statement: Update) -> bool:
+    """Run a conditional UPDATE; True if it changed the one row it names."""
+    return cast("CursorResult[Any]", s.execute(statement)).rowcount == 1
+
+
+def place_session(s: Session, session_id: str, lss_id: str) -> bool:
+    """Give a queued session its LSS (state starting); False if it is no longer queued (closed
+    meanwhile). One conditional UPDATE, so a concurrent close and a placement cannot both win."""
+    now = utcnow()
+    return _changed(s, update(SessionRecord)
+                    .where(SessionRecord.id == session_id, SessionRecord.state == "queued")
+                    .values(state="starting", lss_id=lss_id, placed_at=now, updated_at=now))
+
+
+def requeue_session(s: Session, session_id: str, lss_id: str) -> bool:
+    """Undo `place_session` when the LSS went away before it got the start command."""
+    return _changed(s, update(SessionRecord)
+                    .where(SessionRecord.id == session_id, SessionRecord.state == "starting",
+                           SessionRecord.lss_id == lss_id)
+                    .values(state="queued", lss_id=None, placed_at=None, updated_at=utcnow()))
+
+
+def end_queued_session(s: Session, session_id: str, state: str, reason: str) -> bool:
+    """End a session that is still queued (closed, or failed at the queue timeout); False if it
+    is not queued any more (placed or ended meanwhile)."""
+    if state not in FINAL_STATES:
+        raise Invalid(f"a queued session ends as one of {', '.join(FINAL_STATES)}, not {state}")
+    now = utcnow()
+    return _changed(s, update(SessionRecord)
+                    .where(SessionRecord.id == session_id, SessionRecord.state == "queued")
+                    .values(state=state, reason=reason, closed_at=now, updated_at=now))
+
+
+def recent_session_seconds(s: Session, limit: int = 20) -> list[float]:
+    """How long the last `limit` sessions that left their LSS held it, newest first: placed
+    until ended, or until closing began (its slot is free from then on)."""
+    ended = func.coalesce(SessionRecord.closed_at, SessionRecord.updated_at)
+    query = (select(SessionRecord.placed_at, ended)
+             .where(SessionRecord.state.not_in(LIVE_STATES), SessionRecord.placed_at.is_not(None))
+             .order_by(ended.desc()).limit(limit))
+    return [(end - placed).total_seconds() for placed, end in s.execute(query)
+            if placed is not None]
 
 
 def sessions_of_lss(s: Session, lss_id: str,

@@ -23,7 +23,7 @@ from twinstack.launcher import serves_from
 # Fast failure detection so the failure tests finish in seconds.
 FAST = {"TWINSTACK_HEARTBEAT_SECONDS": "0.5", "TWINSTACK_LSS_TIMEOUT_SECONDS": "3",
         "TWINSTACK_RESTART_BACKOFF": "0.2", "TWINSTACK_RESTART_LIMIT": "3",
-        "TWINSTACK_LEASE_SECONDS": "6"}
+        "TWINSTACK_LEASE_SECONDS": "6", "TWINSTACK_CAPACITY": "8"}  # not the machine's size
 PASSWORD = "correct horse battery"
 
 

@@ -23,7 +23,6 @@ from tests.platform_fixtures import (
     stop_platform,
     wait_until,
 )
-from twinstack.client import ActionError
 
 ENV = {"TWINSTACK_LSS_TIMEOUT_SECONDS": "60"}  # the locked database must not lose the LSS
 
@@ -43,18 +42,9 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform
 def open_on_new_lss(platform: Platform, project: str, lss: str):
     """Open the project's session once the LSS just added (the only one) has attached."""
     tw = platform.client("ada")
-    found = []
-
-    def attempt() -> bool:
-        try:
-            found.append(tw.open_session(project))
-        except ActionError as exc:
-            if exc.code != "no_capacity":
-                raise
-        return bool(found)
-    wait_until(attempt, what="the LSS to attach")
-    assert [s["lss"] for s in tw.sessions() if s["id"] == found[0].id] == [lss]
-    return found[0]
+    session = tw.open_session(project)  # queued until the LSS has attached
+    assert [s["lss"] for s in tw.sessions() if s["id"] == session.id] == [lss]
+    return session
 
 
 def restart_events(session, count: int) -> list[tuple[str, int]]:

@@ -128,21 +128,6 @@ def workers(tmp_path):
         stop_platform(platform)
 
 
-def _wait_for_lss(tw, project_id: str) -> object:
-    """Open a session as soon as an LSS has attached."""
-    def attempt():
-        try:
-            return tw.open_session(project_id)
-        except ActionError as exc:
-            if exc.code != "no_capacity":
-                raise
-            return None
-    found = []
-    wait_until(lambda: found.append(attempt()) or found[-1] is not None, timeout=60,
-               what="an LSS to attach")
-    return found[-1]
-
-
 def test_lss_killed_is_marked_lost_for_its_missing_heartbeats(workers):
     """The sweep, not a closed connection, decides: the reason names the silence."""
     platform, add = workers
@@ -150,7 +135,7 @@ def test_lss_killed_is_marked_lost_for_its_missing_heartbeats(workers):
     platform.add_user("ada")
     tw = platform.client("ada")
     project = tw.create_project("survey", "data analysis")
-    session = _wait_for_lss(tw, project["id"])
+    session = tw.open_session(project["id"])  # queued until the LSS has attached
     assert session_processes(session.id)
     lss.kill()
     # 60 s: a hang guard only (FAST sets a 3 s heartbeat timeout); how soon is not tested
@@ -184,7 +169,7 @@ def test_two_lss_share_sessions_by_load_not_round_robin(workers):
     platform.add_user("ada")
     tw = platform.client("ada")
     projects = [tw.create_project(f"p{i}", "data analysis") for i in range(5)]
-    _wait_for_lss(tw, projects[0]["id"])  # on `first`, the only node yet
+    tw.open_session(projects[0]["id"])  # on `first`, the only node yet
     add("second", "--capacity", "16")
     _wait_for_nodes(platform, "first", "second")
     for project in projects[1:]:
@@ -228,7 +213,7 @@ def test_a_service_that_cannot_start_fails_the_session_with_its_reason(workers):
     tw = platform.client("ada")
     project = tw.create_project("survey", "data analysis")
     with pytest.raises(SessionFailed) as failed:
-        _wait_for_lss(tw, project["id"])
+        tw.open_session(project["id"])
     assert failed.value.exit_code == 10  # CONFIG_ERROR: cannot bind
     # The user reads why; the address itself is internal, so the relay masks it.
     assert any("cannot bind <internal address>" in line for line in failed.value.output)

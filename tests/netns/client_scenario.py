@@ -3,11 +3,12 @@
     python client_scenario.py GSS_PUBLIC_URL CA USER PROJECT_NAME [--wait-for-lss S]
                               [--call-timeout S] < password
 
-Logs in, creates a "data analysis" project, opens its session (with --wait-for-lss: retrying
-while no LSS has room, i.e. until one attaches), calls kriging through the relay and prints one
-JSON object: the session, where it was placed, its services, the events seen and the call's
-outcome (its estimates, or the error). The call runs with a deadline so that an unreachable
-compute service shows up as an outcome, not as a hang. The session is left running (detached).
+Logs in, creates a "data analysis" project, opens its session (with --wait-for-lss: waiting
+that much longer in the queue while no LSS has room, i.e. until one attaches), calls kriging
+through the relay and prints one JSON object: the session, where it was placed, its services,
+the events seen and the call's outcome (its estimates, or the error). The call runs with a
+deadline so that an unreachable compute service shows up as an outcome, not as a hang. The
+session is left running (detached).
 """
 
 from __future__ import annotations
@@ -26,17 +27,6 @@ from twinstack.client import ActionError, Client
 KRIGING = {"points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
            "targets": [[0.5, 0.5]],
            "variogram": {"model": "linear", "slope": 1.0, "nugget": 0.0}}
-
-
-def open_session(tw: Client, project: str, wait: float) -> Any:
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            return tw.open_session(project, timeout=60)
-        except ActionError as exc:
-            if exc.code != "no_capacity" or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def call(session: Any, timeout: float) -> dict[str, Any]:
@@ -68,7 +58,7 @@ def main() -> dict[str, Any]:
     tw = Client(args.url, ca=args.ca, timeout=60)  # a hang guard, generous for a loaded host
     tw.login(args.user, password)
     project = tw.create_project(args.project, "data analysis")
-    session = open_session(tw, project["id"], args.wait_for_lss)
+    session = tw.open_session(project["id"], timeout=60 + args.wait_for_lss)  # queued meanwhile
     placed = {s["id"]: s for s in tw.sessions()}[session.id]
     outcome = call(session, args.call_timeout)
     events = list(session.events(timeout=0.5))

@@ -178,8 +178,8 @@ def worker(net: Net, first: dict[str, Any]) -> dict[str, Any]:
         net.serve("worker", "lss-worker", "lss", WORKER, "--gss-url", GSS,
                   "--session-ca", str(net.pki), "--lss-name", "worker",
                   "--spawn-host", WORKER, "--tunnel")])
-    # The private LSS is full (capacity 1, `first` runs there): the client retries while
-    # gss says no_capacity, until the worker has attached.
+    # The private LSS is full (capacity 1, `first` runs there): the session waits in the
+    # queue until the worker has attached.
     return net.client("remote", "--wait-for-lss", "60", "--call-timeout", "60")
 
 

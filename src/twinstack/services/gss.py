@@ -211,6 +211,9 @@ class GssService(ServiceBase):
                 await task
         self.db.close()
 
+    def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
+        return {"LSS sweep": self.sweeper, "session queue": self.dispatcher}
+
     def public_routes(self) -> list[web.RouteDef]:
         """The CAs' CRLs (GET /pki/ca.crl, /pki/intermediate.crl): no token, they are signed."""
         return crl_routes(self.settings.crl_dir)
@@ -649,6 +652,7 @@ class GssService(ServiceBase):
                                "reason": f"LSS {params.name} reconnected without it"})
         for sid in unwanted:
             queue.put_nowait({"type": "stop_session", "session": sid})
+        self.queue_changed.set()  # its room may take queued sessions now
         log.info("LSS %s attached (capacity %d, running %d)", params.name, params.capacity,
                  len(running))
         try:

@@ -23,6 +23,8 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
+from twinstack.store import Database
+
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 INSTALL_POSTGRES = ("install PostgreSQL (apt-get install postgresql) or point "
                     "$TWINSTACK_TEST_PG_URL at a server")
@@ -126,3 +128,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with psycopg.connect(_conninfo(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database, on each backend."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()

@@ -7,10 +7,12 @@ again, none of its processes is left running and its folder (with its private ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -114,20 +116,29 @@ def run_session(settings, plan: Path, faults: dict, services: list[str]) -> list
     plan.write_text(json.dumps(faults))
 
     async def scenario() -> list[dict]:
-        runtime = Runtime(LssService, settings)
-        await runtime.start()
-        service = runtime.service
-        assert isinstance(service, LssService)
-        try:
-            await service._handle({"type": "start_session", "session": "sib-1",
-                                   "services": services})
+        async with session_on_lss(settings, "sib-1", services) as service:
             task = service.runners["sib-1"].task
             assert task is not None
             await asyncio.wait_for(task, 60)
             return [e for e in service.outbox if e["session"] == "sib-1"]
-        finally:
-            await runtime.stop()
     return asyncio.run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def session_on_lss(settings, session: str, services: list[str]
+                         ) -> AsyncIterator[LssService]:
+    """An LSS in this process (no gss: its events stay in the outbox) told to start a session
+    of `services`; stopped at the end of the block."""
+    runtime = Runtime(LssService, settings)
+    await runtime.start()
+    service = runtime.service
+    assert isinstance(service, LssService)
+    try:
+        await service._handle({"type": "start_session", "session": session,
+                               "services": services})
+        yield service
+    finally:
+        await runtime.stop()
 
 
 @pytest.mark.parametrize("fault", [{"fault": "exit"}, {"fault": "hang", "timeout": 3}])
@@ -190,13 +201,7 @@ def test_a_restart_that_hangs_does_not_hold_up_its_sibling(lss):
         return any(e["type"] == kind and e.get("service") == name for e in service.outbox)
 
     async def scenario() -> None:
-        runtime = Runtime(LssService, settings)
-        await runtime.start()
-        service = runtime.service
-        assert isinstance(service, LssService)
-        try:
-            await service._handle({"type": "start_session", "session": "sib-2",
-                                   "services": ["kriging", "kriging-b"]})
+        async with session_on_lss(settings, "sib-2", ["kriging", "kriging-b"]) as service:
             runner = service.runners["sib-2"]
             await until(lambda: any(e["type"] == "ready" for e in service.outbox), "ready")
             plan.write_text(json.dumps({"kriging-b": {"fault": "hang", "timeout": 120}}))
@@ -207,7 +212,5 @@ def test_a_restart_that_hangs_does_not_hold_up_its_sibling(lss):
             await until(lambda: seen(service, "restarted", "kriging"), "kriging to be back")
             assert not seen(service, "restarted", "kriging-b")  # still starting, hung
             assert children["kriging"].poll() is None
-        finally:
-            await runtime.stop()
         assert not session_processes("sib-2")
     asyncio.run(scenario())

@@ -3,7 +3,7 @@ queue's store operations (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -94,12 +94,6 @@ def test_eta_is_place_times_mean_duration_over_capacity():
 
 # --- the queue in the store ----------------------------------------------------------------
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def test_queue_is_first_come_first_served_and_one_per_project(db):

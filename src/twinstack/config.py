@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     ready_timeout_seconds: float = Field(
         60.0, gt=0, description="how long a started service (platform or compute) may take to "
         "become ready")
+    liveness_seconds: float = Field(
+        5.0, gt=0, description="how often `twinstack up` asks each platform service's /healthz; "
+        "after 3 failures in a row (an essential loop ended, or no answer in that time) it kills "
+        "the service, which is then restarted")
     stop_grace_seconds: float = Field(
         5.0, gt=0, description="how long a stopped compute service gets between SIGTERM and "
         "SIGKILL")

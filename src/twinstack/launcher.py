@@ -67,6 +67,7 @@ PLATFORM = (Part("logger", 16), Part("auth", 12, public=1), Part("gss", 10, publ
             Part("relay", 14, public=2), Part("lss", 18))
 PARTS = {part.name: part for part in PLATFORM}
 LOCK_FILE = "twinstack.lock"
+LIVENESS_FAILURES = 3  # health checks failed in a row before a platform service is killed
 PLATFORM_FILE = "platform.json"
 STALE_STOP_TIMEOUT = 20.0  # how long a killed launcher's services may take to stop
 CRL_REFRESH_SECONDS = 3600.0  # refresh_crls re-signs a CRL only when less than 4 days are left
@@ -209,6 +210,7 @@ class Child:
     restarts: RestartCounter
     proc: asyncio.subprocess.Process | None = None
     addresses: dict[str, Any] | None = None
+    ready: bool = False  # its current process has written its ready file
 
     def ports(self, base: int) -> dict[int, str]:
         """The ports this child binds, each with what it is for."""
@@ -234,6 +236,7 @@ class Platform:
         settings = load_settings({})  # TWINSTACK_* and --config: the same knobs as the LSS's
         self.policy = RestartPolicy.from_settings(settings)
         self.ready_timeout = settings.ready_timeout_seconds
+        self.liveness_seconds = settings.liveness_seconds
         self.children: list[Child] = []
         for part in PLATFORM:
             if part.name != "lss":
@@ -324,6 +327,7 @@ class Platform:
         else:
             log.parent.mkdir(mode=0o700, exist_ok=True)
             out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        child.ready = False  # not probed until ready again
         try:
             child.proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=out,
                                                               start_new_session=True)
@@ -339,6 +343,7 @@ class Platform:
             raise self._start_failure(child, exc, log) from exc
         except ValueError as exc:
             raise FatalError(ExitCode.INTERNAL_ERROR, f"{child.label}: {exc}") from exc
+        child.ready = True
         child.restarts.started()
 
     def _start_failure(self, child: Child, exc: NotReady, log: Path) -> FatalError:
@@ -401,6 +406,7 @@ class Platform:
             async with asyncio.TaskGroup() as group:
                 for child in self.children:
                     group.create_task(self._keep_running(child))
+                    group.create_task(self._probe_liveness(child))
         except ExceptionGroup as failed:
             raise failed.exceptions[0] from None  # the FatalError of the child that gave up
 
@@ -421,6 +427,38 @@ class Platform:
                 print(exc.message, file=sys.stderr, flush=True)
                 continue
             self._write_platform_file()
+
+    async def _probe_liveness(self, child: Child) -> None:
+        """Kill a ready child whose /healthz fails LIVENESS_FAILURES times in a row (an
+        essential loop has ended, or it hangs), as Kubernetes' liveness probe would: its exit
+        then takes the restart path, and a killed LSS leaves its sessions to the next one."""
+        import aiohttp
+
+        from twinstack.pki.tls import client_context
+
+        tls = client_context(ca=pki_dir(self.data_dir) / CA_CERT)
+        timeout = aiohttp.ClientTimeout(total=self.liveness_seconds)
+        failures = 0
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                await asyncio.sleep(self.liveness_seconds)
+                proc, addresses = child.proc, child.addresses
+                if proc is None or proc.returncode is not None or not child.ready \
+                        or addresses is None:
+                    failures = 0  # exited or starting: the restart path has it
+                    continue
+                try:
+                    async with http.get(f"https://{addresses['health']}/healthz",
+                                        ssl=tls) as resp:
+                        problem = None if resp.status == 200 else await resp.text()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    problem = f"no answer ({type(exc).__name__})"
+                failures = 0 if problem is None else failures + 1
+                if failures >= LIVENESS_FAILURES and proc.returncode is None:
+                    print(f"{child.label} failed its health check {failures} times in a row "
+                          f"({problem}); killing it", file=sys.stderr, flush=True)
+                    proc.kill()
+                    failures = 0
 
     async def stop(self) -> None:
         running = [c.proc for c in self.children if c.proc and c.proc.returncode is None]

@@ -128,3 +128,30 @@ def test_whole_platform_kill_then_up_again(two_sessions, tmp_path):
     assert session_processes(kept.id) == kept_pids
     assert key_files(again) == {kept.id}  # no key of an ended session left on disk
     assert "adopted session" in lss_log(again)
+
+
+def test_a_hung_lss_fails_its_health_checks_and_is_replaced(tmp_path):
+    """An LSS that answers nothing (SIGSTOP) is killed by the launcher's liveness probe and
+    restarted; the new one adopts the session, which answers throughout."""
+    platform = start_platform(tmp_path, env={**ENV, "TWINSTACK_LIVENESS_SECONDS": "1"})
+    session = None
+    try:
+        platform.add_user("ada")
+        tw = platform.client("ada")
+        session = tw.open_session(tw.create_project("hung", "data analysis")["id"])
+        pids = session_processes(session.id)
+        old = platform.pid("local")
+        os.kill(old, signal.SIGSTOP)
+        assert answers(session)  # the relay reaches the service without the LSS
+        wait_until(lambda: platform.pid("local") != old,
+                   what="the launcher to kill and restart the hung LSS")
+        wait_until(lambda: f"adopted session {session.id}" in lss_log(platform),
+                   what="the new LSS to adopt the session")
+        assert answers(session) and session_processes(session.id) == pids
+    finally:
+        stop_platform(platform)
+        if session is not None:
+            wait_until(lambda: not session_processes(session.id), timeout=30,
+                       what="the session's processes to stop")
+    assert platform.proc.stdout is not None
+    assert "local failed its health check 3 times in a row" in platform.proc.stdout.read()

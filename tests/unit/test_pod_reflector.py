@@ -286,3 +286,28 @@ def test_api_refusing_the_pod_is_a_spawn_error_and_cleans_up(spec):  # noqa: F81
             assert fake.objects["secrets"] == {}  # its certificate does not stay behind
 
     run(scenario())
+
+
+def test_a_new_lss_process_finds_its_running_pod_by_label(spec):  # noqa: F811
+    """What an LSS restart does: a fresh reflector lists the pods by this LSS's labels, and a
+    spawner given the old one's get_state() sees the pod running (poll None: adopt it, do
+    not restart it) and can stop it."""
+    name = pod_name(spec.session, spec.service)
+
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core):
+            async with reflecting(core) as before:
+                started = KubernetesSpawner(spec, SETTINGS, core, before)
+                await started.start(timeout=60)
+                state = started.get_state()
+            async with reflecting(core) as after:  # the restarted LSS's own watch
+                adopted = KubernetesSpawner(spec, SETTINGS, core, after)
+                adopted.load_state(state)
+                assert await after.wait_loaded(10)
+                assert adopted.poll() is None
+                assert deletes_of(fake, name) == []
+                await adopted.stop()
+                assert await after.wait(lambda: name not in after.pods, 10)
+                assert adopted.poll() == -1
+
+    run(scenario())

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Pki
 from tests.platform_fixtures import Platform, running_platform, session_processes, wait_until
-from twinstack.client import SessionFailed
+from twinstack.client import Session, SessionFailed
 from twinstack.config import load_settings
 from twinstack.services.lss import LssService
 from twinstack.wire.runtime import Runtime
@@ -79,6 +79,20 @@ def test_a_start_that_fails_ends_the_session_with_its_reason_and_frees_everythin
     # stopped before `failed` was reported (a late one before it could become ready)
     assert not session_processes(session)
     assert not session_folder(platform, session).exists()
+
+
+def test_who_attaches_after_the_failure_is_told_its_reason(faulty):
+    """The relay's first event to a socket is the session's state: with the reason it ended."""
+    platform, plan = faulty
+    reason = FAULTS["raise"][1]
+    plan.write_text(json.dumps({"kriging": FAULTS["raise"][0]}))
+    tw = platform.client("ada")
+    record = tw.gss("open_session", project=tw.create_project("late", "data analysis")["id"])
+    wait_until(lambda: [s["state"] for s in tw.sessions() if s["id"] == record["id"]]
+               == ["failed"], what="the session to fail")
+    with pytest.raises(SessionFailed) as failed:
+        Session(tw, record).wait_ready(60)  # attached only now, as `starting` said
+    assert reason in failed.value.event["reason"]
 
 
 def test_after_the_faults_a_good_start_still_works(faulty):

@@ -552,7 +552,8 @@ class GssService(ServiceBase):
                 raise NotFound(f"no session {params.session}")
             return {"user": user.name, "token_id": str(token.id),
                     "expires_at": token.expires_at.timestamp(), "project": record.project_id,
-                    "role": role, "state": record.state, "services": record.services or {}}
+                    "role": role, "state": record.state, "reason": record.reason,
+                    "services": record.services or {}}
         try:
             return await self.db.run(check)
         except ActionError as err:

@@ -92,6 +92,7 @@ class Feed:
     session: str
     state: str
     services: dict[str, dict[str, Any]]
+    reason: str | None = None  # why it ended (or last changed state), for late joiners
     sockets: set[Attached] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -205,7 +206,8 @@ class RelayService(ServiceBase):
             # happened while it was away (events are not kept for it).
             client.events.put_nowait(encode({"event": public_event(
                 {"type": "state", "session": feed.session, "state": feed.state,
-                 "services": feed.services})}).decode())
+                 "services": feed.services,
+                 **({"reason": feed.reason} if feed.reason else {})})}).decode())
             background.update({asyncio.create_task(self._write_events(client)),
                                asyncio.create_task(self._expire_calls(client))})
             log.info("%s attached to session %s", client.user, client.session)
@@ -277,7 +279,7 @@ class RelayService(ServiceBase):
         feed = self.feeds.get(client.session)
         if feed is None:
             feed = self.feeds[client.session] = Feed(client.session, access["state"],
-                                                     access["services"])
+                                                     access["services"], access.get("reason"))
             feed.tasks.append(asyncio.create_task(self._follow(
                 self.gss, "session_events", {"session": feed.session},
                 lambda event: self._on_session_event(feed, event))))
@@ -299,6 +301,7 @@ class RelayService(ServiceBase):
     def _on_session_event(self, feed: Feed, event: dict[str, Any]) -> None:
         if isinstance(event.get("state"), str):
             feed.state = event["state"]
+            feed.reason = event.get("reason") if isinstance(event.get("reason"), str) else None
         if isinstance(event.get("services"), dict) and event["services"]:
             feed.services = event["services"]
         self._broadcast(feed, public_event(event))

@@ -85,8 +85,9 @@ def test_sessions_keep_answering_through_an_lss_kill(two_sessions):
     wait_until(lambda: not session_processes(first.id), what="the adopted service to stop")
     report("lss kill: adopted session closed", time.monotonic() - killed)
     wait_until(lambda: first.id not in key_files(platform), what="its keys to go")
-    states = {s["id"]: s["state"] for s in tw.sessions()}
-    assert states == {first.id: "closed", second.id: "ready"}
+    # the LSS reports `closed` after it has removed the folder: wait for gss to have it
+    wait_until(lambda: {s["id"]: s["state"] for s in tw.sessions()}
+               == {first.id: "closed", second.id: "ready"}, what="gss to record the close")
     assert answers(second)
     assert not any(e.get("state") == "lost" for e in second.events())
 

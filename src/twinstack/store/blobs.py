@@ -60,6 +60,7 @@ class BlobStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            tmp.chmod(0o444)  # a blob never changes once named
             key = digest.hexdigest()
             final = self.path(key)
             if final.exists():  # idempotent: same name, same bytes

@@ -146,7 +146,8 @@ class Edit:
     def update(self, entity_id: str, *, name: str = _KEEP, parent_id: str | None = _KEEP,
                properties: Mapping[str, Any] = _KEEP, blobs: Mapping[str, str] = _KEEP) -> None:
         """A new version of an entity; fields not given keep their current value."""
-        given = {"name": name, "parent_id": parent_id, "properties": properties, "blobs": blobs}
+        given: dict[str, Any] = {"name": name, "parent_id": parent_id,
+                                 "properties": properties, "blobs": blobs}
         fields = {k: v for k, v in given.items() if v is not _KEEP}
         if "name" in fields:
             fields["name"] = _name(fields["name"])
@@ -210,7 +211,7 @@ def _chain(s: Session, state_id: int) -> list[tuple[int, bool]]:
                                                 .order_by(up.c.n))]
 
 
-def _in_chunks(s: Session, query: Select[Any], column: Any,
+def _in_chunks(s: Session, query: Select[*tuple[Any, ...]], column: Any,
                ids: list[str] | None) -> list[Any]:
     if ids is None:
         return list(s.execute(query))

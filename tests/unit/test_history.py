@@ -114,7 +114,8 @@ def test_bad_edits_are_refused_before_anything_is_written(db, project):
         h.Edit().create("spaceship", "x")
     for build, error in ((lambda e: e.update("0" * 32, name="x"), NotFound),
                          (lambda e: e.delete("0" * 32), NotFound),
-                         (lambda e: None, Invalid)):
+                         (lambda e: None, Invalid),
+                         (lambda e: e.create("geometry", "x", parent_id="0" * 32), Invalid)):
         with pytest.raises(error):
             commit(db, project, "bad", build)
     with db.transaction() as s:
@@ -137,6 +138,20 @@ def test_a_failure_inside_the_commit_transaction_leaves_head_and_states(db, proj
     with db.transaction() as s:
         assert [st.description for st in h.graph(s, project).states] == [
             h.ROOT_DESCRIPTION, "box"]
+
+
+def test_entities_sit_in_folders_that_exist(db, project):
+    _, (folder, solid) = commit(db, project, "folder", lambda e: (
+        e.create("folder", "Geometry"), e.create("geometry", "box")))
+    commit(db, project, "file", lambda e: e.update(solid, parent_id=folder))
+    with db.transaction() as s:
+        assert h.entity(s, project, solid).parent_id == folder
+    with pytest.raises(Invalid, match="parent"):
+        commit(db, project, "move under a deleted folder", lambda e: (
+            e.delete(folder), e.create("geometry", "orphan", parent_id=folder)))
+    commit(db, project, "nested", lambda e: e.create(
+        "folder", "inner", parent_id=e.create("folder", "outer")))
+    assert set(names(db, project)) == {"Geometry", "box", "outer", "inner"}
 
 
 def test_labels_name_states(db, project):

@@ -329,10 +329,19 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
     touched = [u.entity_id for u in edit.updates] + list(edit.deletes)
     if len(set(touched)) != len(touched):
         raise Invalid("an edit changes each entity at most once")
-    current = tree(s, project_id, parent.id, touched) if parent is not None and touched else {}
+    created = {c.entity_id for c in edit.creates}
+    folders: set[str] = {f for f in (*(c.parent_id for c in edit.creates),
+                                     *(u.fields.get("parent_id") for u in edit.updates))
+                         if f is not None and f not in created}
+    looked_up = [*touched, *folders]
+    current = (tree(s, project_id, parent.id, looked_up)
+               if parent is not None and looked_up else {})
     missing = sorted(set(touched) - current.keys())
     if missing:
         raise NotFound(f"no entity {', '.join(missing)} in the current model state")
+    lost = sorted(f for f in folders if f not in current or f in edit.deletes)
+    if lost:
+        raise Invalid(f"parent entity {', '.join(lost)} is not in the model")
     existing = {v.id: v for v in s.scalars(select(EntityVersion).where(
         EntityVersion.id.in_([current[u.entity_id] for u in edit.updates])))}
 
@@ -367,8 +376,9 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
         if full:
             s.execute(insert(StateSnapshot), [{"state_id": state.id, "entity_id": e,
                                                "version_id": v} for e, v in full.items()])
-    if row is None:
-        s.add(ModelHead(project_id=project_id, state_id=state.id, tip_id=state.id))
+    if row is None:  # the first commit: two racing first writers meet at the primary key
+        with conflict_on_integrity(s, "another writer started this project's history; retry"):
+            s.add(ModelHead(project_id=project_id, state_id=state.id, tip_id=state.id))
     else:
         row.state_id = row.tip_id = state.id
     s.flush()

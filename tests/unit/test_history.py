@@ -5,6 +5,8 @@ entity count per state."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import func, select
 
@@ -207,3 +209,29 @@ def test_long_histories_resolve_through_checkpoints_and_store_only_changes(db, p
     assert states == steps + 2
     assert changes == width + steps
     assert snapshots == width * (states // h.CHECKPOINT)  # not width * states
+
+
+def test_concurrent_writers_make_one_chain(db, project):
+    """Commits from several connections at once queue at the head: each new state is a child
+    of the one before, none is lost and none forks the history."""
+    commit(db, project, "start", lambda e: e.create("data", "seed"))
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(5):
+                commit(db, project, f"w{n}.{i}", lambda e, n=n, i=i: e.create("data", f"{n}.{i}"))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with db.transaction() as s:
+        states = h.graph(s, project).states
+    parents = [st.parent_id for st in states if st.parent_id is not None]
+    assert len(states) == 22 and len(set(parents)) == len(parents)
+    assert len(names(db, project)) == 21

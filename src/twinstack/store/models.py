@@ -296,14 +296,14 @@ class StateChange(Base):
 
 
 class StateSnapshot(Base):
-    """The full entity → version map of a checkpoint state."""
+    """The full entity → version map of a checkpoint state, as one JSON object: a checkout
+    reads one row and parses it, instead of fetching one row per entity."""
 
     __tablename__ = "state_snapshots"
 
     state_id: Mapped[int] = mapped_column(ForeignKey("model_states.id", ondelete="CASCADE"),
                                           primary_key=True)
-    entity_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("entity_versions.id"))
+    entries: Mapped[dict[str, Any]]
 
 
 class ModelHead(Base):

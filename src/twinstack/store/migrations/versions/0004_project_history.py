@@ -71,16 +71,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_model_states_project_id", "model_states", ["project_id"])
     op.create_index("ix_model_states_parent_id", "model_states", ["parent_id"])
-    for table, nullable in (("state_changes", True), ("state_snapshots", False)):
-        op.create_table(
-            table,
-            sa.Column("state_id", sa.Integer, nullable=False),
-            sa.Column("entity_id", sa.String(32), nullable=False),
-            sa.Column("version_id", sa.Integer, nullable=nullable),
-            sa.PrimaryKeyConstraint("state_id", "entity_id", name=f"pk_{table}"),
-            _fk(table, "state_id", "model_states.id", "CASCADE"),
-            _fk(table, "version_id", "entity_versions.id"),
-        )
+    op.create_table(
+        "state_changes",
+        sa.Column("state_id", sa.Integer, nullable=False),
+        sa.Column("entity_id", sa.String(32), nullable=False),
+        sa.Column("version_id", sa.Integer, nullable=True),
+        sa.PrimaryKeyConstraint("state_id", "entity_id", name="pk_state_changes"),
+        _fk("state_changes", "state_id", "model_states.id", "CASCADE"),
+        _fk("state_changes", "version_id", "entity_versions.id"),
+    )
+    op.create_table(
+        "state_snapshots",
+        sa.Column("state_id", sa.Integer, nullable=False),
+        sa.Column("entries", sa.JSON, nullable=False),
+        sa.PrimaryKeyConstraint("state_id", name="pk_state_snapshots"),
+        _fk("state_snapshots", "state_id", "model_states.id", "CASCADE"),
+    )
     op.create_table(
         "model_heads",
         sa.Column("project_id", sa.String(32), nullable=False),

@@ -8,12 +8,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import func, inspect, select
 
 from twinstack.store import Conflict, Database, Invalid, NotFound
 from twinstack.store import accounts as acc
 from twinstack.store import history as h
 from twinstack.store import projects as prj
+from twinstack.store.db import MIGRATIONS
 from twinstack.store.models import ModelState, StateChange, StateSnapshot
 
 
@@ -235,3 +238,16 @@ def test_concurrent_writers_make_one_chain(db, project):
     parents = [st.parent_id for st in states if st.parent_id is not None]
     assert len(states) == 22 and len(set(parents)) == len(parents)
     assert len(names(db, project)) == 21
+
+
+def test_the_migration_goes_down_and_up_again(db, project):
+    commit(db, project, "a", lambda e: e.create("geometry", "a"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    assert "model_states" not in inspect(db.engine).get_table_names()
+    db.migrate()
+    with db.transaction() as s:
+        assert h.head(s, project) is None  # the history went with the tables; projects stayed

@@ -117,6 +117,12 @@ def test_bad_edits_are_refused_before_anything_is_written(db, project):
     first, _ = commit(db, project, "a", lambda e: e.create("geometry", "a"))
     with pytest.raises(Invalid):
         h.Edit().create("spaceship", "x")
+    with pytest.raises(Invalid, match="sha256"):
+        h.Edit().create("mesh", "x", blobs={"cells": "not a hash"})
+    with pytest.raises(Invalid, match="author"), db.transaction() as s:
+        edit = h.Edit()
+        edit.create("mesh", "x")
+        h.commit(s, project, edit, author="", description="no author")
     for build, error in ((lambda e: e.update("0" * 32, name="x"), NotFound),
                          (lambda e: e.delete("0" * 32), NotFound),
                          (lambda e: None, Invalid),

@@ -22,6 +22,10 @@ _HASH = re.compile(r"[0-9a-f]{64}")
 _READ = 1 << 20
 
 
+def is_sha256(digest: object) -> bool:
+    return isinstance(digest, str) and _HASH.fullmatch(digest) is not None
+
+
 class CorruptBlob(StoreError):
     """A stored blob's bytes no longer hash to its name (disk damage or tampering)."""
 
@@ -43,7 +47,7 @@ class BlobStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
-        if not isinstance(digest, str) or not _HASH.fullmatch(digest):
+        if not is_sha256(digest):
             raise Invalid(f"{digest!r} is not a sha256 hash (64 lower-case hex digits)")
         return self.root / digest[:2] / digest[2:4] / digest
 

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Select, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
+from twinstack.store.blobs import is_sha256
 from twinstack.store.errors import Conflict, Invalid, NotFound, conflict_on_integrity
 from twinstack.store.models import (
     ENTITY_KINDS,
@@ -141,7 +142,7 @@ class Edit:
             raise Invalid(f"unknown entity kind {kind!r}; kinds: {', '.join(ENTITY_KINDS)}")
         entity_id = new_id()
         self.creates.append(_Create(entity_id, kind, _name(name), parent_id,
-                                    dict(properties or {}), dict(blobs or {})))
+                                    dict(properties or {}), _hashes(blobs or {})))
         return entity_id
 
     def update(self, entity_id: str, *, name: str = _KEEP, parent_id: str | None = _KEEP,
@@ -152,13 +153,22 @@ class Edit:
         fields = {k: v for k, v in given.items() if v is not _KEEP}
         if "name" in fields:
             fields["name"] = _name(fields["name"])
-        for key in ("properties", "blobs"):
-            if key in fields:
-                fields[key] = dict(fields[key])
+        if "properties" in fields:
+            fields["properties"] = dict(fields["properties"])
+        if "blobs" in fields:
+            fields["blobs"] = _hashes(fields["blobs"])
         self.updates.append(_Update(entity_id, fields))
 
     def delete(self, entity_id: str) -> None:
         self.deletes.append(entity_id)
+
+
+def _hashes(blobs: Mapping[str, str]) -> dict[str, str]:
+    """Blob references by role; services pass hashes of blobs they already put, never data."""
+    bad = sorted(role for role, digest in blobs.items() if not is_sha256(digest))
+    if bad:
+        raise Invalid(f"blob {', '.join(map(repr, bad))} is not a sha256 hash")
+    return dict(blobs)
 
 
 def _name(name: str) -> str:
@@ -322,6 +332,8 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
     The first commit of a project also makes its empty root state, so it can be undone.
     Everything is checked before anything is written; the caller's transaction makes it atomic.
     """
+    if not isinstance(author, str) or not 0 < len(author) <= 64:
+        raise Invalid(f"a state's author must be 1 to 64 characters, not {author!r}")
     description = description.strip()
     if not description or "\n" in description:
         raise Invalid("a state's description must be one non-empty line")

@@ -231,3 +231,99 @@ class SessionRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     placed_at: Mapped[datetime | None]  # when it got an LSS (queue wait = placed - created)
     closed_at: Mapped[datetime | None]
+
+
+# --- project history (see twinstack.store.history for the scheme) ----------------------------
+
+ENTITY_KINDS = ("geometry", "material", "mesh", "source", "solver", "result", "plot", "folder",
+                "data")
+
+
+class Entity(Base):
+    """An object of a project's model; what it is called and holds lives in its versions."""
+
+    __tablename__ = "entities"
+    __table_args__ = (CheckConstraint(sql_in("kind", ENTITY_KINDS), name="kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EntityVersion(Base):
+    """One immutable version of an entity: name, place in the tree, properties, blob hashes."""
+
+    __tablename__ = "entity_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity_id: Mapped[str] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"),
+                                           index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    parent_id: Mapped[str | None] = mapped_column(String(32))  # the folder entity, if any
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    blobs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # role -> sha256
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelState(Base):
+    """A commit: its parent, who made it, when, and the operation in one line. `depth` is the
+    distance from the project's root; a `checkpoint` state also keeps a full snapshot."""
+
+    __tablename__ = "model_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_states.id"), index=True)
+    depth: Mapped[int]
+    checkpoint: Mapped[bool]
+    author: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StateChange(Base):
+    """What one state changed against its parent: an entity's new version, or NULL (deleted)."""
+
+    __tablename__ = "state_changes"
+
+    state_id: Mapped[int] = mapped_column(ForeignKey("model_states.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("entity_versions.id"))
+
+
+class StateSnapshot(Base):
+    """The full entity → version map of a checkpoint state, as one JSON object: a checkout
+    reads one row and parses it, instead of fetching one row per entity."""
+
+    __tablename__ = "state_snapshots"
+
+    state_id: Mapped[int] = mapped_column(ForeignKey("model_states.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    entries: Mapped[dict[str, Any]]
+
+
+class ModelHead(Base):
+    """Where a project stands (`state_id`) and the end of the branch it stands on (`tip_id`):
+    undo walks from the head towards the root, redo back towards the tip."""
+
+    __tablename__ = "model_heads"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    state_id: Mapped[int] = mapped_column(ForeignKey("model_states.id"))
+    tip_id: Mapped[int] = mapped_column(ForeignKey("model_states.id"))
+
+
+class ModelLabel(Base):
+    __tablename__ = "model_labels"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    state_id: Mapped[int] = mapped_column(ForeignKey("model_states.id", ondelete="CASCADE"),
+                                          index=True)

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     cert_reload_seconds: float = Field(
         5.0, gt=0, description="how often certificate files are checked for changes on disk")
     session: str | None = Field(None, description="session id (compute services only)")
+    project: str | None = Field(
+        None, description="project id of the session (the model service: whose history it "
+        "writes)")
+    model_url: str | None = Field(
+        None, description="internal URL of the session's model service (compute services that "
+        "read and write project data)")
     data_dir: Path = Field(Path("data"), description="directory for this service's files")
     log_level: LogLevel = Field("info", description="lowest level of log records kept")
     verbose: bool = Field(False, description="human-readable logs instead of JSON lines")
@@ -124,6 +130,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the platform database (postgresql+psycopg://...); "
         "default: a SQLite file in --data-dir")
+    blob_dir: Path | None = Field(
+        None, description="directory of content-addressed blobs (B-rep files, meshes, fields), "
+        "shared by every service of a project's sessions; default: blobs in --data-dir")
     token_ttl_hours: float = Field(12.0, gt=0, description="lifetime of a login token")
 
     # front door and relay

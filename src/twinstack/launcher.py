@@ -260,8 +260,10 @@ class Platform:
         args = [] if part.name == "logger" else ["--logger-url", self._url("logger")]
         if part.public is not None:
             args += ["--public-bind", f"{self.host}:{self.port + part.public}"]
-        if part.name in ("auth", "gss"):
+        if part.name in ("auth", "gss", "lss"):  # an LSS hands it to its model services
             args += ["--database-url", self.database_url]
+        if part.name == "lss":
+            args += ["--blob-dir", str(self.data_dir / "blobs")]
         if part.name == "gss":
             args += ["--auth-public-url", self._url("auth", "public"),
                      "--relay-public-url", self._url("relay", "public")]

@@ -10,6 +10,8 @@ from twinstack.wire.runtime import ServiceBase
 SERVICES: dict[str, str] = {
     "logger": "twinstack.services.logger:LoggerService",
     "kriging": "twinstack.services.kriging:KrigingService",
+    "model": "twinstack.services.model:ModelService",
+    "modeling": "twinstack.services.modeling:ModelingService",
     "lss": "twinstack.services.lss:LssService",
     "gss": "twinstack.services.gss:GssService",
     "auth": "twinstack.services.auth:AuthService",

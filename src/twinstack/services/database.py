@@ -28,16 +28,24 @@ def database_url(settings: Settings) -> str:
 
 
 class ServiceDatabase:
-    def __init__(self, settings: Settings) -> None:
+    """`migrate=False` for services that use the schema others keep (the model service of each
+    session): they only check that the database answers."""
+
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
         self.url = database_url(settings)
         self.db = Database(self.url)
+        self.migrate = migrate
 
     async def open(self) -> None:
         try:
-            await asyncio.to_thread(self.db.migrate)
+            await asyncio.to_thread(self.db.migrate if self.migrate else self._ping)
         except OperationalError as exc:
             raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE,
                              f"database {self.db.engine.url!r} unreachable: {exc.orig}") from exc
+
+    def _ping(self) -> None:
+        with self.db.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     def close(self) -> None:
         self.db.dispose()

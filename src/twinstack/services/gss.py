@@ -405,7 +405,8 @@ class GssService(ServiceBase):
                         await self._end_queued(
                             record.id, "failed", f"no session node had room for {limit:g} s "
                             "(the queue timeout, queue_timeout_seconds); try again later")
-                    elif waiting or not await self._place(record.id, session_type, nodes):
+                    elif waiting or not await self._place(
+                            record.id, record.project_id, session_type, nodes):
                         waiting.append(record.id)
                 except Exception as exc:  # this session fails; the queue goes on
                     if isinstance(exc, ActionError) and exc.status >= 500:
@@ -415,7 +416,8 @@ class GssService(ServiceBase):
                                            f"could not be placed on a session node: {exc}")
             await self._announce(waiting, sum(n.capacity for n in nodes))
 
-    async def _place(self, session: str, session_type: str, nodes: list[Candidate]) -> bool:
+    async def _place(self, session: str, project: str, session_type: str,
+                     nodes: list[Candidate]) -> bool:
         """Start the session on the least loaded LSS with room (counted in `nodes`); False if
         none has room, True once it no longer waits (placed, or closed meanwhile)."""
         services = SESSION_TYPES.get(session_type)
@@ -426,7 +428,7 @@ class GssService(ServiceBase):
             if not await self.db.run(lambda s: projects.place_session(s, session, lss)):
                 return True
             if self.command(lss, {"type": "start_session", "session": session,
-                                  "services": list(services)}):
+                                  "project": project, "services": list(services)}):
                 log.info("session %s placed on %s", session, lss)
                 self.publish(session, {"type": "placed", "session": session,
                                        "state": "starting"})

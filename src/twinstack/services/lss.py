@@ -74,6 +74,9 @@ def machine_load() -> dict[str, float]:
     return {"cpu": round(cpu, 3), "memory": round(1 - available / total, 3) if total else 0.0}
 
 
+MODEL = "model"  # the service other compute services of a session read and write data through
+
+
 class SessionFailure(Exception):
     """Why a session cannot go on, as its users read it, with the exit code and output."""
 
@@ -112,6 +115,7 @@ class SessionRunner:
     lss: LssService
     session: str
     services: list[str]
+    project: str | None = None
     children: dict[str, Supervised] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     ready: bool = False
@@ -145,14 +149,36 @@ class SessionRunner:
         self.lease.touch()
         spec = ServiceSpec(service=service, session=self.session,
                            identity=identity, workdir=self.workdir / service,
-                           logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0)
+                           logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0,
+                           extra_args=self._data_args(service))
         return self.lss.spawner_for(spec)
+
+    def _data_args(self, service: str) -> tuple[str, ...]:
+        """Where a session with a model keeps its data: the model service writes the project's
+        history in the platform database; every service shares the blob directory and reaches
+        the model service (started first, so its endpoint is known)."""
+        if MODEL not in self.services:
+            return ()
+        s = self.lss.settings
+        if self.project is None:
+            raise SessionFailure("the session's project is not known (gss sent none): its "
+                                 "model cannot be opened")
+        args = ["--project", self.project, "--blob-dir", str(s.blob_dir or s.data_dir / "blobs")]
+        if service == MODEL:
+            if s.database_url is None:
+                raise SessionFailure("this session node has no --database-url: it cannot run "
+                                     "the model service, which writes the project's history")
+            return (*args, "--database-url", s.database_url)
+        return (*args, "--model-url", f"https://{self.children[MODEL].endpoint}")
 
     async def run(self) -> None:
         """Start every service, report ready, supervise; report failed on any fault."""
         try:
             if not self.ready:
-                await together(*(self._start(name) for name in self.services))
+                if MODEL in self.services:  # the others are told where it is
+                    await self._start(MODEL)
+                await together(*(self._start(name) for name in self.services
+                                 if name not in self.children))
                 self.ready = True
                 self.save()
                 self.report_ready()
@@ -181,6 +207,8 @@ class SessionRunner:
             child = self.children[service] = Supervised(
                 spawner, RestartCounter(self.lss.restart_policy))
             child.endpoint = await spawner.start(self.lss.settings.ready_timeout_seconds)
+        except SessionFailure:
+            raise
         except SpawnError as exc:
             raise SessionFailure(str(exc), exc.exit_code, exc.output_tail) from exc
         except Exception as exc:
@@ -229,7 +257,8 @@ class SessionRunner:
 
     def save(self) -> None:
         """Checkpoint what runs, for a restarted LSS (written atomically)."""
-        state = {"session": self.session, "services": self.services, "ready": self.ready,
+        state = {"session": self.session, "services": self.services, "project": self.project,
+                 "ready": self.ready,
                  "children": {name: {"endpoint": c.endpoint, "spawner": c.spawner.get_state()}
                               for name, c in self.children.items()}}
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -245,8 +274,10 @@ class SessionRunner:
             state = json.loads((folder / STATE_FILE).read_text())
         except (OSError, ValueError):
             return None
-        runner = cls(lss, folder.name, list(state.get("services", [])))
-        for name, saved in state.get("children", {}).items():
+        runner = cls(lss, folder.name, list(state.get("services", [])), state.get("project"))
+        children = state.get("children", {})
+        for name in sorted(children, key=lambda n: n != MODEL):  # its endpoint is needed first
+            saved = children[name]
             spawner = runner._spawner(name)
             spawner.load_state(saved.get("spawner", {}))
             runner.children[name] = Supervised(spawner, RestartCounter(lss.restart_policy),
@@ -512,7 +543,8 @@ class LssService(ServiceBase):
         if kind == "attached":
             return
         if kind == "start_session" and session not in self.runners:
-            runner = SessionRunner(self, session, list(command["services"]))
+            runner = SessionRunner(self, session, list(command["services"]),
+                                   command.get("project"))
             self.runners[session] = runner
             runner.task = asyncio.create_task(runner.run())
         elif kind == "stop_session":

@@ -35,7 +35,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.wire.actions import call_key
+from twinstack.wire.actions import PARTICIPANT_HEADERS, call_key
 from twinstack.wire.client import LinkKeeper, ServiceClient, WrongPeer, reply_id
 from twinstack.wire.errors import ActionError, ServiceUnavailable, malformed
 from twinstack.wire.identity import PeerIdentity
@@ -95,6 +95,7 @@ class Feed:
     reason: str | None = None  # why it ended (or last changed state), for late joiners
     sockets: set[Attached] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    model: tuple[str, asyncio.Task[None]] | None = None  # following its model service's changes
 
 
 INTERNAL_KEYS = frozenset({"endpoint", "listening", "publish", "pid", "url"})
@@ -152,7 +153,8 @@ class RelayService(ServiceBase):
 
     async def stop(self) -> None:
         tasks = [self.watcher, *self.rechecks,
-                 *(t for feed in self.feeds.values() for t in feed.tasks)]
+                 *(t for feed in self.feeds.values() for t in feed.tasks),
+                 *(feed.model[1] for feed in self.feeds.values() if feed.model)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -261,7 +263,11 @@ class RelayService(ServiceBase):
                 log.warning("could not re-check %s on session %s: %s", client.user,
                             client.session, err.message)
             return
-        client.role = access["role"]
+        if client.role != access["role"]:  # links tell services the role: open them anew
+            client.role = access["role"]
+            links, client.links = list(client.links.values()), {}
+            for link in links:
+                await link.close()
 
     async def _close(self, client: Attached, code: int, reason: str) -> None:
         log.info("closing %s's socket to session %s: %s", client.user, client.session, reason)
@@ -288,14 +294,37 @@ class RelayService(ServiceBase):
                     self.logger, "follow", {"session": feed.session, "level": "info"},
                     lambda record: self._broadcast(feed, public_event(
                         {"type": "log", **record})))))
+            self._follow_model(feed)
         feed.sockets.add(client)
         return feed
+
+    def _follow_model(self, feed: Feed) -> None:
+        """Pass the changes of the session's model (if it has one) to every client of the
+        session as `model_changed` events; follow it anew when it moves."""
+        model = feed.services.get("model") or {}
+        endpoint = model.get("endpoint")
+        if not isinstance(endpoint, str) or model.get("via"):  # not (yet) reachable from here
+            return
+        if feed.model is not None:
+            if feed.model[0] == endpoint:
+                return
+            feed.model[1].cancel()
+        keeper = LinkKeeper(self._client(f"https://{endpoint}"),
+                            PeerIdentity("model", feed.session))
+        feed.model = (endpoint, asyncio.create_task(self._follow_changes(feed, keeper)))
+
+    async def _follow_changes(self, feed: Feed, keeper: LinkKeeper) -> None:
+        try:
+            await self._follow(keeper, "changes", {},
+                               lambda event: self._broadcast(feed, public_event(event)))
+        finally:
+            await keeper.close()
 
     def _leave(self, client: Attached, feed: Feed) -> None:
         feed.sockets.discard(client)
         if not feed.sockets and self.feeds.get(feed.session) is feed:
             del self.feeds[feed.session]
-            for task in feed.tasks:
+            for task in [*feed.tasks, *([feed.model[1]] if feed.model else [])]:
                 task.cancel()
 
     def _on_session_event(self, feed: Feed, event: dict[str, Any]) -> None:
@@ -304,6 +333,7 @@ class RelayService(ServiceBase):
             feed.reason = event.get("reason") if isinstance(event.get("reason"), str) else None
         if isinstance(event.get("services"), dict) and event["services"]:
             feed.services = event["services"]
+            self._follow_model(feed)
         self._broadcast(feed, public_event(event))
 
     def _broadcast(self, feed: Feed, event: dict[str, Any]) -> None:
@@ -540,8 +570,10 @@ class ServiceLink:
         return self.ws is not None and not self.ws.closed
 
     async def connect(self) -> None:
-        self.ws = await self.http.websocket(expect=PeerIdentity(self.service,
-                                                                self.client.session))
+        user, role = PARTICIPANT_HEADERS
+        self.ws = await self.http.websocket(
+            expect=PeerIdentity(self.service, self.client.session),
+            headers={user: self.client.user, role: self.client.role})
         self.reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:

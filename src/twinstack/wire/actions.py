@@ -23,6 +23,23 @@ ANY_PEER = "*"
 _MARK = "__twinstack_action__"
 
 
+PARTICIPANT_HEADERS = ("X-TwinStack-User", "X-TwinStack-Role")
+"""Set by the relay on its links to a session's services: who the link is for. Believed only
+from a peer whose certificate says it is the relay."""
+
+
+@dataclass(frozen=True)
+class Participant:
+    """The user a relayed call is made for, and their role in the session's project."""
+
+    user: str
+    role: str
+
+    @property
+    def may_edit(self) -> bool:
+        return self.role in ("editor", "owner")
+
+
 @dataclass(frozen=True)
 class Call:
     """What a handler knows about the call it is serving."""
@@ -32,6 +49,7 @@ class Call:
     peer: PeerIdentity | None = None  # internal channel: from the client certificate
     principal: Any = None  # public channel: whatever the service's token check returned
     remote: str | None = None  # public channel: the client's address
+    on_behalf: Participant | None = None  # internal channel: the user a relayed call is for
 
 
 def call_key(value: Any) -> str | int | None:

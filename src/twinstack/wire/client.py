@@ -102,13 +102,15 @@ class ServiceClient:
         refused (WrongPeer) unless the peer's certificate names that service and session."""
         return Link(await self.websocket(expect=expect), self.url)
 
-    async def websocket(self, *, expect: PeerIdentity | None = None
+    async def websocket(self, *, expect: PeerIdentity | None = None,
+                        headers: dict[str, str] | None = None
                         ) -> aiohttp.ClientWebSocketResponse:
         """The service's `/ws` as a bare WebSocket, its peer checked as for `connect`."""
         timeout = aiohttp.ClientWSTimeout(ws_close=5.0)
         try:
             ws = await self._http().ws_connect(
-                f"{self.url}/ws", headers=self._headers(), heartbeat=15, timeout=timeout,
+                f"{self.url}/ws", headers={**self._headers(), **(headers or {})}, heartbeat=15,
+                timeout=timeout,
                 max_msg_size=self.max_message_bytes)
         except aiohttp.WSServerHandshakeError as exc:
             raise ActionError(exc.status, "refused", f"{self.url}/ws refused: {exc.message}") \

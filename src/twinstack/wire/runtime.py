@@ -24,7 +24,7 @@ import ssl
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -38,8 +38,10 @@ from twinstack.metrics import ServiceMetrics
 from twinstack.pki.tls import ReloadingContexts, TlsFiles
 from twinstack.supervision import hold_lease
 from twinstack.wire.actions import (
+    PARTICIPANT_HEADERS,
     Action,
     Call,
+    Participant,
     action,
     call_key,
     collect_actions,
@@ -136,6 +138,14 @@ def _request_id(value: Any, default: str | None = None) -> str:
     if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
         return value
     return default or uuid.uuid4().hex[:16]
+
+
+def _participant(request: web.Request, peer: PeerIdentity) -> Participant | None:
+    """Whom a relay link's calls are for (see PARTICIPANT_HEADERS); None from anyone else."""
+    user, role = (request.headers.get(h) for h in PARTICIPANT_HEADERS)
+    if peer.service != "relay" or not user or not role:
+        return None
+    return Participant(user, role)
 
 
 def _forget_call(running: dict[Any, asyncio.Task[None]], call_id: Any,
@@ -442,7 +452,8 @@ class Runtime:
             peercert = request.transport.get_extra_info("peercert") if request.transport else None
             if not peercert:
                 raise unauthorized("a client certificate is required")
-            return Call("internal", rid, peer=PeerIdentity.from_peercert(peercert))
+            peer = PeerIdentity.from_peercert(peercert)
+            return Call("internal", rid, peer=peer, on_behalf=_participant(request, peer))
         assert self.service is not None
         principal = await self.service.authenticate(bearer_token(request))
         if principal is None:
@@ -539,8 +550,7 @@ class Runtime:
                         self._cancelled(task.get_name(), call_id)
                     continue
                 rid = _request_id(body.get("request"), call.request_id)
-                one = Call(call.channel, str(rid), peer=call.peer, principal=call.principal,
-                           remote=call.remote)
+                one = replace(call, request_id=str(rid))
                 task = asyncio.create_task(self._ws_call(ws, call_id, one, body),
                                            name=str(body.get("action"))[:64])
                 running[call_id] = task

@@ -481,30 +481,52 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> No
               .rstrip())
 
 
-def _listing(args: argparse.Namespace) -> None:
-    from twinstack.wire.errors import ActionError
-
-    fetch, columns, empty = LISTINGS[(args.noun, args.list_verb)]
+@contextlib.contextmanager
+def _logged_in() -> Iterator[tuple[Client, Credentials]]:
+    """A client with the stored login; its errors as the CLI's, naming the platform."""
     credentials = _stored_login()
     try:
         with _client_errors(relogin=credentials.user), contextlib.closing(
                 _client(credentials.url, credentials.ca, credentials.token)) as tw:
-            try:
-                rows = fetch(tw)
-            except ActionError as exc:
-                if exc.status == 403 and args.noun == "node":
-                    raise FatalError(ExitCode.USAGE, f"listing session nodes is for "
-                                     f"administrators, and {credentials.user} is not one: log "
-                                     "in as an administrator (twinstack login NAME)") from exc
-                raise
+            yield tw, credentials
     except FatalError as exc:
         raise FatalError(exc.code, f"{credentials.url}: {exc.message}") from exc
+
+
+def _listing(args: argparse.Namespace) -> None:
+    from twinstack.wire.errors import ActionError
+
+    fetch, columns, empty = LISTINGS[(args.noun, args.list_verb)]
+    with _logged_in() as (tw, credentials):
+        try:
+            rows = fetch(tw)
+        except ActionError as exc:
+            if exc.status == 403 and args.noun == "node":
+                raise FatalError(ExitCode.USAGE, f"listing session nodes is for "
+                                 f"administrators, and {credentials.user} is not one: log "
+                                 "in as an administrator (twinstack login NAME)") from exc
+            raise
     if args.json:
         print(json.dumps(rows, indent=1))
     elif rows:
         print_table(rows, columns)
     else:
         print(empty)
+
+
+def _history(args: argparse.Namespace) -> None:
+    from twinstack.client.model import history_lines
+
+    with _logged_in() as (tw, _):
+        named = [p["id"] for p in tw.projects() if args.project in (p["id"], p["name"])]
+        if len(named) != 1:
+            raise FatalError(ExitCode.USAGE, f"{len(named) or 'no'} projects you can see are "
+                             f"called {args.project!r}: give its id (twinstack project list)")
+        graph = tw.project_history(named[0])
+    if args.json:
+        print(json.dumps(graph, indent=1))
+    else:
+        print("\n".join(history_lines(graph)) or "no changes yet")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -661,6 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub = noun_verbs.add_parser(verb, help=what)
             sub.add_argument("--json", action="store_true", help="JSON instead of a table")
             sub.set_defaults(run=_listing, noun=noun)
+        if noun == "project":
+            history = noun_verbs.add_parser("history", help="a project's model states as a "
+                                            "graph: branches, labels, head")
+            history.add_argument("project", help="the project's id or name")
+            history.add_argument("--json", action="store_true", help="the graph as JSON")
+            history.set_defaults(run=_history)
     return parser
 
 

@@ -47,6 +47,7 @@ import aiohttp
 from aiohttp import WSCloseCode
 
 from twinstack.client.credentials import Credentials, load_credentials
+from twinstack.client.model import Model
 from twinstack.pki.tls import TLS12_CIPHERS
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
@@ -248,6 +249,11 @@ class Client:
     def rename_project(self, project_id: str, name: str) -> dict[str, Any]:
         return self.gss("rename_project", project=project_id, name=name)
 
+    def project_history(self, project_id: str) -> dict[str, Any]:
+        """The project's model states (branches too), oldest first, with head and tip ids;
+        readable whether or not a session is open."""
+        return dict(self.gss("project_history", project=project_id))
+
     def delete_project(self, project_id: str) -> None:
         self.gss("delete_project", project=project_id)
 
@@ -339,6 +345,7 @@ class Session:
         self.project_id: str = record["project"]
         self.state: str = record["state"]
         self.services: dict[str, Any] = record.get("services") or {}
+        self.model = Model(self)
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._ids = itertools.count(1)
         self._replies: dict[int, tuple[asyncio.Future[dict[str, Any]], str]] = {}

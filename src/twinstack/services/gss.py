@@ -29,7 +29,7 @@ from twinstack import __version__
 from twinstack.pki.crl import crl_routes
 from twinstack.services.database import ServiceDatabase
 from twinstack.sessiontypes import SESSION_TYPES
-from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, projects
+from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, history, projects
 from twinstack.store.models import FINAL_STATES, SessionRecord, User, utcnow
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError, forbidden, not_found, unauthorized
@@ -296,6 +296,15 @@ class GssService(ServiceBase):
                 params.project)
         await self.db.run(lambda s: projects.rename_project(s, params.project, params.name))
         return {"id": params.project, "name": params.name}
+
+    @action(public=True, allow=())
+    async def project_history(self, call: Call, params: ProjectRef) -> dict[str, Any]:
+        """The project's model states as a graph (read here, whether or not a session is live;
+        only its model service writes them)."""
+        require(await self._role(call.principal, params.project), "viewer",
+                "reading the history", params.project)
+
+        return await self.db.run(lambda s: history.graph_json(s, params.project))
 
     @action(public=True, allow=())
     async def delete_project(self, call: Call, params: ProjectRef) -> dict[str, Any]:

@@ -137,23 +137,8 @@ class DiffParams(BaseModel):
     b: int
 
 
-def entity_json(view: hist.EntityView) -> dict[str, Any]:
-    return {"id": view.id, "kind": view.kind, "version": view.version, "name": view.name,
-            "parent": view.parent_id, "properties": view.properties, "blobs": view.blobs}
-
-
-def state_json(state: hist.State) -> dict[str, Any]:
-    found = asdict(state)
-    found["created_at"] = state.created_at.isoformat()
-    found["labels"] = list(state.labels)
-    return found
-
-
 def head_json(head: hist.Head | None) -> dict[str, Any] | None:
-    if head is None:
-        return None
-    return {"state": state_json(head.state), "tip": head.tip_id, "can_undo": head.can_undo,
-            "can_redo": head.can_redo}
+    return None if head is None else head.to_json()
 
 
 def _merged(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,13 +199,13 @@ class ModelService(ServiceBase):
                 else []
             kinds = set(params.kinds or ())
             return {"state": state, "head": head_json(head),
-                    "entities": [entity_json(v) for v in views if not kinds or v.kind in kinds]}
+                    "entities": [v.to_json() for v in views if not kinds or v.kind in kinds]}
         return await self.db.run(read)
 
     @action()
     async def get(self, call: Call, params: GetParams) -> dict[str, Any]:
-        return await self.db.run(lambda s: entity_json(
-            hist.entity(s, self.project, params.id, params.state)))
+        return await self.db.run(lambda s: hist.entity(
+            s, self.project, params.id, params.state).to_json())
 
     @action()
     async def head(self, call: Call, params: NoParams) -> dict[str, Any] | None:
@@ -230,13 +215,7 @@ class ModelService(ServiceBase):
     @action()
     async def history(self, call: Call, params: NoParams) -> dict[str, Any]:
         """Every state, branches included (oldest first), with the head and tip."""
-        def read(s: Session) -> dict[str, Any]:
-            if hist.head(s, self.project) is None:
-                return {"states": [], "head": None, "tip": None}
-            found = hist.graph(s, self.project)
-            return {"states": [state_json(st) for st in found.states], "head": found.head_id,
-                    "tip": found.tip_id}
-        return await self.db.run(read)
+        return await self.db.run(lambda s: hist.graph_json(s, self.project))
 
     @action()
     async def diff(self, call: Call, params: DiffParams) -> dict[str, Any]:

@@ -63,11 +63,20 @@ class State:
     created_at: datetime
     labels: tuple[str, ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "parent_id": self.parent_id, "author": self.author,
+                "description": self.description, "created_at": self.created_at.isoformat(),
+                "labels": list(self.labels)}
+
 
 @dataclass(frozen=True)
 class Head:
     state: State
     tip_id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state.to_json(), "tip": self.tip_id, "can_undo": self.can_undo,
+                "can_redo": self.can_redo}
 
     @property
     def can_undo(self) -> bool:
@@ -90,6 +99,10 @@ class EntityView:
     properties: dict[str, Any]
     blobs: dict[str, str]
 
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "version": self.version, "name": self.name,
+                "parent": self.parent_id, "properties": self.properties, "blobs": self.blobs}
+
 
 @dataclass(frozen=True)
 class Diff:
@@ -105,6 +118,10 @@ class Graph:
     states: list[State]
     head_id: int
     tip_id: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"states": [s.to_json() for s in self.states], "head": self.head_id,
+                "tip": self.tip_id}
 
 
 _KEEP: Any = object()  # "leave as it is" in Edit.update
@@ -302,6 +319,13 @@ def graph(s: Session, project_id: str) -> Graph:
                        .order_by(ModelState.id))
     return Graph([_state_view(st, labels.get(st.id, ())) for st in states],
                  row.state_id, row.tip_id)
+
+
+def graph_json(s: Session, project_id: str) -> dict[str, Any]:
+    """The graph as clients get it; no states yet is an empty graph, not an error."""
+    if _head_row(s, project_id) is None:
+        return {"states": [], "head": None, "tip": None}
+    return graph(s, project_id).to_json()
 
 
 def diff(s: Session, project_id: str, a: int, b: int) -> Diff:

@@ -1,0 +1,117 @@
+"""A session's project data as the Python client sees it: `session.model`.
+
+Thin wrappers over the model service's actions (through the relay, like every call), so a
+script reads like what it does. Every change returns the new head; every participant of the
+session also gets it as a `model_changed` event.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from twinstack.client.client import Session
+
+SERVICE = "model"
+
+
+class Model:
+    """Entities, their versions and the history of one session's project."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def _read(self, action: str, **params: Any) -> Any:
+        return self._session.call(SERVICE, action, idempotent=True, **params)
+
+    def _write(self, action: str, **params: Any) -> Any:
+        return self._session.call(SERVICE, action, **params)
+
+    # reading
+    def entities(self, *, state: int | None = None, kinds: list[str] | None = None
+                 ) -> list[dict[str, Any]]:
+        """The entities of the head (or of `state`), optionally only some kinds."""
+        return list(self._read("entities", state=state, kinds=kinds)["entities"])
+
+    def find(self, name: str) -> dict[str, Any]:
+        """The entity of the head with this name (KeyError if none, ValueError if several)."""
+        found = [e for e in self.entities() if e["name"] == name]
+        if not found:
+            raise KeyError(f"no entity named {name!r}")
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} entities are named {name!r}: use their ids")
+        return found[0]
+
+    def get(self, entity_id: str, *, state: int | None = None) -> dict[str, Any]:
+        return dict(self._read("get", id=entity_id, state=state))
+
+    def head(self) -> dict[str, Any] | None:
+        """Where the model stands: {state, tip, can_undo, can_redo} (None before any change)."""
+        found = self._read("head")
+        return None if found is None else dict(found)
+
+    def history(self) -> dict[str, Any]:
+        """Every state (branches too), oldest first, with the ids of head and tip."""
+        return dict(self._read("history"))
+
+    def diff(self, a: int, b: int) -> dict[str, list[str]]:
+        return dict(self._read("diff", a=a, b=b))
+
+    # writing
+    def create(self, kind: str, name: str, *, parent: str | None = None,
+               properties: dict[str, Any] | None = None) -> str:
+        """A new entity (folder, material, data ...); returns its id."""
+        return str(self._write("create", kind=kind, name=name, parent=parent,
+                               properties=properties or {})["id"])
+
+    def set(self, entity_id: str, *, name: str | None = None, parent: str | None = None,
+            properties: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Rename, move (parent "" for the top) or change properties (None removes one)."""
+        return dict(self._write("set", id=entity_id, name=name, parent=parent,
+                                properties=properties)["head"])
+
+    def delete(self, *entity_ids: str) -> dict[str, Any]:
+        """Remove entities and what is under them (earlier states keep them)."""
+        return dict(self._write("delete", ids=list(entity_ids))["head"])
+
+    def undo(self) -> dict[str, Any]:
+        return dict(self._write("undo")["head"])
+
+    def redo(self) -> dict[str, Any]:
+        return dict(self._write("redo")["head"])
+
+    def checkout(self, state: int | None = None, *, label: str | None = None) -> dict[str, Any]:
+        """Make a state (by id or label), of any branch, the head."""
+        return dict(self._write("checkout", state=state, label=label)["head"])
+
+    def label(self, name: str, state: int | None = None) -> dict[str, Any]:
+        """Name a state (the head by default)."""
+        return dict(self._write("label", name=name, state=state)["head"])
+
+
+def history_lines(graph: dict[str, Any]) -> list[str]:
+    """A history graph as text, newest branches first at each fork, like `git log --graph`
+    turned upside down: a state's first child goes on in its column, later children (branches
+    made after an undo) are drawn indented above it, each with its own line of descent."""
+    states = {s["id"]: s for s in graph.get("states", [])}
+    children: dict[int | None, list[int]] = {}
+    for state in states.values():
+        children.setdefault(state["parent_id"], []).append(state["id"])
+    lines: list[str] = []
+    stack = [(root, 0) for root in sorted(children.get(None, []), reverse=True)]
+    while stack:
+        state_id, depth = stack.pop()
+        state = states[state_id]
+        marks = [*(f"[{label}]" for label in state["labels"])]
+        if state_id == graph.get("head"):
+            marks.append("<- head")
+        elif state_id == graph.get("tip"):
+            marks.append("(tip)")
+        lines.append(f"{'| ' * depth}* {state_id:<4} {state['description']}  "
+                     f"({state['author']}, {str(state['created_at'])[:19].replace('T', ' ')})"
+                     + "".join(f" {m}" for m in marks))
+        kids = sorted(children.get(state_id, []))
+        if kids:
+            stack.append((kids[0], depth))  # drawn last: the line it continues
+            stack.extend((kid, depth + 1) for kid in kids[1:])
+    return lines

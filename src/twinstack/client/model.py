@@ -115,3 +115,52 @@ def history_lines(graph: dict[str, Any]) -> list[str]:
             stack.append((kids[0], depth))  # drawn last: the line it continues
             stack.extend((kid, depth + 1) for kid in kids[1:])
     return lines
+
+
+class Modeling:
+    """Exact CAD on the session's model (the modeling service): each call is one new state."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def features(self) -> dict[str, Any]:
+        """Every feature with its inputs, parameters and defaults; the material library."""
+        return dict(self._session.call("modeling", "features", idempotent=True))
+
+    def create(self, feature: str, *inputs: str, name: str | None = None,
+               parent: str | None = None, **parameters: Any) -> str:
+        """Build a feature: `create("sphere", radius=2)`, `create("union", a, b)`,
+        `create("fillet", box, radius=1, edges=[0])`; returns the new entity's id."""
+        return str(self._session.call("modeling", "create", feature=feature,
+                                      inputs=list(inputs), parameters=parameters, name=name,
+                                      parent=parent)["id"])
+
+    def set_parameters(self, entity_id: str, **parameters: Any) -> list[str]:
+        """Change a feature's parameters; returns the ids rebuilt (it and its dependants)."""
+        return list(self._session.call("modeling", "set_parameters", id=entity_id,
+                                       parameters=parameters)["rebuilt"])
+
+    def properties(self, entity_id: str) -> dict[str, Any]:
+        """Volume, area, bounding box, centre of mass (and a solid's numbered edges)."""
+        return dict(self._session.call("modeling", "properties", id=entity_id,
+                                       idempotent=True))
+
+    def export(self, entity_id: str, format: str, tolerance: float | None = None) -> bytes:
+        """The shape as a STEP, BREP, STL or GLB file."""
+        import base64
+
+        reply = self._session.call("modeling", "export", id=entity_id, format=format,
+                                   tolerance=tolerance, inline=True, idempotent=True)
+        return base64.b64decode(reply["data"])
+
+    def import_file(self, name: str, data: bytes, format: str) -> str:
+        """A STEP/BREP file (exact) or an STL/OBJ mesh as a new shape; returns its id."""
+        import base64
+
+        return str(self._session.call("modeling", "import_file", name=name, format=format,
+                                      data=base64.b64encode(data).decode())["id"])
+
+    def assign_material(self, material: str, *entity_ids: str) -> str:
+        """Give shapes a material (an entity id or a library name); returns its entity id."""
+        return str(self._session.call("modeling", "assign_material", ids=list(entity_ids),
+                                      material=material)["material"])

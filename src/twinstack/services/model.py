@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +31,7 @@ from twinstack.store import Project
 from twinstack.store import history as hist
 from twinstack.store.blobs import BlobStore
 from twinstack.store.errors import Conflict, NotFound
+from twinstack.store.models import new_id
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError, forbidden
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
@@ -66,6 +67,8 @@ class GetParams(BaseModel):
 class NewEntity(BaseModel):
     model_config = {"extra": "forbid"}
 
+    id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="an id chosen by the "
+                           "writer (so one commit can create an entity and refer to it)")
     kind: str
     name: str
     parent: str | None = Field(None, description="the folder (or other entity) it belongs to")
@@ -286,12 +289,11 @@ class ModelService(ServiceBase):
         """A new entity (a folder, material, data ...) as one new state."""
         author = self._author(call)
         self._check_blobs([params.blobs])
-        edit = hist.Edit()
-        entity_id = edit.create(params.kind, params.name, parent_id=params.parent,
-                                properties=params.properties, blobs=params.blobs)
+        entity_id = params.id or new_id()
         description = params.description or f"create {params.kind} {params.name}"
-        result = await self._write("commit", author,
-                                   self._commit(lambda s: edit, author, description))
+        result = await self._write("commit", author, self._commit(
+            lambda s: self._edit(s, [params.model_copy(update={"id": entity_id})]), author,
+            description))
         return {**result, "id": entity_id}
 
     @action()
@@ -304,30 +306,41 @@ class ModelService(ServiceBase):
                               "set_parameters, which rebuilds the shapes that depend on them",
                               "params.properties")
         self._check_blobs([params.blobs or {}])
-        description = params.description or f"change {params.name or params.id}"
+        current = await self.db.run(lambda s: hist.entity(s, self.project, params.id).name)
+        description = params.description or f"change {current}" + (
+            f" (now {params.name})" if params.name and params.name != current else "")
         return await self._write("commit", author, self._commit(
-            lambda s: self._changes(s, hist.Edit(), [params]), author, description))
+            lambda s: self._edit(s, [], [params]), author, description))
 
-    def _changes(self, s: Session, edit: hist.Edit, changes: list[EntityChange]) -> hist.Edit:
-        """`edit` with `changes` added, properties and blobs merged into the current ones."""
+    def _edit(self, s: Session, creates: Sequence[NewEntity], changes: Sequence[EntityChange] = (),
+              deletes: Sequence[str] = ()) -> hist.Edit:
+        """One commit's changes (inside its transaction: what is wrong with them is refused
+        as the store says, with nothing written); properties and blobs of changed entities
+        are merged into their current ones."""
+        edit = hist.Edit()
+        for c in creates:
+            edit.create(c.kind, c.name, parent_id=c.parent, properties=c.properties,
+                        blobs=c.blobs, entity_id=c.id)
+        for entity_id in deletes:
+            edit.delete(entity_id)
         merging = [c.id for c in changes if c.properties is not None or c.blobs is not None]
         current = {v.id: v for v in hist.entities(s, self.project, None, merging)} \
             if merging else {}
-        for c in changes:
+        for change in changes:
             fields: dict[str, Any] = {}
-            if c.name is not None:
-                fields["name"] = c.name
-            if c.parent is not None:
-                fields["parent_id"] = c.parent or None
-            if c.properties is not None or c.blobs is not None:
-                old = current.get(c.id)
+            if change.name is not None:
+                fields["name"] = change.name
+            if change.parent is not None:
+                fields["parent_id"] = change.parent or None
+            if change.properties is not None or change.blobs is not None:
+                old = current.get(change.id)
                 if old is None:
-                    raise NotFound(f"entity {c.id} does not exist in the current model state")
-                if c.properties is not None:
-                    fields["properties"] = _merged(old.properties, c.properties)
-                if c.blobs is not None:
-                    fields["blobs"] = _merged(old.blobs, c.blobs)
-            edit.update(c.id, **fields)
+                    raise NotFound(f"entity {change.id} does not exist in the current model state")
+                if change.properties is not None:
+                    fields["properties"] = _merged(old.properties, change.properties)
+                if change.blobs is not None:
+                    fields["blobs"] = _merged(old.blobs, change.blobs)
+            edit.update(change.id, **fields)
         return edit
 
     @action()
@@ -360,17 +373,13 @@ class ModelService(ServiceBase):
                               "geometry are changed by the modeling service", "params.updates")
         self._check_blobs([c.blobs for c in params.creates] +
                           [u.blobs for u in params.updates if u.blobs])
-        edit = hist.Edit()
-        ids = [edit.create(c.kind, c.name, parent_id=c.parent, properties=c.properties,
-                           blobs=c.blobs) for c in params.creates]
-        for entity_id in params.deletes:
-            edit.delete(entity_id)
+        creates = [c if c.id else c.model_copy(update={"id": new_id()}) for c in params.creates]
         log.info("committing %d new, %d changed, %d deleted entities", len(params.creates),
                  len(params.updates), len(params.deletes))
         result = await self._write("commit", author, self._commit(
-            lambda s: self._changes(s, edit, params.updates), author, params.description,
-            params.base))
-        return {**result, "ids": ids}
+            lambda s: self._edit(s, creates, params.updates, params.deletes), author,
+            params.description, params.base))
+        return {**result, "ids": [c.id for c in creates]}
 
     @action()
     async def undo(self, call: Call, params: NoParams) -> dict[str, Any]:

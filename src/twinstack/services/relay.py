@@ -96,6 +96,7 @@ class Feed:
     sockets: set[Attached] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     model: tuple[str, asyncio.Task[None]] | None = None  # following its model service's changes
+    model_head: dict[str, Any] | None = None  # the model's head as last heard, for late joiners
 
 
 INTERNAL_KEYS = frozenset({"endpoint", "listening", "publish", "pid", "url"})
@@ -210,6 +211,8 @@ class RelayService(ServiceBase):
                 {"type": "state", "session": feed.session, "state": feed.state,
                  "services": feed.services,
                  **({"reason": feed.reason} if feed.reason else {})})}).decode())
+            if feed.model_head is not None:  # and where its model stands
+                client.events.put_nowait(encode({"event": feed.model_head}).decode())
             background.update({asyncio.create_task(self._write_events(client)),
                                asyncio.create_task(self._expire_calls(client))})
             log.info("%s attached to session %s", client.user, client.session)
@@ -316,7 +319,7 @@ class RelayService(ServiceBase):
     async def _follow_changes(self, feed: Feed, keeper: LinkKeeper) -> None:
         try:
             await self._follow(keeper, "changes", {},
-                               lambda event: self._broadcast(feed, public_event(event)))
+                               lambda event: self._on_model_event(feed, event))
         finally:
             await keeper.close()
 
@@ -326,6 +329,12 @@ class RelayService(ServiceBase):
             del self.feeds[feed.session]
             for task in [*feed.tasks, *([feed.model[1]] if feed.model else [])]:
                 task.cancel()
+
+    def _on_model_event(self, feed: Feed, event: dict[str, Any]) -> None:
+        if isinstance(event, dict) and "head" in event:
+            feed.model_head = {"type": "model_head", "project": event.get("project"),
+                               "head": event["head"]}
+        self._broadcast(feed, public_event(event))
 
     def _on_session_event(self, feed: Feed, event: dict[str, Any]) -> None:
         if isinstance(event.get("state"), str):

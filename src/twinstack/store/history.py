@@ -154,10 +154,11 @@ class Edit:
 
     def create(self, kind: str, name: str, *, parent_id: str | None = None,
                properties: Mapping[str, Any] | None = None,
-               blobs: Mapping[str, str] | None = None) -> str:
+               blobs: Mapping[str, str] | None = None, entity_id: str | None = None) -> str:
+        """A new entity; its id is new unless the writer chose one (a clash is a Conflict)."""
         if kind not in ENTITY_KINDS:
             raise Invalid(f"unknown entity kind {kind!r}; kinds: {', '.join(ENTITY_KINDS)}")
-        entity_id = new_id()
+        entity_id = entity_id or new_id()
         self.creates.append(_Create(entity_id, kind, _name(name), parent_id,
                                     dict(properties or {}), _hashes(blobs or {})))
         return entity_id
@@ -388,8 +389,9 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
         parent = _new_state(s, project_id, None, author, ROOT_DESCRIPTION)
     state = _new_state(s, project_id, parent, author, description)
     if edit.creates:
-        s.execute(insert(Entity), [{"id": c.entity_id, "project_id": project_id,
-                                    "kind": c.kind} for c in edit.creates])
+        with conflict_on_integrity(s, "an entity with that id exists already"):
+            s.execute(insert(Entity), [{"id": c.entity_id, "project_id": project_id,
+                                        "kind": c.kind} for c in edit.creates])
     contents = [{"entity_id": c.entity_id, "name": c.name, "parent_id": c.parent_id,
                  "properties": c.properties, "blobs": c.blobs} for c in edit.creates]
     for u in edit.updates:

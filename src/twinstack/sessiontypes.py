@@ -39,7 +39,7 @@ SESSION_TYPE_NEEDS: dict[str, SessionType] = {
     # (compute_memory_mb, 512 MB by default). Its sessions are interactive and idle between
     # calls: a quarter of a core each on average (a busy one borrows idle cores; CPU shared
     # too thinly slows sessions down, while memory shared too thinly kills them).
-    "data analysis": SessionType(services=("model", "kriging"), cpus=0.25, memory_mb=900),
+    "data analysis": SessionType(services=("kriging",), cpus=0.25, memory_mb=768),
     # The model service (~90 MB, idle but for the database) and the modeling service: the
     # OpenCascade kernel (~200 MB with a few solids) and one action's shapes. CAD work is
     # interactive: short bursts of one core.

@@ -57,11 +57,11 @@ def test_history_through_the_model_service(tmp_path, database_url):
         for user in ("ada", "bob", "cy"):
             platform.add_user(user)
         ada, bob, cy = (platform.client(u) for u in ("ada", "bob", "cy"))
-        project = ada.create_project("survey", "data analysis")["id"]
+        project = ada.create_project("survey", "3D simulation")["id"]
         ada.share(project, user="bob", role="editor")
         ada.share(project, user="cy", role="viewer")
         session = ada.open_session(project)
-        assert set(session.services) == {"model", "kriging"}
+        assert set(session.services) == {"model", "modeling"}
         watcher = bob.open_session(project)
         assert watcher.id == session.id
         viewer = cy.open_session(project)
@@ -142,7 +142,7 @@ def test_history_through_the_model_service(tmp_path, database_url):
 def test_the_cli_draws_the_history_graph(tmp_path):
     with running_platform(tmp_path, "ada") as platform:
         tw = platform.client("ada")
-        project = tw.create_project("drawn", "data analysis")["id"]
+        project = tw.create_project("drawn", "3D simulation")["id"]
         with tw.open_session(project) as session:
             m = session.model
             first = m.create("data", "a")
@@ -175,7 +175,7 @@ def test_a_model_killed_during_a_large_commit_leaves_the_old_or_the_new_state(
         platform: Platform):
     platform.add_user("ada")
     tw = platform.client("ada")
-    with tw.open_session(tw.create_project("big", "data analysis")["id"]) as session:
+    with tw.open_session(tw.create_project("big", "3D simulation")["id"]) as session:
         m = session.model
         m.create("data", "kept", properties={"n": 0})
         before = head_id(session)

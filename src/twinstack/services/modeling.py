@@ -345,8 +345,8 @@ class ModelingService(ServiceBase):
             derived, blobs = await self._compute(self._evaluate, params.feature,
                                                  params.parameters, inputs)
             name = params.name or await self._new_name(params.feature)
-            description = feature.describe(params.parameters,
-                                           [e["name"] for e in inputs], name)
+            description = f"{name}: " + feature.describe(params.parameters,
+                                                         [e["name"] for e in inputs])
             result = await self._commit(author, description, state, creates=[{
                 "kind": "geometry", "name": name, "parent": params.parent, "blobs": blobs,
                 "properties": {"feature": params.feature, "parameters": params.parameters,

@@ -30,7 +30,9 @@ FRONT_DOOR = 7400  # the examples name https://127.0.0.1:7400
 # What a block's output must show besides a zero exit status, keyed by a phrase of the block.
 EXPECTED = {
     "session types": ["data analysis", "kriging"],
-    "print(": ["2.50", "variogram:", "events:"],
+    "interpolate": ["2.50", "variogram:", "events:"],
+    "cad.create": ["part: 1.6162", "smaller ball: 2.6258"],
+    "project history": ["* 1", "<- head", "ball: radius=1.1"],
     "openapi.json": ['"openapi":"3.1.0"', '"service":"gss"'],
     "certs show": ["CN=gss", "gss.example.org", "Revoked:     YES", "next update"],
     "serve --help": ["usage: twinstack serve"],

@@ -275,9 +275,9 @@ class ModelingService(ServiceBase):
                     raise cad.GeometryError(f"{feature} works on exact solids; of imported "
                                             "meshes only union, difference and intersection "
                                             "can be made")
-                meshes = [s.value if s.representation == MESH else
-                          meshbool.Mesh.from_solid(s.value) for s in shapes]
-                built = Shape(MESH, meshbool.mesh_boolean(feature, *meshes))
+                meshes = [s.value if s.representation == MESH else meshbool.Mesh.from_arrays(
+                    *s.value.triangles(_default_tolerance(s.value))) for s in shapes]
+                built = Shape(MESH, meshbool.mesh_boolean(feature, meshes[0], meshes[1]))
             else:
                 built = Shape(BREP, cad.build(feature, parameters, [s.value for s in shapes]))
         except cad.GeometryError as exc:
@@ -442,10 +442,14 @@ class ModelingService(ServiceBase):
         from twinstack.sim import cad, meshbool
 
         try:
-            shape = {"step": lambda: Shape(BREP, cad.Solid.from_step(data)),
-                     "brep": lambda: Shape(BREP, cad.Solid.from_brep(data)),
-                     "stl": lambda: Shape(MESH, meshbool.Mesh.from_stl(data)),
-                     "obj": lambda: Shape(MESH, meshbool.Mesh.from_obj(data))}[kind]()
+            if kind in ("step", "brep"):
+                shape = Shape(BREP, cad.Solid.from_step(data) if kind == "step"
+                              else cad.Solid.from_brep(data))
+            else:
+                mesh = meshbool.Mesh.from_stl(data) if kind == "stl" \
+                    else meshbool.Mesh.from_obj(data)
+                mesh.check_closed()  # only a closed, manifold mesh bounds a solid
+                shape = Shape(MESH, mesh)
         except cad.GeometryError as exc:
             raise _invalid(exc, "params.data") from exc
         derived, blobs = self._store(shape)

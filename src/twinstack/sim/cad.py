@@ -9,6 +9,10 @@ Why OCP and not `netgen.occ`: netgen-mesher 6.2.2608's bindings have no shape an
 return its result), and read/write B-rep and STEP only through files. OCP exposes all of
 OpenCascade. The tetrahedral mesher can still take our B-rep bytes.
 
+Import this module before `netgen.occ` in a process that uses both: both bind OpenCascade
+types through pybind11, and whichever registers first wins (with netgen first, OCP's shape-type
+enum reads wrongly and every solid looks empty). The guard below refuses the bad order.
+
 Every bad input raises `GeometryError` with what is wrong and the limit. Everything is
 deterministic: serial meshing, edge numbering from OpenCascade's indexed map of the shape.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +68,9 @@ from OCP.TopAbs import TopAbs_EDGE, TopAbs_FACE, TopAbs_REVERSED, TopAbs_SOLID
 from OCP.TopExp import TopExp, TopExp_Explorer
 from OCP.TopLoc import TopLoc_Location
 from OCP.TopoDS import TopoDS, TopoDS_Shape
+
+if "netgen.libngpy" in sys.modules:  # see the module docstring
+    raise ImportError("import twinstack.sim.cad before netgen.occ (OpenCascade bindings clash)")
 
 MAX_TRIANGLES = 5_000_000  # default cap on a tessellation's triangles
 MIN_RELATIVE_TOLERANCE = 1e-5  # a tessellation's tolerance must be >= this x the bbox diagonal

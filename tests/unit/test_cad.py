@@ -145,7 +145,9 @@ def test_step_and_brep_round_trips_keep_the_volume():
         back = Solid.from_step(step).properties()
         assert back["volume"] == pytest.approx(v, rel=1e-9)
         assert back["faces"] == solid.properties()["faces"]
-    assert lens_solid.to_brep() == lens_solid.to_brep()  # deterministic bytes
+    # deterministic bytes: no time stamp in the STEP header
+    assert lens_solid.to_brep() == lens_solid.to_brep()
+    assert b"1970-01-01T00:00:00" in lens_solid.to_step()
 
 
 @pytest.mark.parametrize(
@@ -181,6 +183,8 @@ def test_step_and_brep_round_trips_keep_the_volume():
         (lambda: Solid.from_step(b""), "the STEP data could not be read"),
         (lambda: Solid.from_brep(b"garbage"), "the BREP data could not be read"),
         (lambda: spheres(1)[0].triangles(1e-9), "tolerance must be >="),
+        (lambda: spheres(1)[0].triangles(-1), "tolerance must be > 0, got -1"),
+        (lambda: spheres(1)[0].to_glb(0.01, "x", (2, 0, 0)), "color must be three numbers"),
         (lambda: spheres(1)[0].triangles(0.001, max_triangles=100), "exceeds 100 triangles"),
     ],
 )

@@ -9,6 +9,10 @@ Why OCP and not `netgen.occ`: netgen-mesher 6.2.2608's bindings have no shape an
 return its result), and read/write B-rep and STEP only through files. OCP exposes all of
 OpenCascade. The tetrahedral mesher can still take our B-rep bytes.
 
+Import this module before `netgen.occ` in a process that uses both: both bind OpenCascade
+types through pybind11, and whichever registers first wins (with netgen first, OCP's shape-type
+enum reads wrongly and every solid looks empty). The guard below refuses the bad order.
+
 Every bad input raises `GeometryError` with what is wrong and the limit. Everything is
 deterministic: serial meshing, edge numbering from OpenCascade's indexed map of the shape.
 """
@@ -18,12 +22,14 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from OCP.APIHeaderSection import APIHeaderSection_MakeHeader
 from OCP.Bnd import Bnd_Box
 from OCP.BRep import BRep_Builder, BRep_Tool
 from OCP.BRepAdaptor import BRepAdaptor_Curve
@@ -59,10 +65,14 @@ from OCP.Interface import Interface_Static
 from OCP.Message import Message, Message_Gravity
 from OCP.OCP.collections import IndexedMap_TopoDS_Shape_TopTools_ShapeMapHasher as _ShapeMap
 from OCP.STEPControl import STEPControl_AsIs, STEPControl_Reader, STEPControl_Writer
+from OCP.TCollection import TCollection_HAsciiString
 from OCP.TopAbs import TopAbs_EDGE, TopAbs_FACE, TopAbs_REVERSED, TopAbs_SOLID
 from OCP.TopExp import TopExp, TopExp_Explorer
 from OCP.TopLoc import TopLoc_Location
 from OCP.TopoDS import TopoDS, TopoDS_Shape
+
+if "netgen.libngpy" in sys.modules:  # see the module docstring
+    raise ImportError("import twinstack.sim.cad before netgen.occ (OpenCascade bindings clash)")
 
 MAX_TRIANGLES = 5_000_000  # default cap on a tessellation's triangles
 MIN_RELATIVE_TOLERANCE = 1e-5  # a tessellation's tolerance must be >= this x the bbox diagonal
@@ -122,6 +132,10 @@ class Solid:
         Interface_Static.SetCVal_s("write.step.schema", "AP214IS")
         if writer.Transfer(self.shape, STEPControl_AsIs) != IFSelect_RetDone:
             raise GeometryError("the shape could not be converted to STEP")
+        # a fixed header: the same solid gives the same bytes (blobs are content-addressed)
+        header = APIHeaderSection_MakeHeader(writer.Model())
+        header.SetName(TCollection_HAsciiString("twinstack"))
+        header.SetTimeStamp(TCollection_HAsciiString("1970-01-01T00:00:00"))
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "shape.step")
             if writer.Write(path) != IFSelect_RetDone:
@@ -260,14 +274,15 @@ class Solid:
         color: tuple[float, float, float] = (0.7, 0.7, 0.7),
     ) -> bytes:
         """Binary glTF (what browsers draw) of `triangles(tolerance)`: one mesh, a PBR colour."""
-        if len(color) != 3 or not all(math.isfinite(c) and 0 <= c <= 1 for c in color):
+        rgb = _vec("color", list(color) if isinstance(color, tuple) else color)
+        if not all(0 <= c <= 1 for c in rgb):
             raise GeometryError(f"color must be three numbers in [0, 1], got {color!r}")
         import trimesh  # only here: the GLB writer
 
         vertices, faces = self.triangles(tolerance)
         material = trimesh.visual.material.PBRMaterial(
             name=name,
-            baseColorFactor=[*(float(c) for c in color), 1.0],
+            baseColorFactor=[*rgb, 1.0],
             metallicFactor=0.0,
             roughnessFactor=0.8,
         )

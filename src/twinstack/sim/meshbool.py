@@ -88,8 +88,11 @@ class Mesh:
 
     def check_closed(self) -> None:
         """Every edge in exactly two triangles, once each way; else GeometryError."""
-        e = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
-        undirected, counts = np.unique(np.sort(e, axis=1), axis=0, return_counts=True)
+        n = np.int64(len(self.vertices))
+        i = self.faces.reshape(-1)
+        j = self.faces[:, [1, 2, 0]].reshape(-1)
+        directed = i * n + j  # one int64 key per directed edge: 1-D uniques are fast
+        _, counts = np.unique(np.minimum(i, j) * n + np.maximum(i, j), return_counts=True)
         boundary = int(np.sum(counts == 1))
         if boundary:
             raise GeometryError(f"the mesh is not closed: {boundary} boundary edges")
@@ -98,16 +101,14 @@ class Mesh:
             raise GeometryError(
                 f"the mesh is not manifold: {shared} edges are shared by more than two triangles"
             )
-        directed = np.unique(e, axis=0)
-        if len(directed) != len(e):
+        if len(np.unique(directed)) != len(directed):
             raise GeometryError("the mesh is not consistently oriented: flipped triangles")
-        del undirected
 
 
 def _manifold(mesh: Mesh) -> object:
+    """manifold3d checks manifoldness itself; our own check runs only to explain a refusal."""
     import manifold3d
 
-    mesh.check_closed()
     m = manifold3d.Manifold(
         manifold3d.Mesh(
             vert_properties=np.ascontiguousarray(mesh.vertices, dtype=np.float32),
@@ -115,6 +116,7 @@ def _manifold(mesh: Mesh) -> object:
         )
     )
     if m.status() != manifold3d.Error.NoError:
+        mesh.check_closed()
         raise GeometryError(f"the mesh is not a closed manifold: {m.status().name}")
     return m
 
@@ -136,4 +138,5 @@ def mesh_boolean(op: str, a: Mesh, b: Mesh, max_faces: int = MAX_FACES) -> Mesh:
     faces = np.asarray(out.tri_verts, dtype=np.int64)
     if len(faces) > max_faces:
         raise GeometryError(f"the {op} has {len(faces)} triangles, more than the limit {max_faces}")
-    return Mesh.from_arrays(np.asarray(out.vert_properties)[:, :3], faces, max_faces)
+    # manifold3d's output already shares its vertices: no merge needed
+    return Mesh(np.asarray(out.vert_properties, dtype=np.float64)[:, :3].copy(), faces)

@@ -1,0 +1,132 @@
+"""Modelling kernels, timed directly (no service): exact B-rep booleans on OpenCascade and
+mesh booleans on manifold3d.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/modeling.py --repeats 20 > modeling.json
+
+* direct: `build(op)` of two spheres (radius 1, centres 1 apart) for union, difference and
+  intersection, each timed together with the BREP serialization of its result (what a model
+  service stores); and a STEP export + import round trip of the union. Volumes' relative
+  errors against the closed forms are printed too.
+* mesh: the same three booleans on two icospheres of 81,920 triangles each (subdivision 6),
+  through `twinstack.sim.meshbool.mesh_boolean` (validation, exact vertex merge, manifold3d)
+  and through `trimesh.boolean` with `engine="manifold"`, one after the other in the same run.
+
+Times in milliseconds (median, p95, min). Structured as one function per group so that a
+"through the service" group can sit next to "direct" later. JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import trimesh
+
+from twinstack.sim.cad import Solid, build
+from twinstack.sim.meshbool import Mesh, mesh_boolean
+
+OPS = ("union", "difference", "intersection")
+LENS = 5 * math.pi / 12  # two unit spheres, centres 1 apart
+EXACT = {
+    "union": 8 / 3 * math.pi - LENS,
+    "difference": 4 / 3 * math.pi - LENS,
+    "intersection": LENS,
+}
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+    fn()  # warm-up: first calls load libraries and fill caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), 3),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3),
+        "min_ms": round(times[0], 3),
+    }
+
+
+def direct_timings(repeats: int) -> dict[str, Any]:
+    """The exact kernel called in-process: booleans + BREP bytes, STEP round trip."""
+    a = build("sphere", {"radius": 1.0}, [])
+    b = build("sphere", {"radius": 1.0, "center": [1.0, 0.0, 0.0]}, [])
+    out: dict[str, Any] = {}
+    for op in OPS:
+        out[f"{op}_brep"] = timed(lambda op=op: build(op, {}, [a, b]).to_brep(), repeats)
+        result = build(op, {}, [a, b])
+        out[f"{op}_brep"]["brep_bytes"] = len(result.to_brep())
+        out[f"{op}_brep"]["volume_rel_error"] = result.properties()["volume"] / EXACT[op] - 1
+    union = build("union", {}, [a, b])
+    out["step_round_trip"] = timed(lambda: Solid.from_step(union.to_step()), repeats)
+    back = Solid.from_step(union.to_step())
+    out["step_round_trip"]["step_bytes"] = len(union.to_step())
+    out["step_round_trip"]["volume_rel_change"] = (
+        back.properties()["volume"] / union.properties()["volume"] - 1
+    )
+    return out
+
+
+def mesh_timings(repeats: int) -> dict[str, Any]:
+    """manifold3d through our wrapper vs trimesh's boolean wrapper on the same two meshes."""
+    sa = trimesh.creation.icosphere(subdivisions=6, radius=1.0)
+    sb = sa.copy()
+    sb.apply_translation([1.0, 0.0, 0.0])
+    ma, mb = Mesh.from_arrays(sa.vertices, sa.faces), Mesh.from_arrays(sb.vertices, sb.faces)
+    engines = {
+        "union": trimesh.boolean.union,
+        "difference": trimesh.boolean.difference,
+        "intersection": trimesh.boolean.intersection,
+    }
+    out: dict[str, Any] = {"triangles_each": len(sa.faces)}
+    for op in OPS:
+        ours = mesh_boolean(op, ma, mb)
+        theirs = engines[op]([sa, sb], engine="manifold")
+        out[op] = {
+            "twinstack": timed(lambda op=op: mesh_boolean(op, ma, mb), repeats),
+            "trimesh": timed(lambda op=op: engines[op]([sa, sb], engine="manifold"), repeats),
+            "triangles": len(ours.faces),
+            "volume_twinstack": ours.volume,
+            "volume_trimesh": float(theirs.volume),
+            "volume_rel_error_vs_exact": ours.volume / EXACT[op] - 1,
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    print(f"timing {args.repeats} repeats ...", file=sys.stderr)
+    result = {
+        "repeats": args.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_1m": os.getloadavg()[0],
+            "numpy": np.__version__,
+            "trimesh": trimesh.__version__,
+        },
+        "direct": direct_timings(args.repeats),
+        "mesh": mesh_timings(args.repeats),
+    }
+    result["machine"]["loadavg_1m_end"] = os.getloadavg()[0]
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,8 +13,13 @@ Run from the repository root:
   through `twinstack.sim.meshbool.mesh_boolean` (validation, exact vertex merge, manifold3d)
   and through `trimesh.boolean` with `engine="manifold"`, one after the other in the same run.
 
-Times in milliseconds (median, p95, min). Structured as one function per group so that a
-"through the service" group can sit next to "direct" later. JSON to stdout.
+* service: the same booleans and the same STEP round trip through the platform, as a user
+  makes them: `session.modeling.create(op, a, b)` from the Python client (relay, modeling
+  service, which reads its inputs from the model service, builds, puts the BREP blob with
+  fsync and commits one new state through the model service), and `export(..., "step")` then
+  `import_file(...)`; `ratio` is service / direct, from the medians of the same run.
+
+Times in milliseconds (median, p95, min). JSON to stdout.
 """
 
 from __future__ import annotations
@@ -26,13 +31,18 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import trimesh
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' platform helpers
+
+from tests.platform_fixtures import running_platform
 from twinstack.sim.cad import Solid, build
 from twinstack.sim.meshbool import Mesh, mesh_boolean
 
@@ -106,6 +116,25 @@ def mesh_timings(repeats: int) -> dict[str, Any]:
     return out
 
 
+def service_timings(repeats: int) -> dict[str, Any]:
+    """The same work through `twinstack up`, from the Python client."""
+    with tempfile.TemporaryDirectory() as tmp, \
+            running_platform(Path(tmp), "bench") as platform:
+        tw = platform.client("bench")
+        session = tw.open_session(tw.create_project("bench", "3D simulation")["id"])
+        cad = session.modeling
+        a = cad.create("sphere", radius=1.0, name="a")
+        b = cad.create("sphere", radius=1.0, center=[1.0, 0.0, 0.0], name="b")
+        out: dict[str, Any] = {}
+        for op in OPS:
+            out[f"{op}_brep"] = timed(lambda op=op: cad.create(op, a, b, name=op), repeats)
+        union = cad.create("union", a, b, name="u")
+        out["step_round_trip"] = timed(
+            lambda: cad.import_file("u.step", cad.export(union, "step"), "step"), repeats)
+        session.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
@@ -122,8 +151,12 @@ def main() -> None:
             "trimesh": trimesh.__version__,
         },
         "direct": direct_timings(args.repeats),
+        "service": service_timings(args.repeats),
         "mesh": mesh_timings(args.repeats),
     }
+    result["service_over_direct"] = {
+        name: round(result["service"][name]["median_ms"] / times["median_ms"], 2)
+        for name, times in result["direct"].items()}
     result["machine"]["loadavg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(result, indent=1))
 

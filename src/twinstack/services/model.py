@@ -140,6 +140,11 @@ class DiffParams(BaseModel):
     b: int
 
 
+# One change of the head, given the head before it: the head after it, and the entities it
+# added, removed and changed (None: the head moved to another state, compare the two).
+Change = Callable[[Session, "hist.Head | None"], "tuple[hist.Head, hist.Diff | None]"]
+
+
 def head_json(head: hist.Head | None) -> dict[str, Any] | None:
     return None if head is None else head.to_json()
 
@@ -249,15 +254,16 @@ class ModelService(ServiceBase):
                               f"store{f' (and {len(missing) - 1} more)' if missing[1:] else ''}"
                               ": put blobs before the commit that names them", "params")
 
-    async def _write(self, operation: str, author: str,
-                     change: Callable[[Session], hist.Head]) -> dict[str, Any]:
+    async def _write(self, operation: str, author: str, change: Change) -> dict[str, Any]:
         """Run one change of the head in one transaction, then tell every subscriber."""
         def run(s: Session) -> tuple[int | None, dict[str, Any], dict[str, Any]]:
             before = hist.head(s, self.project)
-            after = change(s)
-            moved = hist.diff(s, self.project, before.state.id, after.state.id) \
-                if before is not None else hist.Diff(sorted(hist.tree(s, self.project)), [], [])
-            return before.state.id if before else None, head_json(after) or {}, asdict(moved)
+            after, moved = change(s, before)
+            if moved is None:  # the head moved to another state: what differs there
+                moved = hist.diff(s, self.project, before.state.id, after.state.id) \
+                    if before is not None else hist.Diff(sorted(hist.tree(s, self.project)),
+                                                         [], [])
+            return before.state.id if before else None, after.to_json(), asdict(moved)
 
         async with self.writing:
             before, head, moved = await self.db.run(run)
@@ -269,20 +275,25 @@ class ModelService(ServiceBase):
         return {"head": head, "entities": moved}
 
     def _commit(self, build: Callable[[Session], hist.Edit], author: str, description: str,
-                base: int | None = None) -> Callable[[Session], hist.Head]:
+                base: int | None = None) -> Change:
         """A change that builds its edit inside the transaction (so merges read what the
         commit replaces) and commits it as a child of the head (of `base` only, if given)."""
-        def change(s: Session) -> hist.Head:
-            current = hist.head(s, self.project)
-            if base is not None and (current.state.id if current else None) != base:
+        def change(s: Session, before: hist.Head | None) -> tuple[hist.Head, hist.Diff]:
+            if base is not None and (before.state.id if before else None) != base:
                 raise Conflict(f"the model changed meanwhile (its head is state "
-                               f"{current.state.id if current else None}, not {base}): read "
+                               f"{before.state.id if before else None}, not {base}): read "
                                "it again and retry")
-            hist.commit(s, self.project, build(s), author=author, description=description)
-            found = hist.head(s, self.project)
-            assert found is not None
-            return found
+            edit = build(s)
+            state = hist.commit(s, self.project, edit, author=author, description=description)
+            return hist.Head(state, state.id), hist.Diff(
+                added=[c.entity_id for c in edit.creates], removed=list(edit.deletes),
+                changed=[u.entity_id for u in edit.updates])
         return change
+
+    @staticmethod
+    def _moving(move: Callable[[Session], hist.Head]) -> Change:
+        """A change of the head to another existing state (undo, redo, checkout)."""
+        return lambda s, before: (move(s), None)
 
     @action()
     async def create(self, call: Call, params: CreateParams) -> dict[str, Any]:
@@ -385,13 +396,15 @@ class ModelService(ServiceBase):
     async def undo(self, call: Call, params: NoParams) -> dict[str, Any]:
         """Back to the state before the head's (409 when there is nothing to undo)."""
         author = self._author(call)
-        return await self._write("undo", author, lambda s: hist.undo(s, self.project))
+        return await self._write("undo", author,
+                                 self._moving(lambda s: hist.undo(s, self.project)))
 
     @action()
     async def redo(self, call: Call, params: NoParams) -> dict[str, Any]:
         """Forward one state along the branch last left by undo (409 when at its tip)."""
         author = self._author(call)
-        return await self._write("redo", author, lambda s: hist.redo(s, self.project))
+        return await self._write("redo", author,
+                                 self._moving(lambda s: hist.redo(s, self.project)))
 
     @action()
     async def checkout(self, call: Call, params: CheckoutParams) -> dict[str, Any]:
@@ -405,19 +418,19 @@ class ModelService(ServiceBase):
             state = params.state if params.state is not None else \
                 hist.labelled(s, self.project, params.label or "")
             return hist.checkout(s, self.project, state)
-        return await self._write("checkout", author, change)
+        return await self._write("checkout", author, self._moving(change))
 
     @action()
     async def label(self, call: Call, params: LabelParams) -> dict[str, Any]:
         """Name a state (the head by default) so it can be found and checked out by name."""
         author = self._author(call)
 
-        def change(s: Session) -> hist.Head:
+        def change(s: Session, before: hist.Head | None) -> tuple[hist.Head, hist.Diff]:
             hist.label(s, self.project, params.name, params.state)
             found = hist.head(s, self.project)
             if found is None:
                 raise Conflict("the model has no states to label yet")
-            return found
+            return found, hist.Diff([], [], [])
         return await self._write("label", author, change)
 
     # events -----------------------------------------------------------------------------------

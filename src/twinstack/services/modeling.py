@@ -335,7 +335,8 @@ class ModelingService(ServiceBase):
                               f"not {len(params.inputs)}", "params.inputs")
 
         async def attempt() -> dict[str, Any]:
-            state, found = await self._entities(params.inputs)
+            # a primitive depends on nothing in the model: no state to read or to build on
+            state, found = await self._entities(params.inputs) if params.inputs else (None, [])
             by_id = {e["id"]: e for e in found}
             missing = [i for i in params.inputs if i not in by_id]
             if missing:

@@ -96,7 +96,7 @@ class GeometryError(ValueError):
 class Solid:
     """One OpenCascade shape that holds at least one solid (a solid or a compound of solids)."""
 
-    __slots__ = ("shape",)
+    __slots__ = ("_box", "_mass", "shape")
 
     def __init__(self, shape: TopoDS_Shape) -> None:
         if shape is None or shape.IsNull():
@@ -104,6 +104,8 @@ class Solid:
         if _count(shape, TopAbs_SOLID) == 0:
             raise GeometryError("entity is not a solid: it holds no closed volume")
         self.shape = shape
+        self._mass: GProp_GProps | None = None
+        self._box: list[list[float]] | None = None
 
     # --- serialization ---------------------------------------------------------------------
 
@@ -167,17 +169,28 @@ class Solid:
 
     # --- queries -------------------------------------------------------------------------
 
+    def _volume_properties(self) -> GProp_GProps:
+        """Volume and centre of mass, integrated once (the check of a new solid needs them)."""
+        if self._mass is None:
+            self._mass = GProp_GProps()
+            BRepGProp.VolumeProperties_s(self.shape, self._mass, GPROP_EPS)
+        return self._mass
+
+    def bbox(self) -> list[list[float]]:
+        if self._box is None:
+            self._box = _bbox(self.shape)
+        return self._box
+
     def properties(self) -> dict[str, Any]:
         """Exact mass properties (OpenCascade integrates the B-rep surfaces), counts and bbox."""
-        vol = GProp_GProps()
-        BRepGProp.VolumeProperties_s(self.shape, vol, GPROP_EPS)
+        vol = self._volume_properties()
         surf = GProp_GProps()
         BRepGProp.SurfaceProperties_s(self.shape, surf, GPROP_EPS)
         com = vol.CentreOfMass()
         return {
             "volume": vol.Mass(),
             "area": surf.Mass(),
-            "bbox": _bbox(self.shape),
+            "bbox": self.bbox(),
             "center_of_mass": [com.X(), com.Y(), com.Z()],
             "solids": _count(self.shape, TopAbs_SOLID),
             "faces": _unique(self.shape, TopAbs_FACE).Extent(),
@@ -723,9 +736,9 @@ def _checked(shape: TopoDS_Shape, what: str) -> Solid:
         raise GeometryError(f"entity is not a solid: {what} holds no closed volume")
     if not BRepCheck_Analyzer(shape).IsValid():
         raise GeometryError(f"{what} is not a valid solid (OpenCascade's BRepCheck rejects it)")
-    props = GProp_GProps()
-    BRepGProp.VolumeProperties_s(shape, props)
-    diag = _diagonal(shape)
-    if not props.Mass() > _EPS * diag**3:
-        raise GeometryError(f"{what} has no volume ({props.Mass():g})")
-    return Solid(shape)
+    solid = Solid(shape)  # its volume and box, computed here once, serve properties() too
+    volume = solid._volume_properties().Mass()
+    lo, hi = solid.bbox()
+    if not volume > _EPS * math.dist(lo, hi) ** 3:
+        raise GeometryError(f"{what} has no volume ({volume:g})")
+    return solid

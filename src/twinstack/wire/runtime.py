@@ -236,6 +236,7 @@ class Runtime:
         self.exit_code = ExitCode.OK
         self._stopping = asyncio.Event()
         self._runners: list[web.AppRunner] = []
+        self._sockets: set[web.WebSocketResponse] = set()  # open /ws connections, closed on stop
         self._tasks: list[asyncio.Task[Any]] = []
         self._forwarder: LogForwarder | None = None
         self._logger_client: ServiceClient | None = None
@@ -311,8 +312,11 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for runner in reversed(self._runners):
-            await runner.cleanup()
+        # Open WebSockets are closed first: else the listeners wait out their shutdown
+        # timeout for handlers that only end when the peer hangs up.
+        await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"stopping")
+                               for ws in list(self._sockets)), return_exceptions=True)
+        await asyncio.gather(*(runner.cleanup() for runner in reversed(self._runners)))
         if self.service is not None:
             await self.service.stop()
         if self._forwarder is not None:
@@ -531,6 +535,7 @@ class Runtime:
             return error_response(err)
         await ws.prepare(request)
         running: dict[Any, asyncio.Task[None]] = {}
+        self._sockets.add(ws)
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -556,6 +561,7 @@ class Runtime:
                 running[call_id] = task
                 task.add_done_callback(functools.partial(_forget_call, running, call_id))
         finally:
+            self._sockets.discard(ws)
             for task in running.values():
                 task.cancel()
         return ws

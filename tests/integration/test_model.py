@@ -13,8 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-
+from tests.model_checks import head_id, refused
 from tests.platform_fixtures import (
     PASSWORD,
     Platform,
@@ -27,20 +26,6 @@ from tests.platform_fixtures import (
 from twinstack.client import ActionError
 
 ZERO_BLOB = "0" * 64
-
-
-def head_id(session) -> int:
-    return session.model.head()["state"]["id"]
-
-
-def refused(session, status: int, call, *args, **kwargs) -> ActionError:
-    """Run a call that must be refused with `status`, and check that the head stayed."""
-    before = head_id(session)
-    with pytest.raises(ActionError) as caught:
-        call(*args, **kwargs)
-    assert caught.value.status == status, caught.value.message
-    assert head_id(session) == before
-    return caught.value
 
 
 def model_events(session, count: int) -> list[dict]:
@@ -101,21 +86,20 @@ def test_history_through_the_model_service(tmp_path, database_url):
         assert viewer.model.get(data)["name"] == "wells (checked)"
         viewer.wait_for_event(lambda e: e.get("type") == "model_changed"
                               and e["author"] == "bob")
-        err = refused(viewer, 403, viewer.model.set, data, name="mine")
-        assert "viewer" in err.message
+        assert "viewer" in refused(viewer, 403, viewer.model.set, data, name="mine")
         refused(viewer, 403, viewer.model.undo)
 
         # bad input: a clear 4xx, and the model does not move
         m.checkout(graph["states"][0]["id"])
-        assert "nothing to undo" in refused(session, 409, m.undo).message
+        assert "nothing to undo" in refused(session, 409, m.undo)
         m.checkout(label="four wells")
-        assert "no model state" in refused(session, 404, m.checkout, 10**9).message
+        assert "no model state" in refused(session, 404, m.checkout, 10**9)
         refused(session, 404, m.delete, "f" * 32)
         refused(session, 422, m.set, data, properties={"feature": "sphere"})
         refused(session, 422, m.create, "hologram", "x")
-        err = refused(session, 422, session.call, "model", "create", kind="data", name="x",
-                      blobs={"raw": ZERO_BLOB})
-        assert "not in the blob store" in err.message
+        assert "not in the blob store" in refused(
+            session, 422, session.call, "model", "create", kind="data", name="x",
+            blobs={"raw": ZERO_BLOB})
         refused(session, 422, m.create, "data", " ")
 
         # a folder goes with what is in it; undo brings both back

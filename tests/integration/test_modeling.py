@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from tests.model_checks import head_id, refused
 from tests.platform_fixtures import running_platform, session_processes, wait_until
 from twinstack.client import ActionError
 
@@ -29,19 +30,6 @@ def cube_sphere_intersection(r: float, half: float = 1.0) -> float:
 
 def volume(session, entity_id: str) -> float:
     return session.model.get(entity_id)["properties"]["volume"]
-
-
-def head(session) -> int:
-    return session.model.head()["state"]["id"]
-
-
-def refused(session, status: int, call, *args, **kwargs) -> str:
-    before = head(session)
-    with pytest.raises(ActionError) as caught:
-        call(*args, **kwargs)
-    assert caught.value.status == status, caught.value.message
-    assert head(session) == before  # nothing was written
-    return caught.value.message
 
 
 def test_build_edit_branch_rebuild_export_and_reopen(tmp_path):
@@ -77,7 +65,7 @@ def test_build_edit_branch_rebuild_export_and_reopen(tmp_path):
         assert "box and sphere1" in m.history()["states"][-2]["description"]
 
         # history: undo two, redo one, an edit branches, the first branch comes back
-        filleted_state = head(session)
+        filleted_state = head_id(session)
         m.undo()
         m.undo()
         assert {e["id"] for e in m.entities()} == {box, sphere, drill, union, cut}
@@ -123,7 +111,7 @@ def test_build_edit_branch_rebuild_export_and_reopen(tmp_path):
         assert m.get(box)["properties"]["material"] == copper
 
         # the other participant saw each change, in order, as it happened
-        last = head(session)
+        last = head_id(session)
         seen = []
         while not seen or seen[-1]["head"]["state"]["id"] != last:
             seen.append(other.wait_for_event(lambda e: e.get("type") == "model_changed"))

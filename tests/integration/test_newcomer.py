@@ -223,7 +223,9 @@ def test_login_and_listings_through_the_cli(running: Platform, tmp_path: Path):
         sessions = cli("session", "list").stdout
         assert any(session.id in line and "ready" in line for line in sessions.splitlines())
         types = cli("session", "types", "--json")
-        assert json.loads(types.stdout) == [{"name": "data analysis", "services": ["kriging"]}]
+        assert json.loads(types.stdout) == [
+            {"name": "data analysis", "services": ["kriging"]},
+            {"name": "3D simulation", "services": ["model", "modeling"]}]
         assert "kriging" in cli("session", "types").stdout
         nodes = cli("node", "list")
         assert nodes.returncode == 0, nodes.stderr

@@ -48,11 +48,12 @@ MESH = "mesh"  # the representation of imported triangle meshes
 BREP = "brep"
 
 # A small library of materials (relative permittivity, relative permeability, conductivity in
-# S/m), assigned by name; a user's own materials are entities like these.
+# S/m; `pec` for a perfect conductor: JSON has no infinity), assigned by name; a user's own
+# materials are entities like these.
 MATERIALS: dict[str, dict[str, float]] = {
     "vacuum": {"epsilon_r": 1.0, "mu_r": 1.0, "sigma": 0.0},
     "air": {"epsilon_r": 1.00059, "mu_r": 1.0, "sigma": 0.0},
-    "PEC": {"epsilon_r": 1.0, "mu_r": 1.0, "sigma": float("inf")},
+    "PEC": {"epsilon_r": 1.0, "mu_r": 1.0, "sigma": 0.0, "pec": True},
     "copper": {"epsilon_r": 1.0, "mu_r": 0.999994, "sigma": 5.96e7},
     "aluminium": {"epsilon_r": 1.0, "mu_r": 1.000022, "sigma": 3.77e7},
     "FR-4": {"epsilon_r": 4.4, "mu_r": 1.0, "sigma": 0.0},
@@ -116,7 +117,8 @@ class MaterialParams(BaseModel):
     name: str = Field(min_length=1, max_length=256)
     epsilon_r: float = Field(1.0, ge=1.0, description="relative permittivity")
     mu_r: float = Field(1.0, gt=0.0, description="relative permeability")
-    sigma: float = Field(0.0, ge=0.0, description="conductivity, S/m (inf: PEC)")
+    sigma: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="conductivity, S/m")
+    pec: bool = Field(False, description="a perfect electric conductor (sigma is then unused)")
 
 
 class AssignParams(BaseModel):
@@ -188,7 +190,7 @@ class ModelingService(ServiceBase):
             await self._compute(_warm_up)
         except ImportError as exc:
             raise FatalError(ExitCode.CONFIG_ERROR, f"modeling needs the CAD kernel (pip "
-                             f"install 'twinstack[compute]'): {exc}") from exc
+                             f"install 'twinstack[cad]'): {exc}") from exc
         self.blobs = BlobStore(blob_dir(s))
         self.model = LinkKeeper(
             ServiceClient(s.model_url, self.runtime.tls.client(), timeout=MODEL_TIMEOUT,

@@ -74,6 +74,7 @@ from OCP.TopoDS import TopoDS, TopoDS_Shape
 if "netgen.libngpy" in sys.modules:  # see the module docstring
     raise ImportError("import twinstack.sim.cad before netgen.occ (OpenCascade bindings clash)")
 
+MAX_POLYGON_POINTS = 1000  # a prism's outline: checked and built in well under a second
 MAX_TRIANGLES = 5_000_000  # default cap on a tessellation's triangles
 MIN_RELATIVE_TOLERANCE = 1e-5  # a tessellation's tolerance must be >= this x the bbox diagonal
 ANGULAR_DEFLECTION = 0.5  # radians; OpenCascade's default, bounds facets on small curved faces
@@ -428,7 +429,10 @@ def _torus(p: dict[str, Any], _: list[Solid]) -> TopoDS_Shape:
 def _prism(p: dict[str, Any], _: list[Solid]) -> TopoDS_Shape:
     raw = p["polygon"]
     if not isinstance(raw, list | tuple) or len(raw) < 3:
-        raise GeometryError(f"polygon must be a list of >= 3 [x, y] points, got {raw!r}")
+        raise GeometryError(f"polygon must be a list of >= 3 [x, y] points, got {raw!r:.80}")
+    if len(raw) > MAX_POLYGON_POINTS:  # the simplicity check compares every pair of edges
+        raise GeometryError(f"polygon has {len(raw):,} points, more than the limit "
+                            f"{MAX_POLYGON_POINTS:,}; import a STEP file for such outlines")
     pts = np.array([_vec(f"polygon[{i}]", q, 2) for i, q in enumerate(raw)])
     if np.array_equal(pts[0], pts[-1]):
         pts = pts[:-1]  # a closing repeat of the first point
@@ -459,33 +463,26 @@ def _check_simple_polygon(pts: np.ndarray) -> None:
     if abs(area) <= _EPS * scale * scale:
         raise GeometryError(f"polygon must enclose a non-zero area, got {area:g}")
 
-    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
+    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a[..., 0] - o[..., 0]) * (b[..., 1] - o[..., 1]) \
+            - (a[..., 1] - o[..., 1]) * (b[..., 0] - o[..., 0])
 
-    def on(o: np.ndarray, a: np.ndarray, q: np.ndarray) -> bool:
-        return bool(
-            min(o[0], a[0]) <= q[0] <= max(o[0], a[0])
-            and min(o[1], a[1]) <= q[1] <= max(o[1], a[1])
-        )
+    def on(o: np.ndarray, a: np.ndarray, q: np.ndarray) -> np.ndarray:
+        lo, hi = np.minimum(o, a), np.maximum(o, a)
+        return np.all((lo <= q) & (q <= hi), axis=-1)
 
-    for i in range(n):
-        a, b = pts[i], pts[(i + 1) % n]
-        for j in range(i + 1, n):
-            if j == i + 1 or (i == 0 and j == n - 1):
-                continue  # adjacent edges share a vertex
-            c, d = pts[j], pts[(j + 1) % n]
-            d1, d2, d3, d4 = cross(c, d, a), cross(c, d, b), cross(a, b, c), cross(a, b, d)
-            crosses = (
-                ((d1 > 0) != (d2 > 0)) and ((d3 > 0) != (d4 > 0)) and 0 not in (d1, d2, d3, d4)
-            )
-            touches = (
-                (d1 == 0 and on(c, d, a))
-                or (d2 == 0 and on(c, d, b))
-                or (d3 == 0 and on(a, b, c))
-                or (d4 == 0 and on(a, b, d))
-            )
-            if crosses or touches:
-                raise GeometryError(f"polygon must be simple: edges {i} and {j} intersect")
+    starts, ends = pts, np.roll(pts, -1, axis=0)
+    for i in range(n - 2):  # edge i against every later edge j that is not next to it
+        j = np.arange(i + 2, n if i > 0 else n - 1)
+        a, b, c, d = starts[i], ends[i], starts[j], ends[j]
+        d1, d2, d3, d4 = cross(c, d, a), cross(c, d, b), cross(a, b, c), cross(a, b, d)
+        crosses = ((d1 > 0) != (d2 > 0)) & ((d3 > 0) != (d4 > 0)) \
+            & (d1 != 0) & (d2 != 0) & (d3 != 0) & (d4 != 0)
+        touches = ((d1 == 0) & on(c, d, a)) | ((d2 == 0) & on(c, d, b)) \
+            | ((d3 == 0) & on(a, b, c)) | ((d4 == 0) & on(a, b, d))
+        hit = np.flatnonzero(crosses | touches)
+        if hit.size:
+            raise GeometryError(f"polygon must be simple: edges {i} and {j[hit[0]]} intersect")
 
 
 def _transformed(solid: Solid, trsf: gp_Trsf) -> TopoDS_Shape:

@@ -409,7 +409,7 @@ def test_make_up_installs_only_what_running_needs(tmp_path: Path):
     up = make_dry_run("up", tmp_path, "PORT=7500")
     installs = [line for line in up.splitlines() if "/pip " in line]
     assert installs and all("--quiet" in line for line in installs)
-    assert re.findall(r"install -e '\.\[([^\]]*)\]'", up) == ["compute"]
+    assert re.findall(r"install -e '\.\[([^\]]*)\]'", up) == ["compute,cad"]
     assert up.splitlines()[-1].endswith("twinstack up --data-dir data --port 7500")
     assert "--port" not in make_dry_run("up", tmp_path).splitlines()[-1]
 

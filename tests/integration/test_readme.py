@@ -31,7 +31,7 @@ FRONT_DOOR = 7400  # the examples name https://127.0.0.1:7400
 EXPECTED = {
     "session types": ["data analysis", "kriging"],
     "interpolate": ["2.50", "variogram:", "events:"],
-    "cad.create": ["part: 1.6162", "smaller ball: 2.6258"],
+    "cad.create": ["part: 1.6163", "smaller ball: 2.6258"],
     "project history": ["* 1", "<- head", "ball: radius=1.1"],
     "openapi.json": ['"openapi":"3.1.0"', '"service":"gss"'],
     "certs show": ["CN=gss", "gss.example.org", "Revoked:     YES", "next update"],

@@ -414,5 +414,5 @@ def test_make_up_installs_only_what_running_needs(tmp_path: Path):
     assert "--port" not in make_dry_run("up", tmp_path).splitlines()[-1]
 
     test = make_dry_run("test", tmp_path)
-    assert re.findall(r"install -e '\.\[([^\]]*)\]'", test) == ["compute,kubernetes,test"]
+    assert re.findall(r"install -e '\.\[([^\]]*)\]'", test) == ["compute,cad,kubernetes,test"]
     assert test.index("scripts/system-packages.sh") < test.index("-m venv")  # venv needs it

@@ -26,7 +26,7 @@ from twinstack.wire.runtime import Runtime, ServiceBase
 PUBLIC = {
     "gss": {"info", "create_project", "list_projects", "rename_project", "delete_project",
             "share_project", "unshare_project", "open_session", "list_sessions",
-            "close_session", "list_nodes"},
+            "close_session", "list_nodes", "project_history"},
     "auth": {"login", "logout", "whoami"},
 }
 ANONYMOUS = {"gss": {"info"}, "auth": {"login"}}

@@ -13,6 +13,8 @@ Run from the repository root:
   through `twinstack.sim.meshbool.mesh_boolean` (validation, exact vertex merge, manifold3d)
   and through `trimesh.boolean` with `engine="manifold"`, one after the other in the same run.
 
+* box_torus_union: a box and a torus crossing its top face, united (~100 ms of kernel work),
+  direct and through the platform like the others.
 * service: the same booleans and the same STEP round trip through the platform, as a user
   makes them: `session.modeling.create(op, a, b)` from the Python client (relay, modeling
   service, which reads its inputs from the model service, builds, puts the BREP blob with
@@ -47,6 +49,10 @@ from twinstack.sim.cad import Solid, build
 from twinstack.sim.meshbool import Mesh, mesh_boolean
 
 OPS = ("union", "difference", "intersection")
+# A boolean of more faces and curved intersections (~100 ms in the kernel): where the
+# platform's fixed cost per change meets work of a size users wait for.
+BOX = {"size": [2.0, 2.0, 2.0]}
+TORUS = {"major_radius": 1.0, "minor_radius": 0.4, "center": [1.0, 1.0, 2.0]}
 LENS = 5 * math.pi / 12  # two unit spheres, centres 1 apart
 EXACT = {
     "union": 8 / 3 * math.pi - LENS,
@@ -80,6 +86,9 @@ def direct_timings(repeats: int) -> dict[str, Any]:
         result = build(op, {}, [a, b])
         out[f"{op}_brep"]["brep_bytes"] = len(result.to_brep())
         out[f"{op}_brep"]["volume_rel_error"] = result.properties()["volume"] / EXACT[op] - 1
+    box, torus = build("box", BOX, []), build("torus", TORUS, [])
+    out["box_torus_union_brep"] = timed(lambda: build("union", {}, [box, torus]).to_brep(),
+                                        repeats)
     union = build("union", {}, [a, b])
     out["step_round_trip"] = timed(lambda: Solid.from_step(union.to_step()), repeats)
     back = Solid.from_step(union.to_step())
@@ -128,6 +137,8 @@ def service_timings(repeats: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for op in OPS:
             out[f"{op}_brep"] = timed(lambda op=op: cad.create(op, a, b, name=op), repeats)
+        box, torus = cad.create("box", **BOX), cad.create("torus", **TORUS)
+        out["box_torus_union_brep"] = timed(lambda: cad.create("union", box, torus), repeats)
         union = cad.create("union", a, b, name="u")
         out["step_round_trip"] = timed(
             lambda: cad.import_file("u.step", cad.export(union, "step"), "step"), repeats)

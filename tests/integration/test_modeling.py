@@ -33,10 +33,11 @@ def volume(session, entity_id: str) -> float:
 
 
 def test_build_edit_branch_rebuild_export_and_reopen(tmp_path):
-    with running_platform(tmp_path, "ada", "bob") as platform:
-        ada, bob = platform.client("ada"), platform.client("bob")
+    with running_platform(tmp_path, "ada", "bob", "cy") as platform:
+        ada, bob, cy = (platform.client(u) for u in ("ada", "bob", "cy"))
         project = ada.create_project("bracket", "3D simulation")["id"]
         ada.share(project, user="bob", role="editor")
+        ada.share(project, user="cy", role="viewer")
         session = ada.open_session(project)
         assert set(session.services) == {"model", "modeling"}
         other = bob.open_session(project)
@@ -104,6 +105,13 @@ def test_build_edit_branch_rebuild_export_and_reopen(tmp_path):
         assert m.get(merged)["properties"]["representation"] == "mesh"
         assert volume(session, merged) == pytest.approx(
             BOX + sphere_volume(1.1) - cube_sphere_intersection(1.1), rel=5e-3)
+
+        # a viewer looks but may not build (refused before any work)
+        with cy.open_session(project) as viewer:
+            assert viewer.modeling.properties(cut)["volume"] == volume(session, cut)
+            assert "viewer" in refused(viewer, 403, viewer.modeling.create, "sphere",
+                                       radius=1)
+            refused(viewer, 403, viewer.modeling.set_parameters, sphere, radius=2)
 
         # materials: a library one is added to the model on first use
         copper = cad.assign_material("copper", box, rounded)

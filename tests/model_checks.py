@@ -23,3 +23,13 @@ def refused(session: Any, status: int, call: Any, *args: Any, **kwargs: Any) -> 
     assert caught.value.status == status, caught.value.message
     assert head_id(session) == before  # nothing was written
     return caught.value.message
+
+
+def shared_project(platform: Any, name: str) -> tuple[Any, Any, Any, str]:
+    """Clients of ada (owner), bob (editor) and cy (viewer) of a new "3D simulation" project;
+    the three users must exist."""
+    ada, bob, cy = (platform.client(user) for user in ("ada", "bob", "cy"))
+    project = ada.create_project(name, "3D simulation")["id"]
+    ada.share(project, user="bob", role="editor")
+    ada.share(project, user="cy", role="viewer")
+    return ada, bob, cy, project

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.model_checks import head_id, refused
+from tests.model_checks import head_id, refused, shared_project
 from tests.platform_fixtures import (
     PASSWORD,
     Platform,
@@ -41,10 +41,7 @@ def test_history_through_the_model_service(tmp_path, database_url):
     try:
         for user in ("ada", "bob", "cy"):
             platform.add_user(user)
-        ada, bob, cy = (platform.client(u) for u in ("ada", "bob", "cy"))
-        project = ada.create_project("survey", "3D simulation")["id"]
-        ada.share(project, user="bob", role="editor")
-        ada.share(project, user="cy", role="viewer")
+        ada, bob, cy, project = shared_project(platform, "survey")
         session = ada.open_session(project)
         assert set(session.services) == {"model", "modeling"}
         watcher = bob.open_session(project)

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from tests.model_checks import head_id, refused
+from tests.model_checks import head_id, refused, shared_project
 from tests.platform_fixtures import running_platform, session_processes, wait_until
 from twinstack.client import ActionError
 
@@ -34,10 +34,7 @@ def volume(session, entity_id: str) -> float:
 
 def test_build_edit_branch_rebuild_export_and_reopen(tmp_path):
     with running_platform(tmp_path, "ada", "bob", "cy") as platform:
-        ada, bob, cy = (platform.client(u) for u in ("ada", "bob", "cy"))
-        project = ada.create_project("bracket", "3D simulation")["id"]
-        ada.share(project, user="bob", role="editor")
-        ada.share(project, user="cy", role="viewer")
+        ada, bob, cy, project = shared_project(platform, "bracket")
         session = ada.open_session(project)
         assert set(session.services) == {"model", "modeling"}
         other = bob.open_session(project)

@@ -225,6 +225,10 @@ class Settings(BaseSettings):
     login_failure_memory_seconds: float = Field(
         3600.0, gt=0, description="failed logins older than this are forgotten")
 
+    def blob_path(self) -> Path:
+        """Where blobs are: --blob-dir, else blobs in --data-dir."""
+        return self.blob_dir or self.data_dir / "blobs"
+
     @model_validator(mode="after")
     def _key_with_cert(self) -> Settings:
         if (self.cert is None) != (self.key is None):

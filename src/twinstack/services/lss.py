@@ -163,7 +163,7 @@ class SessionRunner:
         if self.project is None:
             raise SessionFailure("the session's project is not known (gss sent none): its "
                                  "model cannot be opened")
-        args = ["--project", self.project, "--blob-dir", str(s.blob_dir or s.data_dir / "blobs")]
+        args = ["--project", self.project, "--blob-dir", str(s.blob_path())]
         if service == MODEL:
             if s.database_url is None:
                 raise SessionFailure("this session node has no --database-url: it cannot run "

@@ -18,13 +18,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.services.database import ServiceDatabase
 from twinstack.store import Project
@@ -32,8 +30,8 @@ from twinstack.store import history as hist
 from twinstack.store.blobs import BlobStore
 from twinstack.store.errors import Conflict, NotFound
 from twinstack.store.models import new_id
-from twinstack.wire.actions import Call, action
-from twinstack.wire.errors import ActionError, forbidden
+from twinstack.wire.actions import Call, action, editing_user
+from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 
 log = logging.getLogger(__name__)
@@ -43,10 +41,6 @@ SUBSCRIBER_BACKLOG = 1000  # events waiting for one slow subscriber before it is
 # Properties of a geometry entity that the modeling service evaluates: changed only through it,
 # so an entity's shape always matches its recorded operation.
 EVALUATED = frozenset({"feature", "parameters", "inputs"})
-
-
-def blob_dir(settings: Settings) -> Path:
-    return settings.blob_dir or settings.data_dir / "blobs"
 
 
 class EntitiesParams(BaseModel):
@@ -141,8 +135,8 @@ class DiffParams(BaseModel):
 
 
 # One change of the head, given the head before it: the head after it, and the entities it
-# added, removed and changed (None: the head moved to another state, compare the two).
-Change = Callable[[Session, "hist.Head | None"], "tuple[hist.Head, hist.Diff | None]"]
+# added, removed and changed.
+Change = Callable[[Session, "hist.Head | None"], "tuple[hist.Head, hist.Diff]"]
 
 
 def head_json(head: hist.Head | None) -> dict[str, Any] | None:
@@ -185,7 +179,7 @@ class ModelService(ServiceBase):
         await self.db.open()
         if await self.db.run(lambda db: db.get(Project, self.project)) is None:
             raise FatalError(ExitCode.CONFIG_ERROR, f"project {self.project} does not exist")
-        self.blobs = BlobStore(blob_dir(s))
+        self.blobs = BlobStore(s.blob_path())
         self.writing = asyncio.Lock()  # one change of the head at a time
         self.subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
@@ -233,18 +227,11 @@ class ModelService(ServiceBase):
 
     # writing ----------------------------------------------------------------------------------
 
-    def _author(self, call: Call, forwarded: str | None = None) -> str:
+    @staticmethod
+    def _author(call: Call, forwarded: str | None = None) -> str:
         """Who a change is by, or 403: relayed calls carry their user and role; the session's
         compute services name the user they work for."""
-        if call.on_behalf is not None:
-            if not call.on_behalf.may_edit:
-                raise forbidden(f"{call.on_behalf.user} is a {call.on_behalf.role} of this "
-                                "project: viewers may look but not change the model")
-            return call.on_behalf.user
-        service = call.peer.service if call.peer else "unknown"
-        if service == "relay":
-            raise forbidden("a relayed call must say whom it is for")
-        return forwarded or service
+        return editing_user(call) or forwarded or (call.peer.service if call.peer else "unknown")
 
     def _check_blobs(self, blobs: Iterable[Mapping[str, str]]) -> None:
         missing = sorted({d for roles in blobs for d in roles.values()
@@ -259,10 +246,6 @@ class ModelService(ServiceBase):
         def run(s: Session) -> tuple[int | None, dict[str, Any], dict[str, Any]]:
             before = hist.head(s, self.project)
             after, moved = change(s, before)
-            if moved is None:  # the head moved to another state: what differs there
-                moved = hist.diff(s, self.project, before.state.id, after.state.id) \
-                    if before is not None else hist.Diff(sorted(hist.tree(s, self.project)),
-                                                         [], [])
             return before.state.id if before else None, after.to_json(), asdict(moved)
 
         async with self.writing:
@@ -290,10 +273,14 @@ class ModelService(ServiceBase):
                 changed=[u.entity_id for u in edit.updates])
         return change
 
-    @staticmethod
-    def _moving(move: Callable[[Session], hist.Head]) -> Change:
-        """A change of the head to another existing state (undo, redo, checkout)."""
-        return lambda s, before: (move(s), None)
+    def _moving(self, move: Callable[[Session], hist.Head]) -> Change:
+        """A move of the head to another existing state (undo, redo, checkout; each refuses
+        a project without a head), with what differs there."""
+        def change(s: Session, before: hist.Head | None) -> tuple[hist.Head, hist.Diff]:
+            after = move(s)
+            assert before is not None
+            return after, hist.diff(s, self.project, before.state.id, after.state.id)
+        return change
 
     @action()
     async def create(self, call: Call, params: CreateParams) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import base64
 import binascii
 import collections
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +29,11 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.services.model import blob_dir
 from twinstack.store.blobs import BlobStore, CorruptBlob, is_sha256
 from twinstack.store.errors import NotFound
-from twinstack.wire.actions import Call, action
+from twinstack.wire.actions import Call, action, editing_user
 from twinstack.wire.client import LinkKeeper, ServiceClient
-from twinstack.wire.errors import ActionError, forbidden
+from twinstack.wire.errors import ActionError
 from twinstack.wire.identity import PeerIdentity
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 
@@ -191,7 +191,7 @@ class ModelingService(ServiceBase):
         except ImportError as exc:
             raise FatalError(ExitCode.CONFIG_ERROR, f"modeling needs the CAD kernel (pip "
                              f"install 'twinstack[cad]'): {exc}") from exc
-        self.blobs = BlobStore(blob_dir(s))
+        self.blobs = BlobStore(s.blob_path())
         self.model = LinkKeeper(
             ServiceClient(s.model_url, self.runtime.tls.client(), timeout=MODEL_TIMEOUT,
                           max_message_bytes=s.max_message_bytes + 4096),
@@ -212,13 +212,7 @@ class ModelingService(ServiceBase):
     @staticmethod
     def _editor(call: Call) -> str:
         """The user this call edits for, or 403 before any work is done."""
-        who = call.on_behalf
-        if who is None:
-            return call.peer.service if call.peer else "unknown"
-        if not who.may_edit:
-            raise forbidden(f"{who.user} is a {who.role} of this project: viewers may look "
-                            "but not change the model")
-        return who.user
+        return editing_user(call) or (call.peer.service if call.peer else "unknown")
 
     # shapes -----------------------------------------------------------------------------------
 
@@ -259,8 +253,7 @@ class ModelingService(ServiceBase):
             derived = shape.value.properties()
         else:
             digest = self.blobs.put(shape.value.to_stl())
-            derived = {"volume": shape.value.volume, "area": shape.value.area,
-                       "faces": len(shape.value.faces)}
+            derived = _mesh_properties(shape.value)
         self._remember(digest, shape)
         return {"representation": shape.representation, **derived}, \
             {shape.representation: digest}
@@ -337,8 +330,12 @@ class ModelingService(ServiceBase):
                               f"not {len(params.inputs)}", "params.inputs")
 
         async def attempt() -> dict[str, Any]:
-            # a primitive depends on nothing in the model: no state to read or to build on
-            state, found = await self._entities(params.inputs) if params.inputs else (None, [])
+            if params.name is None:  # one read: the inputs and the names taken
+                state, found = await self._entities()
+            elif params.inputs:
+                state, found = await self._entities(params.inputs)
+            else:  # a named primitive depends on nothing in the model
+                state, found = None, []
             by_id = {e["id"]: e for e in found}
             missing = [i for i in params.inputs if i not in by_id]
             if missing:
@@ -347,7 +344,7 @@ class ModelingService(ServiceBase):
             inputs = [by_id[i] for i in params.inputs]
             derived, blobs = await self._compute(self._evaluate, params.feature,
                                                  params.parameters, inputs)
-            name = params.name or await self._new_name(params.feature)
+            name = params.name or _free_name(params.feature, found)
             description = f"{name}: " + feature.describe(params.parameters,
                                                          [e["name"] for e in inputs])
             result = await self._commit(author, description, state, creates=[{
@@ -357,13 +354,6 @@ class ModelingService(ServiceBase):
             return {"id": result["ids"][0], "name": name, "properties": derived,
                     "head": result["head"]}
         return dict(await self._retrying(attempt))
-
-    async def _new_name(self, feature: str) -> str:
-        """`sphere1`, `sphere2` ...: the first free one."""
-        _, found = await self._entities()
-        taken = {e["name"] for e in found}
-        return next(f"{feature}{n}" for n in range(1, len(taken) + 2)
-                    if f"{feature}{n}" not in taken)
 
     @action(allow=CALLERS)
     async def set_parameters(self, call: Call, params: SetParametersParams) -> dict[str, Any]:
@@ -431,9 +421,8 @@ class ModelingService(ServiceBase):
         else:
             source = _decode(params.data or "")
         derived, blobs = await self._compute(self._read_file, params.format, source)
-        state, _ = await self._entities([])
         result = await self._commit(author, f"import {params.format.upper()} as "
-                                    f"{params.name}", state, creates=[{
+                                    f"{params.name}", None, creates=[{
                                         "kind": "geometry", "name": params.name,
                                         "parent": params.parent, "blobs": blobs,
                                         "properties": {"feature": "import",
@@ -485,7 +474,7 @@ class ModelingService(ServiceBase):
                 if params.format != "stl":
                     raise cad.GeometryError(f"{entity['name']} is a triangle mesh: it exports "
                                             "as STL only")
-                return bytes(shape.value.to_stl())
+                return shape.value.to_stl()
             solid: cad.Solid = shape.value
             if params.format == "step":
                 return solid.to_step()
@@ -511,8 +500,7 @@ class ModelingService(ServiceBase):
     def _describe(self, entity: dict[str, Any]) -> dict[str, Any]:
         shape = self._shape(entity)
         if shape.representation == MESH:
-            return {"representation": MESH, "volume": shape.value.volume,
-                    "area": shape.value.area, "faces": len(shape.value.faces)}
+            return {"representation": MESH, **_mesh_properties(shape.value)}
         return {"representation": BREP, **shape.value.properties(),
                 "edges": shape.value.edges()}
 
@@ -521,8 +509,7 @@ class ModelingService(ServiceBase):
         """A material entity (relative permittivity and permeability, conductivity) to assign
         to solids."""
         author = self._editor(call)
-        state, _ = await self._entities([])
-        result = await self._commit(author, f"material {params.name}", state, creates=[{
+        result = await self._commit(author, f"material {params.name}", None, creates=[{
             "kind": "material", "name": params.name,
             "properties": params.model_dump(exclude={"name"})}])
         return {"id": result["ids"][0], "head": result["head"]}
@@ -565,6 +552,13 @@ class ModelingService(ServiceBase):
         return {"material": material_id, "head": result["head"]}
 
 
+def _free_name(feature: str, entities: list[dict[str, Any]]) -> str:
+    """`sphere1`, `sphere2` ...: the first one no entity has."""
+    taken = {e["name"] for e in entities}
+    return next(f"{feature}{n}" for n in range(1, len(taken) + 2)
+                if f"{feature}{n}" not in taken)
+
+
 def _warm_up() -> None:
     """Load the kernel and build one shape, so the first call is not the slow one."""
     from twinstack.sim import cad
@@ -573,8 +567,12 @@ def _warm_up() -> None:
 
 
 def _default_tolerance(solid: Any) -> float:
-    (x0, y0, z0), (x1, y1, z1) = solid.properties()["bbox"]
-    return float(max(((x1 - x0) ** 2 + (y1 - y0) ** 2 + (z1 - z0) ** 2) ** 0.5 * 1e-3, 1e-9))
+    """0.1 % of the solid's size: what a screen shows smooth."""
+    return max(math.dist(*solid.bbox()) * 1e-3, 1e-9)
+
+
+def _mesh_properties(mesh: Any) -> dict[str, Any]:
+    return {"volume": mesh.volume, "area": mesh.area, "faces": len(mesh.faces)}
 
 
 def _material_color(entity: dict[str, Any]) -> tuple[float, float, float]:

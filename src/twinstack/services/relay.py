@@ -98,6 +98,10 @@ class Feed:
     model: tuple[str, asyncio.Task[None]] | None = None  # following its model service's changes
     model_head: dict[str, Any] | None = None  # the model's head as last heard, for late joiners
 
+    def running(self) -> list[asyncio.Task[None]]:
+        """Every task that follows this session for its sockets."""
+        return [*self.tasks, *([self.model[1]] if self.model else [])]
+
 
 INTERNAL_KEYS = frozenset({"endpoint", "listening", "publish", "pid", "url"})
 _ADDRESS = re.compile(  # IPv4 (and a port), [IPv6]:port, as URLs too
@@ -154,8 +158,7 @@ class RelayService(ServiceBase):
 
     async def stop(self) -> None:
         tasks = [self.watcher, *self.rechecks,
-                 *(t for feed in self.feeds.values() for t in feed.tasks),
-                 *(feed.model[1] for feed in self.feeds.values() if feed.model)]
+                 *(t for feed in self.feeds.values() for t in feed.running())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -327,7 +330,7 @@ class RelayService(ServiceBase):
         feed.sockets.discard(client)
         if not feed.sockets and self.feeds.get(feed.session) is feed:
             del self.feeds[feed.session]
-            for task in [*feed.tasks, *([feed.model[1]] if feed.model else [])]:
+            for task in feed.running():
                 task.cancel()
 
     def _on_model_event(self, feed: Feed, event: dict[str, Any]) -> None:

@@ -223,7 +223,7 @@ class Solid:
         """A watertight surface triangulation: (vertices (n, 3) float64, faces (m, 3) int64),
         outward-oriented, no point farther than `tolerance` (chord deviation) from the exact
         surface. Vertices shared by neighbouring faces are merged (they coincide exactly)."""
-        diag = _diagonal(self.shape)
+        diag = math.dist(*self.bbox())
         tol = _positive("tolerance", tolerance)
         if tol < diag * MIN_RELATIVE_TOLERANCE:
             raise GeometryError(
@@ -721,11 +721,6 @@ def _bbox(shape: TopoDS_Shape) -> list[list[float]]:
     return [[lo.X(), lo.Y(), lo.Z()], [hi.X(), hi.Y(), hi.Z()]]
 
 
-def _diagonal(shape: TopoDS_Shape) -> float:
-    lo, hi = _bbox(shape)
-    return math.dist(lo, hi)
-
-
 def _checked(shape: TopoDS_Shape, what: str) -> Solid:
     """Wrap a kernel result after OpenCascade's analyser accepts it and its volume is positive;
     a lone shell or face (e.g. from a surface-only STEP file) is not a solid."""
@@ -735,7 +730,6 @@ def _checked(shape: TopoDS_Shape, what: str) -> Solid:
         raise GeometryError(f"{what} is not a valid solid (OpenCascade's BRepCheck rejects it)")
     solid = Solid(shape)  # its volume and box, computed here once, serve properties() too
     volume = solid._volume_properties().Mass()
-    lo, hi = solid.bbox()
-    if not volume > _EPS * math.dist(lo, hi) ** 3:
+    if not volume > _EPS * math.dist(*solid.bbox()) ** 3:
         raise GeometryError(f"{what} has no volume ({volume:g})")
     return solid

@@ -52,6 +52,20 @@ class Call:
     on_behalf: Participant | None = None  # internal channel: the user a relayed call is for
 
 
+def editing_user(call: Call) -> str | None:
+    """The user a relayed call changes things for, or 403 when their role only lets them
+    look; None for a call that no user makes (a platform or compute service's own)."""
+    who = call.on_behalf
+    if who is None:
+        if call.peer is not None and call.peer.service == "relay":
+            raise forbidden("a relayed call must say whom it is for")
+        return None
+    if not who.may_edit:
+        raise forbidden(f"{who.user} is a {who.role} of this project: viewers may look but "
+                        "not change the model")
+    return who.user
+
+
 def call_key(value: Any) -> str | int | None:
     """A WebSocket call id as a caller chose it: an integer or a short string (or none)."""
     if value is None or (isinstance(value, str) and len(value) <= 128):

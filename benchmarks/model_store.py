@@ -8,14 +8,15 @@ Run from the repository root:
 Per backend: one project gets a first state of N entities, then S - 1 states each changing a
 few random entities (a mix of updates, creations and deletions). Then, on that history:
 
-* commit_ms: a one-entity update (one transaction);
-* checkout_ms / undo_ms / redo_ms: moving the head (`move`) and moving it plus resolving the
+* commit: a one-entity update (one transaction);
+* checkout / undo / redo: moving the head (`move`) and moving it plus resolving the
   full entity → version map of the new head (`with_tree`, what a model service needs);
-* entities_ms: the head's full entity list with names and properties;
-* graph_ms: the whole history listing;
+* entities: the head's full entity list with names and properties;
+* graph: the whole history listing;
 * rows: what the tables hold (snapshots vs the N x S a full list per state would take).
 
-Times are medians and 95th percentiles over random states. JSON to stdout, progress to stderr.
+Times in ms (median, 95th percentile, min, max) over random states. JSON to stdout, progress
+to stderr.
 PostgreSQL: a throwaway database on $TWINSTACK_TEST_PG_URL (default postgres@127.0.0.1:5432),
 dropped afterwards.
 """
@@ -26,7 +27,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +38,9 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, make_url, select
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.timing
+
+from benchmarks.timing import milliseconds
 from twinstack.store import Database
 from twinstack.store import accounts as acc
 from twinstack.store import history as h
@@ -74,17 +77,6 @@ def backends(pg: bool) -> Iterator[tuple[str, str]]:
     finally:
         with psycopg.connect(_conninfo(PG), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def timed(fn: Callable[[], Any], runs: int) -> dict[str, float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median": round(statistics.median(times), 2),
-            "p95": round(times[int(0.95 * (len(times) - 1))], 2), "max": round(times[-1], 2)}
 
 
 def build(db: Database, project: str, n: int, states: int, rng: random.Random) -> list[int]:
@@ -146,8 +138,8 @@ def measure(backend: str, url: str, n: int, states: int, runs: int) -> dict[str,
 
     result: dict[str, Any] = {"build_s": round(build_s, 1)}
     for name, move in (("checkout", checkout), ("undo", undo), ("redo", redo)):
-        result[f"{name}_ms"] = {"move": timed(in_tx(move), runs),
-                                "with_tree": timed(in_tx(with_tree(move)), runs)}
+        result[name] = {"move": milliseconds(in_tx(move), runs, warm_up=False),
+                        "with_tree": milliseconds(in_tx(with_tree(move)), runs, warm_up=False)}
     in_tx(lambda s: h.checkout(s, project, ids[-1]))()
     result["tree_entries"] = len(in_tx(lambda s: h.tree(s, project))())
     edited = next(iter(in_tx(lambda s: h.tree(s, project))()))
@@ -157,9 +149,10 @@ def measure(backend: str, url: str, n: int, states: int, runs: int) -> dict[str,
         edit.update(edited, properties={"radius": rng.random()})
         h.commit(s, project, edit, author="bench", description="one edit")
 
-    result["commit_ms"] = timed(in_tx(one_edit), runs)
-    result["entities_ms"] = timed(in_tx(lambda s: h.entities(s, project)), max(3, runs // 10))
-    result["graph_ms"] = timed(in_tx(lambda s: h.graph(s, project)), max(3, runs // 10))
+    result["commit"] = milliseconds(in_tx(one_edit), runs, warm_up=False)
+    few = max(3, runs // 10)  # whole-project reads: fewer runs
+    result["entities"] = milliseconds(in_tx(lambda s: h.entities(s, project)), few, warm_up=False)
+    result["graph"] = milliseconds(in_tx(lambda s: h.graph(s, project)), few, warm_up=False)
     with db.transaction() as s:
         result["rows"] = {model.__tablename__: s.scalar(select(func.count()).select_from(model))
                           for model in (ModelState, EntityVersion, StateChange, StateSnapshot)}

@@ -21,7 +21,7 @@ Run from the repository root:
   fsync and commits one new state through the model service), and `export(..., "step")` then
   `import_file(...)`; `ratio` is service / direct, from the medians of the same run.
 
-Times in milliseconds (median, p95, min). JSON to stdout.
+Times in milliseconds (median, p95, min, max). JSON to stdout.
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' platform helpers
 
+from benchmarks.timing import milliseconds
 from tests.platform_fixtures import running_platform
 from twinstack.sim.cad import Solid, build
 from twinstack.sim.meshbool import Mesh, mesh_boolean
@@ -61,36 +59,21 @@ EXACT = {
 }
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
-    fn()  # warm-up: first calls load libraries and fill caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {
-        "median_ms": round(statistics.median(times), 3),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3),
-        "min_ms": round(times[0], 3),
-    }
-
-
 def direct_timings(repeats: int) -> dict[str, Any]:
     """The exact kernel called in-process: booleans + BREP bytes, STEP round trip."""
     a = build("sphere", {"radius": 1.0}, [])
     b = build("sphere", {"radius": 1.0, "center": [1.0, 0.0, 0.0]}, [])
     out: dict[str, Any] = {}
     for op in OPS:
-        out[f"{op}_brep"] = timed(lambda op=op: build(op, {}, [a, b]).to_brep(), repeats)
+        out[f"{op}_brep"] = milliseconds(lambda op=op: build(op, {}, [a, b]).to_brep(), repeats)
         result = build(op, {}, [a, b])
         out[f"{op}_brep"]["brep_bytes"] = len(result.to_brep())
         out[f"{op}_brep"]["volume_rel_error"] = result.properties()["volume"] / EXACT[op] - 1
     box, torus = build("box", BOX, []), build("torus", TORUS, [])
-    out["box_torus_union_brep"] = timed(lambda: build("union", {}, [box, torus]).to_brep(),
+    out["box_torus_union_brep"] = milliseconds(lambda: build("union", {}, [box, torus]).to_brep(),
                                         repeats)
     union = build("union", {}, [a, b])
-    out["step_round_trip"] = timed(lambda: Solid.from_step(union.to_step()), repeats)
+    out["step_round_trip"] = milliseconds(lambda: Solid.from_step(union.to_step()), repeats)
     back = Solid.from_step(union.to_step())
     out["step_round_trip"]["step_bytes"] = len(union.to_step())
     out["step_round_trip"]["volume_rel_change"] = (
@@ -115,8 +98,9 @@ def mesh_timings(repeats: int) -> dict[str, Any]:
         ours = mesh_boolean(op, ma, mb)
         theirs = engines[op]([sa, sb], engine="manifold")
         out[op] = {
-            "twinstack": timed(lambda op=op: mesh_boolean(op, ma, mb), repeats),
-            "trimesh": timed(lambda op=op: engines[op]([sa, sb], engine="manifold"), repeats),
+            "twinstack": milliseconds(lambda op=op: mesh_boolean(op, ma, mb), repeats),
+            "trimesh": milliseconds(lambda op=op: engines[op]([sa, sb], engine="manifold"),
+                                    repeats),
             "triangles": len(ours.faces),
             "volume_twinstack": ours.volume,
             "volume_trimesh": float(theirs.volume),
@@ -136,11 +120,11 @@ def service_timings(repeats: int) -> dict[str, Any]:
         b = cad.create("sphere", radius=1.0, center=[1.0, 0.0, 0.0], name="b")
         out: dict[str, Any] = {}
         for op in OPS:
-            out[f"{op}_brep"] = timed(lambda op=op: cad.create(op, a, b, name=op), repeats)
+            out[f"{op}_brep"] = milliseconds(lambda op=op: cad.create(op, a, b, name=op), repeats)
         box, torus = cad.create("box", **BOX), cad.create("torus", **TORUS)
-        out["box_torus_union_brep"] = timed(lambda: cad.create("union", box, torus), repeats)
+        out["box_torus_union_brep"] = milliseconds(lambda: cad.create("union", box, torus), repeats)
         union = cad.create("union", a, b, name="u")
-        out["step_round_trip"] = timed(
+        out["step_round_trip"] = milliseconds(
             lambda: cad.import_file("u.step", cad.export(union, "step"), "step"), repeats)
         session.close()
     return out

@@ -7,8 +7,8 @@ DATA ?= data
 PORT ?=
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --quiet --disable-pip-version-check
-RUN_EXTRAS := compute,cad
-TEST_EXTRAS := compute,cad,kubernetes,test
+RUN_EXTRAS := compute,cad,mesh
+TEST_EXTRAS := compute,cad,mesh,kubernetes,test
 
 .PHONY: up test lint system-packages clean
 .NOTPARALLEL:

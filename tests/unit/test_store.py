@@ -55,7 +55,7 @@ def test_migrate_twice_is_a_noop(db):
     make_users(db, "ada")
     db.migrate()
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0004"
+        assert MigrationContext.configure(conn).get_current_revision() == "0005"
     with db.transaction() as s:
         assert [u.name for u in acc.list_users(s)] == ["ada"]
 
@@ -69,7 +69,7 @@ def test_services_migrate_at_the_same_moment(database_url):
     assert all(code == 0 for code, _ in outcomes), outcomes
     db = Database(database_url)
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0004"
+        assert MigrationContext.configure(conn).get_current_revision() == "0005"
     db.dispose()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -625,6 +626,45 @@ class Session:
         """
         return self.client._loop.run(self._request(service, action, params, timeout,
                                                    idempotent))
+
+    def blob(self, digest: str) -> bytes:
+        """A blob of the session's project by its hash (a mesh, a picture, an exported file),
+        fetched with a plain `GET` through the relay and checked against the hash."""
+        chunks: list[bytes] = []
+        self.client._loop.run(self._fetch_blob(digest, chunks.append))
+        return b"".join(chunks)
+
+    def save_blob(self, digest: str, path: str | Path) -> Path:
+        """Stream a blob to a file (written whole or not at all, checked against the hash)."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.part")
+        try:
+            with partial.open("wb") as out:
+                self.client._loop.run(self._fetch_blob(digest, out.write))
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    async def _fetch_blob(self, digest: str, write: Callable[[bytes], Any]) -> None:
+        url = f"{self._relay}/blobs/{digest}"
+        check = hashlib.sha256()
+        try:
+            async with self.client._http.get(
+                    url, params={"session": self.id},
+                    headers={"Authorization": f"Bearer {self.client.token}"},
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=self.client.timeout)
+            ) as r:
+                if r.status >= 400:
+                    body = await r.json(content_type=None)
+                    raise ActionError.from_json(r.status, (body or {}).get("error", {}))
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    check.update(chunk)
+                    write(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error(url, exc, self.client.ca) from exc
+        if check.hexdigest() != digest:
+            raise ActionError(502, "corrupt_blob", f"blob {digest} arrived with other bytes")
 
     def events(self, timeout: float = 0.0) -> Iterator[dict[str, Any]]:
         """Events received so far; with a timeout, also those arriving within it."""

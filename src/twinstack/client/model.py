@@ -146,12 +146,10 @@ class Modeling:
                                        idempotent=True))
 
     def export(self, entity_id: str, format: str, tolerance: float | None = None) -> bytes:
-        """The shape as a STEP, BREP, STL or GLB file."""
-        import base64
-
+        """The shape as a STEP, BREP, STL or GLB file (made as a blob, then downloaded)."""
         reply = self._session.call("modeling", "export", id=entity_id, format=format,
-                                   tolerance=tolerance, inline=True, idempotent=True)
-        return base64.b64decode(reply["data"])
+                                   tolerance=tolerance, idempotent=True)
+        return self._session.blob(reply["blob"])
 
     def import_file(self, name: str, data: bytes, format: str) -> str:
         """A STEP/BREP file (exact) or an STL/OBJ mesh as a new shape; returns its id."""

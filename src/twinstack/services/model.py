@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, ClassVar
 
+from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -27,12 +28,13 @@ from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.services.database import ServiceDatabase
 from twinstack.store import Project
 from twinstack.store import history as hist
-from twinstack.store.blobs import BlobStore
+from twinstack.store.blobs import BlobStore, is_sha256
 from twinstack.store.errors import Conflict, NotFound
 from twinstack.store.models import new_id
 from twinstack.wire.actions import Call, action, editing_user
-from twinstack.wire.errors import ActionError
-from twinstack.wire.runtime import NoParams, Ports, ServiceBase
+from twinstack.wire.blobhttp import blob_response
+from twinstack.wire.errors import ActionError, forbidden, malformed
+from twinstack.wire.runtime import NoParams, Ports, ServiceBase, error_response, peer_of
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ SUBSCRIBER_BACKLOG = 1000  # events waiting for one slow subscriber before it is
 # Properties of a geometry entity that the modeling service evaluates: changed only through it,
 # so an entity's shape always matches its recorded operation.
 EVALUATED = frozenset({"feature", "parameters", "inputs"})
+# The session's services that make blobs for the project without naming them in a commit
+# (exports, pictures): users cannot claim a blob for the project by its hash.
+BLOB_MAKERS = ("modeling", "cartesian-mesh", "tet-mesh", "visualization", "admin")
 
 
 class EntitiesParams(BaseModel):
@@ -111,6 +116,13 @@ class CommitParams(BaseModel):
                              "the changes were computed from it")
     author: str | None = Field(None, description="the user a compute service writes for")
     evaluated: bool = Field(False, description="the writer evaluated geometry features")
+
+
+class KeepBlobsParams(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    blobs: list[str] = Field(min_length=1, max_length=MAX_LISTED,
+                             description="hashes of blobs already stored")
 
 
 class CheckoutParams(BaseModel):
@@ -188,6 +200,30 @@ class ModelService(ServiceBase):
             queue.put_nowait(None)
         self.db.close()
 
+    def internal_routes(self) -> list[web.RouteDef]:
+        return [web.get("/blobs/{digest}", self._blob)]
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        """`GET /blobs/HASH?session=ID`: a blob of this project, streamed, for the relay (which
+        checked the user's access to the session) and the session's own services."""
+        try:
+            peer = peer_of(request)
+            if peer.service != "relay" and peer.session != self.settings.session:
+                raise forbidden(f"{peer} may not read this session's blobs")
+            if request.query.get("session") != self.settings.session:  # a stale endpoint
+                raise ActionError(421, "misdirected", f"this is the model of session "
+                                  f"{self.settings.session}, not of the one asked for")
+            digest = request.match_info["digest"]
+            if not is_sha256(digest):
+                raise malformed(f"{digest[:80]!r} is not a sha256 hash (64 lower-case hex "
+                                "digits)")
+            known = await self.db.run(lambda s: hist.has_blob(s, self.project, digest))
+            if not known or not self.blobs.exists(digest):
+                raise ActionError(404, "not_found", f"no blob {digest} in this project")
+            return await blob_response(request, self.blobs.path(digest), digest)
+        except ActionError as err:
+            return error_response(err)
+
     # reading ----------------------------------------------------------------------------------
 
     @action()
@@ -234,8 +270,10 @@ class ModelService(ServiceBase):
         return editing_user(call) or forwarded or (call.peer.service if call.peer else "unknown")
 
     def _check_blobs(self, blobs: Iterable[Mapping[str, str]]) -> None:
-        missing = sorted({d for roles in blobs for d in roles.values()
-                          if not self.blobs.exists(d)})
+        self._check_stored([d for roles in blobs for d in roles.values()])
+
+    def _check_stored(self, digests: Iterable[str]) -> None:
+        missing = sorted({d for d in digests if not self.blobs.exists(d)})
         if missing:
             raise ActionError(422, "invalid_params", f"blob {missing[0]} is not in the blob "
                               f"store{f' (and {len(missing) - 1} more)' if missing[1:] else ''}"
@@ -378,6 +416,19 @@ class ModelService(ServiceBase):
             lambda s: self._edit(s, creates, params.updates, params.deletes), author,
             params.description, params.base))
         return {**result, "ids": [c.id for c in creates]}
+
+    @action(allow=BLOB_MAKERS)
+    async def keep_blobs(self, call: Call, params: KeepBlobsParams) -> dict[str, Any]:
+        """Make blobs (already stored) downloadable by the project's participants: what a
+        service made for them without a commit (an export, a picture)."""
+        bad = [d for d in params.blobs if not is_sha256(d)]
+        if bad:
+            raise ActionError(422, "invalid_params", f"{bad[0][:80]!r} is not a sha256 hash",
+                              "params.blobs")
+        self._check_stored(params.blobs)
+        async with self.writing:
+            await self.db.run(lambda s: hist.keep_blobs(s, self.project, params.blobs))
+        return {"kept": len(set(params.blobs))}
 
     @action()
     async def undo(self, call: Call, params: NoParams) -> dict[str, Any]:

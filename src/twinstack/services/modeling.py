@@ -21,29 +21,22 @@ import collections
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.store.blobs import BlobStore, CorruptBlob, is_sha256
+from twinstack.services.project import CALLERS, ProjectService
+from twinstack.store.blobs import CorruptBlob, is_sha256
 from twinstack.store.errors import NotFound
-from twinstack.wire.actions import Call, action, editing_user
-from twinstack.wire.client import LinkKeeper, ServiceClient
+from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
-from twinstack.wire.identity import PeerIdentity
-from twinstack.wire.runtime import NoParams, Ports, ServiceBase
+from twinstack.wire.runtime import NoParams, Ports
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-CALLERS = ("relay", "admin")
-MODEL_TIMEOUT = 60.0
 SHAPE_CACHE = 64  # shapes kept in memory by blob hash (a blob never changes)
-RETRIES = 3  # commits refused because the model moved meanwhile are recomputed this often
 MESH = "mesh"  # the representation of imported triangle meshes
 BREP = "brep"
 
@@ -101,8 +94,6 @@ class ExportParams(BaseModel):
     tolerance: float | None = Field(None, gt=0, description="largest distance of a triangle "
                                     "from the exact surface (stl, glb; default: 0.1 % of the "
                                     "shape's size)")
-    inline: bool = Field(False, description="also return the file, base64-encoded (limited by "
-                         "max_message_bytes)")
 
 
 class EntityRef(BaseModel):
@@ -176,43 +167,18 @@ def dependants(geometry: dict[str, dict[str, Any]], changed: str) -> list[str]:
     return order
 
 
-class ModelingService(ServiceBase):
+class ModelingService(ProjectService):
     name: ClassVar[str] = "modeling"
     ports: ClassVar[Ports] = Ports(internal=7470, health=7471)
 
     async def start(self) -> None:
-        s = self.settings
-        if s.model_url is None or s.session is None:
-            raise FatalError(ExitCode.CONFIG_ERROR, "the modeling service needs --model-url "
-                             "and --session (the LSS gives both)")
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="occ")
+        await super().start()
         try:
             await self._compute(_warm_up)
         except ImportError as exc:
             raise FatalError(ExitCode.CONFIG_ERROR, f"modeling needs the CAD kernel (pip "
                              f"install 'twinstack[cad]'): {exc}") from exc
-        self.blobs = BlobStore(s.blob_path())
-        self.model = LinkKeeper(
-            ServiceClient(s.model_url, self.runtime.tls.client(), timeout=MODEL_TIMEOUT,
-                          max_message_bytes=s.max_message_bytes + 4096),
-            PeerIdentity("model", s.session))
         self.shapes: collections.OrderedDict[str, Shape] = collections.OrderedDict()
-
-    async def stop(self) -> None:
-        await self.model.close()
-        self._worker.shutdown(wait=False, cancel_futures=True)
-
-    async def _compute(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
-
-    async def _model(self, action: str, **params: Any) -> Any:
-        link = await self.model.get()
-        return await link.call(action, params, timeout=MODEL_TIMEOUT)
-
-    @staticmethod
-    def _editor(call: Call) -> str:
-        """The user this call edits for, or 403 before any work is done."""
-        return editing_user(call) or (call.peer.service if call.peer else "unknown")
 
     # shapes -----------------------------------------------------------------------------------
 
@@ -278,28 +244,6 @@ class ModelingService(ServiceBase):
         except cad.GeometryError as exc:
             raise _invalid(exc) from exc
         return self._store(built)
-
-    # reading the model ------------------------------------------------------------------------
-
-    async def _entities(self, ids: Iterable[str] | None = None) -> tuple[int | None,
-                                                                          list[dict[str, Any]]]:
-        found = await self._model("entities", ids=list(ids) if ids is not None else None)
-        return found["state"], found["entities"]
-
-    async def _commit(self, author: str, description: str, base: int | None,
-                      **changes: Any) -> dict[str, Any]:
-        return dict(await self._model("commit", author=author, description=description,
-                                      base=base, evaluated=True, **changes))
-
-    async def _retrying(self, attempt: Callable[[], Any]) -> Any:
-        """Run a read-compute-commit attempt again when the model moved under it (409)."""
-        for tries in range(RETRIES, 0, -1):
-            try:
-                return await attempt()
-            except ActionError as err:
-                if err.status != 409 or err.code != "conflict" or tries == 1:
-                    raise
-        raise AssertionError("unreachable")
 
     # actions ----------------------------------------------------------------------------------
 
@@ -449,21 +393,16 @@ class ModelingService(ServiceBase):
 
     @action(allow=CALLERS)
     async def export(self, call: Call, params: ExportParams) -> dict[str, Any]:
-        """A shape as a STEP, BREP, STL or GLB file: a blob (and the file itself if asked)."""
+        """A shape as a STEP, BREP, STL or GLB file: a blob, downloaded with `GET /blobs/HASH`
+        from the relay (never inside JSON)."""
         _, found = await self._entities([params.id])
         if not found:
             raise ActionError(404, "not_found", f"no shape {params.id} in the model",
                               "params.id")
         data = await self._compute(self._write_file, found[0], params)
         digest = await asyncio.to_thread(self.blobs.put, data)
-        reply: dict[str, Any] = {"blob": digest, "bytes": len(data), "format": params.format}
-        if params.inline:
-            if len(data) * 4 // 3 + 1024 > self.settings.max_message_bytes:
-                raise ActionError(422, "too_large", f"the {params.format} file is "
-                                  f"{len(data):,} bytes, too large to send inline "
-                                  "(max_message_bytes); fetch the blob instead", "params.inline")
-            reply["data"] = base64.b64encode(data).decode()
-        return reply
+        await self._model("keep_blobs", blobs=[digest])  # its participants may download it
+        return {"blob": digest, "bytes": len(data), "format": params.format}
 
     def _write_file(self, entity: dict[str, Any], params: ExportParams) -> bytes:
         from twinstack.sim import cad

@@ -31,12 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import aiohttp
 import orjson
 from aiohttp import WSMsgType, web
 
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.store.blobs import is_sha256
 from twinstack.wire.actions import PARTICIPANT_HEADERS, call_key
-from twinstack.wire.client import LinkKeeper, ServiceClient, WrongPeer, reply_id
+from twinstack.wire.blobhttp import CHUNK, REQUEST_HEADERS, RESPONSE_HEADERS
+from twinstack.wire.client import LinkKeeper, ServiceClient, WrongPeer, reply_id, streamed_get
 from twinstack.wire.errors import ActionError, ServiceUnavailable, malformed
 from twinstack.wire.identity import PeerIdentity
 from twinstack.wire.limits import decode, encode, leading_id
@@ -151,6 +154,8 @@ class RelayService(ServiceBase):
         self.bytes_held = 0
         self.rechecks: set[asyncio.Task[None]] = set()
         self.watcher = asyncio.create_task(self._watch_access())
+        self.blob_http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.tls_client, limit=64))
 
     def _client(self, url: str) -> ServiceClient:
         return ServiceClient(url, self.tls_client, timeout=10,
@@ -164,9 +169,68 @@ class RelayService(ServiceBase):
         await asyncio.gather(*tasks, return_exceptions=True)
         for keeper in [self.gss, *([self.logger] if self.logger else [])]:
             await keeper.close()
+        await self.blob_http.close()
 
     def public_routes(self) -> list[web.RouteDef]:
-        return [web.get("/session", self._session_socket)]
+        return [web.get("/session", self._session_socket), web.get("/blobs/{digest}", self._blob)]
+
+    # blobs -----------------------------------------------------------------------------------
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        """`GET /blobs/HASH?session=ID` with the session's bearer token: a blob of the
+        session's project, streamed from its model service (ETag, Range, cached forever)."""
+        session = request.query.get("session", "")
+        digest = request.match_info["digest"]
+        try:
+            if not SESSION_ID.fullmatch(session):
+                raise malformed("give the session: /blobs/HASH?session=SESSION")
+            if not is_sha256(digest):
+                raise malformed(f"{digest[:80]!r} is not a sha256 hash (64 lower-case hex "
+                                "digits)")
+            access = await self._access(bearer_token(request), session)
+            model = (access.get("services") or {}).get("model") or {}
+            endpoint = model.get("endpoint")
+            if access["state"] != "ready" or not isinstance(endpoint, str):
+                raise ActionError(409, "session_not_ready", f"session {session} is "
+                                  f"{access['state']}" + ("" if endpoint or access["state"]
+                                                         != "ready" else
+                                                         " and keeps no project data"))
+            if model.get("via"):
+                raise ActionError(501, "not_implemented", "blobs of a session that runs "
+                                  "behind a tunnel cannot be downloaded yet")
+            usage = self.usage[access["user"]]
+            self._hold(usage, CHUNK)
+        except ActionError as err:
+            return error_response(err)
+        try:
+            return await self._pass_blob(request, endpoint, session, digest)
+        finally:
+            self._release(access["user"], CHUNK)
+
+    async def _pass_blob(self, request: web.Request, endpoint: str, session: str,
+                         digest: str) -> web.StreamResponse:
+        headers = {k: request.headers[k] for k in REQUEST_HEADERS if k in request.headers}
+        response: web.StreamResponse | None = None
+        try:
+            async with streamed_get(self.blob_http, f"https://{endpoint}/blobs/{digest}"
+                                    f"?session={session}", headers=headers) as upstream:
+                if upstream.status == 421:  # that endpoint is another session's model now
+                    raise WrongPeer(endpoint, PeerIdentity("model", session),
+                                    PeerIdentity("model", None))
+                if upstream.status >= 500:
+                    raise ActionError(upstream.status, "upstream", await upstream.text())
+                response = web.StreamResponse(status=upstream.status, headers={
+                    k: upstream.headers[k] for k in RESPONSE_HEADERS if k in upstream.headers})
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except ActionError as err:
+            if response is not None:  # already streaming: all we can do is stop
+                raise ConnectionResetError(f"blob {digest}: {err.message}") from err
+            failure = self._unreachable("model", err) if err.status >= 500 else err
+            return error_response(failure)
 
     # access ----------------------------------------------------------------------------------
 

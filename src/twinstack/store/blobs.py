@@ -101,6 +101,28 @@ class BlobStore:
             raise CorruptBlob(f"blob {digest} is corrupt: its bytes hash differently")
         return data
 
+    def remember(self, key: str, digest: str) -> None:
+        """Note that the output named `key` (a hash of its inputs) is the blob `digest`."""
+        path = self._derived(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self._tmp)
+        with os.fdopen(fd, "w") as out:
+            out.write(digest)
+        os.replace(name, path)
+
+    def recall(self, key: str) -> str | None:
+        """The blob remembered for `key`, if it is still there."""
+        try:
+            digest = self._derived(key).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return digest if is_sha256(digest) and self.exists(digest) else None
+
+    def _derived(self, key: str) -> Path:
+        if not is_sha256(key):
+            raise Invalid(f"{key!r} is not a sha256 hash")
+        return self.root / "derived" / key[:2] / key
+
     def verify(self, digest: str) -> bool:
         """Whether the stored bytes still hash to the name (False for a corrupt blob)."""
         h = hashlib.sha256()

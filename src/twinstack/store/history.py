@@ -40,6 +40,7 @@ from twinstack.store.models import (
     ModelHead,
     ModelLabel,
     ModelState,
+    ProjectBlob,
     StateChange,
     StateSnapshot,
     new_id,
@@ -392,8 +393,9 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
         with conflict_on_integrity(s, "an entity with that id exists already"):
             s.execute(insert(Entity), [{"id": c.entity_id, "project_id": project_id,
                                         "kind": c.kind} for c in edit.creates])
-    contents = [{"entity_id": c.entity_id, "name": c.name, "parent_id": c.parent_id,
-                 "properties": c.properties, "blobs": c.blobs} for c in edit.creates]
+    contents: list[dict[str, Any]] = [
+        {"entity_id": c.entity_id, "name": c.name, "parent_id": c.parent_id,
+         "properties": c.properties, "blobs": c.blobs} for c in edit.creates]
     for u in edit.updates:
         old = existing[current[u.entity_id]]
         contents.append({"entity_id": u.entity_id, "name": old.name, "parent_id": old.parent_id,
@@ -407,6 +409,7 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
         changes += [{"state_id": state.id, "entity_id": c["entity_id"], "version_id": v}
                     for c, v in zip(contents, new_ids, strict=True)]
     s.execute(insert(StateChange), changes)
+    keep_blobs(s, project_id, (d for c in contents for d in c["blobs"].values()))
     if state.checkpoint:
         full = tree(s, project_id, parent.id)
         for change in changes:
@@ -422,6 +425,27 @@ def commit(s: Session, project_id: str, edit: Edit, *, author: str,
         row.state_id = row.tip_id = state.id
     s.flush()
     return _state_view(state)
+
+
+def keep_blobs(s: Session, project_id: str, digests: Iterable[str]) -> None:
+    """Record that these blobs belong to the project (its participants may download them).
+
+    Select, then insert what is new: the project's one writer (its model service) serialises
+    its writes, so no other transaction inserts the same rows meanwhile."""
+    wanted = set(digests)
+    bad = sorted(d for d in wanted if not is_sha256(d))
+    if bad:
+        raise Invalid(f"{bad[0]!r} is not a sha256 hash")
+    known = {row.digest for row in _in_chunks(
+        s, select(ProjectBlob.digest).where(ProjectBlob.project_id == project_id),
+        ProjectBlob.digest, sorted(wanted))}
+    new = sorted(wanted - known)
+    if new:
+        s.execute(insert(ProjectBlob), [{"project_id": project_id, "digest": d} for d in new])
+
+
+def has_blob(s: Session, project_id: str, digest: str) -> bool:
+    return s.get(ProjectBlob, (project_id, digest)) is not None
 
 
 def _move(s: Session, project_id: str, state_id: int, tip_id: int | None = None) -> Head:

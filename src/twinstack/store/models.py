@@ -306,6 +306,18 @@ class StateSnapshot(Base):
     entries: Mapped[dict[str, Any]]
 
 
+class ProjectBlob(Base):
+    """A blob that belongs to a project (named by one of its entity versions, or made for it:
+    an export, a picture): what the project's participants may download by hash."""
+
+    __tablename__ = "project_blobs"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ModelHead(Base):
     """Where a project stands (`state_id`) and the end of the branch it stands on (`tip_id`):
     undo walks from the head towards the root, redo back towards the tip."""

@@ -34,6 +34,20 @@ class WrongPeer(ActionError):
         self.found = found
 
 
+@contextlib.asynccontextmanager
+async def streamed_get(http: aiohttp.ClientSession, url: str, *, headers: dict[str, str]
+                       ) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A `GET` whose body the caller streams; ServiceUnavailable when the peer is unreachable.
+    (A small body may be read whole before the caller sees the response, its connection gone:
+    the peer is asked to check that it is the one meant, instead of its certificate here.)"""
+    limit = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=60)
+    try:
+        async with http.get(url, headers=headers, timeout=limit) as resp:
+            yield resp
+    except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        raise ServiceUnavailable(f"{url}: {exc or type(exc).__name__}") from exc
+
+
 class ServiceClient:
     """`max_message_bytes` bounds what a reply or pushed message may be (default: 64 MiB)."""
 

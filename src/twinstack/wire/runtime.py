@@ -102,6 +102,10 @@ class ServiceBase:
         """Extra routes on the public listener, for protocols other than the action envelope."""
         return []
 
+    def internal_routes(self) -> list[web.RouteDef]:
+        """Extra routes on the internal (mutual TLS) listener; `peer_of` names the caller."""
+        return []
+
     @action()
     async def info(self, call: Call, params: NoParams) -> dict[str, Any]:
         """Who this service is and where it can be reached."""
@@ -131,6 +135,14 @@ def _stop_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != parent_pid:
         raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, f"parent {parent_pid} is already gone")
+
+
+def peer_of(request: web.Request) -> PeerIdentity:
+    """The verified identity of an internal-channel caller (401 without a certificate)."""
+    peercert = request.transport.get_extra_info("peercert") if request.transport else None
+    if not peercert:
+        raise unauthorized("a client certificate is required")
+    return PeerIdentity.from_peercert(peercert)
 
 
 def _request_id(value: Any, default: str | None = None) -> str:
@@ -404,6 +416,8 @@ class Runtime:
         app = self._app()
         app.router.add_post("/execute", self._handler(self._execute, "internal"))
         app.router.add_get("/ws", self._handler(self._websocket, "internal"))
+        assert self.service is not None
+        app.router.add_routes(self.service.internal_routes())
         return app
 
     def _public_app(self) -> web.Application:
@@ -453,10 +467,7 @@ class Runtime:
 
     async def _caller(self, request: web.Request, channel: Channel, rid: str) -> Call:
         if channel == "internal":
-            peercert = request.transport.get_extra_info("peercert") if request.transport else None
-            if not peercert:
-                raise unauthorized("a client certificate is required")
-            peer = PeerIdentity.from_peercert(peercert)
+            peer = peer_of(request)
             return Call("internal", rid, peer=peer, on_behalf=_participant(request, peer))
         assert self.service is not None
         principal = await self.service.authenticate(bearer_token(request))

@@ -19,17 +19,15 @@ import base64
 import binascii
 import collections
 import logging
-import math
 import uuid
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.services.geometry import BREP, MESH, Shape, ShapeCache, default_tolerance
 from twinstack.services.project import CALLERS, ProjectService
-from twinstack.store.blobs import CorruptBlob, is_sha256
-from twinstack.store.errors import NotFound
+from twinstack.store.blobs import is_sha256
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import NoParams, Ports
@@ -37,8 +35,6 @@ from twinstack.wire.runtime import NoParams, Ports
 log = logging.getLogger(__name__)
 
 SHAPE_CACHE = 64  # shapes kept in memory by blob hash (a blob never changes)
-MESH = "mesh"  # the representation of imported triangle meshes
-BREP = "brep"
 
 # A small library of materials (relative permittivity, relative permeability, conductivity in
 # S/m; `pec` for a perfect conductor: JSON has no infinity), assigned by name; a user's own
@@ -132,14 +128,6 @@ def _decode(data: str) -> bytes:
                           "params.data") from exc
 
 
-@dataclass
-class Shape:
-    """A geometry entity's shape: an exact solid (B-rep) or a triangle mesh."""
-
-    representation: str
-    value: Any  # sim.cad.Solid or sim.meshbool.Mesh
-
-
 def dependants(geometry: dict[str, dict[str, Any]], changed: str) -> list[str]:
     """`changed` and every entity built from it, each after all of its inputs."""
     users: dict[str, list[str]] = collections.defaultdict(list)
@@ -178,39 +166,9 @@ class ModelingService(ProjectService):
         except ImportError as exc:
             raise FatalError(ExitCode.CONFIG_ERROR, f"modeling needs the CAD kernel (pip "
                              f"install 'twinstack[cad]'): {exc}") from exc
-        self.shapes: collections.OrderedDict[str, Shape] = collections.OrderedDict()
+        self.shapes = ShapeCache(self.blobs, SHAPE_CACHE)
 
     # shapes -----------------------------------------------------------------------------------
-
-    def _shape(self, entity: dict[str, Any]) -> Shape:
-        """An entity's shape, read from its blob (on the compute thread; cached by hash)."""
-        from twinstack.sim import cad, meshbool
-
-        if entity["kind"] != "geometry":
-            raise ActionError(422, "invalid_geometry", f"{entity['name']} is a "
-                              f"{entity['kind']}, not a shape", "params.inputs")
-        representation = entity["properties"].get("representation", BREP)
-        digest = entity["blobs"].get(representation)
-        if digest is None:
-            raise ActionError(422, "invalid_geometry", f"{entity['name']} has no "
-                              f"{representation} data", "params.inputs")
-        if (cached := self.shapes.get(digest)) is not None:
-            self.shapes.move_to_end(digest)
-            return cached
-        try:
-            data = self.blobs.get(digest)
-        except (NotFound, CorruptBlob) as exc:
-            raise ActionError(409, "missing_data", f"the shape of {entity['name']} cannot be "
-                              f"read: {exc}") from exc
-        shape = Shape(representation, cad.Solid.from_brep(data) if representation == BREP
-                      else meshbool.Mesh.from_stl(data))
-        self._remember(digest, shape)
-        return shape
-
-    def _remember(self, digest: str, shape: Shape) -> None:
-        self.shapes[digest] = shape
-        while len(self.shapes) > SHAPE_CACHE:
-            self.shapes.popitem(last=False)
 
     def _store(self, shape: Shape) -> tuple[dict[str, Any], dict[str, str]]:
         """Put a shape's data in the blob store; its derived properties and blob roles."""
@@ -220,7 +178,7 @@ class ModelingService(ProjectService):
         else:
             digest = self.blobs.put(shape.value.to_stl())
             derived = _mesh_properties(shape.value)
-        self._remember(digest, shape)
+        self.shapes.remember(digest, shape)
         return {"representation": shape.representation, **derived}, \
             {shape.representation: digest}
 
@@ -229,7 +187,7 @@ class ModelingService(ProjectService):
         """Build one feature from its input entities (compute thread)."""
         from twinstack.sim import cad, meshbool
 
-        shapes = [self._shape(e) for e in inputs]
+        shapes = [self.shapes.get(e) for e in inputs]
         try:
             if any(s.representation == MESH for s in shapes):
                 if feature not in ("union", "difference", "intersection") or parameters:
@@ -237,7 +195,7 @@ class ModelingService(ProjectService):
                                             "meshes only union, difference and intersection "
                                             "can be made")
                 meshes = [s.value if s.representation == MESH else meshbool.Mesh.from_arrays(
-                    *s.value.triangles(_default_tolerance(s.value))) for s in shapes]
+                    *s.value.triangles(default_tolerance(s.value))) for s in shapes]
                 built = Shape(MESH, meshbool.mesh_boolean(feature, meshes[0], meshes[1]))
             else:
                 built = Shape(BREP, cad.build(feature, parameters, [s.value for s in shapes]))
@@ -407,7 +365,7 @@ class ModelingService(ProjectService):
     def _write_file(self, entity: dict[str, Any], params: ExportParams) -> bytes:
         from twinstack.sim import cad
 
-        shape = self._shape(entity)
+        shape = self.shapes.get(entity)
         try:
             if shape.representation == MESH:
                 if params.format != "stl":
@@ -419,7 +377,7 @@ class ModelingService(ProjectService):
                 return solid.to_step()
             if params.format == "brep":
                 return solid.to_brep()
-            tolerance = params.tolerance or _default_tolerance(solid)
+            tolerance = params.tolerance or default_tolerance(solid)
             if params.format == "stl":
                 return solid.to_stl(tolerance)
             return solid.to_glb(tolerance, entity["name"], _material_color(entity))
@@ -437,7 +395,7 @@ class ModelingService(ProjectService):
         return await self._compute(self._describe, found[0])
 
     def _describe(self, entity: dict[str, Any]) -> dict[str, Any]:
-        shape = self._shape(entity)
+        shape = self.shapes.get(entity)
         if shape.representation == MESH:
             return {"representation": MESH, **_mesh_properties(shape.value)}
         return {"representation": BREP, **shape.value.properties(),
@@ -503,11 +461,6 @@ def _warm_up() -> None:
     from twinstack.sim import cad
 
     cad.build("box", {"size": [1, 1, 1]}, []).properties()
-
-
-def _default_tolerance(solid: Any) -> float:
-    """0.1 % of the solid's size: what a screen shows smooth."""
-    return max(math.dist(*solid.bbox()) * 1e-3, 1e-9)
 
 
 def _mesh_properties(mesh: Any) -> dict[str, Any]:

@@ -88,3 +88,32 @@ class ShapeCache:
         except cad.GeometryError as exc:
             raise ActionError(422, "invalid_geometry", f"{entity['name']}: {exc}",
                               "params.tolerance") from exc
+
+
+def chosen_solids(found: list[dict[str, Any]], ids: list[str] | None) -> list[dict[str, Any]]:
+    """The solids a mesh is made of: those named (in that order), or every solid of the
+    model; 404 for an unknown id, 422 for an empty model or an entity that is not a solid."""
+    if ids is None:
+        solids = [e for e in found if e["kind"] == "geometry"]
+        if not solids:
+            raise ActionError(422, "empty_model", "the model has no solids to mesh",
+                              "params.solids")
+        return solids
+    by_id = {e["id"]: e for e in found}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ActionError(404, "not_found", f"no entity {missing[0]} in the model",
+                          "params.solids")
+    solids = [by_id[i] for i in ids]
+    wrong = [e["name"] for e in solids if e["kind"] != "geometry"]
+    if wrong:
+        raise ActionError(422, "invalid_params", f"{wrong[0]} is not a solid", "params.solids")
+    return solids
+
+
+def only_solids(mapping: dict[str, Any], solids: list[dict[str, Any]], field: str) -> None:
+    """422 when a per-solid setting names an entity that is not being meshed."""
+    unknown = sorted(set(mapping) - {s["id"] for s in solids})
+    if unknown:
+        raise ActionError(422, "invalid_params", f"{field} names {unknown[0]}, which is not "
+                          "being meshed", f"params.{field}")

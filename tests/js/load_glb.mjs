@@ -49,14 +49,18 @@ function describe(gltf) {
   return { meshes, lines, nodes, gltf_nodes: gltfNodes };
 }
 
-new GLTFLoader().parse(
-  buffer,
-  '',
-  (gltf) => {
-    process.stdout.write(JSON.stringify(describe(gltf)) + '\n');
-  },
-  (error) => {
-    console.error(`GLTFLoader could not parse ${path}: ${error && error.message ? error.message : error}`);
-    process.exit(1);
-  },
-);
+function fail(error) {
+  console.error(`GLTFLoader could not parse ${path}: ${error && error.message ? error.message : error}`);
+  process.exit(1);
+}
+
+try {  // parse throws on a bad header; errors further in reach onError
+  new GLTFLoader().parse(
+    buffer,
+    '',
+    (gltf) => process.stdout.write(JSON.stringify(describe(gltf)) + '\n'),
+    fail,
+  );
+} catch (error) {
+  fail(error);
+}

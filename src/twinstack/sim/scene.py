@@ -8,7 +8,7 @@ gives equal bytes (the service caches GLB by the hash of its input).
 
 Normals are split at creases: faces are grouped into smoothing groups (connected across
 edges where neighbouring faces meet at no more than `CREASE_DEG`) and each vertex gets one
-normal per group that touches it, the area-weighted mean of that group's faces there. A box
+normal per group that touches it, the angle-weighted mean of that group's faces there. A box
 stays flat-shaded with sharp edges, a tessellated cylinder shades round.
 
 Coordinates are written as given (no axis swap): glTF says +Y is up, our models are +Z up,
@@ -283,11 +283,21 @@ def feature_edges(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 30
     return v[edges[sharp]]
 
 
+def _corner_angles(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(m, 3) interior angle of each triangle at each of its corners."""
+    t = vertices[faces]
+    a = _unit(np.roll(t, -1, axis=1) - t)  # towards the next corner
+    b = _unit(np.roll(t, 1, axis=1) - t)  # towards the previous one
+    return np.arccos(np.clip(np.einsum("mki,mki->mk", a, b), -1.0, 1.0))
+
+
 def split_normals(
     vertices: np.ndarray, faces: np.ndarray, crease_deg: float = CREASE_DEG
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vertices, unit normals, faces) with each vertex repeated once per smoothing group that
-    meets it (groups: faces connected across edges of at most `crease_deg`)."""
+    meets it (groups: faces connected across edges of at most `crease_deg`). Face normals are
+    weighted by the face's angle at the vertex, so how a quad strip is split into triangles
+    does not tilt the normal (a cylinder's side normals come out radial)."""
     _, sharp, first, second = _sharp(vertices, faces, crease_deg)
     smooth = ~sharp
     m = len(faces)
@@ -297,7 +307,9 @@ def split_normals(
     keys = np.stack([corner_vertex, np.repeat(group, 3)], axis=1)
     unique, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    weighted = np.repeat(_face_normals(vertices, faces), 3, axis=0)
+    weighted = np.repeat(_unit(_face_normals(vertices, faces)), 3, axis=0) * _corner_angles(
+        vertices, faces
+    ).reshape(-1, 1)
     normals = np.zeros((len(unique), 3))
     for k in range(3):
         normals[:, k] = np.bincount(inverse, weights=weighted[:, k], minlength=len(unique))

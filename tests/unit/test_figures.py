@@ -43,6 +43,7 @@ def test_cartesian_slice_of_nodal_values_interpolates_exactly():
     s = cartesian_slice(X, Y, Z, nodal, "z", 1.3, name="T", unit="K")
     assert s.values.shape == (len(Y), len(X))  # rows along v = y, columns along u = x
     np.testing.assert_allclose(s.values, field(X[None, :], Y[:, None], 1.3), atol=1e-12)
+    assert s.u_edges is None  # values at points
     assert (s.u_label, s.v_label, s.title) == ("x (m)", "y (m)", "T at z = 1.3 m")
     s = cartesian_slice(X, Y, Z, nodal, "y", 2.25)  # u = x, v = z
     np.testing.assert_allclose(s.values, field(X[None, :], 2.25, Z[:, None]), atol=1e-12)
@@ -60,6 +61,9 @@ def test_cartesian_slice_of_cell_values_takes_the_cut_layer():
     for position, layer in ((0.3, 0), (1.0, 1), (1.7, 1), (2.0, 1)):  # a face: the upper cell
         s = cartesian_slice(X, Y, Z, cell, "z", position)
         np.testing.assert_allclose(s.u, cx)
+        assert s.u_edges is not None and s.v_edges is not None  # drawn as the cells they are
+        np.testing.assert_array_equal(s.u_edges, X)
+        np.testing.assert_array_equal(s.v_edges, Y)
         np.testing.assert_allclose(s.values, field(cx[None, :], cy[:, None], cz[layer]))
     s = cartesian_slice(X, Y, Z, cell, "x", 1.6)  # cell boundaries 0, 0.5, 1.5, 2
     np.testing.assert_allclose(s.values, field(cx[2], cy[None, :], cz[:, None]))

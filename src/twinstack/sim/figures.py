@@ -46,6 +46,10 @@ class Slice:
     title: str
     name: str = "field"
     unit: str = ""
+    # cell boundaries (nu + 1,), (nv + 1,) when each value is a cell's (a Cartesian mesh's
+    # cell-centred data): drawn as those cells; None: values at points, drawn around them
+    u_edges: np.ndarray | None = None
+    v_edges: np.ndarray | None = None
 
     @property
     def value_label(self) -> str:
@@ -94,12 +98,14 @@ def cartesian_slice(
         k = int(np.clip(np.searchsorted(edges[a], position, side="right") - 1, 0, cells[a] - 1))
         plane = np.take(data, k, axis=a)
         coords = [(c[1:] + c[:-1]) / 2 for c in edges]
+        cell_edges: list[np.ndarray | None] = list(edges)
     elif grid == nodes:
         c = edges[a]
         k = int(np.clip(np.searchsorted(c, position, side="right") - 1, 0, len(c) - 2))
         w = (position - c[k]) / (c[k + 1] - c[k])
         plane = (1 - w) * np.take(data, k, axis=a) + w * np.take(data, k + 1, axis=a)
         coords = edges
+        cell_edges = [None, None, None]
     else:
         raise ValueError(
             f"values must be cell-centred {cells} or nodal {nodes} (with a trailing 3 for "
@@ -116,6 +122,8 @@ def cartesian_slice(
         title=f"{name} at {axis} = {position:g} {length_unit}",
         name=name,
         unit=unit,
+        u_edges=cell_edges[iu],
+        v_edges=cell_edges[iv],
     )
 
 
@@ -289,8 +297,13 @@ def slice_png(
     finite = s.values[np.isfinite(s.values)]
     if vmin is None and vmax is None and not finite.size:
         vmin, vmax = 0.0, 1.0  # nothing to colour: an empty but valid scale
-    mesh = ax.pcolormesh(s.u, s.v, values, cmap=colormap, vmin=vmin, vmax=vmax, shading="nearest")
-    ax.set_aspect("equal")
+    if s.u_edges is not None and s.v_edges is not None:  # cells: draw them
+        u, v, cells = s.u_edges, s.v_edges, True
+    else:  # points: a cell around each
+        u, v, cells = s.u, s.v, False
+    shading: Literal["flat", "nearest"] = "flat" if cells else "nearest"
+    mesh = ax.pcolormesh(u, v, values, cmap=colormap, vmin=vmin, vmax=vmax, shading=shading)
+    ax.set_aspect("equal", adjustable="datalim")  # to scale; the axes keep their box
     ax.set_xlabel(s.u_label)
     ax.set_ylabel(s.v_label)
     ax.set_title(s.title)
@@ -308,7 +321,9 @@ def slice_data(s: Slice) -> dict[str, Any]:
     - "values_f32": bytes, little-endian float32, row-major (nv, nu) as in "shape": row j is
       v[j] from the bottom, column i is u[i]; NaN outside the domain. In JavaScript,
       `new Float32Array(buffer)` and value(i, j) = a[j * nu + i].
-    - "u", "v": sample coordinates (lists); "min", "max": finite range (None if none);
+    - "u", "v": sample coordinates (lists); "u_edges", "v_edges": cell boundaries when the
+      values are cells' (draw value (i, j) over [u_edges[i], u_edges[i + 1]] x ...), else None;
+    - "min", "max": finite range (None if none);
     - "u_label", "v_label", "title", "name", "unit", "label" (name with unit).
     The service sends the bytes as a binary frame or base64; the rest is JSON."""
     values = np.ascontiguousarray(s.values, dtype="<f4")
@@ -316,6 +331,8 @@ def slice_data(s: Slice) -> dict[str, Any]:
     return {
         "u": [float(c) for c in s.u],
         "v": [float(c) for c in s.v],
+        "u_edges": None if s.u_edges is None else [float(c) for c in s.u_edges],
+        "v_edges": None if s.v_edges is None else [float(c) for c in s.v_edges],
         "shape": [int(values.shape[0]), int(values.shape[1])],
         "values_f32": values.tobytes(),
         "min": float(finite.min()) if finite.size else None,

@@ -239,13 +239,20 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
 
 
+def _unique_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique of undirected index pairs (k, 2), with inverse and counts: through one int64
+    key per pair, several times faster than np.unique(axis=0)."""
+    lo, hi = pairs.min(axis=1), pairs.max(axis=1)
+    n = int(hi.max()) + 1 if len(pairs) else 1
+    keys, inverse, counts = np.unique(lo * n + hi, return_inverse=True, return_counts=True)
+    return np.stack([keys // n, keys % n], axis=1), inverse.reshape(-1), counts
+
+
 def _edge_faces(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unique undirected edges (k, 2), how many faces share each, and for every edge met by
     exactly two faces, those two faces (first, second) — or -1."""
     m = len(faces)
-    e = np.sort(faces[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2), axis=1)
-    edges, inverse, counts = np.unique(e, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
+    edges, inverse, counts = _unique_pairs(faces[:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2))
     order = np.argsort(inverse, kind="stable")
     face_of = np.repeat(np.arange(m), 3)[order]
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -303,19 +310,19 @@ def split_normals(
     m = len(faces)
     graph = coo_matrix((np.ones(int(smooth.sum())), (first[smooth], second[smooth])), (m, m))
     _, group = connected_components(graph, directed=False)
-    corner_vertex = faces.reshape(-1)
-    keys = np.stack([corner_vertex, np.repeat(group, 3)], axis=1)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    groups = int(group.max()) + 1 if m else 1
+    keys, inverse = np.unique(faces.reshape(-1) * groups + np.repeat(group, 3), return_inverse=True)
     inverse = inverse.reshape(-1)
+    vertex_of = keys // groups
     weighted = np.repeat(_unit(_face_normals(vertices, faces)), 3, axis=0) * _corner_angles(
         vertices, faces
     ).reshape(-1, 1)
-    normals = np.zeros((len(unique), 3))
+    normals = np.zeros((len(keys), 3))
     for k in range(3):
-        normals[:, k] = np.bincount(inverse, weights=weighted[:, k], minlength=len(unique))
+        normals[:, k] = np.bincount(inverse, weights=weighted[:, k], minlength=len(keys))
     normals = _unit(normals)
     normals[~normals.any(axis=1)] = (0.0, 0.0, 1.0)  # only degenerate faces there
-    return vertices[unique[:, 0]], normals, inverse.reshape(-1, 3)
+    return vertices[vertex_of], normals, inverse.reshape(-1, 3)
 
 
 def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,8 +333,7 @@ def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
 def _element_edges(vertices: np.ndarray, polygons: np.ndarray) -> np.ndarray:
     """Unique sides of polygons (m, k) as (n, 2, 3) segments."""
     sides = np.stack([polygons, np.roll(polygons, -1, axis=1)], axis=2).reshape(-1, 2)
-    sides = np.unique(np.sort(sides, axis=1), axis=0)
-    return vertices[sides]
+    return vertices[_unique_pairs(sides)[0]]
 
 
 def _colors(count: int, colors: Sequence[Sequence[float]] | None) -> list[Color]:

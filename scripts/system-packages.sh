@@ -17,8 +17,10 @@ declare -A needed_by=(
     [uidmap]="tests/deploy (podman's user namespaces)"
     [testssl.sh]="the TLS scan of the public listeners (testssl.sh)"
     [postgresql]="the PostgreSQL variants of the store tests (tests/unit, tests/store_fixtures.py)"
+    [nodejs]="tests/unit/test_scene.py (three.js loads our GLB; fails, not skipped, without it)"
+    [npm]="tests/unit/test_scene.py (installs the pinned three.js: tests/js/package-lock.json)"
 )
-packages=(python3-venv nftables iproute2 podman runc debootstrap uidmap testssl.sh)
+packages=(python3-venv nftables iproute2 podman runc debootstrap uidmap testssl.sh nodejs npm)
 command -v pg_ctl >/dev/null || command -v pg_ctlcluster >/dev/null || packages+=(postgresql)
 
 # Whether what a package provides is here (by command, so other ways of installing count too).
@@ -29,6 +31,7 @@ present() {
         iproute2) command -v ip ;;
         uidmap) command -v newuidmap ;;
         testssl.sh) command -v testssl || command -v testssl.sh ;;
+        nodejs) command -v node ;;
         postgresql) command -v pg_ctl || command -v pg_ctlcluster ;;
         *) command -v "$1" ;;
     esac >/dev/null
@@ -62,7 +65,7 @@ fi
 
 echo "system packages missing ($why): ${missing[*]}"
 echo "install them with: apt-get install ${missing[*]}"
-echo "until then these tests will be skipped:"
+echo "until then these tests will be skipped (or fail, where said):"
 for p in "${missing[@]}"; do
     echo "  $p: ${needed_by[$p]}"
 done

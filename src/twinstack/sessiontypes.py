@@ -40,10 +40,13 @@ SESSION_TYPE_NEEDS: dict[str, SessionType] = {
     # calls: a quarter of a core each on average (a busy one borrows idle cores; CPU shared
     # too thinly slows sessions down, while memory shared too thinly kills them).
     "data analysis": SessionType(services=("kriging",), cpus=0.25, memory_mb=768),
-    # The model service (~90 MB, idle but for the database) and the modeling service: the
-    # OpenCascade kernel (~200 MB with a few solids) and one action's shapes. CAD work is
-    # interactive: short bursts of one core.
-    "3D simulation": SessionType(services=("model", "modeling"), cpus=0.25, memory_mb=1024),
+    # The model service (~90 MB, idle but for the database), modeling (the OpenCascade kernel,
+    # ~200 MB with a few solids), the two meshers and visualization (~150-250 MB each with
+    # their kernels loaded) and one action's planned memory. CAD and meshing are interactive:
+    # short bursts of one core.
+    "3D simulation": SessionType(
+        services=("model", "modeling", "cartesian-mesh", "tet-mesh", "visualization"),
+        cpus=0.25, memory_mb=2048),
 }
 
 # Which compute services a session of each type runs (what gss starts and tells clients).

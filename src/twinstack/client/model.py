@@ -162,3 +162,65 @@ class Modeling:
         """Give shapes a material (an entity id or a library name); returns its entity id."""
         return str(self._session.call("modeling", "assign_material", ids=list(entity_ids),
                                       material=material)["material"])
+
+
+class Meshing:
+    """Cartesian (cartesian-mesh) and tetrahedral (tet-mesh) meshes of the session's solids:
+    each is a new mesh entity; its summary (cells or tets, volume, quality) is returned."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def cartesian(self, cell: float | list[float], *solids: str, **options: Any
+                  ) -> dict[str, Any]:
+        """Voxelize solids (default: all) with cells no larger than `cell`; options: padding,
+        refinements [{lo, hi, cell}], snap, max_ratio, samples, priorities {id: n}, name."""
+        return dict(self._session.call("cartesian-mesh", "create", cell=cell,
+                                       solids=list(solids) or None, **options))
+
+    def cartesian_estimate(self, cell: float | list[float], *solids: str, **options: Any
+                           ) -> dict[str, Any]:
+        """The grid `cartesian` would make (shape, cells, bytes) without making it."""
+        return dict(self._session.call("cartesian-mesh", "estimate", cell=cell,
+                                       solids=list(solids) or None, idempotent=True,
+                                       **options))
+
+    def tetrahedral(self, maxh: float, *solids: str, **options: Any) -> dict[str, Any]:
+        """Tetrahedra no larger than `maxh` (options: sizes {id: h}, refinements [{center,
+        radius, maxh}], grading, curvature_safety, name)."""
+        return dict(self._session.call("tet-mesh", "create", maxh=maxh,
+                                       solids=list(solids) or None, **options))
+
+    def export(self, mesh_id: str, format: str) -> bytes:
+        """A tetrahedral mesh as a VTU, MSH, Abaqus INP or Netgen VOL file."""
+        reply = self._session.call("tet-mesh", "export", id=mesh_id, format=format,
+                                   idempotent=True)
+        return self._session.blob(reply["blob"])
+
+
+class Visualization:
+    """Pictures a browser (or a person) looks at: GLB scenes, slice images, plots."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def _file(self, action: str, **params: Any) -> bytes:
+        reply = self._session.call("visualization", action, idempotent=True, **params)
+        return self._session.blob(reply["blob"])
+
+    def scene(self, *ids: str, tolerance: float | None = None) -> bytes:
+        """Solids (default: all) as GLB, a named node per solid in its material's colour."""
+        return self._file("scene", ids=list(ids) or None, tolerance=tolerance)
+
+    def mesh_view(self, mesh_id: str, clip: dict[str, Any] | None = None) -> bytes:
+        """A mesh as GLB; `clip={"origin": [...], "normal": [...]}` shows its inside."""
+        return self._file("mesh_view", id=mesh_id, clip=clip)
+
+    def slice(self, entity_id: str, **options: Any) -> bytes:
+        """A PNG of a field cut by a plane (options: field, axis and position, or plane;
+        cmap, vmin, vmax, size, resolution)."""
+        return self._file("slice", id=entity_id, format="png", **options)
+
+    def plot(self, entity_id: str, format: str = "png") -> bytes:
+        """A tetrahedral mesh's quality histogram or a result's series, as PNG or SVG."""
+        return self._file("plot", id=entity_id, format=format)

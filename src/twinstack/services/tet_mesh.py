@@ -114,6 +114,7 @@ class TetMeshService(ProjectService):
         return self.blobs.put(out.getvalue()), {
             "tets": quality["tets"], "points": quality["points"], "quality": quality,
             "volume": mesh.volume(),
+            "bounds": [mesh.points.min(axis=0).tolist(), mesh.points.max(axis=0).tolist()],
             "regions": [{"name": n, "solid": s["id"], "material": m,
                          "volume": mesh.region_volumes()[n]}
                         for n, s, m in zip(mesh.regions, solids, mesh.materials, strict=True)]}

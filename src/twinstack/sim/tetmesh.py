@@ -40,8 +40,6 @@ TETS_PER_H3 = 5.0
 # Peak resident memory of generation per tet: measured 475-700 B between 260k and 35k tets.
 BYTES_PER_TET = 700
 MAX_TETS = 5_000_000
-# A refinement ball is filled with mesh-size points this far apart, in units of its size.
-_REFINE_SPACING = 1.0
 FORMATS = ("vtu", "msh", "abaqus", "netgen")
 _SUFFIX = {"vtu": ".vtu", "msh": ".msh", "abaqus": ".inp", "netgen": ".vol"}
 _MESHIO_FORMAT = {"vtu": "vtu", "msh": "gmsh22", "abaqus": "abaqus", "netgen": "netgen"}
@@ -145,7 +143,8 @@ class TetMesh:
         )
 
     def write(self, format: str) -> bytes:
-        """One of FORMATS: "vtu" (binary, compressed), "msh" (gmsh 2.2 ascii, physical groups),
+        """One of FORMATS: "vtu" (binary, compressed), "msh" (gmsh 2.2 ASCII, physical groups
+        only),
         "abaqus" (.inp, one ELSET per region and per boundary group) or "netgen" (.vol, the
         region as netgen's domain index, region + 1)."""
         import meshio
@@ -155,7 +154,10 @@ class TetMesh:
         mesh = self.to_meshio()
         kwargs: dict[str, Any] = {}
         if format == "msh":
+            # meshio 5.3 writes numpy 2 integers as "np.int32(0)" in ASCII element data and
+            # fails on binary 2.2 with two cell types: the physical groups carry the regions
             kwargs["binary"] = False
+            del mesh.cell_data["region"]
         elif format == "abaqus":
             mesh.cell_data = {}
             for i, name in enumerate(self.regions):
@@ -192,9 +194,18 @@ def _check_size(value: float, what: str) -> float:
     return float(value)
 
 
+def _check_sizes(maxh: float, refinements: Sequence[Refinement]) -> None:
+    _check_size(maxh, "maxh")
+    for k, ref in enumerate(refinements):
+        _check_size(ref.maxh, f"maxh of refinement {k}")
+        _check_size(ref.radius, f"radius of refinement {k}")
+        if len(ref.center) != 3 or not all(math.isfinite(float(c)) for c in ref.center):
+            raise MeshingError(f"centre of refinement {k} must be three finite numbers")
+
+
 def _check_request(regions: Sequence[Region], maxh: float,
                    refinements: Sequence[Refinement]) -> None:
-    _check_size(maxh, "maxh")
+    _check_sizes(maxh, refinements)
     if not regions:
         raise MeshingError("no regions to mesh: give at least one solid")
     names = [r.name for r in regions]
@@ -203,11 +214,6 @@ def _check_request(regions: Sequence[Region], maxh: float,
     for r in regions:
         if r.maxh is not None:
             _check_size(r.maxh, f"maxh of region {r.name!r}")
-    for k, ref in enumerate(refinements):
-        _check_size(ref.maxh, f"maxh of refinement {k}")
-        _check_size(ref.radius, f"radius of refinement {k}")
-        if len(ref.center) != 3 or not all(math.isfinite(float(c)) for c in ref.center):
-            raise MeshingError(f"centre of refinement {k} must be three finite numbers")
 
 
 def _load(region: Region, ngocc: Any, tmp: str, index: int) -> Any:
@@ -240,7 +246,8 @@ def _estimate(volumes: Sequence[float], sizes: Sequence[float],
     for ref in refinements:
         ball = 4 / 3 * math.pi * ref.radius**3
         tets += TETS_PER_H3 * ball / ref.maxh**3
-    return {"tets": int(math.ceil(tets)), "memory_bytes": int(math.ceil(tets)) * BYTES_PER_TET}
+    count = round(tets)
+    return {"tets": count, "memory_bytes": count * BYTES_PER_TET}
 
 
 def _too_many(est: dict[str, Any], max_tets: int) -> MeshingError:
@@ -256,7 +263,7 @@ def estimate(regions: Sequence[Region], maxh: float, bbox_volume: float | None =
     each region's volume (its own maxh, at most the global one), plus each refinement ball.
     With `bbox_volume` the B-reps are not read: that volume at the global maxh."""
     if bbox_volume is not None:
-        _check_request([Region("bbox", b"")], maxh, refinements)
+        _check_sizes(maxh, refinements)
         return _estimate([_check_size(bbox_volume, "bbox_volume")], [maxh], refinements)
     _check_request(regions, maxh, refinements)
     ngocc, _ = _netgen()
@@ -332,9 +339,8 @@ def _generate(shape: Any, maxh: float, refinements: Sequence[Refinement], gradin
     mp = ngm.MeshingParameters(maxh=maxh, grading=grading)
     for ref in refinements:
         # netgen restricts the size at points (its octree cell); a grid of them fills the ball
-        step = ref.maxh * _REFINE_SPACING
-        n = int(math.ceil(ref.radius / step))
-        axis = np.arange(-n, n + 1) * step
+        n = math.ceil(ref.radius / ref.maxh)
+        axis = np.arange(-n, n + 1) * ref.maxh
         grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
         grid = grid[np.linalg.norm(grid, axis=1) <= ref.radius] + np.asarray(ref.center, float)
         for x, y, z in grid.tolist():

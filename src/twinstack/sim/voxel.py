@@ -1,0 +1,508 @@
+"""Cartesian (Yee) voxelization of closed triangle meshes for FDTD/FIT solvers.
+
+Method (scanline). Rays run along x through `samples` x `samples` cell-centred (y, z) points of
+every cell column. Each triangle visits only the rays inside its (y, z) bounding box; a ray hits
+it when the point lies inside its (y, z) projection, decided by three edge functions. Each edge
+function is computed from the edge's endpoints in one canonical order, so the two triangles
+sharing an edge see the same number; a ray exactly on an edge or vertex is resolved by a
+symbolic perturbation of the ray, (y + e, z + e^2), so it counts in exactly one triangle of a
+closed surface. A hit enters (x-normal < 0) or leaves (> 0); a point is inside while the
+winding count is positive, so for outward-oriented solids the union of several bodies is
+simply "count > 0" over all their triangles. Intervals are exact along x, so a cell's fill is
+the mean over its sub-rays of covered length / dx: boundary cells get fractional fill and the
+volume is second-order accurate in the sub-ray spacing.
+
+Overlap rule (the cell's material, a staircase). Bodies are ranked by (priority, position in
+the list); a cell gets the material of the highest-ranked body that covers at least half of
+it, so between equal priorities the later body wins; cells no body covers to half stay 0.
+Per-body coverage (not the union) decides, so a cell half filled by each of two bodies goes to
+the higher-ranked one, and a cell a third filled by each of three stays background although
+its union fill is 1: the material array is the solver's staircase, `fill` its conformal
+correction.
+
+PEC edges. Rays along each axis through the grid nodes' lines (an x-edge lies on the line
+y = y_j, z = z_k) give each edge's length inside the union of the PEC bodies; an edge is PEC
+when more than half of it is inside. Edges lying exactly on a PEC surface count as inside (a
+conductor's surface is metal): the ray is perturbed towards all four (y, z) quadrants and the
+largest inside length is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+MAX_CELLS = 200_000_000
+
+
+class GridError(ValueError):
+    """Bad grid or voxelization input; the message says what is wrong and which limit was hit."""
+
+
+# --- grid lines ------------------------------------------------------------------------------
+
+
+def axis_lines(
+    lo: float,
+    hi: float,
+    cell: float,
+    *,
+    refinements: Sequence[tuple[float, float, float]] = (),
+    snap: Sequence[float] = (),
+    max_ratio: float = 1.5,
+    max_lines: int = 100_000,
+) -> np.ndarray:
+    """Graded grid lines on one axis, from `lo` to `hi` exactly.
+
+    Cells are at most `cell`, at most `finer_cell` where they overlap a refinement (a, b,
+    finer_cell), neighbours differ by at most `max_ratio`, and every `snap` in (lo, hi) is a
+    line (solid boundaries on grid lines: no partial cells there). A size field, the smallest
+    of the wanted sizes grown geometrically (by `max_ratio` per cell) away from each
+    refinement and from each gap between snapped lines, is integrated per gap, the lines are
+    placed at equal steps of its integral, and a last pass splits any cell still larger than
+    `max_ratio` times a neighbour (gaps meet with different rounding).
+    """
+    values = [lo, hi, cell, max_ratio, *snap, *(v for r in refinements for v in r)]
+    if not all(math.isfinite(float(v)) for v in values):
+        raise GridError("grid input must be finite numbers")
+    if cell <= 0:
+        raise GridError(f"the cell size must be positive, not {cell}")
+    if hi <= lo:
+        raise GridError(f"the axis is empty: hi {hi} <= lo {lo}")
+    if max_ratio <= 1:
+        raise GridError(f"max_ratio must be > 1, not {max_ratio}")
+    sources: list[tuple[float, float, float]] = []
+    log_r = math.log(max_ratio)
+    for a, b, h in refinements:
+        if h <= 0 or b < a:
+            raise GridError(f"a refinement needs a <= b and a positive cell, not {(a, b, h)}")
+        if b < lo or a > hi or h >= cell:
+            continue
+        # flat a little beyond [a, b]: a cell overlapping the interval then lies where size = h
+        margin = h * (max_ratio - 1) / log_r
+        sources.append((a - margin, b + margin, h))
+    fixed = np.unique(np.array([lo, hi, *(p for p in snap if lo < p < hi)], dtype=np.float64))
+    gaps = np.diff(fixed)
+    sources += [(a, b, g) for a, b, g in zip(fixed[:-1], fixed[1:], gaps, strict=True)
+                if g < cell]
+
+    def size(x: np.ndarray) -> np.ndarray:
+        s = np.full_like(x, cell)
+        for a, b, h in sources:
+            dist = np.maximum(np.maximum(a - x, x - b), 0.0)
+            s = np.minimum(s, h + log_r * dist)
+        return s
+
+    pieces: list[np.ndarray] = []
+    total = 1
+    for a, b in zip(fixed[:-1], fixed[1:], strict=True):
+        smallest = min([cell, *(h for s0, s1, h in sources if s1 >= a and s0 <= b)])
+        n_samples = int(min(16 * math.ceil((b - a) / smallest) + 2, 16 * max_lines))
+        xs = np.linspace(a, b, n_samples)
+        density = 1.0 / size(xs)
+        phi = np.concatenate(([0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(xs))))
+        n = max(1, math.ceil(phi[-1] * (1 - 1e-9)))
+        total += n
+        if total > max_lines:
+            raise GridError(f"the axis would need more than {max_lines} lines (max_lines)")
+        lines = np.interp(np.arange(n + 1) * (phi[-1] / n), phi, xs)
+        lines[0], lines[-1] = a, b
+        pieces.append(lines[:-1])
+    lines = np.concatenate([*pieces, [hi]])
+    return _balance(lines, max_ratio, max_lines)
+
+
+def _balance(lines: np.ndarray, ratio: float, max_lines: int) -> np.ndarray:
+    """Split every cell larger than `ratio` times a neighbour until none is."""
+    while True:
+        d = np.diff(lines)
+        limit = np.full_like(d, np.inf)
+        limit[1:] = d[:-1] * ratio
+        limit[:-1] = np.minimum(limit[:-1], d[1:] * ratio)
+        parts = np.where(d > limit * (1 + 1e-9), np.ceil(d / limit), 1).astype(np.int64)
+        if np.all(parts == 1):
+            return lines
+        if parts.sum() + 1 > max_lines:
+            raise GridError(
+                f"the axis would need {parts.sum() + 1} lines, more than max_lines {max_lines}"
+            )
+        new = [lines[i] + d[i] * np.arange(parts[i]) / parts[i] for i in range(len(d))]
+        lines = np.concatenate([*new, lines[-1:]])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Grid lines (cell edges) on each axis, each strictly increasing."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in "xyz":
+            a = np.asarray(getattr(self, name), dtype=np.float64)
+            if a.ndim != 1 or len(a) < 2:
+                raise GridError(f"the grid's {name} axis needs at least two lines")
+            if not np.all(np.isfinite(a)):
+                raise GridError(f"the grid's {name} axis has lines that are not finite")
+            if not np.all(np.diff(a) > 0):
+                raise GridError(f"the grid's {name} lines are not strictly increasing")
+            object.__setattr__(self, name, a)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.x) - 1, len(self.y) - 1, len(self.z) - 1)
+
+    @property
+    def cells(self) -> int:
+        nx, ny, nz = self.shape
+        return nx * ny * nz
+
+    def cell_volumes(self) -> np.ndarray:
+        """(nx, ny, nz) by broadcasting: (nx, 1, 1) * (1, ny, 1) * (1, 1, nz)."""
+        return (np.diff(self.x)[:, None, None] * np.diff(self.y)[None, :, None]
+                * np.diff(self.z)[None, None, :])
+
+    @classmethod
+    def uniform(
+        cls, lo: Sequence[float], hi: Sequence[float], cells: Sequence[int] | int
+    ) -> Grid:
+        n = [cells] * 3 if isinstance(cells, int) else list(cells)
+        if len(lo) != 3 or len(hi) != 3 or len(n) != 3 or min(n) < 1:
+            raise GridError("a uniform grid needs 3 lows, 3 highs and >= 1 cell per axis")
+        x, y, z = (np.linspace(lo[i], hi[i], n[i] + 1) for i in range(3))
+        return cls(x, y, z)
+
+
+@dataclass(frozen=True)
+class Body:
+    """One closed, outward-oriented solid to voxelize; `material` >= 1 (0 is background)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    material: int
+    priority: int = 0
+    pec: bool = False
+
+    def triangles(self) -> np.ndarray:
+        """(m, 3, 3) float64 corner coordinates, after checking the arrays."""
+        v = np.asarray(self.vertices, dtype=np.float64)
+        f = np.asarray(self.faces)
+        if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+            raise GridError("a body needs vertices (n, 3) and at least one triangle (m, 3)")
+        if not np.all(np.isfinite(v)):
+            raise GridError("a body has vertices that are not finite")
+        if f.min() < 0 or f.max() >= len(v):
+            raise GridError("a body has triangle indices outside its vertex list")
+        if not 1 <= self.material <= np.iinfo(np.uint16).max:
+            raise GridError(f"a body's material must be in 1..65535, not {self.material}")
+        return v[f]
+
+
+@dataclass
+class Voxels:
+    grid: Grid
+    material: np.ndarray  # (nx, ny, nz) uint16, 0 background
+    fill: np.ndarray  # (nx, ny, nz) float32, inside fraction of the union of all bodies
+    pec_edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # x-, y-, z-edges, bool
+
+    def volume(self) -> float:
+        return float(np.sum(self.fill * self.grid.cell_volumes(), dtype=np.float64))
+
+    def material_volumes(self) -> dict[int, float]:
+        """Volume of the cells of each material index >= 1 (the staircase)."""
+        vol = np.broadcast_to(self.grid.cell_volumes(), self.grid.shape)
+        sums = np.bincount(self.material.ravel(), weights=vol.ravel())
+        return {int(m): float(sums[m]) for m in np.flatnonzero(sums) if m > 0}
+
+
+# --- the scanline kernel ---------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _side(ay: float, az: float, by: float, bz: float, py: float, pz: float,
+          sy: int, sz: int) -> tuple[float, int]:
+    """Edge function of p against a -> b (a before b lexicographically) and its sign, with p
+    perturbed by (sy e, sz e^2) when p lies on the edge's line."""
+    dy, dz = by - ay, bz - az
+    e = dy * (pz - az) - dz * (py - ay)
+    if e > 0:
+        return e, 1
+    if e < 0:
+        return e, -1
+    if dz != 0:  # perturbed e = dy sz e^2 - dz sy e
+        return e, (-1 if dz * sy > 0 else 1)
+    if dy != 0:
+        return e, (1 if dy * sz > 0 else -1)
+    return e, 0
+
+
+@njit(cache=True, inline="always")
+def _oriented(u: np.ndarray, v: np.ndarray, py: float, pz: float,
+              sy: int, sz: int) -> tuple[float, int]:
+    """Edge function of p against the triangle's edge u -> v, from the canonical order."""
+    if u[1] < v[1] or (u[1] == v[1] and u[2] < v[2]):
+        return _side(u[1], u[2], v[1], v[2], py, pz, sy, sz)
+    e, s = _side(v[1], v[2], u[1], u[2], py, pz, sy, sz)
+    return -e, -s
+
+
+@njit(cache=True, parallel=True)
+def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: int,
+          sy: int, sz: int) -> np.ndarray:
+    """Inside fraction of each x-interval of `xs`, averaged over groups of s x s rays.
+
+    Rays run along x (coordinate 0 of `tri`) at every (ys[a], zs[b]); ys and zs are sorted
+    and grouped by s into columns. Returns (len(xs) - 1, len(ys) // s, len(zs) // s) float32.
+    """
+    nx, ncol_y, ncol_z = len(xs) - 1, len(ys) // s, len(zs) // s
+    m = tri.shape[0]
+    a0 = np.empty(m, np.int64)
+    a1 = np.empty(m, np.int64)
+    b0 = np.empty(m, np.int64)
+    b1 = np.empty(m, np.int64)
+    per_group = np.zeros(ncol_z + 1, np.int64)
+    for t in range(m):
+        y_lo = min(tri[t, 0, 1], tri[t, 1, 1], tri[t, 2, 1])
+        y_hi = max(tri[t, 0, 1], tri[t, 1, 1], tri[t, 2, 1])
+        z_lo = min(tri[t, 0, 2], tri[t, 1, 2], tri[t, 2, 2])
+        z_hi = max(tri[t, 0, 2], tri[t, 1, 2], tri[t, 2, 2])
+        a0[t] = np.searchsorted(ys, y_lo, "left")
+        a1[t] = np.searchsorted(ys, y_hi, "right")
+        b0[t] = np.searchsorted(zs, z_lo, "left")
+        b1[t] = np.searchsorted(zs, z_hi, "right")
+        if a0[t] < a1[t] and b0[t] < b1[t]:
+            for g in range(b0[t] // s, (b1[t] - 1) // s + 1):
+                per_group[g + 1] += 1
+    start = np.cumsum(per_group)
+    bucket = np.empty(start[-1], np.int64)
+    fill = start[:-1].copy()
+    for t in range(m):
+        if a0[t] < a1[t] and b0[t] < b1[t]:
+            for g in range(b0[t] // s, (b1[t] - 1) // s + 1):
+                bucket[fill[g]] = t
+                fill[g] += 1
+
+    out = np.zeros((nx, ncol_y, ncol_z), np.float32)
+    n_rays = s * len(ys)  # rays of one group: s rows of len(ys)
+    for g in prange(ncol_z):
+        candidates = 0
+        for q in range(start[g], start[g + 1]):
+            t = bucket[q]
+            rows = min(b1[t], (g + 1) * s) - max(b0[t], g * s)
+            candidates += rows * (a1[t] - a0[t])
+        ray = np.empty(candidates, np.int64)
+        hit_x = np.empty(candidates, np.float64)
+        hit_d = np.empty(candidates, np.int8)
+        n_hits = 0
+        for q in range(start[g], start[g + 1]):
+            t = bucket[q]
+            v0, v1, v2 = tri[t, 0], tri[t, 1], tri[t, 2]
+            x_lo = min(v0[0], v1[0], v2[0])
+            x_hi = max(v0[0], v1[0], v2[0])
+            for b in range(max(b0[t], g * s), min(b1[t], (g + 1) * s)):
+                pz = zs[b]
+                for a in range(a0[t], a1[t]):
+                    py = ys[a]
+                    w0, s0 = _oriented(v1, v2, py, pz, sy, sz)
+                    w1, s1 = _oriented(v2, v0, py, pz, sy, sz)
+                    if s1 != s0 or s0 == 0:
+                        continue
+                    w2, s2 = _oriented(v0, v1, py, pz, sy, sz)
+                    if s2 != s0:
+                        continue
+                    wsum = w0 + w1 + w2
+                    x = (w0 * v0[0] + w1 * v1[0] + w2 * v2[0]) / wsum if wsum != 0 else v0[0]
+                    ray[n_hits] = (b - g * s) * len(ys) + a
+                    hit_x[n_hits] = min(max(x, x_lo), x_hi)
+                    hit_d[n_hits] = -s0  # counter-clockwise in (y, z): x-normal > 0, leaving
+                    n_hits += 1
+        # group the hits by ray (counting sort), then sweep each ray in x order
+        first = np.zeros(n_rays + 1, np.int64)
+        for h in range(n_hits):
+            first[ray[h] + 1] += 1
+        first = np.cumsum(first)
+        slot = first[:-1].copy()
+        order = np.empty(n_hits, np.int64)
+        for h in range(n_hits):
+            order[slot[ray[h]]] = h
+            slot[ray[h]] += 1
+        acc = np.zeros((nx, ncol_y), np.float64)
+        px = np.empty(64, np.float64)
+        pd = np.empty(64, np.int8)
+        for r in range(n_rays):
+            k = first[r + 1] - first[r]
+            if k == 0:
+                continue
+            if k > len(px):
+                px = np.empty(2 * k, np.float64)
+                pd = np.empty(2 * k, np.int8)
+            for i in range(k):  # insertion sort: a ray crosses a few faces
+                h = order[first[r] + i]
+                xv, dv = hit_x[h], hit_d[h]
+                j = i
+                while j > 0 and px[j - 1] > xv:
+                    px[j] = px[j - 1]
+                    pd[j] = pd[j - 1]
+                    j -= 1
+                px[j] = xv
+                pd[j] = dv
+            col = (r % len(ys)) // s
+            count = 0
+            enter = 0.0
+            for i in range(k):
+                before = count
+                count += pd[i]
+                if before <= 0 < count:
+                    enter = px[i]
+                elif count <= 0 < before:
+                    _add(acc, xs, col, enter, px[i])
+        for i in range(nx):
+            for c in range(ncol_y):
+                out[i, c, g] = acc[i, c] / (s * s)
+    return out
+
+
+@njit(cache=True, inline="always")
+def _add(acc: np.ndarray, xs: np.ndarray, col: int, lo: float, hi: float) -> None:
+    """Add the interval [lo, hi] to the cells of column `col`, as fractions of each cell."""
+    lo, hi = max(lo, xs[0]), min(hi, xs[-1])
+    if hi <= lo:
+        return
+    i = np.searchsorted(xs, lo, "right") - 1
+    while i < len(xs) - 1 and xs[i] < hi:
+        left, right = xs[i], xs[i + 1]
+        acc[i, col] += (min(hi, right) - max(lo, left)) / (right - left)
+        i += 1
+
+
+# --- voxelize --------------------------------------------------------------------------------
+
+
+def _threads() -> int:
+    return int(numba.get_num_threads())
+
+
+def estimate_bytes(grid: Grid, bodies: Sequence[Body] | int) -> int:
+    """Bytes a voxelization needs at its peak: outputs (material 2, fill 4, PEC edges 3 per
+    cell), one float32 coverage array per pass, per-thread accumulators and the triangles'
+    hit lists (about 64 ray candidates per triangle, 17 bytes each)."""
+    n_bodies = bodies if isinstance(bodies, int) else len(bodies)
+    triangles = (n_bodies * 1000 if isinstance(bodies, int)
+                 else sum(len(b.faces) for b in bodies))
+    nx, ny, nz = grid.shape
+    cells = grid.cells
+    outputs = cells * (2 + 4) + 3 * (nx + 1) * (ny + 1) * (nz + 1)
+    working = 2 * 4 * cells + _threads() * nx * ny * 8 * 2 + triangles * (72 + 32 + 64 * 17)
+    return int(outputs + working)
+
+
+def _box(coords: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
+    """The cells [i0, i1) of lines `coords` that overlap [lo, hi] (clipped to the grid)."""
+    i0 = max(int(np.searchsorted(coords, lo, "right")) - 1, 0)
+    i1 = min(int(np.searchsorted(coords, hi, "left")), len(coords) - 1)
+    return i0, max(i1, i0)
+
+
+def _samples(lines: np.ndarray, s: int) -> np.ndarray:
+    """s cell-centred sample coordinates per cell, in increasing order."""
+    frac = (np.arange(s) + 0.5) / s
+    return (lines[:-1, None] + np.diff(lines)[:, None] * frac[None, :]).ravel()
+
+
+def _coverage(grid: Grid, tri: np.ndarray, box: list[tuple[int, int]], s: int) -> np.ndarray:
+    """Inside fraction of the cells in `box` (cell ranges per axis) for the triangles `tri`."""
+    (i0, i1), (j0, j1), (k0, k1) = box
+    ys = _samples(grid.y[j0:j1 + 1], s)
+    zs = _samples(grid.z[k0:k1 + 1], s)
+    return _scan(tri, grid.x[i0:i1 + 1], ys, zs, s, 1, 1)
+
+
+def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 4,
+             max_cells: int = MAX_CELLS) -> Voxels:
+    """Material (staircase), fill fraction and PEC edges of `bodies` on `grid`."""
+    if not bodies:
+        raise GridError("nothing to voxelize: the body list is empty")
+    if samples < 1:
+        raise GridError(f"samples must be >= 1, not {samples}")
+    if grid.cells > max_cells:
+        need = estimate_bytes(grid, bodies)
+        raise GridError(
+            f"the grid has {grid.cells:,} cells, more than the limit {max_cells:,} (max_cells); "
+            f"voxelizing it would need about {need / 2**30:.1f} GiB"
+        )
+    tris = [b.triangles() for b in bodies]
+    shape = grid.shape
+    material = np.zeros(shape, np.uint16)
+    fill = np.zeros(shape, np.float32)
+    boxes: list[list[tuple[int, int]] | None] = []
+    for t in tris:
+        lo, hi = t.reshape(-1, 3).min(axis=0), t.reshape(-1, 3).max(axis=0)
+        box = [_box(line, lo[a], hi[a]) for a, line in enumerate((grid.x, grid.y, grid.z))]
+        boxes.append(None if any(b0 == b1 for b0, b1 in box) else box)
+    rank = sorted(range(len(bodies)), key=lambda i: (bodies[i].priority, i))
+    for i in rank:  # lowest rank first: the higher-ranked body overwrites
+        box = boxes[i]
+        if box is None:
+            continue
+        part = _coverage(grid, tris[i], box, samples)
+        view = tuple(slice(a, b) for a, b in box)
+        material[view][part >= 0.5] = bodies[i].material
+        np.maximum(fill[view], part, out=fill[view])
+    present = [b for b in boxes if b is not None]
+    if _overlapping(present):  # overlapping bodies: the union needs one pass over all
+        union_box = [(min(b[a][0] for b in present), max(b[a][1] for b in present))
+                     for a in range(3)]
+        view = tuple(slice(a, b) for a, b in union_box)
+        fill[view] = _coverage(grid, np.concatenate(tris), union_box, samples)
+    pec = [t for t, b in zip(tris, bodies, strict=True) if b.pec]
+    edges = _pec_edges(grid, np.concatenate(pec)) if pec else _no_edges(shape)
+    return Voxels(grid, material, fill, edges)
+
+
+def _overlapping(boxes: list[list[tuple[int, int]]]) -> bool:
+    for n, a in enumerate(boxes):
+        for b in boxes[:n]:
+            if all(a[k][0] < b[k][1] and b[k][0] < a[k][1] for k in range(3)):
+                return True
+    return False
+
+
+def _no_edges(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nx, ny, nz = shape
+    return (np.zeros((nx, ny + 1, nz + 1), bool), np.zeros((nx + 1, ny, nz + 1), bool),
+            np.zeros((nx + 1, ny + 1, nz), bool))
+
+
+def _pec_edges(grid: Grid, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges more than half inside the union of the PEC triangles' solids.
+
+    The y- and z-edges use the same x-ray kernel on cyclically permuted coordinates (a
+    rotation: orientation, hence the inside, is kept)."""
+    out = _no_edges(grid.shape)
+    lines = (grid.x, grid.y, grid.z)
+    lo, hi = tri.reshape(-1, 3).min(axis=0), tri.reshape(-1, 3).max(axis=0)
+    for axis, back in ((0, (0, 1, 2)), (1, (2, 0, 1)), (2, (1, 2, 0))):
+        perm = [(axis + k) % 3 for k in range(3)]  # ray axis first
+        along, u, w = (lines[p] for p in perm)
+        i0, i1 = _box(along, lo[perm[0]], hi[perm[0]])
+        j0, j1 = (int(np.searchsorted(u, lo[perm[1]], "left")),
+                  int(np.searchsorted(u, hi[perm[1]], "right")))
+        k0, k1 = (int(np.searchsorted(w, lo[perm[2]], "left")),
+                  int(np.searchsorted(w, hi[perm[2]], "right")))
+        if i0 == i1 or j0 == j1 or k0 == k1:
+            continue
+        t = np.ascontiguousarray(tri[:, :, perm])
+        frac = np.zeros((i1 - i0, j1 - j0, k1 - k0), np.float32)
+        for sy, sz in ((1, 1), (1, -1), (-1, 1), (-1, -1)):  # on the surface counts as in
+            np.maximum(frac, _scan(t, along[i0:i1 + 1], u[j0:j1], w[k0:k1], 1, sy, sz),
+                       out=frac)
+        box = [(i0, i1), (j0, j1), (k0, k1)]
+        view = tuple(slice(*box[back[d]]) for d in range(3))
+        out[axis][view] = frac.transpose(back) > 0.5
+    return out

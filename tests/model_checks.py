@@ -10,8 +10,10 @@ import pytest
 from twinstack.client import ActionError
 
 
-def head_id(session: Any) -> int:
-    return int(session.model.head()["state"]["id"])
+def head_id(session: Any) -> int | None:
+    """The head state's id (None before the first change)."""
+    head = session.model.head()
+    return None if head is None else int(head["state"]["id"])
 
 
 def refused(session: Any, status: int, call: Any, *args: Any, **kwargs: Any) -> str:

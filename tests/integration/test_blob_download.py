@@ -31,7 +31,7 @@ def get(ctx: ssl.SSLContext, url: str, token: str | None, **headers: str
 
 def test_download_by_hash_with_ranges_and_access(tmp_path):
     with running_platform(tmp_path, "ada", "bob", "cy", "dan") as platform:
-        ada, bob, cy, project = shared_project(platform, "parts")
+        ada, _, cy, project = shared_project(platform, "parts")
         session = ada.open_session(project)
         box = session.modeling.create("box", size=[2, 1, 1], name="box")
         digest = session.call("modeling", "export", id=box, format="step")["blob"]

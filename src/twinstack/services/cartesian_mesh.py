@@ -169,7 +169,8 @@ class CartesianMeshService(ProjectService):
         volumes = voxels.material_volumes()
         return self.blobs.put(out.getvalue()), {
             "shape": list(grid.shape), "cells": grid.cells,
-            "bounds": [[grid.x[0], grid.y[0], grid.z[0]], [grid.x[-1], grid.y[-1], grid.z[-1]]],
+            "bounds": [[float(a[0]) for a in (grid.x, grid.y, grid.z)],
+                       [float(a[-1]) for a in (grid.x, grid.y, grid.z)]],
             "smallest_cell": smallest, "volume": voxels.volume(),
             "material_volumes": {str(k): v for k, v in volumes.items()},
             "pec_edges": int(sum(int(e.sum()) for e in voxels.pec_edges))}

@@ -31,8 +31,10 @@ FRONT_DOOR = 7400  # the examples name https://127.0.0.1:7400
 EXPECTED = {
     "session types": ["data analysis", "kriging"],
     "interpolate": ["2.50", "variogram:", "events:"],
-    "cad.create": ["part: 1.6163", "smaller ball: 2.6258"],
+    "smaller ball": ["part: 1.6163", "smaller ball: 2.6258"],
     "project history": ["* 1", "<- head", "ball: radius=1.1"],
+    "mesh.cartesian": ["voxel volume: 7.48", "tet volume: 7.48", "min dihedral angle:",
+                       "wrote fill.png, part.glb, quality.png, tets.glb"],
     "openapi.json": ['"openapi":"3.1.0"', '"service":"gss"'],
     "certs show": ["CN=gss", "gss.example.org", "Revoked:     YES", "next update"],
     "serve --help": ["usage: twinstack serve"],

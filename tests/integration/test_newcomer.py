@@ -225,7 +225,8 @@ def test_login_and_listings_through_the_cli(running: Platform, tmp_path: Path):
         types = cli("session", "types", "--json")
         assert json.loads(types.stdout) == [
             {"name": "data analysis", "services": ["kriging"]},
-            {"name": "3D simulation", "services": ["model", "modeling"]}]
+            {"name": "3D simulation", "services": ["model", "modeling", "cartesian-mesh",
+                                                  "tet-mesh", "visualization"]}]
         assert "kriging" in cli("session", "types").stdout
         nodes = cli("node", "list")
         assert nodes.returncode == 0, nodes.stderr
@@ -409,10 +410,10 @@ def test_make_up_installs_only_what_running_needs(tmp_path: Path):
     up = make_dry_run("up", tmp_path, "PORT=7500")
     installs = [line for line in up.splitlines() if "/pip " in line]
     assert installs and all("--quiet" in line for line in installs)
-    assert re.findall(r"install -e '\.\[([^\]]*)\]'", up) == ["compute,cad"]
+    assert re.findall(r"install -e '\.\[([^\]]*)\]'", up) == ["compute,cad,mesh"]
     assert up.splitlines()[-1].endswith("twinstack up --data-dir data --port 7500")
     assert "--port" not in make_dry_run("up", tmp_path).splitlines()[-1]
 
     test = make_dry_run("test", tmp_path)
-    assert re.findall(r"install -e '\.\[([^\]]*)\]'", test) == ["compute,cad,kubernetes,test"]
+    assert re.findall(r"install -e '\.\[([^\]]*)\]'", test) == ["compute,cad,mesh,kubernetes,test"]
     assert test.index("scripts/system-packages.sh") < test.index("-m venv")  # venv needs it

@@ -224,6 +224,8 @@ def test_meshio_mesh(two_regions: TetMesh):
          "distinct"),
         (lambda b: mesh_solids([Region("ball", b["ball"]), Region("box", b["box"])], 0.5),
          "region 'ball' lies entirely inside later regions"),
+        (lambda b: mesh_solids([Region("box", b["box"])], 0.5, optimize_steps=-1),
+         "optimize_steps must be an integer from 0 to 10"),
         (lambda b: estimate([Region("box", b["box"])], -1.0), "maxh must be a positive"),
     ],
 )

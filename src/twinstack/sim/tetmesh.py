@@ -338,7 +338,9 @@ def _glue(shapes: list[Any], sizes: list[float], regions: Sequence[Region], ngoc
             if regions[i].maxh is not None:
                 solid.maxh = sizes[i]
         parts.append(shape)
-    return parts[0] if len(parts) == 1 else ngocc.Glue(parts)
+    if len(parts) == 1 and len(parts[0].solids) == 1:
+        return parts[0]
+    return ngocc.Glue(parts)  # also the solids of one region's compound, with each other
 
 
 def _generate(shape: Any, maxh: float, refinements: Sequence[Refinement], grading: float,

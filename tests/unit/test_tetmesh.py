@@ -101,16 +101,16 @@ def test_box_with_a_spherical_hole(breps: dict[str, bytes]):
 
 def test_two_regions_each_tet_in_its_own_solid(breps: dict[str, bytes]):
     mesh = mesh_solids(
-        [Region("holed", breps["holed"], "steel"), Region("ball", breps["ball"], "copper", 0.1)],
-        0.25, curvature_safety=4)
+        [Region("holed", breps["holed"], "steel"), Region("ball", breps["ball"], "copper", 0.12)],
+        0.35, curvature_safety=4)
     assert mesh.regions == ["holed", "ball"]
     assert mesh.materials == ["steel", "copper"]
     check_conforming(mesh)
     volumes = mesh.region_volumes()
     assert sum(volumes.values()) == pytest.approx(8.0, rel=1e-12)  # the box is filled exactly
     # the interface is one polyhedron inscribed in the sphere: what the ball lacks the holed
-    # box has (measured -1.7 % and +0.12 %)
-    assert volumes["ball"] == pytest.approx(BALL, rel=2.5e-2)
+    # box has (measured -2.3 % and +0.16 %)
+    assert volumes["ball"] == pytest.approx(BALL, rel=3e-2)
     assert volumes["holed"] == pytest.approx(HOLED, rel=2.5e-3)
     centroids = mesh.points[mesh.tets].mean(axis=1)
     radius = np.linalg.norm(centroids - CENTER, axis=1)
@@ -122,21 +122,21 @@ def test_two_regions_each_tet_in_its_own_solid(breps: dict[str, bytes]):
     assert np.all(radius[~ball] > 0.5 - sagitta)
     assert np.all((centroids > 0) & (centroids < 2))
     # the ball's own size: finer than the holed box
-    assert edge_size(mesh, ball) < 0.75 * edge_size(mesh, ~ball)  # 0.148 against 0.215
+    assert edge_size(mesh, ball) < 0.75 * edge_size(mesh, ~ball)  # 0.165 against 0.246
     assert set(np.unique(mesh.boundary_region)) == {-1, 0}
     assert np.all(np.sort(mesh.interface_regions[mesh.boundary_region == -1], 1) == [0, 1])
 
 
 def test_touching_regions_and_region_sizes(breps: dict[str, bytes]):
     mesh = mesh_solids(
-        [Region("coarse", breps["box"]), Region("fine", breps["touching"], maxh=0.2)], 0.5)
+        [Region("coarse", breps["box"]), Region("fine", breps["touching"], maxh=0.25)], 0.6)
     check_conforming(mesh)
     assert mesh.region_volumes() == pytest.approx({"coarse": 8.0, "fine": 8.0}, rel=1e-12)
     shared = mesh.points[mesh.boundary[mesh.boundary_region == -1]]
     assert len(shared) > 0 and np.allclose(shared[..., 0], 2.0)  # the face x = 2
     fine = mesh.region == 1
-    assert edge_size(mesh, fine) < 0.3  # measured 0.25 against 0.38
-    assert edge_size(mesh, fine) < 0.75 * edge_size(mesh, ~fine)
+    assert edge_size(mesh, fine) < 0.35  # measured 0.30 against 0.43 (graded to the interface)
+    assert edge_size(mesh, fine) < 0.8 * edge_size(mesh, ~fine)
 
 
 def test_overlap_goes_to_the_later_region(breps: dict[str, bytes]):
@@ -224,6 +224,8 @@ def test_meshio_mesh(two_regions: TetMesh):
          "distinct"),
         (lambda b: mesh_solids([Region("ball", b["ball"]), Region("box", b["box"])], 0.5),
          "region 'ball' lies entirely inside later regions"),
+        (lambda b: mesh_solids([Region("box", b["box"])], 0.5, optimize_steps=-1),
+         "optimize_steps must be an integer from 0 to 10"),
         (lambda b: estimate([Region("box", b["box"])], -1.0), "maxh must be a positive"),
     ],
 )

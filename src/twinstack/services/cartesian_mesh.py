@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from twinstack.services.geometry import ShapeCache, chosen_solids, only_solids
+from twinstack.services.geometry import ShapeCache, Solids, chosen_solids, only_solids
 from twinstack.services.project import CALLERS, ProjectService
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
@@ -46,9 +46,7 @@ class BoxRefinement(BaseModel):
 class CartesianParams(BaseModel):
     model_config = {"extra": "forbid"}
 
-    solids: list[str] | None = Field(None, min_length=1, max_length=10_000,
-                                     description="geometry entity ids (default: every solid "
-                                     "of the model), later ones win overlaps")
+    solids: Solids
     cell: float | Vector = Field(description="the largest cell size (one, or per axis)")
     padding: float = Field(0.0, ge=0, allow_inf_nan=False,
                            description="space around the solids' bounding box")

@@ -8,12 +8,19 @@ from __future__ import annotations
 import collections
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from twinstack.store.blobs import BlobStore, CorruptBlob
 from twinstack.store.errors import NotFound
 from twinstack.wire.errors import ActionError
 
+# Which solids a mesh or a picture is made of (None: every solid of the model).
+Solids = Annotated[list[str] | None, Field(
+    None, min_length=1, max_length=10_000,
+    description="geometry entity ids (default: every solid of the model), later ones win "
+    "overlaps")]
 MESH = "mesh"  # the representation of imported triangle meshes
 BREP = "brep"
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from twinstack.services.geometry import BREP, blob_bytes, chosen_solids, only_solids
+from twinstack.services.geometry import BREP, Solids, blob_bytes, chosen_solids, only_solids
 from twinstack.services.project import CALLERS, ProjectService
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
@@ -41,9 +41,7 @@ class BallRefinement(BaseModel):
 class TetParams(BaseModel):
     model_config = {"extra": "forbid"}
 
-    solids: list[str] | None = Field(None, min_length=1, max_length=1000,
-                                     description="geometry entity ids (default: every solid "
-                                     "of the model), later ones win overlaps")
+    solids: Solids
     maxh: float = Field(gt=0, allow_inf_nan=False, description="the largest element size")
     sizes: dict[str, float] = Field({}, description="solid id -> its own largest element size")
     refinements: list[BallRefinement] = Field([], max_length=1000)

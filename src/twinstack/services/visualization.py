@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from twinstack.services.geometry import ShapeCache, blob_bytes, chosen_solids
+from twinstack.services.geometry import ShapeCache, Solids, blob_bytes, chosen_solids
 from twinstack.services.project import CALLERS, ProjectService
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
@@ -47,8 +47,7 @@ class Plane(BaseModel):
 class SceneParams(BaseModel):
     model_config = {"extra": "forbid"}
 
-    ids: list[str] | None = Field(None, min_length=1, max_length=10_000,
-                                  description="geometry entity ids (default: every solid)")
+    ids: Solids
     tolerance: float | None = Field(None, gt=0, allow_inf_nan=False,
                                     description="largest distance of a triangle from the exact "
                                     "surface (default: 0.1 % of each solid's size)")

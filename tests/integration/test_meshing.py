@@ -17,6 +17,7 @@ import pytest
 from tests.js_harness import load_glb
 from tests.model_checks import refused, shared_project
 from tests.platform_fixtures import running_platform
+from twinstack.store.blobs import BlobStore
 
 HOLE = 0.5
 BOX = 8.0  # 2 x 2 x 2
@@ -105,6 +106,54 @@ def test_mesh_both_ways_and_draw(tmp_path):
             assert png_size(viewer.visualization.slice(grid["id"], axis="x", position=1.0))
             assert "viewer" in refused(viewer, 403, viewer.meshing.cartesian, 0.1)
         session.close()
+
+
+def npy(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def test_results_on_a_mesh_are_sliced_and_plotted(tmp_path):
+    """A solver's output (written here as a solver writes it: blobs first, then a result
+    entity naming them) is cut and plotted like the meshes' own fields."""
+    with running_platform(tmp_path, "ada") as platform:
+        tw = platform.client("ada")
+        with tw.open_session(tw.create_project("field", "3D simulation")["id"]) as session:
+            box = session.modeling.create("box", size=[1, 2, 3])
+            grid = session.meshing.cartesian(0.25, box)
+            arrays = np.load(io.BytesIO(session.blob(session.model.get(grid["id"])["blobs"]
+                                                     ["grid"])))
+            x, y, z = np.meshgrid(arrays["x"], arrays["y"], arrays["z"], indexing="ij")
+            field = np.stack([x + 2 * y, 3 * z, np.zeros_like(x)], axis=-1)  # nodal, linear
+            store = BlobStore(platform.data / "blobs")
+            result = session.model.create(
+                "result", "E", properties={"mesh": grid["id"], "field": "E", "unit": "V/m"},
+                blobs={"values": store.put(npy(field))})
+            cut = session.call("visualization", "slice", id=result, axis="z", position=1.3,
+                               format="data")
+            assert cut["label"] == "E (V/m)" and cut["shape"] == [9, 5]
+            values = np.frombuffer(session.blob(cut["blob"]), "<f4").reshape(cut["shape"])
+            u, v = np.meshgrid(cut["u"], cut["v"])
+            assert values == pytest.approx(np.hypot(u + 2 * v, 3 * 1.3), rel=1e-6)
+            assert png_size(session.visualization.slice(result, axis="y", position=0.5)) == \
+                (800, 600)
+
+            t = np.linspace(0, 1, 50)
+            series = store.put(npz(x0=t, y0=np.sin(2 * math.pi * t), x1=t, y1=t**2))
+            signal = session.model.create("result", "probe", properties={
+                "labels": ["sin", "square"], "x_label": "t (ns)", "y_label": "V"},
+                blobs={"series": series})
+            plotted = session.call("visualization", "plot", id=signal, format="svg")
+            assert [s["label"] for s in plotted["data"]["series"]] == ["sin", "square"]
+            assert plotted["data"]["series"][1]["y"][-1] == pytest.approx(1.0)
+            assert session.blob(plotted["blob"]).lstrip().startswith(b"<?xml")
+
+
+def npz(**arrays: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
 
 
 def test_bad_requests_are_refused_before_any_work(tmp_path):

@@ -59,10 +59,12 @@ class Model:
 
     # writing
     def create(self, kind: str, name: str, *, parent: str | None = None,
-               properties: dict[str, Any] | None = None) -> str:
-        """A new entity (folder, material, data ...); returns its id."""
+               properties: dict[str, Any] | None = None,
+               blobs: dict[str, str] | None = None) -> str:
+        """A new entity (folder, material, data, result ...); returns its id. `blobs` names
+        stored blobs by role (role -> hash)."""
         return str(self._write("create", kind=kind, name=name, parent=parent,
-                               properties=properties or {})["id"])
+                               properties=properties or {}, blobs=blobs or {})["id"])
 
     def set(self, entity_id: str, *, name: str | None = None, parent: str | None = None,
             properties: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ largest inside length is kept.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def axis_lines(
         margin = h * (math.exp(slope) - 1) / slope
         sources.append((a - margin, b + margin, h))
     fixed = np.unique(np.array([lo, hi, *(p for p in snap if lo < p < hi)], dtype=np.float64))
-    sources += [(a, b, (b - a) / per_gap) for a, b in zip(fixed[:-1], fixed[1:], strict=True)
+    sources += [(a, b, (b - a) / per_gap) for a, b in itertools.pairwise(fixed)
                 if b - a < per_gap * cell]
 
     def size(x: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ def axis_lines(
 
     pieces: list[np.ndarray] = []
     total = 1
-    for a, b in zip(fixed[:-1], fixed[1:], strict=True):
+    for a, b in itertools.pairwise(fixed):
         smallest = min([cell, *(h for s0, s1, h in sources if s1 >= a and s0 <= b)])
         expected = (b - a) / smallest
         if total + expected > 2 * max_lines:  # the field is coarser: this bounds the samples
@@ -438,11 +439,11 @@ def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 4,
         boxes.append(None if any(b0 == b1 for b0, b1 in box) else box)
     rank = sorted(range(len(bodies)), key=lambda i: (bodies[i].priority, i))
     for i in rank:  # lowest rank first: the higher-ranked body overwrites
-        box = boxes[i]
-        if box is None:
+        body_box = boxes[i]
+        if body_box is None:
             continue
-        part = _coverage(grid, tris[i], box, samples)
-        view = tuple(slice(a, b) for a, b in box)
+        part = _coverage(grid, tris[i], body_box, samples)
+        view = tuple(slice(a, b) for a, b in body_box)
         material[view][part >= 0.5] = bodies[i].material
         np.maximum(fill[view], part, out=fill[view])
     present = [b for b in boxes if b is not None]

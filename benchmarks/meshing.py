@@ -1,0 +1,144 @@
+"""Meshing kernels, timed directly against their peers in the same run.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/meshing.py --repeats 7 > meshing.json
+
+* voxel: the union of two unit spheres, centres 1 apart, as one closed mesh (two icospheres of
+  81,920 triangles each, united by manifold3d: about 124k triangles), on the grid of its
+  bounding box with 200 cells per axis (dx 0.015, dy = dz 0.01):
+  - ours: `twinstack.sim.voxel.voxelize` (4 x 4 rays per cell column; volume from the fill;
+    the staircase volume too, from the cells at least half inside);
+  - pyvista: `PolyData.voxelize_binary_mask` (vtkPolyDataToImageStencil) with a reference
+    image whose points are the same cell centres; volume = inside points x cell volume;
+  - trimesh: `mesh.voxelized(pitch).fill()`; trimesh takes one pitch, so its mesh is scaled
+    by 2/3 along x and voxelized at pitch 0.01: 200^3 cells of the same shape (its grid is
+    aligned to multiples of the pitch, not to the box: shifted by under a cell).
+  Each repeat runs the three in turn (interleaved), after one untimed call of each. Errors are
+  relative to the exact volume of the polyhedron; `ratio` is peer median / ours (> 1: ours is
+  faster).
+
+Times in milliseconds (median, p95, min, max). JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trimesh
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from twinstack.sim.meshbool import Mesh, mesh_boolean
+from twinstack.sim.voxel import Body, Grid, voxelize
+
+CELLS = 200
+
+
+def two_sphere_union() -> Mesh:
+    ico = trimesh.creation.icosphere(subdivisions=6, radius=1.0)
+    a = Mesh.from_arrays(ico.vertices, ico.faces)
+    b = Mesh.from_arrays(ico.vertices + [1.0, 0.0, 0.0], ico.faces)
+    return mesh_boolean("union", a, b)
+
+
+def summary(times_s: list[float]) -> dict[str, float]:
+    ms = sorted(t * 1000 for t in times_s)
+    return {"median_ms": round(statistics.median(ms), 3),
+            "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 3),
+            "min_ms": round(ms[0], 3), "max_ms": round(ms[-1], 3)}
+
+
+def voxel_benchmark(repeats: int) -> dict[str, Any]:
+    import pyvista as pv
+
+    union = two_sphere_union()
+    exact = union.volume
+    lo, hi = union.vertices.min(axis=0), union.vertices.max(axis=0)
+    grid = Grid.uniform(lo, hi, CELLS)
+    spacing = (hi - lo) / CELLS
+    cell_volume = float(np.prod(spacing))
+    body = Body(union.vertices, union.faces, 1)
+
+    poly = pv.PolyData.from_regular_faces(union.vertices, union.faces)
+    reference = pv.ImageData(dimensions=(CELLS,) * 3, spacing=tuple(spacing),
+                             origin=tuple(lo + spacing / 2))  # points = cell centres
+    squash = np.array([spacing[1] / spacing[0], 1.0, 1.0])  # x cells become dy long
+    tri_mesh = trimesh.Trimesh(union.vertices * squash, union.faces, process=False)
+    pitch = float(spacing[1])
+
+    volumes: dict[str, float] = {}
+
+    def ours() -> None:
+        vox = voxelize(grid, [body])
+        volumes["ours"] = vox.volume()
+        volumes["ours_staircase"] = vox.material_volumes().get(1, 0.0)
+
+    def pyvista() -> None:
+        mask = poly.voxelize_binary_mask(reference_volume=reference)
+        volumes["pyvista"] = float(np.count_nonzero(mask["mask"])) * cell_volume
+
+    def trimesh_fill() -> None:
+        filled = tri_mesh.voxelized(pitch).fill()
+        volumes["trimesh"] = float(filled.filled_count) * pitch**3 / squash[0]
+
+    runs: dict[str, Callable[[], None]] = {"ours": ours, "pyvista": pyvista,
+                                           "trimesh": trimesh_fill}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # warm: numba's cache loaded, VTK's pipeline built
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    out: dict[str, Any] = {
+        "mesh": {"triangles": len(union.faces), "exact_volume": exact,
+                 "vs_analytic": exact / (8 / 3 * np.pi - 5 * np.pi / 12) - 1},
+        "grid": {"cells": list(grid.shape), "spacing": spacing.tolist()},
+    }
+    for name in runs:
+        out[name] = summary(times[name]) | {"volume_rel_error": volumes[name] / exact - 1}
+    out["ours"]["staircase_volume_rel_error"] = volumes["ours_staircase"] / exact - 1
+    out["pyvista"]["version"] = pv.__version__
+    out["trimesh"]["version"] = trimesh.__version__
+    for peer in ("pyvista", "trimesh"):
+        out[f"ratio_{peer}"] = round(out[peer]["median_ms"] / out["ours"]["median_ms"], 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    print(f"timing {args.repeats} repeats ...", file=sys.stderr)
+    import numba
+
+    result = {
+        "repeats": args.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_1m": os.getloadavg()[0],
+            "numpy": np.__version__,
+            "numba": numba.__version__,
+        },
+        "voxel": voxel_benchmark(args.repeats),
+    }
+    result["machine"]["loadavg_1m_end"] = os.getloadavg()[0]
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

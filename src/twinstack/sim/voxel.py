@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 MAX_CELLS = 200_000_000
 
@@ -217,40 +217,36 @@ class Voxels:
 
 
 @njit(cache=True, inline="always")
-def _side(ay: float, az: float, by: float, bz: float, py: float, pz: float,
-          sy: int, sz: int) -> tuple[float, int]:
-    """Edge function of p against a -> b (a before b lexicographically) and its sign, with p
-    perturbed by (sy e, sz e^2) when p lies on the edge's line."""
-    dy, dz = by - ay, bz - az
+def _side(edge: np.ndarray, py: float, pz: float, sy: int, sz: int) -> tuple[float, int]:
+    """Edge function of p against an edge (ay, az, dy, dz, orientation) stored from its
+    lexicographically first end, so both triangles sharing it compute the same number, and
+    the sign for the triangle, with p perturbed by (sy e, sz e^2) when p lies on the line."""
+    ay, az, dy, dz, o = edge[0], edge[1], edge[2], edge[3], edge[4]
     e = dy * (pz - az) - dz * (py - ay)
     if e > 0:
-        return e, 1
-    if e < 0:
-        return e, -1
-    if dz != 0:  # perturbed e = dy sz e^2 - dz sy e
-        return e, (-1 if dz * sy > 0 else 1)
-    if dy != 0:
-        return e, (1 if dy * sz > 0 else -1)
-    return e, 0
+        sign = 1
+    elif e < 0:
+        sign = -1
+    elif dz != 0:  # perturbed e = dy sz e^2 - dz sy e
+        sign = -1 if dz * sy > 0 else 1
+    elif dy != 0:
+        sign = 1 if dy * sz > 0 else -1
+    else:
+        sign = 0
+    return e * o, sign * int(o)
 
 
-@njit(cache=True, inline="always")
-def _oriented(u: np.ndarray, v: np.ndarray, py: float, pz: float,
-              sy: int, sz: int) -> tuple[float, int]:
-    """Edge function of p against the triangle's edge u -> v, from the canonical order."""
-    if u[1] < v[1] or (u[1] == v[1] and u[2] < v[2]):
-        return _side(u[1], u[2], v[1], v[2], py, pz, sy, sz)
-    e, s = _side(v[1], v[2], u[1], u[2], py, pz, sy, sz)
-    return -e, -s
-
-
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: int,
-          sy: int, sz: int) -> np.ndarray:
+          sy: int, sz: int, out: np.ndarray, material: np.ndarray, value: int,
+          i0: int, j0: int, k0: int) -> None:
     """Inside fraction of each x-interval of `xs`, averaged over groups of s x s rays.
 
     Rays run along x (coordinate 0 of `tri`) at every (ys[a], zs[b]); ys and zs are sorted
-    and grouped by s into columns. Returns (len(xs) - 1, len(ys) // s, len(zs) // s) float32.
+    and grouped by s into columns (j, k). The fraction f of cell (i, j, k) raises
+    out[i0 + i, j0 + j, k0 + k] to f if larger, and where f >= 1/2 and value > 0 it sets
+    material[...] = value. Triangles are bucketed by y-column, so each column's output is
+    written contiguously along z.
     """
     nx, ncol_y, ncol_z = len(xs) - 1, len(ys) // s, len(zs) // s
     m = tri.shape[0]
@@ -258,7 +254,7 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
     a1 = np.empty(m, np.int64)
     b0 = np.empty(m, np.int64)
     b1 = np.empty(m, np.int64)
-    per_group = np.zeros(ncol_z + 1, np.int64)
+    per_group = np.zeros(ncol_y + 1, np.int64)
     for t in range(m):
         y_lo = min(tri[t, 0, 1], tri[t, 1, 1], tri[t, 2, 1])
         y_hi = max(tri[t, 0, 1], tri[t, 1, 1], tri[t, 2, 1])
@@ -269,73 +265,92 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
         b0[t] = np.searchsorted(zs, z_lo, "left")
         b1[t] = np.searchsorted(zs, z_hi, "right")
         if a0[t] < a1[t] and b0[t] < b1[t]:
-            for g in range(b0[t] // s, (b1[t] - 1) // s + 1):
+            for g in range(a0[t] // s, (a1[t] - 1) // s + 1):
                 per_group[g + 1] += 1
     start = np.cumsum(per_group)
     bucket = np.empty(start[-1], np.int64)
-    fill = start[:-1].copy()
+    cursor = start[:-1].copy()
     for t in range(m):
         if a0[t] < a1[t] and b0[t] < b1[t]:
-            for g in range(b0[t] // s, (b1[t] - 1) // s + 1):
-                bucket[fill[g]] = t
-                fill[g] += 1
+            for g in range(a0[t] // s, (a1[t] - 1) // s + 1):
+                bucket[cursor[g]] = t
+                cursor[g] += 1
 
-    out = np.zeros((nx, ncol_y, ncol_z), np.float32)
-    n_rays = s * len(ys)  # rays of one group: s rows of len(ys)
-    for g in prange(ncol_z):
+    n_rays = s * len(zs)  # rays of one group: s sub-columns in y times every z
+    first = np.empty(n_rays + 1, np.int64)
+    acc = np.empty((nx, ncol_z), np.float64)
+    px = np.empty(64, np.float64)
+    pd = np.empty(64, np.int8)
+    edge = np.empty((3, 5), np.float64)  # per edge: ay, az, dy, dz, orientation
+    capacity = 0
+    ray = np.empty(0, np.int64)
+    hit_x = np.empty(0, np.float64)
+    hit_d = np.empty(0, np.int8)
+    for g in range(ncol_y):
         candidates = 0
         for q in range(start[g], start[g + 1]):
             t = bucket[q]
-            rows = min(b1[t], (g + 1) * s) - max(b0[t], g * s)
-            candidates += rows * (a1[t] - a0[t])
-        ray = np.empty(candidates, np.int64)
-        hit_x = np.empty(candidates, np.float64)
-        hit_d = np.empty(candidates, np.int8)
+            cols = min(a1[t], (g + 1) * s) - max(a0[t], g * s)
+            candidates += cols * (b1[t] - b0[t])
+        if candidates > capacity:
+            capacity = 2 * candidates
+            ray = np.empty(capacity, np.int64)
+            hit_x = np.empty(capacity, np.float64)
+            hit_d = np.empty(capacity, np.int8)
         n_hits = 0
         for q in range(start[g], start[g + 1]):
             t = bucket[q]
-            v0, v1, v2 = tri[t, 0], tri[t, 1], tri[t, 2]
-            x_lo = min(v0[0], v1[0], v2[0])
-            x_hi = max(v0[0], v1[0], v2[0])
-            for b in range(max(b0[t], g * s), min(b1[t], (g + 1) * s)):
-                pz = zs[b]
-                for a in range(a0[t], a1[t]):
-                    py = ys[a]
-                    w0, s0 = _oriented(v1, v2, py, pz, sy, sz)
-                    w1, s1 = _oriented(v2, v0, py, pz, sy, sz)
-                    if s1 != s0 or s0 == 0:
+            for e in range(3):  # edge e runs from corner e + 1 to e + 2, opposite corner e
+                u, v = tri[t, (e + 1) % 3], tri[t, (e + 2) % 3]
+                if u[1] < v[1] or (u[1] == v[1] and u[2] < v[2]):
+                    edge[e, 0], edge[e, 1], edge[e, 4] = u[1], u[2], 1.0
+                    edge[e, 2], edge[e, 3] = v[1] - u[1], v[2] - u[2]
+                else:
+                    edge[e, 0], edge[e, 1], edge[e, 4] = v[1], v[2], -1.0
+                    edge[e, 2], edge[e, 3] = u[1] - v[1], u[2] - v[2]
+            x0, x1, x2 = tri[t, 0, 0], tri[t, 1, 0], tri[t, 2, 0]
+            x_lo, x_hi = min(x0, x1, x2), max(x0, x1, x2)
+            for a in range(max(a0[t], g * s), min(a1[t], (g + 1) * s)):
+                py = ys[a]
+                for b in range(b0[t], b1[t]):
+                    pz = zs[b]
+                    w0, s0 = _side(edge[0], py, pz, sy, sz)
+                    if s0 == 0:
                         continue
-                    w2, s2 = _oriented(v0, v1, py, pz, sy, sz)
+                    w1, s1 = _side(edge[1], py, pz, sy, sz)
+                    if s1 != s0:
+                        continue
+                    w2, s2 = _side(edge[2], py, pz, sy, sz)
                     if s2 != s0:
                         continue
                     wsum = w0 + w1 + w2
-                    x = (w0 * v0[0] + w1 * v1[0] + w2 * v2[0]) / wsum if wsum != 0 else v0[0]
-                    ray[n_hits] = (b - g * s) * len(ys) + a
+                    x = (w0 * x0 + w1 * x1 + w2 * x2) / wsum if wsum != 0 else x0
+                    ray[n_hits] = (a - g * s) * len(zs) + b
                     hit_x[n_hits] = min(max(x, x_lo), x_hi)
                     hit_d[n_hits] = -s0  # counter-clockwise in (y, z): x-normal > 0, leaving
                     n_hits += 1
         # group the hits by ray (counting sort), then sweep each ray in x order
-        first = np.zeros(n_rays + 1, np.int64)
+        first[:] = 0
         for h in range(n_hits):
             first[ray[h] + 1] += 1
-        first = np.cumsum(first)
-        slot = first[:-1].copy()
+        for r in range(n_rays):
+            first[r + 1] += first[r]
         order = np.empty(n_hits, np.int64)
         for h in range(n_hits):
-            order[slot[ray[h]]] = h
-            slot[ray[h]] += 1
-        acc = np.zeros((nx, ncol_y), np.float64)
-        px = np.empty(64, np.float64)
-        pd = np.empty(64, np.int8)
+            r = ray[h]
+            order[first[r]] = h
+            first[r] += 1  # first[r] now ends ray r: ray r spans first[r - 1] .. first[r]
+        acc[:] = 0.0
+        begin = 0
         for r in range(n_rays):
-            k = first[r + 1] - first[r]
+            k = first[r] - begin
             if k == 0:
                 continue
             if k > len(px):
                 px = np.empty(2 * k, np.float64)
                 pd = np.empty(2 * k, np.int8)
             for i in range(k):  # insertion sort: a ray crosses a few faces
-                h = order[first[r] + i]
+                h = order[begin + i]
                 xv, dv = hit_x[h], hit_d[h]
                 j = i
                 while j > 0 and px[j - 1] > xv:
@@ -344,7 +359,8 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
                     j -= 1
                 px[j] = xv
                 pd[j] = dv
-            col = (r % len(ys)) // s
+            begin = first[r]
+            col = (r % len(zs)) // s
             count = 0
             enter = 0.0
             for i in range(k):
@@ -354,10 +370,14 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
                     enter = px[i]
                 elif count <= 0 < before:
                     _add(acc, xs, col, enter, px[i])
+        scale = 1.0 / (s * s)
         for i in range(nx):
-            for c in range(ncol_y):
-                out[i, c, g] = acc[i, c] / (s * s)
-    return out
+            for c in range(ncol_z):
+                f = acc[i, c] * scale
+                if f > out[i0 + i, j0 + g, k0 + c]:
+                    out[i0 + i, j0 + g, k0 + c] = f
+                if value > 0 and f >= 0.5:
+                    material[i0 + i, j0 + g, k0 + c] = value
 
 
 @njit(cache=True, inline="always")
@@ -407,12 +427,14 @@ def _samples(lines: np.ndarray, s: int) -> np.ndarray:
     return (lines[:-1, None] + np.diff(lines)[:, None] * frac[None, :]).ravel()
 
 
-def _coverage(grid: Grid, tri: np.ndarray, box: list[tuple[int, int]], s: int) -> np.ndarray:
-    """Inside fraction of the cells in `box` (cell ranges per axis) for the triangles `tri`."""
+def _coverage(grid: Grid, tri: np.ndarray, box: list[tuple[int, int]], s: int,
+              fill: np.ndarray, material: np.ndarray, value: int) -> None:
+    """Raise `fill` to the inside fraction of `tri`'s solid in the cells of `box` (cell
+    ranges per axis); set `material` to `value` (if > 0) where that is at least half."""
     (i0, i1), (j0, j1), (k0, k1) = box
     ys = _samples(grid.y[j0:j1 + 1], s)
     zs = _samples(grid.z[k0:k1 + 1], s)
-    return _scan(tri, grid.x[i0:i1 + 1], ys, zs, s, 1, 1)
+    _scan(tri, grid.x[i0:i1 + 1], ys, zs, s, 1, 1, fill, material, value, i0, j0, k0)
 
 
 def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 4,
@@ -442,16 +464,13 @@ def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 4,
         body_box = boxes[i]
         if body_box is None:
             continue
-        part = _coverage(grid, tris[i], body_box, samples)
-        view = tuple(slice(a, b) for a, b in body_box)
-        material[view][part >= 0.5] = bodies[i].material
-        np.maximum(fill[view], part, out=fill[view])
+        _coverage(grid, tris[i], body_box, samples, fill, material, bodies[i].material)
     present = [b for b in boxes if b is not None]
     if _overlapping(present):  # overlapping bodies: the union needs one pass over all
         union_box = [(min(b[a][0] for b in present), max(b[a][1] for b in present))
                      for a in range(3)]
-        view = tuple(slice(a, b) for a, b in union_box)
-        fill[view] = _coverage(grid, np.concatenate(tris), union_box, samples)
+        fill[tuple(slice(a, b) for a, b in union_box)] = 0.0
+        _coverage(grid, np.concatenate(tris), union_box, samples, fill, material, 0)
     pec = [t for t, b in zip(tris, bodies, strict=True) if b.pec]
     edges = _pec_edges(grid, np.concatenate(pec)) if pec else _no_edges(shape)
     return Voxels(grid, material, fill, edges)
@@ -491,9 +510,9 @@ def _pec_edges(grid: Grid, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
             continue
         t = np.ascontiguousarray(tri[:, :, perm])
         frac = np.zeros((i1 - i0, j1 - j0, k1 - k0), np.float32)
+        unused = np.zeros((1, 1, 1), np.uint16)
         for sy, sz in ((1, 1), (1, -1), (-1, 1), (-1, -1)):  # on the surface counts as in
-            np.maximum(frac, _scan(t, along[i0:i1 + 1], u[j0:j1], w[k0:k1], 1, sy, sz),
-                       out=frac)
+            _scan(t, along[i0:i1 + 1], u[j0:j1], w[k0:k1], 1, sy, sz, frac, unused, 0, 0, 0, 0)
         box = [(i0, i1), (j0, j1), (k0, k1)]
         view = tuple(slice(*box[back[d]]) for d in range(3))
         out[axis][view] = frac.transpose(back) > 0.5

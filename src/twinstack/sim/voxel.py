@@ -279,6 +279,8 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
     n_rays = s * len(zs)  # rays of one group: s sub-columns in y times every z
     first = np.empty(n_rays + 1, np.int64)
     acc = np.empty((nx, ncol_z), np.float64)
+    full = np.empty((nx, ncol_z), np.int64)
+    run = np.empty(ncol_z, np.int64)
     px = np.empty(64, np.float64)
     pd = np.empty(64, np.int8)
     edge = np.empty((3, 5), np.float64)  # per edge: ay, az, dy, dz, orientation
@@ -341,6 +343,7 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
             order[first[r]] = h
             first[r] += 1  # first[r] now ends ray r: ray r spans first[r - 1] .. first[r]
         acc[:] = 0.0
+        full[:] = 0
         begin = 0
         for r in range(n_rays):
             k = first[r] - begin
@@ -369,11 +372,13 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
                 if before <= 0 < count:
                     enter = px[i]
                 elif count <= 0 < before:
-                    _add(acc, xs, col, enter, px[i])
+                    _add(acc, full, xs, col, enter, px[i])
         scale = 1.0 / (s * s)
+        run[:] = 0
         for i in range(nx):
             for c in range(ncol_z):
-                f = acc[i, c] * scale
+                run[c] += full[i, c]
+                f = (acc[i, c] + run[c]) * scale
                 if f > out[i0 + i, j0 + g, k0 + c]:
                     out[i0 + i, j0 + g, k0 + c] = f
                 if value > 0 and f >= 0.5:
@@ -381,16 +386,23 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
 
 
 @njit(cache=True, inline="always")
-def _add(acc: np.ndarray, xs: np.ndarray, col: int, lo: float, hi: float) -> None:
-    """Add the interval [lo, hi] to the cells of column `col`, as fractions of each cell."""
+def _add(acc: np.ndarray, full: np.ndarray, xs: np.ndarray, col: int, lo: float,
+         hi: float) -> None:
+    """Add the interval [lo, hi] to column `col`: the fractions of its two end cells to
+    `acc`, the whole cells between as +1/-1 marks in `full` (summed along x later)."""
     lo, hi = max(lo, xs[0]), min(hi, xs[-1])
     if hi <= lo:
         return
-    i = np.searchsorted(xs, lo, "right") - 1
-    while i < len(xs) - 1 and xs[i] < hi:
-        left, right = xs[i], xs[i + 1]
-        acc[i, col] += (min(hi, right) - max(lo, left)) / (right - left)
-        i += 1
+    i = np.searchsorted(xs, lo, "right") - 1  # lo in [xs[i], xs[i + 1])
+    j = np.searchsorted(xs, hi, "left") - 1  # hi in (xs[j], xs[j + 1]]
+    if i == j:
+        acc[i, col] += (hi - lo) / (xs[i + 1] - xs[i])
+        return
+    acc[i, col] += (xs[i + 1] - lo) / (xs[i + 1] - xs[i])
+    acc[j, col] += (hi - xs[j]) / (xs[j + 1] - xs[j])
+    if j > i + 1:
+        full[i + 1, col] += 1
+        full[j, col] -= 1
 
 
 # --- voxelize --------------------------------------------------------------------------------

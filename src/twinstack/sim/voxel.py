@@ -204,13 +204,39 @@ class Voxels:
     pec_edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # x-, y-, z-edges, bool
 
     def volume(self) -> float:
-        return float(np.sum(self.fill * self.grid.cell_volumes(), dtype=np.float64))
+        g = self.grid
+        return _volume(self.fill, np.diff(g.x), np.diff(g.y), np.diff(g.z))
 
     def material_volumes(self) -> dict[int, float]:
         """Volume of the cells of each material index >= 1 (the staircase)."""
         vol = np.broadcast_to(self.grid.cell_volumes(), self.grid.shape)
         sums = np.bincount(self.material.ravel(), weights=vol.ravel())
         return {int(m): float(sums[m]) for m in np.flatnonzero(sums) if m > 0}
+
+
+@njit(cache=True)
+def _volume(fill: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> float:
+    """sum(fill * cell volume) in float64 without a float64 copy of `fill`."""
+    total = 0.0
+    for i in range(fill.shape[0]):
+        for j in range(fill.shape[1]):
+            row = 0.0
+            for k in range(fill.shape[2]):
+                row += fill[i, j, k] * dz[k]
+            total += row * dx[i] * dy[j]
+    return total
+
+
+@njit(cache=True)
+def _bounds(tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The corners' lowest and highest coordinates (numpy's axis-0 min is strided, slow)."""
+    lo, hi = tri[0, 0].copy(), tri[0, 0].copy()
+    for t in range(tri.shape[0]):
+        for c in range(3):
+            for a in range(3):
+                lo[a] = min(lo[a], tri[t, c, a])
+                hi[a] = max(hi[a], tri[t, c, a])
+    return lo, hi
 
 
 # --- the scanline kernel ---------------------------------------------------------------------
@@ -278,8 +304,8 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
 
     n_rays = s * len(zs)  # rays of one group: s sub-columns in y times every z
     first = np.empty(n_rays + 1, np.int64)
-    acc = np.empty((nx, ncol_z), np.float64)
-    full = np.empty((nx, ncol_z), np.int64)
+    acc = np.zeros((nx, ncol_z), np.float64)  # reset while written out, in cache
+    full = np.zeros((nx, ncol_z), np.int64)
     run = np.empty(ncol_z, np.int64)
     px = np.empty(64, np.float64)
     pd = np.empty(64, np.int8)
@@ -342,9 +368,8 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
             r = ray[h]
             order[first[r]] = h
             first[r] += 1  # first[r] now ends ray r: ray r spans first[r - 1] .. first[r]
-        acc[:] = 0.0
-        full[:] = 0
         begin = 0
+        x_min, x_max, c_min, c_max = np.inf, -np.inf, ncol_z, -1  # the cells touched
         for r in range(n_rays):
             k = first[r] - begin
             if k == 0:
@@ -373,12 +398,20 @@ def _scan(tri: np.ndarray, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, s: in
                     enter = px[i]
                 elif count <= 0 < before:
                     _add(acc, full, xs, col, enter, px[i])
+                    x_min, x_max = min(x_min, enter), max(x_max, px[i])
+                    c_min, c_max = min(c_min, col), max(c_max, col)
+        if c_max < 0:
+            continue
         scale = 1.0 / (s * s)
         run[:] = 0
-        for i in range(nx):
-            for c in range(ncol_z):
+        i_lo = max(int(np.searchsorted(xs, x_min, "right")) - 1, 0)
+        i_hi = min(int(np.searchsorted(xs, x_max, "left")), nx)
+        for i in range(i_lo, i_hi):
+            for c in range(c_min, c_max + 1):
                 run[c] += full[i, c]
                 f = (acc[i, c] + run[c]) * scale
+                acc[i, c] = 0.0
+                full[i, c] = 0
                 if f > out[i0 + i, j0 + g, k0 + c]:
                     out[i0 + i, j0 + g, k0 + c] = f
                 if value > 0 and f >= 0.5:
@@ -468,7 +501,7 @@ def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 4,
     fill = np.zeros(shape, np.float32)
     boxes: list[list[tuple[int, int]] | None] = []
     for t in tris:
-        lo, hi = t.reshape(-1, 3).min(axis=0), t.reshape(-1, 3).max(axis=0)
+        lo, hi = _bounds(t)
         box = [_box(line, lo[a], hi[a]) for a, line in enumerate((grid.x, grid.y, grid.z))]
         boxes.append(None if any(b0 == b1 for b0, b1 in box) else box)
     rank = sorted(range(len(bodies)), key=lambda i: (bodies[i].priority, i))
@@ -509,7 +542,7 @@ def _pec_edges(grid: Grid, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     rotation: orientation, hence the inside, is kept)."""
     out = _no_edges(grid.shape)
     lines = (grid.x, grid.y, grid.z)
-    lo, hi = tri.reshape(-1, 3).min(axis=0), tri.reshape(-1, 3).max(axis=0)
+    lo, hi = _bounds(tri)
     for axis, back in ((0, (0, 1, 2)), (1, (2, 0, 1)), (2, (1, 2, 0))):
         perm = [(axis + k) % 3 for k in range(3)]  # ray axis first
         along, u, w = (lines[p] for p in perm)

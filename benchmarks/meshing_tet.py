@@ -1,9 +1,9 @@
 """Tetrahedral meshing of the box with a spherical hole: netgen through
 `twinstack.sim.tetmesh.mesh_solids` against gmsh, at equal element counts.
 
-Run from the repository root (gmsh is in the `bench` extra):
+Run as part of `benchmarks/meshing.py` (gmsh is in the `bench` extra):
 
-    .venv/bin/python benchmarks/meshing_tet.py --repeats 5 > meshing_tet.json
+    .venv/bin/python benchmarks/meshing.py --only tet --repeats 10 > meshing_tet.json
 
 The solid (a 2x2x2 box minus a ball of radius 0.5 at its centre) is built by OCP in a
 subprocess and written as a B-rep file, as the modelling service stores it; both meshers read
@@ -19,17 +19,10 @@ ratios (3 r_in / R_circ) are computed the same way for both. JSON to stdout.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+
+from benchmarks.timing import interleaved
 from twinstack.sim.tetmesh import Region, dihedral_angles, mesh_solids, radius_ratios
 
 EXACT = 8 - 4 / 3 * math.pi * 0.5**3
@@ -99,25 +94,6 @@ def figures(points: np.ndarray, tets: np.ndarray) -> dict[str, Any]:
             "radius_ratio_mean": round(float(ratio.mean()), 4)}
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
-    """Each function once per round, alternating, after one untimed round."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1000)
-    out = {}
-    for name, ts in times.items():
-        ts.sort()
-        out[name] = {"median_ms": round(statistics.median(ts), 3),
-                     "p95_ms": round(ts[int(0.95 * (len(ts) - 1))], 3),
-                     "min_ms": round(ts[0], 3), "max_ms": round(ts[-1], 3)}
-    return out
-
-
 def tet_benchmark(repeats: int) -> dict[str, Any]:
     gmsh.initialize()
     gmsh.option.setNumber("General.Terminal", 0)
@@ -152,30 +128,3 @@ def tet_benchmark(repeats: int) -> dict[str, Any]:
             return out
     finally:
         gmsh.finalize()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    print(f"timing {args.repeats} repeats ...", file=sys.stderr)
-    from importlib.metadata import version
-
-    result = {
-        "repeats": args.repeats,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_1m": os.getloadavg()[0],
-            "netgen": version("netgen-mesher"),
-            "gmsh": gmsh.__version__,
-        },
-        "box_with_hole": tet_benchmark(args.repeats),
-    }
-    result["machine"]["loadavg_1m_end"] = os.getloadavg()[0]
-    print(json.dumps(result, indent=1))
-
-
-if __name__ == "__main__":
-    main()

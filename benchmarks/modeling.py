@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +40,7 @@ import trimesh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' platform helpers
 
-from benchmarks.timing import milliseconds
+from benchmarks.timing import machine, milliseconds
 from tests.platform_fixtures import running_platform
 from twinstack.sim.cad import Solid, build
 from twinstack.sim.meshbool import Mesh, mesh_boolean
@@ -137,14 +136,7 @@ def main() -> None:
     print(f"timing {args.repeats} repeats ...", file=sys.stderr)
     result = {
         "repeats": args.repeats,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_1m": os.getloadavg()[0],
-            "numpy": np.__version__,
-            "trimesh": trimesh.__version__,
-        },
+        "machine": machine(numpy=np.__version__, trimesh=trimesh.__version__),
         "direct": direct_timings(args.repeats),
         "service": service_timings(args.repeats),
         "mesh": mesh_timings(args.repeats),

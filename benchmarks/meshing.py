@@ -7,8 +7,8 @@ Run from the repository root:
 * voxel: the union of two unit spheres, centres 1 apart, as one closed mesh (two icospheres of
   81,920 triangles each, united by manifold3d: about 124k triangles), on the grid of its
   bounding box with 200 cells per axis (dx 0.015, dy = dz 0.01):
-  - ours: `twinstack.sim.voxel.voxelize` with its default 4 x 4 rays per cell column
-    (`ours_4x4`), 2 x 2 (`ours_2x2`) and one ray per column (`ours_1x1`, the peers' one
+  - ours: `twinstack.sim.voxel.voxelize` with 4 x 4 rays per cell column
+    (`ours_4x4`), its default 2 x 2 (`ours_2x2`) and one ray per column (`ours_1x1`, the peers' one
     sample per cell);
     volume from the fill, and the staircase's (cells at least half inside) too;
   - pyvista: `PolyData.voxelize_binary_mask` (vtkPolyDataToImageStencil) with a reference

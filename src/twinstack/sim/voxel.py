@@ -485,7 +485,7 @@ def _coverage(grid: Grid, tri: np.ndarray, box: list[tuple[int, int]], s: int,
     _scan(tri, grid.x[i0:i1 + 1], ys, zs, s, 1, 1, fill, material, value, i0, j0, k0)
 
 
-def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 4,
+def voxelize(grid: Grid, bodies: Sequence[Body], *, samples: int = 2,
              max_cells: int = MAX_CELLS) -> Voxels:
     """Material (staircase), fill fraction and PEC edges of `bodies` on `grid`."""
     if not bodies:

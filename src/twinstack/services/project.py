@@ -103,7 +103,7 @@ class ProjectService(ServiceBase):
 
         name = hashlib.sha256(json.dumps([self.name, __version__, key], sort_keys=True,
                                          default=str).encode()).hexdigest()
-        digest = self.blobs.recall(name)
+        digest = await asyncio.to_thread(self.blobs.recall, name)
         made = digest is None
         if digest is None:
             data = await self._compute(make)

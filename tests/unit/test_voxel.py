@@ -165,3 +165,15 @@ def test_errors(call, message: str):
 def test_too_many_cells_says_the_memory():
     with pytest.raises(GridError, match=r"would need about \d+\.\d GiB"):
         voxelize(Grid.uniform((0, 0, 0), (1, 1, 1), 1000), [box((0,) * 3, (1,) * 3)])
+
+
+def test_whole_cells_between_snaps_stay_uniform():
+    """A box whose sides are whole cells keeps a uniform grid; a gap that is not whole grades."""
+    np.testing.assert_allclose(axis_lines(0, 1, 0.25, snap=[0, 1]), np.linspace(0, 1, 5),
+                               rtol=0, atol=1e-12)
+    padded = axis_lines(-0.2, 2.2, 0.05, snap=[0, 2, 0.6, 1.4])
+    np.testing.assert_allclose(padded, np.linspace(-0.2, 2.2, 49), rtol=0, atol=1e-12)
+    assert len(axis_lines(0, 1, 0.1, snap=[0.5, 0.5 + 1e-14])) == 11  # near-equal snaps merge
+    graded = np.diff(axis_lines(0, 1, 0.25, snap=[0.3]))
+    assert 0.3 in axis_lines(0, 1, 0.25, snap=[0.3]) and graded.max() <= 0.25 * (1 + 1e-9)
+    assert np.maximum(graded[1:] / graded[:-1], graded[:-1] / graded[1:]).max() <= 1.5

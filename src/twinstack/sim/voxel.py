@@ -75,7 +75,8 @@ def axis_lines(
     c = integral / ceil(integral) <= 1. Half the ratio budget is the field's own grading, the
     other half absorbs the rounding c where two gaps meet: every gap holds at least
     1 / (sqrt(max_ratio) - 1) cells' worth of the field (4.45 for 1.5), so c >=
-    1 / sqrt(max_ratio). The price: a gap between close snaps gets about five cells.
+    1 / sqrt(max_ratio). The price: a gap between close snaps gets about five cells, unless
+    it holds a whole number of `cell`s where the field is flat (a box on a uniform grid).
     """
     values = [lo, hi, cell, max_ratio, *snap, *(v for r in refinements for v in r)]
     if not all(math.isfinite(float(v)) for v in values):
@@ -97,9 +98,18 @@ def axis_lines(
         # flat a little beyond [a, b]: a cell overlapping the interval then lies where g = h
         margin = h * (math.exp(slope) - 1) / slope
         sources.append((a - margin, b + margin, h))
-    fixed = np.unique(np.array([lo, hi, *(p for p in snap if lo < p < hi)], dtype=np.float64))
-    sources += [(a, b, (b - a) / per_gap) for a, b in itertools.pairwise(fixed)
-                if b - a < per_gap * cell]
+    fixed = _fixed_lines(lo, hi, snap)
+    short = [(a, b) for a, b in itertools.pairwise(fixed) if b - a < per_gap * cell]
+    # a short gap of whole cells where the field is flat keeps them: no rounding to absorb
+    whole = {(a, b) for a, b in short if _whole_cells(b - a, cell)}
+    while True:
+        graded = sources + [(a, b, (b - a) / per_gap) for a, b in short if (a, b) not in whole]
+        coarse = {(a, b) for a, b in whole
+                  if all(h + slope * max(0.0, s0 - b, a - s1) >= cell for s0, s1, h in graded)}
+        if coarse == whole:
+            break
+        whole = coarse
+    sources = graded
 
     def size(x: np.ndarray) -> np.ndarray:
         s = np.full_like(x, cell)
@@ -130,6 +140,21 @@ def axis_lines(
         lines[0], lines[-1] = a, b
         pieces.append(lines[:-1])
     return np.concatenate([*pieces, [hi]])
+
+
+def _fixed_lines(lo: float, hi: float, snap: Sequence[float]) -> np.ndarray:
+    """lo, the snaps inside (lo, hi) and hi, sorted; snaps closer than 1e-9 of the axis to
+    another line merge (bounding boxes of touching solids differ in the last digits)."""
+    lines = np.unique(np.array([lo, hi, *(p for p in snap if lo < p < hi)], dtype=np.float64))
+    keep = np.concatenate(([True], np.diff(lines) > 1e-9 * (hi - lo)))
+    lines = lines[keep]
+    lines[-1] = hi
+    return lines
+
+
+def _whole_cells(length: float, cell: float) -> bool:
+    cells = length / cell
+    return round(cells) >= 1 and abs(cells - round(cells)) <= 1e-9 * cells
 
 
 @dataclass(frozen=True)

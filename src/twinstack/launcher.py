@@ -44,6 +44,7 @@ from twinstack.supervision import (
     RestartCounter,
     RestartPolicy,
     read_ready_file,
+    together,
     wait_ready,
 )
 
@@ -66,6 +67,9 @@ class Part:
 PLATFORM = (Part("logger", 16), Part("auth", 12, public=1), Part("gss", 10, public=0),
             Part("relay", 14, public=2), Part("lss", 18))
 PARTS = {part.name: part for part in PLATFORM}
+# Started stage by stage, each stage's services together: every service sends its records to
+# the logger; relay and LSS subscribe to gss (they would retry, with back-off, if it were late).
+START_STAGES = ({"logger"}, {"auth", "gss"}, {"relay", "lss"})
 LOCK_FILE = "twinstack.lock"
 LIVENESS_FAILURES = 3  # health checks failed in a row before a platform service is killed
 PLATFORM_FILE = "platform.json"
@@ -223,7 +227,7 @@ class Child:
 
 
 class Platform:
-    """The platform's processes: started in order, restarted with back-off if they crash."""
+    """The platform's processes: started in stages, restarted with back-off if they crash."""
 
     def __init__(self, data_dir: Path, host: str, port: int, *, verbose: bool = False,
                  database_url: str | None = None, lss_count: int = 1) -> None:
@@ -347,6 +351,7 @@ class Platform:
             raise FatalError(ExitCode.INTERNAL_ERROR, f"{child.label}: {exc}") from exc
         child.ready = True
         child.restarts.started()
+        print(f"  {child.label:8} ready (pid {proc.pid})", flush=True)
 
     def _start_failure(self, child: Child, exc: NotReady, log: Path) -> FatalError:
         """The FatalError for a child that did not become ready, with what to do about it."""
@@ -367,10 +372,9 @@ class Platform:
             await asyncio.to_thread(db.migrate)
         finally:
             db.dispose()
-        for child in self.children:
-            await self._spawn(child)
-            assert child.proc is not None
-            print(f"  {child.label:8} ready (pid {child.proc.pid})", flush=True)
+        for stage in START_STAGES:
+            await together(*(self._spawn(child) for child in self.children
+                             if child.part.name in stage))
         self._write_platform_file()
 
     def _crl_url(self) -> str:

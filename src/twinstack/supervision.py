@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,3 +168,13 @@ def send_signal(pid: int, started: int | None, sig: int) -> bool:
         return True
     return False
 
+
+async def together(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run `jobs` as one TaskGroup: the first to fail cancels the others (and waits for them
+    to wind down), then its exception is raised as it is, not wrapped in a group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None

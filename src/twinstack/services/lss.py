@@ -37,7 +37,7 @@ from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.process import ProcessSpawner
-from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases
+from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases, together
 from twinstack.wire.client import ClientPool, Link, LinkKeeper, ServiceClient
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
@@ -84,17 +84,6 @@ class SessionFailure(Exception):
                  output: list[str] | None = None) -> None:
         super().__init__(reason)
         self.reason, self.exit_code, self.output = reason, exit_code, output or []
-
-
-async def together(*jobs: Coroutine[Any, Any, None]) -> None:
-    """Run `jobs` as one TaskGroup: the first to fail cancels the others (and waits for them
-    to wind down), then its exception is raised as it is, not wrapped in a group."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for job in jobs:
-                group.create_task(job)
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
 
 
 @dataclass

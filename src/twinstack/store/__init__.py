@@ -6,22 +6,39 @@ repository functions live in `twinstack.store.accounts` (users, groups, tokens) 
 from `Database.transaction()` and never commit themselves.
 """
 
-from twinstack.store.db import Database, sqlite_url
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from twinstack.store.errors import Conflict, Invalid, NotFound, StoreError
-from twinstack.store.models import (
-    LIVE_STATES,
-    ROLES,
-    SESSION_STATES,
-    Base,
-    Group,
-    LssNode,
-    Membership,
-    Project,
-    SessionRecord,
-    Share,
-    Token,
-    User,
-)
+
+if TYPE_CHECKING:
+    from twinstack.store.db import Database, sqlite_url
+    from twinstack.store.models import (
+        LIVE_STATES,
+        ROLES,
+        SESSION_STATES,
+        Base,
+        Group,
+        LssNode,
+        Membership,
+        Project,
+        SessionRecord,
+        Share,
+        Token,
+        User,
+    )
+
+_SQL_NAMES = {"Database": "db", "sqlite_url": "db", **dict.fromkeys(
+    ["LIVE_STATES", "ROLES", "SESSION_STATES", "Base", "Group", "LssNode", "Membership",
+     "Project", "SessionRecord", "Share", "Token", "User"], "models")}
+
+
+def __getattr__(name: str) -> Any:
+    """The SQL layer loads on first use: services that only keep blobs start without it."""
+    if name not in _SQL_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"twinstack.store.{_SQL_NAMES[name]}"), name)
+
 
 __all__ = [
     "LIVE_STATES",

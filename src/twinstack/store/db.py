@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,6 +65,9 @@ class Database:
         Safe to call from every service at start-up, even at the same moment: SQLite serialises
         through BEGIN IMMEDIATE, PostgreSQL through an advisory lock held for the transaction.
         """
+        from alembic import command  # here: services that never migrate start lighter
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
         with self.engine.begin() as connection:

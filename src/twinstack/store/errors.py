@@ -4,11 +4,14 @@ Services turn these into HTTP answers (NotFound → 404, Conflict → 409, Inval
 CLI into one-line messages, so each message says what is wrong in words a user can act on.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 class StoreError(Exception):
@@ -34,6 +37,8 @@ def conflict_on_integrity(s: Session, message: str) -> Iterator[None]:
     The unique constraints are the real guard against concurrent writers; the SAVEPOINT keeps
     the caller's transaction usable after the violation (PostgreSQL aborts it otherwise).
     """
+    from sqlalchemy.exc import IntegrityError  # here: the errors alone load no SQL layer
+
     try:
         with s.begin_nested():
             yield

@@ -35,10 +35,17 @@ def ephemeral_ports() -> range:
 
 
 def free_port_block(size: int = 24) -> int:
-    """A base port with `size` free ports above it (the platform's fixed layout)."""
+    """A base port with `size` free ports above it (the platform's fixed layout). Each
+    pytest-xdist worker draws from its own share of the range: two workers' platforms could
+    otherwise pick overlapping blocks between the check and the bind."""
     ephemeral = ephemeral_ports()
     low, high = (10_000, ephemeral.start) if ephemeral.start > 12_000 else \
         (ephemeral.stop, 65_000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = (high - low) // workers
+    low += int(worker) * share
+    high = low + share
     for _ in range(50):
         base = random.randrange(low, high - size)
         sockets = []

@@ -39,7 +39,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: system-packages lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m 'not alone'
+	$(BIN)/python -m pytest -m alone -n 0
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,7 +21,6 @@ from twinstack.pki import init_authority
 from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
 
-
 # Test files that share something outside their temporary directories run in one worker:
 # the podman image store (the same tagged images) and the README's port 7400.
 SHARED_GROUPS = dict.fromkeys(["tests/deploy/test_containers.py", "tests/deploy/test_kube_play.py",

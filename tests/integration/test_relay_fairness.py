@@ -19,6 +19,8 @@ import pytest
 from tests.platform_fixtures import running_platform
 from tests.probes import RawSocket, run, tls
 
+pytestmark = pytest.mark.alone  # latency bounds: nothing may run beside it (make test)
+
 SOCKETS = 16  # relay_sockets_per_user's default
 CALLS = 32  # relay_calls_per_user's default
 ATTEMPTS = 120

@@ -14,6 +14,8 @@ from tests.platform_fixtures import PASSWORD, running_platform
 from tests.probes import RawSocket, run
 from twinstack.store import Database, accounts, sqlite_url
 
+pytestmark = pytest.mark.alone  # latency bounds: nothing may run beside it (make test)
+
 PUSHED_WITHIN = 1.0  # seconds from the revoking answer to the closed socket
 
 

@@ -21,23 +21,9 @@ from twinstack.pki import init_authority
 from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
 
-# Test files that share something outside their temporary directories run in one worker:
-# the podman image store (the same tagged images) and the README's port 7400.
-SHARED_GROUPS = dict.fromkeys(["tests/deploy/test_containers.py", "tests/deploy/test_kube_play.py",
-                               "tests/integration/test_readme.py"], "podman and port 7400")
-
 
 def pytest_configure(config: pytest.Config) -> None:
     ci_skips.register(config)  # under CI=true a skipped test fails the run
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """With pytest-xdist's loadgroup, each file runs whole in one worker (its module-scoped
-    platform starts once), unless SHARED_GROUPS puts it with others."""
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(path, path)))
 
 
 class Pki:

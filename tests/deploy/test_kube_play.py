@@ -37,7 +37,9 @@ from tests.deploy.test_containers import (  # noqa: F401
 from twinstack.client import Client
 from twinstack.deploy import ensure_certificates, render, secret_manifests
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500), *NEEDS_IMAGE_BUILD]
+# alone: its pod publishes port 7400, which the README's examples use too
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(1500),
+              *NEEDS_IMAGE_BUILD]
 PASSWORD = "kube play password"
 
 

@@ -21,6 +21,8 @@ import pytest
 
 from tests.platform_fixtures import wait_until
 
+pytestmark = pytest.mark.alone  # the examples name port 7400, as kube play's pod does
+
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.S | re.M)

@@ -19,8 +19,10 @@ declare -A needed_by=(
     [postgresql]="the PostgreSQL variants of the store tests (tests/unit, tests/store_fixtures.py)"
     [nodejs]="tests/unit/test_scene.py (three.js loads our GLB; fails, not skipped, without it)"
     [npm]="tests/unit/test_scene.py (installs the pinned three.js: tests/js/package-lock.json)"
+    [chromium]="tests/e2e (the web page in a real browser, driven by Playwright)"
 )
-packages=(python3-venv nftables iproute2 podman runc debootstrap uidmap testssl.sh nodejs npm)
+packages=(python3-venv nftables iproute2 podman runc debootstrap uidmap testssl.sh nodejs npm
+          chromium)
 command -v pg_ctl >/dev/null || command -v pg_ctlcluster >/dev/null || packages+=(postgresql)
 
 # Whether what a package provides is here (by command, so other ways of installing count too).

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
         None, description="public URL of the auth service, told to clients by gss")
     relay_public_url: str | None = Field(
         None, description="public URL of the relay, told to clients by gss")
+    web_origins: str = Field(
+        "", description="comma-separated origins (https://host:port) of the web page allowed "
+        "to call this public listener from a browser (CORS, WebSocket Origin); the launcher "
+        "passes the front door's")
     lss_timeout_seconds: float = Field(
         15.0, gt=0, description="an LSS silent this long is marked lost with its sessions")
     queue_timeout_seconds: float = Field(

@@ -256,6 +256,14 @@ class Platform:
     def _url(self, name: str, channel: str = "internal") -> str:
         return PARTS[name].url(self._reachable(), self.port, channel)
 
+    def _front_door_origins(self) -> list[str]:
+        """The origins a browser may load the page from: every name in the certificates."""
+        port = self.port + (PARTS["gss"].public or 0)
+        return [f"https://{f'[{h}]' if ':' in h else h}:{port}" for h in self._hosts()]
+
+    def _hosts(self) -> list[str]:
+        return sorted({self.host, socket.gethostname(), "localhost", "127.0.0.1"} - {"0.0.0.0"})
+
     def _reachable(self) -> str:
         return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
 
@@ -273,6 +281,8 @@ class Platform:
                      "--relay-public-url", self._url("relay", "public")]
         if part.name in ("relay", "lss", "auth"):
             args += ["--gss-url", self._url("gss")]
+        if part.name in ("relay", "auth"):  # the page gss serves calls them
+            args += ["--web-origins", ",".join(self._front_door_origins())]
         if part.name == "lss":
             args += ["--session-ca", str(pki_dir(self.data_dir))]
         return args
@@ -364,8 +374,7 @@ class Platform:
                           else ExitCode.INTERNAL_ERROR, f"{exc}; see {log}")
 
     async def start(self) -> None:
-        hosts = sorted({self.host, socket.gethostname(), "localhost", "127.0.0.1"} - {"0.0.0.0"})
-        for issued in ensure_dev_pki(self.data_dir, hosts, self._crl_url()):
+        for issued in ensure_dev_pki(self.data_dir, self._hosts(), self._crl_url()):
             print(f"  certificate issued: {issued}", flush=True)
         db = Database(self.database_url)  # migrate once here, before services share it
         try:

@@ -31,6 +31,7 @@ from twinstack.services.database import ServiceDatabase
 from twinstack.sessiontypes import SESSION_TYPES
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, history, projects
 from twinstack.store.models import FINAL_STATES, SessionRecord, User, utcnow
+from twinstack.web import web_routes
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError, forbidden, not_found, unauthorized
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
@@ -215,8 +216,10 @@ class GssService(ServiceBase):
         return {"LSS sweep": self.sweeper, "session queue": self.dispatcher}
 
     def public_routes(self) -> list[web.RouteDef]:
-        """The CAs' CRLs (GET /pki/ca.crl, /pki/intermediate.crl): no token, they are signed."""
-        return crl_routes(self.settings.crl_dir)
+        """The web page (GET /, /web/...) and the CAs' CRLs (GET /pki/ca.crl,
+        /pki/intermediate.crl): no token, the page asks for one and the CRLs are signed."""
+        return [*web_routes(self.settings.auth_public_url, self.settings.relay_public_url),
+                *crl_routes(self.settings.crl_dir)]
 
     async def authenticate(self, token: str) -> Principal | None:
         def resolve(s: Tx) -> Principal | None:

@@ -207,6 +207,41 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=encode(value), status=status, content_type="application/json")
 
 
+def cross_origin_guard(origins: frozenset[str]) -> Any:
+    """Answer a browser's CORS preflight, and refuse a WebSocket opened by a page of another
+    origin (browsers do not apply CORS to WebSockets). Callers that send no Origin (the
+    Python client, the CLI) pass as before."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        preflight = request.method == "OPTIONS" and \
+            "Access-Control-Request-Method" in request.headers
+        if origin is not None and origin not in origins and \
+                (preflight or request.headers.get("Upgrade", "").lower() == "websocket"):
+            return error_response(ActionError(
+                403, "origin_not_allowed", f"pages from {origin} may not call this service; "
+                f"allowed: {', '.join(sorted(origins)) or 'none'} (web_origins)"))
+        if preflight:
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, POST",
+                "Access-Control-Allow-Headers": "authorization, content-type, range, "
+                                                "if-none-match",
+                "Access-Control-Max-Age": "600"})
+        return await handler(request)
+    return guard
+
+
+async def allow_origin(origins: frozenset[str], request: web.Request,
+                       response: web.StreamResponse) -> None:
+    """Let a page of an allowed origin read the answer (set before any answer is sent)."""
+    origin = request.headers.get("Origin")
+    if origin in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "etag, content-range, retry-after"
+    response.headers.add("Vary", "Origin")
+
+
 def error_response(err: ActionError) -> web.Response:
     headers = {"Retry-After": str(max(1, round(err.retry_after)))} \
         if err.retry_after is not None else None
@@ -422,6 +457,10 @@ class Runtime:
 
     def _public_app(self) -> web.Application:
         app = self._app()
+        origins = frozenset(o.strip().rstrip("/") for o in self.settings.web_origins.split(",")
+                            if o.strip())
+        app.middlewares.append(cross_origin_guard(origins))
+        app.on_response_prepare.append(functools.partial(allow_origin, origins))
         app.router.add_post("/execute", self._handler(self._execute, "public"))
         app.router.add_post("/actions/{action}", self._handler(self._execute, "public"))
         app.router.add_get("/ws", self._handler(self._websocket, "public"))

@@ -1,0 +1,88 @@
+"""The web page in a real browser (Debian's chromium driven by Playwright) against a real
+platform: log in, list and create projects, a revoked token sends the page back to the login
+form with a message, log out. The console stays free of errors."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.platform_fixtures import PASSWORD, Platform, running_platform
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
+                                reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("web"), "ada") as running:
+        yield running
+
+
+@pytest.fixture
+def page(platform: Platform) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            # the dev CA is the platform's own: a user imports it, the test trusts it this way
+            context = browser.new_context(ignore_https_errors=True,
+                                          viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            page.problems = []  # type: ignore[attr-defined]
+            page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+            page.on("pageerror", lambda e: page.problems.append(str(e)))
+            yield page
+        finally:
+            browser.close()
+
+
+def log_in(page, user: str, password: str) -> None:
+    page.get_by_label("User").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_log_in_create_a_project_lose_the_token_and_log_out(platform: Platform, page):
+    from playwright.sync_api import expect
+
+    page.goto(platform.url + "/")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+    log_in(page, "ada", "not her password")
+    expect(page.get_by_role("alert")).to_contain_text("wrong user name or password")
+    page.problems.clear()  # the browser logs the refused login's 401 itself
+
+    log_in(page, "ada", PASSWORD)
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    expect(page.get_by_text("No projects yet")).to_be_visible()
+    page.get_by_label("Name").fill("cavity")
+    page.get_by_label("Session type").select_option("3D simulation")
+    page.get_by_role("button", name="Create project").click()
+    row = page.locator("#project-rows tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("cavity3D simulationadaowner")
+
+    # The same project through the Python client: one platform, one API.
+    tw = platform.client("ada")
+    assert [p["name"] for p in tw.projects()] == ["cavity"]
+
+    # Revoke the page's token (as a logout elsewhere would): the next load asks to log in.
+    tw.token = page.evaluate("sessionStorage.getItem('twinstack.token')")
+    tw.logout()
+    page.reload()
+    expect(page.get_by_role("alert")).to_contain_text("expired or was revoked")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.problems.clear()  # the 401 of the revoked token
+
+    log_in(page, "ada", PASSWORD)
+    expect(page.locator("#project-rows tr")).to_have_count(1)
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("alert")).to_contain_text("You are logged out")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('twinstack.token')") is None
+    assert page.problems == []

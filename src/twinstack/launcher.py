@@ -281,7 +281,7 @@ class Platform:
                      "--relay-public-url", self._url("relay", "public")]
         if part.name in ("relay", "lss", "auth"):
             args += ["--gss-url", self._url("gss")]
-        if part.name in ("relay", "auth"):  # the page gss serves calls them
+        if part.name in ("gss", "auth", "relay"):  # the page (and its WebSockets) call them
             args += ["--web-origins", ",".join(self._front_door_origins())]
         if part.name == "lss":
             args += ["--session-ca", str(pki_dir(self.data_dir))]

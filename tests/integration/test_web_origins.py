@@ -60,12 +60,13 @@ def test_the_front_door_origin_may_call_and_others_may_not(platform: Platform, s
     assert "access-control-allow-origin" not in headers and "Origin" in headers["vary"]
 
 
-def test_a_websocket_from_another_origin_is_refused(platform: Platform):
+@pytest.mark.parametrize("offset", [0, 2])  # gss, relay
+def test_a_websocket_from_another_origin_is_refused(platform: Platform, offset: int):
     upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-    status, _, body = request(platform, 2, "GET", "/ws", {**upgrade, "Origin": FOREIGN})
+    status, _, body = request(platform, offset, "GET", "/ws", {**upgrade, "Origin": FOREIGN})
     assert status == 403 and b"origin_not_allowed" in body
-    status, _, _ = request(platform, 2, "GET", "/ws", {**upgrade, "Origin": platform.url})
+    status, _, _ = request(platform, offset, "GET", "/ws", {**upgrade, "Origin": platform.url})
     assert status != 403  # on to the token check (no token here)
 
 
@@ -80,3 +81,29 @@ def test_the_page_and_its_files(platform: Platform):
     assert status == 200 and "javascript" in headers["content-type"]
     for escape in ("/web/..%2f__init__.py", "/web/index.html", "/web/nothing.js"):
         assert request(platform, 0, "GET", escape, {})[0] == 404, escape
+
+
+def test_a_browser_websocket_carries_its_token_as_a_subprotocol(platform: Platform):
+    """Browsers cannot set Authorization on a WebSocket: the page offers
+    `twinstack.bearer.<token>`; gss (as the relay's session socket) authenticates with it and
+    echoes it. A browser sends Origin even to its own origin."""
+    import asyncio
+
+    import aiohttp
+
+    token = platform.client("ada").token
+    assert token is not None
+
+    async def connect(offered: str) -> tuple[int, str | None]:
+        async with aiohttp.ClientSession() as http:
+            try:
+                async with http.ws_connect(
+                        f"wss://127.0.0.1:{platform.port}/ws", protocols=[offered],
+                        ssl=tls_context(platform.ca), headers={"Origin": platform.url}) as ws:
+                    return 101, ws.protocol
+            except aiohttp.WSServerHandshakeError as refused:
+                return refused.status, None
+
+    assert asyncio.run(connect(f"twinstack.bearer.{token}")) == (101,
+                                                                f"twinstack.bearer.{token}")
+    assert asyncio.run(connect("twinstack.bearer.not-a-token")) == (401, None)

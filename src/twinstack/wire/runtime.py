@@ -170,12 +170,27 @@ def _jsonable(result: Any) -> Any:
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
 
+# A browser cannot set headers on a WebSocket: its page offers the token as a subprotocol,
+# `Sec-WebSocket-Protocol: twinstack.bearer.<token>`, which the answer echoes.
+BEARER_PROTOCOL = "twinstack.bearer."
+
+
+def offered_bearer_protocol(request: web.Request) -> str | None:
+    offered = request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+    return next((p.strip() for p in offered if p.strip().startswith(BEARER_PROTOCOL)), None)
+
+
 def bearer_token(request: web.Request) -> str:
-    """The token of `Authorization: Bearer <token>`, or 401."""
+    """The token of `Authorization: Bearer <token>` (or of a WebSocket's bearer
+    subprotocol), or 401."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
+    protocol = offered_bearer_protocol(request)
+    if not token and protocol is not None:
+        scheme, token = "bearer", protocol.removeprefix(BEARER_PROTOCOL)
     if scheme.lower() != "bearer" or not token:
-        raise unauthorized("send 'Authorization: Bearer <token>'")
+        raise unauthorized("send 'Authorization: Bearer <token>' (a browser's WebSocket: "
+                           f"the subprotocol {BEARER_PROTOCOL}<token>)")
     if not (token.isascii() and token.isprintable()):  # bytes >= 0x80 decode to surrogates
         raise unauthorized("a token is printable ASCII, as auth's login issues it")
     return token
@@ -196,7 +211,9 @@ class BoundedWebSocket(web.WebSocketResponse):
 def websocket_for(request: web.Request, max_bytes: int) -> BoundedWebSocket:
     """The WebSocket to answer `request` with, or 400 (as JSON) for a request that is not a
     WebSocket handshake."""
-    ws = BoundedWebSocket(heartbeat=30, max_msg_size=max_bytes)
+    protocol = offered_bearer_protocol(request)
+    ws = BoundedWebSocket(heartbeat=30, max_msg_size=max_bytes,
+                          protocols=(protocol,) if protocol else ())
     if not ws.can_prepare(request).ok:
         raise malformed(f"{request.path} is a WebSocket: connect with a WebSocket client "
                         "(GET with Upgrade: websocket)")

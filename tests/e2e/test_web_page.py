@@ -59,6 +59,7 @@ def test_log_in_create_a_project_lose_the_token_and_log_out(platform: Platform, 
 
     log_in(page, "ada", PASSWORD)
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    expect(page.get_by_role("heading", name="Log in")).to_be_hidden()
     expect(page.get_by_text("No projects yet")).to_be_visible()
     page.get_by_label("Name").fill("cavity")
     page.get_by_label("Session type").select_option("3D simulation")
@@ -85,4 +86,34 @@ def test_log_in_create_a_project_lose_the_token_and_log_out(platform: Platform, 
     expect(page.get_by_role("alert")).to_contain_text("You are logged out")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('twinstack.token')") is None
+    assert page.problems == []
+
+
+def test_opening_a_project_shows_its_services_starting_then_its_entities(platform: Platform,
+                                                                         page):
+    from playwright.sync_api import expect
+
+    tw = platform.client("ada")
+    project = tw.create_project("bracket", "3D simulation")
+    page.goto(platform.url + "/")
+    log_in(page, "ada", PASSWORD)
+    page.get_by_role("button", name="Open bracket").click()
+    expect(page.get_by_role("heading", name="bracket")).to_be_visible()
+    for other in ("Log in", "Projects"):
+        expect(page.get_by_role("heading", name=other)).to_be_hidden()
+    services = page.locator("#services li")
+    expect(services).to_have_count(5)  # model, modeling, the two meshers, visualization
+    expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
+    expect(page.locator('#services li[data-status="ready"]')).to_have_count(5)
+    expect(page.locator("#entities")).to_be_visible()
+    expect(page.locator("#entity-rows tr")).to_have_count(0)
+
+    # The page left; the session goes on. What the Python client adds, the page lists.
+    page.get_by_role("button", name="Back to projects").click()
+    with tw.open_session(project["id"]) as session:
+        session.modeling.create("box", size=[1, 2, 3], name="block")
+    page.get_by_role("button", name="Open bracket").click()
+    expect(page.locator("#session-state")).to_have_text("Session ready")
+    expect(page.locator("#entity-rows tr")).to_have_count(1)
+    expect(page.locator("#entity-rows tr")).to_contain_text("block")
     assert page.problems == []

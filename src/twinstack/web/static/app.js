@@ -36,9 +36,10 @@ function say(text, kind = "error") {
 }
 
 function show(view) {
-  const signedIn = view === "projects";
+  const signedIn = view !== "login";
   $("login").hidden = signedIn;
-  $("projects").hidden = !signedIn;
+  $("projects").hidden = view !== "projects";
+  $("project").hidden = view !== "project";
   $("logout").hidden = !signedIn;
   $("who").hidden = !signedIn;
   $("who").textContent = signedIn ? state.user : "";
@@ -79,11 +80,134 @@ async function showProjects() {
       cell.textContent = value;
       row.append(cell);
     }
+    const open = document.createElement("button");
+    open.type = "button";
+    open.textContent = "Open";
+    open.setAttribute("aria-label", `Open ${p.name}`);
+    open.addEventListener("click", () => openProject(p));
+    const cell = document.createElement("td");
+    cell.append(open);
+    row.append(cell);
     return row;
   }));
   $("no-projects").hidden = listed.projects.length > 0;
   show("projects");
 }
+
+// --- an opened project: its session's start, then its entities -----------------------------
+
+const STATUS = { spawning: "starting", service_ready: "ready", restarting: "restarting",
+                 restarted: "ready" };
+
+class SessionSocket {
+  // One WebSocket to the relay for the session: events arrive as {"event": ...}, calls are
+  // {"id", "service", "action", "params"} answered by {"id", "result" | "error"}.
+  constructor(sessionId, onEvent) {
+    const url = `${state.info.relay_url.replace(/^https:/, "wss:")}/session?id=${sessionId}`;
+    this.socket = new WebSocket(url, [`twinstack.bearer.${state.token}`]);
+    this.pending = new Map();
+    this.next = 1;
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.addEventListener("open", resolve, { once: true });
+      this.socket.addEventListener("error", () => reject(new PlatformError(0,
+        { message: "the session's connection could not be opened" })), { once: true });
+    });
+    this.socket.addEventListener("message", (message) => {
+      const data = JSON.parse(message.data);
+      if (data.event) onEvent(data.event);
+      const waiting = this.pending.get(data.id);
+      if (!waiting) return;
+      this.pending.delete(data.id);
+      if (data.error) waiting.reject(new PlatformError(data.error.status || 500, data.error));
+      else waiting.resolve(data.result);
+    });
+    this.socket.addEventListener("close", (closed) => {
+      for (const waiting of this.pending.values()) {
+        waiting.reject(new PlatformError(0, { message: closed.reason || "the connection closed" }));
+      }
+      this.pending.clear();
+    });
+  }
+
+  async call(service, action, params = {}) {
+    await this.opened;
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.socket.send(JSON.stringify({ id, service, action, params }));
+    });
+  }
+
+  close() { this.socket.close(1000, "left the project"); }
+}
+
+function showServices(names) {
+  $("services").replaceChildren(...names.map((name) => {
+    const item = document.createElement("li");
+    item.dataset.service = name;
+    item.dataset.status = "waiting";
+    item.textContent = `${name}: waiting`;
+    return item;
+  }));
+}
+
+function markService(name, status) {
+  const item = $("services").querySelector(`[data-service="${CSS.escape(name)}"]`);
+  if (!item) return;
+  item.dataset.status = status;
+  item.textContent = `${name}: ${status}`;
+}
+
+async function showEntities() {
+  const listed = await guarded(() => state.session.call("model", "entities"));
+  if (!listed) return;
+  $("entity-rows").replaceChildren(...listed.entities.map((e) => {
+    const row = document.createElement("tr");
+    for (const value of [e.name, e.kind]) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      row.append(cell);
+    }
+    return row;
+  }));
+  $("entities").hidden = false;
+}
+
+function onSessionEvent(event) {
+  if (event.type && STATUS[event.type] && event.service) markService(event.service, STATUS[event.type]);
+  if (event.type === "queued") {
+    $("session-state").textContent = `Waiting for a free session node: place ${event.place} in the queue`;
+  }
+  if (!event.state) return;
+  if (event.state === "ready") {
+    for (const name of event.services || []) markService(name, "ready");
+    $("session-state").textContent = "Session ready";
+    if ((event.services || []).includes("model")) showEntities();
+  } else if (["failed", "closed", "lost"].includes(event.state)) {
+    $("session-state").textContent = `Session ${event.state}${event.reason ? `: ${event.reason}` : ""}`;
+  } else if (event.state !== "queued") {
+    $("session-state").textContent = `Session ${event.state}…`;
+  }
+}
+
+async function openProject(project) {
+  say("");
+  const record = await guarded(() => call("", "open_session", { project: project.id }));
+  if (!record) return;
+  $("project-name").textContent = project.name;
+  $("entities").hidden = true;
+  $("session-state").textContent = `Session ${record.state}…`;
+  showServices(state.info.session_types[project.session_type] || []);
+  show("project");
+  state.session = new SessionSocket(record.id, onSessionEvent);
+  await guarded(() => state.session.opened);
+}
+
+$("leave").addEventListener("click", async () => {
+  if (state.session) state.session.close();  // the session goes on for the others
+  state.session = null;
+  await showProjects();
+});
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -112,6 +236,8 @@ $("create").addEventListener("submit", async (event) => {
 });
 
 $("logout").addEventListener("click", async () => {
+  if (state.session) state.session.close();
+  state.session = null;
   await call(state.info.auth_url, "logout").catch(() => undefined);  // gone already is fine
   forget();
   show("login");

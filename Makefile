@@ -10,7 +10,7 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 RUN_EXTRAS := compute,cad,mesh
 TEST_EXTRAS := compute,cad,mesh,kubernetes,test
 
-.PHONY: up test lint system-packages clean
+.PHONY: up web test lint system-packages clean
 .NOTPARALLEL:
 
 $(BIN)/python:
@@ -28,7 +28,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	@$(PIP) install -e '.[$(TEST_EXTRAS)]'
 	@touch $@
 
-up: $(VENV)/.installed-run
+web:  # the page gss serves at /, bundled by npm tools (scripts/build-web.sh)
+	@scripts/build-web.sh || echo "warning: the web page is not built; the API and the Python client work without it"
+
+up: $(VENV)/.installed-run web
 	$(BIN)/twinstack up --data-dir $(DATA)$(if $(PORT), --port $(PORT))
 
 system-packages:

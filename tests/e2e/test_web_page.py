@@ -4,13 +4,19 @@ form with a message, log out. The console stays free of errors."""
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import io
 import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.platform_fixtures import PASSWORD, Platform, running_platform
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
                                 reason="needs Debian's chromium (apt-get install chromium)")
@@ -18,8 +24,32 @@ pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    build_web_page()
     with running_platform(tmp_path_factory.mktemp("web"), "ada") as running:
         yield running
+
+
+def build_web_page() -> None:
+    """scripts/build-web.sh, as `make up` runs it, once at a time (pytest-xdist workers)."""
+    with open(ROOT / "src/twinstack/web/.build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(["bash", str(ROOT / "scripts/build-web.sh")], capture_output=True,
+                              text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"the web page did not build:\n{done.stdout}\n{done.stderr}", pytrace=False)
+
+
+def canvas_pixels(page) -> tuple[bytes, int]:
+    """What the 3D view's canvas holds (PNG bytes), and how many of its pixels are not the
+    background."""
+    import numpy as np
+    from PIL import Image
+
+    url = page.evaluate("document.getElementById('view').toDataURL('image/png')")
+    png = base64.b64decode(url.split(",", 1)[1])
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    background = pixels[0, 0]
+    return png, int((np.abs(pixels - background).max(axis=2) > 24).sum())
 
 
 @pytest.fixture
@@ -107,13 +137,28 @@ def test_opening_a_project_shows_its_services_starting_then_its_entities(platfor
     expect(page.locator('#services li[data-status="ready"]')).to_have_count(5)
     expect(page.locator("#entities")).to_be_visible()
     expect(page.locator("#entity-rows tr")).to_have_count(0)
+    _, empty = canvas_pixels(page)
+    assert empty == 0  # nothing to draw yet
 
     # The page left; the session goes on. What the Python client adds, the page lists.
     page.get_by_role("button", name="Back to projects").click()
     with tw.open_session(project["id"]) as session:
-        session.modeling.create("box", size=[1, 2, 3], name="block")
-    page.get_by_role("button", name="Open bracket").click()
-    expect(page.locator("#session-state")).to_have_text("Session ready")
-    expect(page.locator("#entity-rows tr")).to_have_count(1)
-    expect(page.locator("#entity-rows tr")).to_contain_text("block")
+        block = session.modeling.create("box", size=[1, 2, 3], name="block")
+        page.get_by_role("button", name="Open bracket").click()
+        expect(page.locator("#session-state")).to_have_text("Session ready")
+        expect(page.locator("#entity-rows tr")).to_have_count(1)
+        expect(page.locator("#entity-rows tr")).to_contain_text("block")
+        expect(page.locator("#view")).to_have_attribute("data-parts", "block")
+        box_shot, box_pixels = canvas_pixels(page)
+        assert box_pixels > 5_000  # the box fills a good part of the fitted view
+
+        # A boolean, made by another participant: reopened, the page draws the new solid.
+        page.get_by_role("button", name="Back to projects").click()
+        ball = session.modeling.create("sphere", radius=1.2, center=[0.5, 1, 3], name="ball")
+        session.modeling.create("union", block, ball, name="capped")
+        page.get_by_role("button", name="Open bracket").click()
+        expect(page.locator("#view")).to_have_attribute("data-parts", "capped")
+        capped_shot, capped_pixels = canvas_pixels(page)
+        assert capped_pixels > 5_000 and capped_shot != box_shot
+        page.get_by_role("button", name="Fit").click()
     assert page.problems == []

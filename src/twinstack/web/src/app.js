@@ -1,6 +1,9 @@
-// The TwinStack page: log in at auth, list and create projects at gss. Every call is the
-// platform's public action API (POST /actions/NAME with a JSON body and a bearer token),
-// the same one the Python client uses.
+// The TwinStack page: log in at auth, list and create projects at gss, open one (its session
+// through the relay) and see its solids in 3D. Every call is the platform's public action API
+// (POST /actions/NAME with a JSON body and a bearer token, or a message on the session's
+// WebSocket), the same one the Python client uses. Bundled with three.js by esbuild.
+import { Viewer } from "./viewer.js";
+
 const state = { info: null, token: sessionStorage.getItem("twinstack.token"),
                 user: sessionStorage.getItem("twinstack.user") };
 const $ = (id) => document.getElementById(id);
@@ -104,6 +107,7 @@ class SessionSocket {
   // {"id", "service", "action", "params"} answered by {"id", "result" | "error"}.
   constructor(sessionId, onEvent) {
     const url = `${state.info.relay_url.replace(/^https:/, "wss:")}/session?id=${sessionId}`;
+    this.id = sessionId;
     this.socket = new WebSocket(url, [`twinstack.bearer.${state.token}`]);
     this.pending = new Map();
     this.next = 1;
@@ -158,8 +162,34 @@ function markService(name, status) {
   item.textContent = `${name}: ${status}`;
 }
 
+// A blob (GLB, picture) by its hash, through the relay with the session's token.
+async function fetchBlob(sessionId, hash) {
+  const response = await fetch(`${state.info.relay_url}/blobs/${hash}?session=${sessionId}`,
+                               { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new PlatformError(response.status, body.error || {});
+  }
+  return response.arrayBuffer();
+}
+
+async function drawSolids(session, solids) {
+  if (!state.viewer) state.viewer = new Viewer($("view"));
+  if (solids.length === 0) {
+    state.viewer.clear();
+    return;
+  }
+  const drawn = await guarded(async () => {
+    const scene = await session.call("visualization", "scene", { ids: solids.map((e) => e.id) });
+    await state.viewer.show(await fetchBlob(session.id, scene.blob));
+    return scene;
+  });
+  if (drawn) $("view").dataset.parts = state.viewer.parts().join(",");
+}
+
 async function showEntities() {
-  const listed = await guarded(() => state.session.call("model", "entities"));
+  const session = state.session;
+  const listed = await guarded(() => session.call("model", "entities"));
   if (!listed) return;
   $("entity-rows").replaceChildren(...listed.entities.map((e) => {
     const row = document.createElement("tr");
@@ -171,6 +201,10 @@ async function showEntities() {
     return row;
   }));
   $("entities").hidden = false;
+  // The solids a later feature consumed (a boolean's operands) are not drawn: only results.
+  const solids = listed.entities.filter((e) => e.kind === "geometry");
+  const consumed = new Set(solids.flatMap((e) => e.properties?.inputs || []));
+  await drawSolids(session, solids.filter((e) => !consumed.has(e.id)));
 }
 
 function onSessionEvent(event) {
@@ -196,12 +230,16 @@ async function openProject(project) {
   if (!record) return;
   $("project-name").textContent = project.name;
   $("entities").hidden = true;
+  delete $("view").dataset.parts;
+  state.viewer?.clear();
   $("session-state").textContent = `Session ${record.state}…`;
   showServices(state.info.session_types[project.session_type] || []);
   show("project");
   state.session = new SessionSocket(record.id, onSessionEvent);
   await guarded(() => state.session.opened);
 }
+
+$("fit").addEventListener("click", () => state.viewer?.fit());
 
 $("leave").addEventListener("click", async () => {
   if (state.session) state.session.close();  // the session goes on for the others

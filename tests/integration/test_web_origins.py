@@ -66,8 +66,8 @@ def test_a_websocket_from_another_origin_is_refused(platform: Platform, offset: 
                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
     status, _, body = request(platform, offset, "GET", "/ws", {**upgrade, "Origin": FOREIGN})
     assert status == 403 and b"origin_not_allowed" in body
-    status, _, _ = request(platform, offset, "GET", "/ws", {**upgrade, "Origin": platform.url})
-    assert status != 403  # on to the token check (no token here)
+    status, _, body = request(platform, offset, "GET", "/ws", {**upgrade, "Origin": platform.url})
+    assert status == 401 and b"Bearer" in body  # past the origin, on to the token check
 
 
 def test_the_page_and_its_files(platform: Platform):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.typedefs import Middleware
 from pydantic import BaseModel
 
 from twinstack import __version__
@@ -224,7 +225,7 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=encode(value), status=status, content_type="application/json")
 
 
-def cross_origin_guard(origins: frozenset[str]) -> Any:
+def cross_origin_guard(origins: frozenset[str]) -> Middleware:
     """Answer a browser's CORS preflight, and refuse a WebSocket opened by a page of another
     origin (browsers do not apply CORS to WebSockets). Callers that send no Origin (the
     Python client, the CLI) pass as before."""

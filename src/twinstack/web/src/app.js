@@ -71,18 +71,23 @@ async function guarded(work) {
   }
 }
 
+function tableRow(values) {
+  const row = document.createElement("tr");
+  for (const value of values) {
+    const cell = document.createElement("td");
+    cell.textContent = value;  // text, never HTML: names come from users
+    row.append(cell);
+  }
+  return row;
+}
+
 async function showProjects() {
   const listed = await guarded(() => call("", "list_projects"));
   if (!listed) return;
   const rows = $("project-rows");
   rows.replaceChildren(...listed.projects.map((p) => {
-    const row = document.createElement("tr");
+    const row = tableRow([p.name, p.session_type, p.owner, p.role]);
     row.dataset.id = p.id;
-    for (const value of [p.name, p.session_type, p.owner, p.role]) {
-      const cell = document.createElement("td");
-      cell.textContent = value;
-      row.append(cell);
-    }
     const open = document.createElement("button");
     open.type = "button";
     open.textContent = "Open";
@@ -191,15 +196,7 @@ async function showEntities() {
   const session = state.session;
   const listed = await guarded(() => session.call("model", "entities"));
   if (!listed) return;
-  $("entity-rows").replaceChildren(...listed.entities.map((e) => {
-    const row = document.createElement("tr");
-    for (const value of [e.name, e.kind]) {
-      const cell = document.createElement("td");
-      cell.textContent = value;
-      row.append(cell);
-    }
-    return row;
-  }));
+  $("entity-rows").replaceChildren(...listed.entities.map((e) => tableRow([e.name, e.kind])));
   $("entities").hidden = false;
   // The solids a later feature consumed (a boolean's operands) are not drawn: only results.
   const solids = listed.entities.filter((e) => e.kind === "geometry");

@@ -37,16 +37,26 @@ export class Viewer {
 
   async show(glb) {
     const loaded = await new GLTFLoader().parseAsync(glb, "");
-    if (this.model) this.scene.remove(this.model);
+    this.remove();
     this.model = loaded.scene;
     this.scene.add(this.model);
     this.fit();
   }
 
   clear() {
-    if (this.model) this.scene.remove(this.model);
-    this.model = null;
+    this.remove();
     this.draw();
+  }
+
+  // The shown model leaves the scene and frees its GPU buffers (each reopen loads a new one).
+  remove() {
+    if (!this.model) return;
+    this.scene.remove(this.model);
+    this.model.traverse((node) => {
+      node.geometry?.dispose();
+      for (const material of [node.material].flat()) material?.dispose();
+    });
+    this.model = null;
   }
 
   parts() {

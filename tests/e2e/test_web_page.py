@@ -7,14 +7,18 @@ from __future__ import annotations
 import base64
 import fcntl
 import io
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
 
 from tests.platform_fixtures import PASSWORD, Platform, running_platform
+from twinstack.client import ActionError
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -53,27 +57,37 @@ def canvas_pixels(page) -> tuple[bytes, int]:
 
 
 @pytest.fixture
-def page(platform: Platform) -> Iterator:
+def browser_page(platform: Platform) -> Iterator:
+    """Pages in browser contexts of their own (as two people's browsers), 1280x800, each
+    recording console errors in `page.problems`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
+
+        def new_page():
             # the dev CA is the platform's own: a user imports it, the test trusts it this way
             context = browser.new_context(ignore_https_errors=True,
                                           viewport={"width": 1280, "height": 800})
             page = context.new_page()
-            page.problems = []  # type: ignore[attr-defined]
+            page.problems = []
             page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
             page.on("pageerror", lambda e: page.problems.append(str(e)))
-            yield page
+            return page
+        try:
+            yield new_page
         finally:
             browser.close()
 
 
+@pytest.fixture
+def page(browser_page) -> Any:
+    return browser_page()
+
+
 def log_in(page, user: str, password: str) -> None:
-    page.get_by_label("User").fill(user)
-    page.get_by_label("Password").fill(password)
+    page.get_by_label("User", exact=True).fill(user)
+    page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
 
 
@@ -91,7 +105,7 @@ def test_log_in_create_a_project_lose_the_token_and_log_out(platform: Platform, 
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
     expect(page.get_by_role("heading", name="Log in")).to_be_hidden()
     expect(page.get_by_text("No projects yet")).to_be_visible()
-    page.get_by_label("Name").fill("cavity")
+    page.get_by_label("Name", exact=True).fill("cavity")
     page.get_by_label("Session type").select_option("3D simulation")
     page.get_by_role("button", name="Create project").click()
     row = page.locator("#project-rows tr")
@@ -119,46 +133,134 @@ def test_log_in_create_a_project_lose_the_token_and_log_out(platform: Platform, 
     assert page.problems == []
 
 
-def test_opening_a_project_shows_its_services_starting_then_its_entities(platform: Platform,
-                                                                         page):
+def shape_and_pixels(page, parts: str) -> tuple[bytes, int]:
+    """The view once it draws exactly these parts (names in alphabetical order)."""
     from playwright.sync_api import expect
 
-    tw = platform.client("ada")
-    project = tw.create_project("bracket", "3D simulation")
+    expect(page.locator("#view")).to_have_attribute("data-parts", parts, timeout=60_000)
+    return canvas_pixels(page)
+
+
+def add_shape(page, feature: str, name: str, *inputs: str, **parameters: str) -> None:
+    from playwright.sync_api import expect
+
+    toolbar = page.locator("#feature-form")
+    toolbar.get_by_label("Feature").select_option(feature)
+    for label, shape in zip(("First shape", "Second shape"), inputs, strict=False):
+        toolbar.get_by_label(label).select_option(label=shape)
+    for key, value in parameters.items():
+        toolbar.get_by_label(key, exact=True).fill(value)
+    toolbar.get_by_label("Shape name").fill(name)
+    toolbar.get_by_role("button", name="Add").click()
+    expect(page.locator("#tree")).to_contain_text(name, timeout=60_000)
+
+
+def open_in_page(page, name: str) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=f"Open {name}").click()
+    expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
+
+
+def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_page):
+    """The issue's main flow: two primitives and a boolean drawn, a radius edited in the
+    property panel, undone in the history graph, both meshers' statistics; a viewer in a
+    second browser sees edits live and cannot edit; a relay restart is survived; log out."""
+    from playwright.sync_api import expect
+
+    platform.add_user("bea")
     page.goto(platform.url + "/")
     log_in(page, "ada", PASSWORD)
-    page.get_by_role("button", name="Open bracket").click()
-    expect(page.get_by_role("heading", name="bracket")).to_be_visible()
-    for other in ("Log in", "Projects"):
-        expect(page.get_by_role("heading", name=other)).to_be_hidden()
-    services = page.locator("#services li")
-    expect(services).to_have_count(5)  # model, modeling, the two meshers, visualization
+    page.get_by_label("Name", exact=True).fill("widget")
+    page.get_by_label("Session type").select_option("3D simulation")
+    page.get_by_role("button", name="Create project").click()
+    page.get_by_role("button", name="Share widget").click()
+    dialog = page.locator("#share-dialog")
+    dialog.get_by_label("Who").fill("bea")
+    dialog.get_by_label("Role").select_option("viewer")
+    dialog.get_by_role("button", name="Share").click()
+    expect(page.get_by_role("alert")).to_contain_text("Done: share widget")
+
+    page.get_by_role("button", name="Open widget").click()
+    expect(page.locator("#services li")).to_have_count(5)
     expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
     expect(page.locator('#services li[data-status="ready"]')).to_have_count(5)
-    expect(page.locator("#entities")).to_be_visible()
-    expect(page.locator("#entity-rows tr")).to_have_count(0)
     _, empty = canvas_pixels(page)
     assert empty == 0  # nothing to draw yet
 
-    # The page left; the session goes on. What the Python client adds, the page lists.
-    page.get_by_role("button", name="Back to projects").click()
-    with tw.open_session(project["id"]) as session:
-        block = session.modeling.create("box", size=[1, 2, 3], name="block")
-        page.get_by_role("button", name="Open bracket").click()
-        expect(page.locator("#session-state")).to_have_text("Session ready")
-        expect(page.locator("#entity-rows tr")).to_have_count(1)
-        expect(page.locator("#entity-rows tr")).to_contain_text("block")
-        expect(page.locator("#view")).to_have_attribute("data-parts", "block")
-        box_shot, box_pixels = canvas_pixels(page)
-        assert box_pixels > 5_000  # the box fills a good part of the fitted view
+    add_shape(page, "box", "block", size="2, 2, 2")
+    add_shape(page, "sphere", "ball", radius="1.2", center="2, 2, 2")
+    two_shot, two_pixels = shape_and_pixels(page, "ball,block")
+    add_shape(page, "union", "capped", "block", "ball")
+    union_shot, union_pixels = shape_and_pixels(page, "capped")
+    assert min(two_pixels, union_pixels) > 5_000 and union_shot != two_shot
+    expect(page.locator("#tree li[data-id]")).to_have_count(3)
 
-        # A boolean, made by another participant: reopened, the page draws the new solid.
-        page.get_by_role("button", name="Back to projects").click()
-        ball = session.modeling.create("sphere", radius=1.2, center=[0.5, 1, 3], name="ball")
-        session.modeling.create("union", block, ball, name="capped")
-        page.get_by_role("button", name="Open bracket").click()
-        expect(page.locator("#view")).to_have_attribute("data-parts", "capped")
-        capped_shot, capped_pixels = canvas_pixels(page)
-        assert capped_pixels > 5_000 and capped_shot != box_shot
-        page.get_by_role("button", name="Fit").click()
-    assert page.problems == []
+    # The sphere's radius, in the property panel: the union is rebuilt and drawn again.
+    page.locator("#tree").get_by_role("button", name="ball").click()
+    panel = page.locator("#property-form")
+    panel.get_by_label("radius", exact=True).fill("0.6")
+    drawn = page.locator("#view").get_attribute("data-drawn")
+    panel.get_by_role("button", name="Apply").click()
+    expect(page.locator("#view")).not_to_have_attribute("data-drawn", drawn or "")
+    small_shot, _ = shape_and_pixels(page, "capped")
+    assert small_shot != union_shot
+    graph = page.locator("#history-graph")
+    expect(graph).to_have_attribute("data-states", "5")  # the empty project first
+    head = graph.get_attribute("data-head")
+    expect(graph.locator(".state.head")).to_contain_text("ball: radius=0.6")
+
+    # Undo: the head moves back in the graph, the larger ball is drawn again.
+    page.get_by_role("button", name="Undo").click()
+    expect(graph).not_to_have_attribute("data-head", head or "")
+    expect(graph.locator(".state.head")).to_contain_text("capped: union of block and ball")
+    undone_shot, _ = shape_and_pixels(page, "capped")
+    expect(page.get_by_role("button", name="Redo")).to_be_enabled()
+
+    # Both meshers, with their statistics.
+    page.get_by_role("button", name="Cartesian mesh", exact=True).click()
+    expect(page.locator("#mesh-stats")).to_contain_text("Cells", timeout=60_000)
+    expect(page.locator("#mesh-stats")).to_contain_text("cartesian")
+    page.get_by_label("Largest element").fill("0.5")
+    page.get_by_role("button", name="Tetrahedral mesh", exact=True).click()
+    expect(page.locator("#mesh-stats")).to_contain_text("Tetrahedra", timeout=120_000)
+    expect(page.locator("#mesh-stats")).to_contain_text("Min dihedral angle")
+    expect(graph).to_have_attribute("data-states", "7")
+
+    # Bea, a viewer, in a second browser context: she sees everything and edits nothing.
+    other = browser_page()
+    other.goto(platform.url + "/")
+    log_in(other, "bea", PASSWORD)
+    open_in_page(other, "widget")
+    expect(other.locator("#role")).to_have_text("viewer")
+    expect(other.locator("#feature-form").get_by_role("button", name="Add")).to_be_disabled()
+    expect(other.get_by_role("button", name="Undo")).to_be_disabled()
+    expect(other.get_by_role("button", name="Cartesian mesh", exact=True)).to_be_disabled()
+    shape_and_pixels(other, "capped")
+    add_shape(page, "cylinder", "post", radius="0.3", height="2", base="-2, 0, 0")
+    shape_and_pixels(other, "capped,post")  # live, with no reload
+    expect(other.locator("#tree")).to_contain_text("post")
+    expect(other.locator("#log")).to_contain_text("post: cylinder", use_inner_text=False)
+    bea = platform.client("bea")
+    with bea.open_session(bea.projects()[0]["id"]) as session:  # and the platform refuses
+        with pytest.raises(ActionError) as refused:
+            session.modeling.create("box", size=[1, 1, 1])
+    assert refused.value.status == 403
+
+    # The relay restarts under both pages: they say so, reconnect and carry on.
+    os.kill(platform.pid("relay"), signal.SIGKILL)
+    for each in (page, other):
+        expect(each.locator("#project")).to_have_attribute("data-reconnects", "1",
+                                                           timeout=60_000)
+        # the browser logs each refused try itself while the relay is away
+        assert all("WebSocket connection to" in p for p in each.problems), each.problems
+        each.problems.clear()
+    add_shape(page, "box", "plate", size="1, 1, 0.2", corner="0, 0, -1")
+    shape_and_pixels(page, "capped,plate,post")
+    shape_and_pixels(other, "capped,plate,post")
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    other.get_by_role("button", name="Log out").click()
+    expect(other.get_by_role("alert")).to_contain_text("You are logged out")
+    assert page.problems == [] and other.problems == []

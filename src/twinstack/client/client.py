@@ -273,6 +273,10 @@ class Client:
         """Each session type a project can have, with the compute services it starts."""
         return dict(self.info()["session_types"])
 
+    def accounts(self) -> dict[str, list[dict[str, Any]]]:
+        """Every user and group (with its members). Administrators only."""
+        return dict(self._call(self.info()["auth_url"], "accounts"))
+
     def nodes(self) -> list[dict[str, Any]]:
         """The session nodes (LSS): state, capacity, live sessions, load. Administrators only."""
         return self.gss("list_nodes")["nodes"]

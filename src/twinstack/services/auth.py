@@ -29,7 +29,7 @@ from twinstack.store import accounts, throttle
 from twinstack.store.models import User, utcnow
 from twinstack.wire.actions import Call, action
 from twinstack.wire.client import ServiceClient
-from twinstack.wire.errors import ActionError, unauthorized
+from twinstack.wire.errors import ActionError, forbidden, unauthorized
 from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,14 @@ class AuthService(ServiceBase):
     async def whoami(self, call: Call, params: NoParams) -> dict[str, Any]:
         holder: TokenHolder = call.principal
         return {"name": holder.name, "admin": holder.admin}
+
+    @action(public=True, allow=())
+    async def accounts(self, call: Call, params: NoParams) -> dict[str, Any]:
+        """Every user and group, for an administrator's view of the platform."""
+        holder: TokenHolder = call.principal
+        if not holder.admin:
+            raise forbidden("listing users and groups is for administrators")
+        return await self.db.run(lambda s: {**user_list(s, params), **group_list(s, params)})
 
 
 def _admin_action(name: str, params: type[BaseModel],

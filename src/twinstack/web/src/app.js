@@ -1,35 +1,10 @@
-// The TwinStack page: log in at auth, list and create projects at gss, open one (its session
-// through the relay) and see its solids in 3D. Every call is the platform's public action API
-// (POST /actions/NAME with a JSON body and a bearer token, or a message on the session's
-// WebSocket), the same one the Python client uses. Bundled with three.js by esbuild.
-import { Viewer } from "./viewer.js";
-
-const state = { info: null, token: sessionStorage.getItem("twinstack.token"),
-                user: sessionStorage.getItem("twinstack.user") };
-const $ = (id) => document.getElementById(id);
-
-class PlatformError extends Error {
-  constructor(status, error) {
-    super(error.message || `HTTP ${status}`);
-    this.status = status;
-    this.code = error.code;
-  }
-}
-
-async function call(base, action, params = {}) {
-  const headers = { "Content-Type": "application/json" };
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  let response;
-  try {
-    response = await fetch(`${base}/actions/${action}`,
-                           { method: "POST", headers, body: JSON.stringify(params) });
-  } catch (err) {
-    throw new PlatformError(0, { message: `the platform cannot be reached (${err.message})` });
-  }
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new PlatformError(response.status, body.error || {});
-  return body.result;
-}
+// The TwinStack page: log in at auth, the projects (create, rename, share, delete), an
+// administrator's view of users, groups, nodes and sessions, and an opened project
+// (project.js). Every call is the platform's public API, the one the Python client uses.
+// Bundled with three.js by esbuild.
+import { call, state } from "./api.js";
+import { $, button, tableRow } from "./dom.js";
+import { ProjectView } from "./project.js";
 
 function say(text, kind = "error") {
   const message = $("message");
@@ -43,6 +18,7 @@ function show(view) {
   $("login").hidden = signedIn;
   $("projects").hidden = view !== "projects";
   $("project").hidden = view !== "project";
+  $("admin").hidden = view !== "projects" || !state.admin;
   $("logout").hidden = !signedIn;
   $("who").hidden = !signedIn;
   $("who").textContent = signedIn ? state.user : "";
@@ -51,16 +27,24 @@ function show(view) {
 
 function forget() {
   state.token = state.user = null;
+  state.admin = false;
   sessionStorage.removeItem("twinstack.token");
   sessionStorage.removeItem("twinstack.user");
 }
 
-// A refused token (expired, revoked, logged out elsewhere) sends the user back to log in.
+function leaveProject() {
+  state.view?.close();
+  state.view = null;
+}
+
+// A refused token (expired, revoked, logged out elsewhere) sends the user back to log in; any
+// other error is said as the platform said it.
 async function guarded(work) {
   try {
     return await work();
   } catch (err) {
     if (err.status === 401 && state.token) {
+      leaveProject();
       forget();
       show("login");
       say("Your login has expired or was revoked: log in again.");
@@ -71,178 +55,142 @@ async function guarded(work) {
   }
 }
 
-function tableRow(values) {
-  const row = document.createElement("tr");
-  for (const value of values) {
-    const cell = document.createElement("td");
-    cell.textContent = value;  // text, never HTML: names come from users
-    row.append(cell);
+// --- projects --------------------------------------------------------------------------------
+
+async function showProjects() {
+  const me = await guarded(() => call(state.info.auth_url, "whoami"));
+  const listed = me && await guarded(() => call("", "list_projects"));
+  if (!listed) return;
+  state.admin = me.admin;
+  $("project-rows").replaceChildren(...listed.projects.map(projectRow));
+  $("no-projects").hidden = listed.projects.length > 0;
+  show("projects");
+  if (state.admin) await showAdmin();
+}
+
+function projectRow(p) {
+  const actions = document.createElement("span");
+  actions.className = "actions";
+  const labelled = (text, onClick) => {
+    const b = button(text, onClick);
+    b.setAttribute("aria-label", `${text} ${p.name}`);
+    return b;
+  };
+  actions.append(labelled("Open", () => openProject(p)));
+  if (p.role === "owner") {
+    actions.append(labelled("Rename", () => ask("rename", p)),
+                   labelled("Share", () => ask("share", p)),
+                   labelled("Delete", () => ask("delete", p)));
   }
+  const row = tableRow([p.name, p.session_type, p.owner, p.role, actions]);
+  row.dataset.id = p.id;
   return row;
 }
 
-async function showProjects() {
-  const listed = await guarded(() => call("", "list_projects"));
-  if (!listed) return;
-  const rows = $("project-rows");
-  rows.replaceChildren(...listed.projects.map((p) => {
-    const row = tableRow([p.name, p.session_type, p.owner, p.role]);
-    row.dataset.id = p.id;
-    const open = document.createElement("button");
-    open.type = "button";
-    open.textContent = "Open";
-    open.setAttribute("aria-label", `Open ${p.name}`);
-    open.addEventListener("click", () => openProject(p));
-    const cell = document.createElement("td");
-    cell.append(open);
-    row.append(cell);
-    return row;
-  }));
-  $("no-projects").hidden = listed.projects.length > 0;
-  show("projects");
+// One dialog per question (rename, share, delete), each a form that answers it.
+function ask(kind, project) {
+  const dialog = $(`${kind}-dialog`);
+  dialog.dataset.project = project.id;
+  dialog.querySelector(".project-name").textContent = project.name;
+  const form = dialog.querySelector("form");
+  form.reset();
+  if (form.elements.name) form.elements.name.value = project.name;
+  dialog.showModal();
 }
 
-// --- an opened project: its session's start, then its entities -----------------------------
+const ANSWERS = {
+  rename: (project, f) => call("", "rename_project", { project, name: f.name.value }),
+  share: (project, f) => call("", "share_project", {
+    project, role: f.role.value, [f.kind.value]: f.who.value.trim() }),
+  delete: (project) => call("", "delete_project", { project }),
+};
 
-const STATUS = { spawning: "starting", service_ready: "ready", restarting: "restarting",
-                 restarted: "ready" };
-
-class SessionSocket {
-  // One WebSocket to the relay for the session: events arrive as {"event": ...}, calls are
-  // {"id", "service", "action", "params"} answered by {"id", "result" | "error"}.
-  constructor(sessionId, onEvent) {
-    const url = `${state.info.relay_url.replace(/^https:/, "wss:")}/session?id=${sessionId}`;
-    this.id = sessionId;
-    this.socket = new WebSocket(url, [`twinstack.bearer.${state.token}`]);
-    this.pending = new Map();
-    this.next = 1;
-    this.opened = new Promise((resolve, reject) => {
-      this.socket.addEventListener("open", resolve, { once: true });
-      this.socket.addEventListener("error", () => reject(new PlatformError(0,
-        { message: "the session's connection could not be opened" })), { once: true });
-    });
-    this.socket.addEventListener("message", (message) => {
-      const data = JSON.parse(message.data);
-      if (data.event) onEvent(data.event);
-      const waiting = this.pending.get(data.id);
-      if (!waiting) return;
-      this.pending.delete(data.id);
-      if (data.error) waiting.reject(new PlatformError(data.error.status || 500, data.error));
-      else waiting.resolve(data.result);
-    });
-    this.socket.addEventListener("close", (closed) => {
-      for (const waiting of this.pending.values()) {
-        waiting.reject(new PlatformError(0, { message: closed.reason || "the connection closed" }));
-      }
-      this.pending.clear();
-    });
-  }
-
-  async call(service, action, params = {}) {
-    await this.opened;
-    const id = this.next++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.socket.send(JSON.stringify({ id, service, action, params }));
-    });
-  }
-
-  close() { this.socket.close(1000, "left the project"); }
-}
-
-function showServices(names) {
-  $("services").replaceChildren(...names.map((name) => {
-    const item = document.createElement("li");
-    item.dataset.service = name;
-    item.dataset.status = "waiting";
-    item.textContent = `${name}: waiting`;
-    return item;
-  }));
-}
-
-function markService(name, status) {
-  const item = $("services").querySelector(`[data-service="${CSS.escape(name)}"]`);
-  if (!item) return;
-  item.dataset.status = status;
-  item.textContent = `${name}: ${status}`;
-}
-
-// A blob (GLB, picture) by its hash, through the relay with the session's token.
-async function fetchBlob(sessionId, hash) {
-  const response = await fetch(`${state.info.relay_url}/blobs/${hash}?session=${sessionId}`,
-                               { headers: { Authorization: `Bearer ${state.token}` } });
-  if (!response.ok) {
-    const body = await response.json().catch(() => ({}));
-    throw new PlatformError(response.status, body.error || {});
-  }
-  return response.arrayBuffer();
-}
-
-async function drawSolids(session, solids) {
-  if (!state.viewer) state.viewer = new Viewer($("view"));
-  if (solids.length === 0) {
-    state.viewer.clear();
-    return;
-  }
-  const drawn = await guarded(async () => {
-    const scene = await session.call("visualization", "scene", { ids: solids.map((e) => e.id) });
-    await state.viewer.show(await fetchBlob(session.id, scene.blob));
-    return scene;
+for (const [kind, answer] of Object.entries(ANSWERS)) {
+  const dialog = $(`${kind}-dialog`);
+  dialog.querySelector("form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (event.submitter?.value === "cancel") {
+      dialog.close();
+      return;
+    }
+    const done = await guarded(() => answer(dialog.dataset.project, event.target.elements));
+    dialog.close();
+    if (done) say(`Done: ${kind} ${dialog.querySelector(".project-name").textContent}.`, "info");
+    await showProjects();
   });
-  if (drawn) $("view").dataset.parts = state.viewer.parts().join(",");
 }
 
-async function showEntities() {
-  const session = state.session;
-  const listed = await guarded(() => session.call("model", "entities"));
-  if (!listed) return;
-  $("entity-rows").replaceChildren(...listed.entities.map((e) => tableRow([e.name, e.kind])));
-  $("entities").hidden = false;
-  // The solids a later feature consumed (a boolean's operands) are not drawn: only results.
-  const solids = listed.entities.filter((e) => e.kind === "geometry");
-  const consumed = new Set(solids.flatMap((e) => e.properties?.inputs || []));
-  await drawSolids(session, solids.filter((e) => !consumed.has(e.id)));
-}
-
-function onSessionEvent(event) {
-  if (event.type && STATUS[event.type] && event.service) markService(event.service, STATUS[event.type]);
-  if (event.type === "queued") {
-    $("session-state").textContent = `Waiting for a free session node: place ${event.place} in the queue`;
-  }
-  if (!event.state) return;
-  if (event.state === "ready") {
-    for (const name of event.services || []) markService(name, "ready");
-    $("session-state").textContent = "Session ready";
-    if ((event.services || []).includes("model")) showEntities();
-  } else if (["failed", "closed", "lost"].includes(event.state)) {
-    $("session-state").textContent = `Session ${event.state}${event.reason ? `: ${event.reason}` : ""}`;
-  } else if (event.state !== "queued") {
-    $("session-state").textContent = `Session ${event.state}…`;
-  }
+async function showAdmin() {
+  const [accounts, nodes, sessions] = await Promise.all([
+    guarded(() => call(state.info.auth_url, "accounts")), guarded(() => call("", "list_nodes")),
+    guarded(() => call("", "list_sessions"))]);
+  if (!accounts || !nodes || !sessions) return;
+  $("user-rows").replaceChildren(...accounts.users.map((u) => tableRow(
+    [u.name, u.admin ? "admin" : "", u.disabled ? "disabled" : "active"])));
+  $("group-rows").replaceChildren(...accounts.groups.map((g) => tableRow(
+    [g.name, g.members.join(", ")])));
+  $("node-rows").replaceChildren(...nodes.nodes.map((n) => tableRow(
+    [n.name, n.state, `${n.live_sessions} / ${n.capacity}`, n.last_heartbeat])));
+  $("session-rows").replaceChildren(...sessions.sessions.filter(
+    (s) => !["closed", "failed", "lost"].includes(s.state)).map((s) => tableRow(
+    [s.id, s.project, s.state, s.lss || "", s.services.join(", ")])));
 }
 
 async function openProject(project) {
   say("");
   const record = await guarded(() => call("", "open_session", { project: project.id }));
   if (!record) return;
-  $("project-name").textContent = project.name;
-  $("entities").hidden = true;
-  delete $("view").dataset.parts;
-  state.viewer?.clear();
-  $("session-state").textContent = `Session ${record.state}…`;
-  showServices(state.info.session_types[project.session_type] || []);
+  leaveProject();
+  state.view = new ProjectView({ project, record, say, guarded });
   show("project");
-  state.session = new SessionSocket(record.id, onSessionEvent);
-  await guarded(() => state.session.opened);
+  state.view.open();
 }
 
-$("fit").addEventListener("click", () => state.viewer?.fit());
+// --- the project view's controls (static elements; the view behind them changes) ------------
+
+const view = () => state.view;
+const onSubmit = (id, work) => $(id).addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (view()) work(view(), event.target);
+});
+
+onSubmit("feature-form", (v, form) => v.addFeature(form));
+onSubmit("property-form", () => undefined);  // its Apply button does the work
+onSubmit("cartesian-form", (v) => v.mesh("cartesian"));
+onSubmit("tet-form", (v) => v.mesh("tetrahedral"));
+onSubmit("import-form", (v, form) => v.importFile(form));
+onSubmit("export-form", (v, form) => v.exportShape(form.elements.format.value));
+onSubmit("material-form", (v, form) => v.createMaterial(form));
+onSubmit("kriging-form", (v, form) => v.krige(form));
+onSubmit("label-form", async (v, form) => {
+  if (await v.call("model", "label", { name: form.elements.label.value.trim() })) form.reset();
+});
+$("feature-form").elements.feature.addEventListener("change", () => view()?.showFeatureParameters());
+$("undo").addEventListener("click", () => view()?.call("model", "undo"));
+$("redo").addEventListener("click", () => view()?.call("model", "redo"));
+$("fit").addEventListener("click", () => view()?.fit());
+$("section-axis").addEventListener("change", () => view()?.applySection());
+$("section-at").addEventListener("input", () => view()?.applySection());
+for (const tab of document.querySelectorAll("#tabs [role=tab]")) {
+  tab.addEventListener("click", () => {
+    for (const other of document.querySelectorAll("#tabs [role=tab]")) {
+      other.setAttribute("aria-selected", String(other === tab));
+      $(other.getAttribute("aria-controls")).hidden = other !== tab;
+    }
+  });
+}
+document.addEventListener("keydown", (event) => {  // z / y with Ctrl: undo, redo
+  if (!view() || !(event.ctrlKey || event.metaKey) || event.target.closest("input, select")) return;
+  if (event.key === "z" && !$("undo").disabled) { event.preventDefault(); $("undo").click(); }
+  if (event.key === "y" && !$("redo").disabled) { event.preventDefault(); $("redo").click(); }
+});
 
 $("leave").addEventListener("click", async () => {
-  if (state.session) state.session.close();  // the session goes on for the others
-  state.session = null;
+  leaveProject();
   await showProjects();
 });
+
+// --- login and logout ------------------------------------------------------------------------
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -271,8 +219,7 @@ $("create").addEventListener("submit", async (event) => {
 });
 
 $("logout").addEventListener("click", async () => {
-  if (state.session) state.session.close();
-  state.session = null;
+  leaveProject();
   await call(state.info.auth_url, "logout").catch(() => undefined);  // gone already is fine
   forget();
   show("login");

@@ -1,15 +1,20 @@
 // The 3D view of a project: GLB scenes from the visualization service, drawn with three.js.
-// Orbit (left drag), zoom (wheel), pan (right drag); fit() frames everything shown.
-import { AmbientLight, Box3, Color, DirectionalLight, PerspectiveCamera, Scene, Vector3,
-         WebGLRenderer } from "three";
+// Orbit (left drag), zoom (wheel), pan (right drag); fit() frames everything shown; a click
+// picks a part; a section plane cuts everything along x, y or z.
+import { AmbientLight, Box3, Color, DirectionalLight, DoubleSide, PerspectiveCamera, Plane,
+         Raycaster, Scene, Vector2, Vector3, WebGLRenderer } from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 
+const AXES = { x: new Vector3(-1, 0, 0), y: new Vector3(0, -1, 0), z: new Vector3(0, 0, -1) };
+const SELECTED = new Color(0xff8c1a);
+
 export class Viewer {
-  constructor(canvas) {
+  constructor(canvas, onPick) {
     this.canvas = canvas;
     this.renderer = new WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
     this.renderer.setPixelRatio(window.devicePixelRatio);
+    this.renderer.localClippingEnabled = true;
     this.scene = new Scene();
     this.scene.background = new Color(0xf0f2f5);
     this.scene.add(new AmbientLight(0xffffff, 0.6));
@@ -22,8 +27,34 @@ export class Viewer {
     this.controls = new OrbitControls(this.camera, canvas);
     this.controls.addEventListener("change", () => this.draw());
     this.model = null;
+    this.selected = new Set();
+    this.section = null;  // {axis, plane} while a section plane cuts the view
+    this.pickOnClick(onPick);
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
+  }
+
+  // A click that is not the end of a drag picks the part under the pointer (or nothing).
+  pickOnClick(onPick) {
+    let down = null;
+    this.canvas.addEventListener("pointerdown", (e) => { down = [e.clientX, e.clientY]; });
+    this.canvas.addEventListener("pointerup", (e) => {
+      if (!down || Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4) return;
+      onPick(this.partAt(e.clientX, e.clientY), e.ctrlKey || e.shiftKey || e.metaKey);
+    });
+  }
+
+  partAt(clientX, clientY) {
+    if (!this.model) return null;
+    const box = this.canvas.getBoundingClientRect();
+    const pointer = new Vector2(((clientX - box.left) / box.width) * 2 - 1,
+                                -((clientY - box.top) / box.height) * 2 + 1);
+    const ray = new Raycaster();
+    ray.setFromCamera(pointer, this.camera);
+    const clip = this.section?.plane;
+    const hit = ray.intersectObject(this.model, true).find((h) => h.object.isMesh
+      && h.object.visible && (!clip || clip.distanceToPoint(h.point) >= 0));
+    return hit ? hit.object.name : null;
   }
 
   resize() {
@@ -35,12 +66,21 @@ export class Viewer {
     this.draw();
   }
 
-  async show(glb) {
+  async show(glb, { fit = false } = {}) {
     const loaded = await new GLTFLoader().parseAsync(glb, "");
+    const first = !this.model;
     this.remove();
     this.model = loaded.scene;
+    this.model.traverse((node) => {
+      if (!node.isMesh) return;
+      node.material = node.material.clone();  // each part is coloured on its own when picked
+      node.material.side = DoubleSide;  // the inside shows where the section plane cuts
+      node.userData.color = node.material.color.clone();
+    });
     this.scene.add(this.model);
-    this.fit();
+    this.applySection();
+    this.select([...this.selected]);
+    if (fit || first) this.fit(); else this.draw();
   }
 
   clear() {
@@ -48,7 +88,7 @@ export class Viewer {
     this.draw();
   }
 
-  // The shown model leaves the scene and frees its GPU buffers (each reopen loads a new one).
+  // The shown model leaves the scene and frees its GPU buffers (each redraw loads a new one).
   remove() {
     if (!this.model) return;
     this.scene.remove(this.model);
@@ -63,6 +103,36 @@ export class Viewer {
     const names = [];
     this.model?.traverse((node) => { if (node.isMesh) names.push(node.name); });
     return names;
+  }
+
+  select(names) {
+    this.selected = new Set(names);
+    this.model?.traverse((node) => {
+      if (!node.isMesh) return;
+      node.material.color.copy(this.selected.has(node.name) ? SELECTED : node.userData.color);
+    });
+    this.draw();
+  }
+
+  // Cut the view at `fraction` (0..1) of the model's extent along `axis`, keeping the part
+  // below; axis null removes the cut.
+  setSection(axis, fraction) {
+    this.section = axis ? { axis, fraction, plane: new Plane(AXES[axis].clone(), 0) } : null;
+    this.applySection();
+    this.draw();
+  }
+
+  applySection() {
+    const planes = [];
+    if (this.section && this.model) {
+      const box = new Box3().setFromObject(this.model);
+      const { axis, fraction, plane } = this.section;
+      plane.constant = box.min[axis] + fraction * (box.max[axis] - box.min[axis]);
+      planes.push(plane);
+    }
+    this.model?.traverse((node) => {
+      if (node.material) node.material.clippingPlanes = planes;
+    });
   }
 
   fit() {

@@ -12,8 +12,8 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,6 +215,7 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     expect(graph).not_to_have_attribute("data-head", head or "")
     expect(graph.locator(".state.head")).to_contain_text("capped: union of block and ball")
     undone_shot, _ = shape_and_pixels(page, "capped")
+    assert undone_shot != small_shot
     expect(page.get_by_role("button", name="Redo")).to_be_enabled()
 
     # Both meshers, with their statistics.
@@ -242,9 +243,9 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     expect(other.locator("#tree")).to_contain_text("post")
     expect(other.locator("#log")).to_contain_text("post: cylinder", use_inner_text=False)
     bea = platform.client("bea")
-    with bea.open_session(bea.projects()[0]["id"]) as session:  # and the platform refuses
-        with pytest.raises(ActionError) as refused:
-            session.modeling.create("box", size=[1, 1, 1])
+    with bea.open_session(bea.projects()[0]["id"]) as session, \
+            pytest.raises(ActionError) as refused:  # and the platform refuses anyway
+        session.modeling.create("box", size=[1, 1, 1])
     assert refused.value.status == 403
 
     # The relay restarts under both pages: they say so, reconnect and carry on.

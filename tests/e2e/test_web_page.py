@@ -211,7 +211,9 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     expect(graph.locator(".state.head")).to_contain_text("ball: radius=0.6")
 
     # Undo: the head moves back in the graph, the larger ball is drawn again.
+    drawn = page.locator("#view").get_attribute("data-drawn")
     page.get_by_role("button", name="Undo").click()
+    expect(page.locator("#view")).not_to_have_attribute("data-drawn", drawn or "")
     expect(graph).not_to_have_attribute("data-head", head or "")
     expect(graph.locator(".state.head")).to_contain_text("capped: union of block and ball")
     undone_shot, _ = shape_and_pixels(page, "capped")

@@ -10,7 +10,7 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 RUN_EXTRAS := compute,cad,mesh
 TEST_EXTRAS := compute,cad,mesh,kubernetes,test
 
-.PHONY: up web test lint system-packages clean
+.PHONY: up web test screenshots lint system-packages clean
 .NOTPARALLEL:
 
 $(BIN)/python:
@@ -44,6 +44,10 @@ lint: $(VENV)/.installed-test
 test: system-packages lint
 	$(BIN)/python -m pytest -m 'not alone'
 	$(BIN)/python -m pytest -m alone -n 0
+
+screenshots: system-packages $(VENV)/.installed-test  # PNGs of the page's main views, in screenshots/
+	TWINSTACK_SCREENSHOTS=$(CURDIR)/screenshots $(BIN)/python -m pytest -n 0 tests/e2e/test_web_page.py
+	@ls screenshots/*.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

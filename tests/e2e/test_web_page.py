@@ -1,6 +1,8 @@
 """The web page in a real browser (Debian's chromium driven by Playwright) against a real
-platform: log in, list and create projects, a revoked token sends the page back to the login
-form with a message, log out. The console stays free of errors."""
+platform (`twinstack up`): log in and out, projects, the project view (shapes, booleans,
+parameters, history, meshing, files, materials, kriging), two users live in one session, a
+relay restart, the admin view. The console stays free of errors. `make screenshots` runs this
+file with TWINSTACK_SCREENSHOTS set to keep the pictures it takes."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.platform_fixtures import PASSWORD, Platform, running_platform
+from tests.platform_fixtures import PASSWORD, Platform, running_platform, wait_until
 from twinstack.client import ActionError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +43,15 @@ def build_web_page() -> None:
                               text=True, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"the web page did not build:\n{done.stdout}\n{done.stderr}", pytrace=False)
+
+
+@pytest.fixture
+def shoot(tmp_path: Path):
+    """Pictures of the page for `make screenshots`, which names their folder in
+    TWINSTACK_SCREENSHOTS; otherwise they go to the test's temporary folder."""
+    folder = Path(os.environ.get("TWINSTACK_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return lambda page, name: page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def canvas_pixels(page) -> tuple[bytes, int]:
@@ -162,7 +173,7 @@ def open_in_page(page, name: str) -> None:
     expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
 
 
-def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_page):
+def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_page, shoot):
     """The issue's main flow: two primitives and a boolean drawn, a radius edited in the
     property panel, undone in the history graph, both meshers' statistics; a viewer in a
     second browser sees edits live and cannot edit; a relay restart is survived; log out."""
@@ -170,6 +181,7 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
 
     platform.add_user("bea")
     page.goto(platform.url + "/")
+    shoot(page, "login")
     log_in(page, "ada", PASSWORD)
     page.get_by_label("Name", exact=True).fill("widget")
     page.get_by_label("Session type").select_option("3D simulation")
@@ -229,6 +241,7 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     expect(page.locator("#mesh-stats")).to_contain_text("Tetrahedra", timeout=120_000)
     expect(page.locator("#mesh-stats")).to_contain_text("Min dihedral angle")
     expect(graph).to_have_attribute("data-states", "7")
+    shoot(page, "meshing")
 
     # Bea, a viewer, in a second browser context: she sees everything and edits nothing.
     other = browser_page()
@@ -242,6 +255,8 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     shape_and_pixels(other, "capped")
     add_shape(page, "cylinder", "post", radius="0.3", height="2", base="-2, 0, 0")
     shape_and_pixels(other, "capped,post")  # live, with no reload
+    other.get_by_role("tab", name="Log").click()
+    shoot(other, "viewer-live")
     expect(other.locator("#tree")).to_contain_text("post")
     expect(other.locator("#log")).to_contain_text("post: cylinder", use_inner_text=False)
     bea = platform.client("bea")
@@ -258,6 +273,8 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
         # the browser logs each refused try itself while the relay is away
         assert all("WebSocket connection to" in p for p in each.problems), each.problems
         each.problems.clear()
+        expect(each.locator("#log")).to_contain_text("connection lost", use_inner_text=False)
+        expect(each.locator("#link-state")).to_be_hidden()
     add_shape(page, "box", "plate", size="1, 1, 0.2", corner="0, 0, -1")
     shape_and_pixels(page, "capped,plate,post")
     shape_and_pixels(other, "capped,plate,post")
@@ -267,3 +284,153 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     other.get_by_role("button", name="Log out").click()
     expect(other.get_by_role("alert")).to_contain_text("You are logged out")
     assert page.problems == [] and other.problems == []
+
+
+def test_admin_view_rename_and_delete(platform: Platform, page, shoot):
+    from playwright.sync_api import expect
+
+    platform.add_user("root", admin=True)
+    root = platform.client("root")
+    survey = root.create_project("survey", "data analysis")
+    live = root.open_session(survey["id"])  # a live session for the admin view
+    live.detach()
+    page.goto(platform.url + "/")
+    log_in(page, "root", PASSWORD)
+    admin = page.locator("#admin")
+    expect(admin).to_be_visible()
+    expect(admin.locator("#user-rows")).to_contain_text("rootadminactive")
+    expect(admin.locator("#node-rows tr")).to_have_count(1)
+    expect(admin.locator("#session-rows")).to_contain_text(live.id[:8] + "survey")
+    expect(admin.locator("#session-rows")).to_contain_text("kriging")
+    shoot(page, "projects-and-admin")
+
+    page.get_by_role("button", name="Rename survey").click()
+    page.locator("#rename-dialog").get_by_label("New name").fill("survey north")
+    page.locator("#rename-dialog").get_by_role("button", name="Rename").click()
+    expect(page.locator("#project-rows")).to_contain_text("survey north")
+
+    page.get_by_role("button", name="Delete survey north").click()
+    page.locator("#delete-dialog").get_by_role("button", name="Cancel").click()
+    expect(page.locator("#project-rows tr")).to_have_count(1)
+    page.get_by_role("button", name="Delete survey north").click()
+    page.locator("#delete-dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No projects yet")).to_be_visible()
+    expect(admin.locator("#session-rows tr")).to_have_count(0)  # its session was closed
+    assert root.projects() == []
+
+    # Not an administrator: no admin view, and auth refuses the listing anyway.
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, "ada", PASSWORD)
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    expect(admin).to_be_hidden()
+    with pytest.raises(ActionError) as refused:
+        platform.client("ada").accounts()
+    assert refused.value.status == 403 and "administrators" in refused.value.message
+    assert page.problems == []
+
+
+def test_kriging_points_from_a_csv_file_make_a_map(platform: Platform, page, shoot):
+    import numpy as np
+    from playwright.sync_api import expect
+
+    platform.add_user("cy")
+    platform.client("cy").create_project("wells", "data analysis")
+    page.goto(platform.url + "/")
+    log_in(page, "cy", PASSWORD)
+    open_in_page(page, "wells")
+    expect(page.get_by_role("tab", name="Kriging")).to_have_attribute("aria-selected", "true")
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 100, (40, 2))
+    rows = "\n".join(f"{x:.3f},{y:.3f},{np.sin(x / 20) + y / 50:.4f}" for x, y in xy)
+    points = page.get_by_label("Points (CSV: x, y, value)")
+    points.set_input_files({"name": "bad.csv", "mimeType": "text/csv",
+                            "buffer": b"x,y,value\n1,2,3\n4,five,6\n"})
+    page.get_by_role("button", name="Krige").click()
+    expect(page.get_by_role("alert")).to_contain_text("bad.csv: line 3 is not")
+    points.set_input_files({"name": "wells.csv", "mimeType": "text/csv",
+                            "buffer": f"x,y,value\n{rows}\n".encode()})
+    page.get_by_role("button", name="Krige").click()
+    expect(page.locator("#kriging-map")).to_have_attribute("data-points", "40")
+    expect(page.get_by_role("alert")).to_contain_text("40 points kriged onto a 80 × 80 grid")
+    for absent in ("#tree-panel", "#view-panel", "#feature-form", "#side"):  # no model here
+        expect(page.locator(absent)).to_be_hidden()
+    colours = page.evaluate("""() => {
+        const c = document.getElementById('kriging-map');
+        const d = c.getContext('2d').getImageData(0, 0, c.width - 70, c.height).data;
+        const seen = new Set();
+        for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]);
+        return seen.size;
+    }""")
+    assert colours > 20  # a field of colours, not a flat fill
+    shoot(page, "kriging")
+    assert page.problems == []
+
+
+def test_files_materials_visibility_section_pick_and_keyboard(platform: Platform, page,
+                                                               tmp_path: Path, shoot):
+    from playwright.sync_api import expect
+
+    platform.add_user("dee")
+    dee = platform.client("dee")
+    project = dee.create_project("bench", "3D simulation")
+    page.goto(platform.url + "/")
+    log_in(page, "dee", PASSWORD)
+    open_in_page(page, "bench")
+    add_shape(page, "box", "block", size="2, 2, 2")
+    add_shape(page, "sphere", "ball", radius="0.5", center="5, 5, 5")
+    shape_and_pixels(page, "ball,block")
+
+    # Hide the ball; the block fills the fitted view and a click on it selects it.
+    page.get_by_label("Show ball").uncheck()
+    shape_and_pixels(page, "block")
+    page.get_by_role("button", name="Fit").click()
+    page.locator("#view").click(position={"x": 340, "y": 192})
+    expect(page.locator('#tree li[aria-selected="true"]')).to_have_text("block")
+    expect(page.locator("#property-form")).to_contain_text("Volume8")
+    _, whole = canvas_pixels(page)
+    page.locator("#section-axis").select_option("z")
+    page.get_by_label("Section position").fill("0.2")
+    _, cut = canvas_pixels(page)
+    assert cut != whole
+
+    # Export the block as STEP and import the file back.
+    page.get_by_role("tab", name="Files").click()
+    page.get_by_label("Format").select_option("step")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export the selected shape").click()
+    step = tmp_path / "block.step"
+    download.value.save_as(step)
+    assert b"ISO-10303-21" in step.read_bytes()[:200]
+    page.get_by_label("File (STEP, BREP, STL, OBJ)").set_input_files(str(step))
+    page.get_by_label("Import as").fill("copy")
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator("#tree")).to_contain_text("copy")
+
+    # A material, given to the block in its properties.
+    page.get_by_role("tab", name="Materials").click()
+    page.get_by_label("Material name").fill("FR4")
+    page.get_by_label("εr").fill("4.4")
+    page.get_by_role("button", name="Create material").click()
+    expect(page.locator("#tree")).to_contain_text("FR4")
+    page.locator("#tree").get_by_role("button", name="block").click()
+    page.locator("#property-form").get_by_label("Material").select_option(label="FR4")
+    page.locator("#property-form").get_by_role("button", name="Apply").click()
+    with dee.open_session(project["id"]) as session:
+        wait_until(lambda: session.model.find("block")["properties"].get("material")
+                   == session.model.find("FR4")["id"], what="the block's material")
+    shoot(page, "project")
+
+    # The keyboard alone: Ctrl+Z undoes (the material), a state of the graph checks out.
+    graph = page.locator("#history-graph")
+    head = graph.get_attribute("data-head")
+    page.locator("#view").focus()
+    page.keyboard.press("Control+z")
+    expect(graph).not_to_have_attribute("data-head", head or "")
+    block_only = graph.locator(".state").nth(1)  # oldest first: the empty project, the block
+    expect(block_only).to_contain_text("block: box")
+    block_only.focus()
+    page.keyboard.press("Enter")
+    expect(graph).to_have_attribute("data-head", block_only.get_attribute("data-state") or "")
+    shape_and_pixels(page, "block")
+    expect(page.locator("#tree")).not_to_contain_text("ball")
+    assert page.problems == []

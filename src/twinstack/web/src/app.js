@@ -65,7 +65,7 @@ async function showProjects() {
   $("project-rows").replaceChildren(...listed.projects.map(projectRow));
   $("no-projects").hidden = listed.projects.length > 0;
   show("projects");
-  if (state.admin) await showAdmin();
+  if (state.admin) await showAdmin(listed.projects);
 }
 
 function projectRow(p) {
@@ -120,7 +120,7 @@ for (const [kind, answer] of Object.entries(ANSWERS)) {
   });
 }
 
-async function showAdmin() {
+async function showAdmin(projects) {
   const [accounts, nodes, sessions] = await Promise.all([
     guarded(() => call(state.info.auth_url, "accounts")), guarded(() => call("", "list_nodes")),
     guarded(() => call("", "list_sessions"))]);
@@ -129,11 +129,15 @@ async function showAdmin() {
     [u.name, u.admin ? "admin" : "", u.disabled ? "disabled" : "active"])));
   $("group-rows").replaceChildren(...accounts.groups.map((g) => tableRow(
     [g.name, g.members.join(", ")])));
+  if (!accounts.groups.length) $("group-rows").append(tableRow(["no groups yet", ""]));
+  const time = (iso) => new Date(iso).toLocaleTimeString();
   $("node-rows").replaceChildren(...nodes.nodes.map((n) => tableRow(
-    [n.name, n.state, `${n.live_sessions} / ${n.capacity}`, n.last_heartbeat])));
+    [n.name, n.state, `${n.live_sessions} / ${n.capacity}`, time(n.last_heartbeat)])));
+  const names = new Map(projects.map((p) => [p.id, p.name]));
   $("session-rows").replaceChildren(...sessions.sessions.filter(
     (s) => !["closed", "failed", "lost"].includes(s.state)).map((s) => tableRow(
-    [s.id, s.project, s.state, s.lss || "", s.services.join(", ")])));
+    [s.id.slice(0, 8), names.get(s.project) || s.project.slice(0, 8), s.state, s.lss || "",
+     s.services.join(", ")])));
 }
 
 async function openProject(project) {

@@ -76,4 +76,5 @@ export function krigingMap(canvas, estimates, points) {
   context.font = "12px system-ui, sans-serif";
   context.fillText(hi.toPrecision(3), width + 30, 16);
   context.fillText(lo.toPrecision(3), width + 30, height - 8);
+  return { lo, hi };
 }

@@ -42,7 +42,12 @@ export class ProjectView {
     $("project").dataset.reconnects = "0";
     $("workspace").hidden = true;
     $("link-state").hidden = true;
-    $("tab-kriging-button").hidden = !this.services.includes("kriging");
+    // only the panels this session type has services for, and its first tab open
+    for (const part of document.querySelectorAll("#project [data-needs]")) {
+      part.hidden = !this.services.includes(part.dataset.needs);
+    }
+    document.querySelector("#tabs [role=tab]:not([hidden])")?.click();
+    $("workspace").classList.toggle("no-model", !this.services.includes("model"));
     for (const id of ["tree", "log", "mesh-stats", "property-form"]) $(id).replaceChildren();
     $("history-graph").replaceChildren();
     $("session-state").textContent = `Session ${this.record.state}…`;
@@ -75,6 +80,7 @@ export class ProjectView {
       shown.hidden = true;
       return;
     }
+    if (shown.hidden) this.log("page", "warning", `connection lost (${reason})`);
     shown.hidden = false;
     shown.textContent = link === "closed" ? `Disconnected: ${reason}`
       : `Connection lost (${reason}): reconnecting…`;
@@ -85,7 +91,7 @@ export class ProjectView {
 
   onEvent(event) {
     if (event.type === "log") {
-      this.log(event.service, event.level, event.message, event.ts);
+      this.log(event.service, event.level, event.msg, event.ts);
       return;
     }
     if (STATUS[event.type] && event.service) {
@@ -528,8 +534,11 @@ export class ProjectView {
     const result = await this.call("kriging", "interpolate",
                                    { points: points.xy, values: points.values, grid });
     if (!result) return;
-    krigingMap($("kriging-map"), result.estimates, points);
+    const { lo, hi } = krigingMap($("kriging-map"), result.estimates, points);
     $("kriging-map").dataset.points = String(points.values.length);
+    this.say(`${points.values.length} points kriged onto a ${n} × ${n} grid: values from `
+             + `${lo.toPrecision(3)} to ${hi.toPrecision(3)} (${result.variogram.model} `
+             + "variogram).", "info");
   }
 }
 

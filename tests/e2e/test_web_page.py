@@ -351,14 +351,16 @@ def test_kriging_points_from_a_csv_file_make_a_map(platform: Platform, page, sho
                             "buffer": f"x,y,value\n{rows}\n".encode()})
     page.get_by_role("button", name="Krige").click()
     expect(page.locator("#kriging-map")).to_have_attribute("data-points", "40")
-    expect(page.get_by_role("alert")).to_contain_text("40 points kriged onto a 80 × 80 grid")
+    expect(page.get_by_role("alert")).to_contain_text("40 points kriged onto a 80 \u00d7 80 grid")
     for absent in ("#tree-panel", "#view-panel", "#feature-form", "#side"):  # no model here
         expect(page.locator(absent)).to_be_hidden()
     colours = page.evaluate("""() => {
         const c = document.getElementById('kriging-map');
         const d = c.getContext('2d').getImageData(0, 0, c.width - 70, c.height).data;
         const seen = new Set();
-        for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]);
+        for (let i = 0; i < d.length; i += 4 * 97) {
+            seen.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]);
+        }
         return seen.size;
     }""")
     assert colours > 20  # a field of colours, not a flat fill

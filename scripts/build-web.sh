@@ -12,3 +12,5 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
     npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
+# gss sends app.js.gz (aiohttp's FileResponse picks it) to browsers that accept gzip
+gzip -9 --keep --force static/app.js

@@ -107,6 +107,8 @@ def test_log_in_create_a_project_lose_the_token_and_log_out(platform: Platform, 
 
     page.goto(platform.url + "/")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    bundle = page.request.get(platform.url + "/web/app.js", headers={"Accept-Encoding": "gzip"})
+    assert bundle.ok and bundle.headers["content-encoding"] == "gzip"  # 171 kB, not 675
 
     log_in(page, "ada", "not her password")
     expect(page.get_by_role("alert")).to_contain_text("wrong user name or password")

@@ -25,7 +25,8 @@ def web_routes(*peers: str | None) -> list[web.RouteDef]:
             "Cache-Control": "no-cache", "Content-Security-Policy": policy,
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
-    files = {path.name: path for path in STATIC.iterdir() if path.name != "index.html"}
+    files = {path.name: path for path in STATIC.iterdir()  # app.js.gz is sent for app.js
+             if path.name != "index.html" and path.suffix != ".gz"}
 
     async def asset(request: web.Request) -> web.StreamResponse:
         path = files.get(request.match_info["name"])  # only the files shipped: no paths

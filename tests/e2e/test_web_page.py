@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.platform_fixtures import PASSWORD, Platform, running_platform, wait_until
+from tests.platform_fixtures import (
+    PASSWORD,
+    Platform,
+    running_platform,
+    session_processes,
+    wait_until,
+)
 from twinstack.client import ActionError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,6 +274,7 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     assert refused.value.status == 403
 
     # The relay restarts under both pages: they say so, reconnect and carry on.
+    page.locator("#feature-form").get_by_label("Shape name").fill("typed before the cut")
     os.kill(platform.pid("relay"), signal.SIGKILL)
     for each in (page, other):
         expect(each.locator("#project")).to_have_attribute("data-reconnects", "1",
@@ -277,6 +284,8 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
         each.problems.clear()
         expect(each.locator("#log")).to_contain_text("connection lost", use_inner_text=False)
         expect(each.locator("#link-state")).to_be_hidden()
+    expect(page.locator("#feature-form").get_by_label("Shape name")).to_have_value(
+        "typed before the cut")  # nothing typed is lost
     add_shape(page, "box", "plate", size="1, 1, 0.2", corner="0, 0, -1")
     shape_and_pixels(page, "capped,plate,post")
     shape_and_pixels(other, "capped,plate,post")
@@ -397,6 +406,19 @@ def test_files_materials_visibility_section_pick_and_keyboard(platform: Platform
     _, cut = canvas_pixels(page)
     assert cut != whole
 
+    # A refused feature: the platform's message, and what was typed stays for a retry.
+    add_shape_form = page.locator("#feature-form")
+    add_shape_form.get_by_label("Feature").select_option("sphere")
+    add_shape_form.get_by_label("radius", exact=True).fill("-1")
+    add_shape_form.get_by_label("Shape name").fill("bad ball")
+    add_shape_form.get_by_role("button", name="Add").click()
+    expect(page.get_by_role("alert")).to_contain_text("radius")
+    expect(page.get_by_role("alert")).to_have_class("error")
+    expect(add_shape_form.get_by_label("Shape name")).to_have_value("bad ball")
+    expect(add_shape_form.get_by_label("radius", exact=True)).to_have_value("-1")
+    add_shape(page, "fillet", "rounded", "block", radius="0.2", edges="all")
+    shape_and_pixels(page, "rounded")
+
     # Export the block as STEP and import the file back.
     page.get_by_role("tab", name="Files").click()
     page.get_by_label("Format").select_option("step")
@@ -437,4 +459,20 @@ def test_files_materials_visibility_section_pick_and_keyboard(platform: Platform
     expect(graph).to_have_attribute("data-head", block_only.get_attribute("data-state") or "")
     shape_and_pixels(page, "block")
     expect(page.locator("#tree")).not_to_contain_text("ball")
+
+    # A compute service killed: the page shows it restarting, counts it, and goes on.
+    with dee.open_session(project["id"]) as session:
+        [visualization] = [pid for pid in session_processes(session.id)
+                           if b"visualization" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    os.kill(visualization, signal.SIGKILL)
+    page.get_by_role("tab", name="Session").click()
+    expect(page.locator("#session-facts")).to_contain_text("visualization \u00d71",
+                                                           timeout=60_000)
+    expect(page.locator('#services [data-service="visualization"]')).to_have_attribute(
+        "data-status", "ready", timeout=60_000)
+    expect(page.locator("#session-facts")).to_contain_text("Nodelocal")
+    page.get_by_label("Show block").uncheck()
+    shape_and_pixels(page, "")
+    page.get_by_label("Show block").check()
+    shape_and_pixels(page, "block")
     assert page.problems == []

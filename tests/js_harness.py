@@ -23,7 +23,7 @@ JS = Path(__file__).parent / "js"
 SCRIPT = JS / "load_glb.mjs"
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(
@@ -46,10 +46,10 @@ def _installed_version() -> str | None:
 @cache
 def _three() -> str:
     """Install the pinned three.js once per session (under a lock: pytest-xdist workers)."""
-    node = _tool("node")
+    node = tool("node")
     wanted = json.loads((JS / "package.json").read_text())["dependencies"]["three"]
     if _installed_version() != wanted:
-        npm = _tool("npm")
+        npm = tool("npm")
         with open(JS / ".npm-ci.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _installed_version() != wanted:

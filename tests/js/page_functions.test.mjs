@@ -1,0 +1,53 @@
+// The web page's pure functions (no DOM, no three.js), run by node's test runner from
+// tests/unit/test_web_functions.py.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { parseValue, shownValue } from "../../src/twinstack/web/src/dom.js";
+import { lanes } from "../../src/twinstack/web/src/history.js";
+import { colour, parsePoints } from "../../src/twinstack/web/src/kriging.js";
+
+test("a typed parameter becomes a number, a list or a word", () => {
+  assert.equal(parseValue(" 1.5 "), 1.5);
+  assert.deepEqual(parseValue("1, 2, 3"), [1, 2, 3]);
+  assert.deepEqual(parseValue("[[0, 0], [1, 0], [0, 1]]"), [[0, 0], [1, 0], [0, 1]]);
+  assert.equal(parseValue("all"), "all");
+  assert.equal(parseValue(""), undefined);
+  assert.equal(parseValue("1, two"), undefined);
+  assert.equal(parseValue("<b>x</b>"), undefined);
+});
+
+test("a parameter shows as it is typed", () => {
+  assert.equal(shownValue([0, 0.5, 2]), "0, 0.5, 2");
+  assert.equal(shownValue([[0, 0], [1, 0]]), "[[0,0],[1,0]]");
+  assert.equal(shownValue("all"), "all");
+  for (const value of [[1, 2, 3], 4, "all", [[0, 1], [2, 3]]]) {
+    assert.deepEqual(parseValue(shownValue(value)), value);
+  }
+});
+
+test("history lanes: a branch made after an undo opens a lane of its own", () => {
+  // 1 - 2 - 3 ; undo to 2, then 4 (a branch from 2) ; 5 after 4 ; 6 after 3
+  const states = [
+    { id: 1, parent_id: null }, { id: 2, parent_id: 1 }, { id: 3, parent_id: 2 },
+    { id: 4, parent_id: 2 }, { id: 5, parent_id: 4 }, { id: 6, parent_id: 3 },
+  ];
+  const lane = lanes(states);
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map((id) => lane.get(id)), [0, 0, 0, 1, 1, 0]);
+});
+
+test("kriging points from CSV: a header is skipped, a bad line is named", () => {
+  const points = parsePoints("x;y;value\n0;0;1\n10\t5\t2\n4,8,3\n");
+  assert.deepEqual(points.xy, [[0, 0], [10, 5], [4, 8]]);
+  assert.deepEqual(points.values, [1, 2, 3]);
+  assert.deepEqual([points.xRange, points.yRange], [[0, 10], [0, 8]]);
+  assert.throws(() => parsePoints("x,y,v\n1,2,3\n4,five,6\n7,8,9\n"), /line 3 is not/);
+  assert.throws(() => parsePoints("1,2,3\n4,5,6\n"), /at least 3 points, the file has 2/);
+});
+
+test("the colour map runs from dark violet to yellow and clamps", () => {
+  assert.deepEqual(colour(0), [68, 1, 84]);
+  assert.deepEqual(colour(1), [253, 231, 37]);
+  assert.deepEqual(colour(-3), colour(0));
+  assert.deepEqual(colour(7), colour(1));
+});

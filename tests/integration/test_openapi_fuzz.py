@@ -249,7 +249,7 @@ def test_schemathesis_finds_no_server_error(fuzzing, documents, service, method,
 
 ACTIONS = {"gss": ["info", "create_project", "rename_project", "share_project",
                    "close_session", "list_projects", "no_such_action"],
-           "auth": ["login", "logout", "whoami"]}
+           "auth": ["login", "logout", "whoami", "accounts"]}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),

@@ -27,7 +27,7 @@ PUBLIC = {
     "gss": {"info", "create_project", "list_projects", "rename_project", "delete_project",
             "share_project", "unshare_project", "open_session", "list_sessions",
             "close_session", "list_nodes", "project_history"},
-    "auth": {"login", "logout", "whoami"},
+    "auth": {"login", "logout", "whoami", "accounts"},
 }
 ANONYMOUS = {"gss": {"info"}, "auth": {"login"}}
 SERVICES: dict[str, type[ServiceBase]] = {"gss": GssService, "auth": AuthService,

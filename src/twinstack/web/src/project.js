@@ -12,6 +12,7 @@ import { $, button, definitionList, parseValue, shownValue } from "./dom.js";
 const STATUS = { spawning: "starting", service_ready: "ready", restarting: "restarting",
                  restarted: "ready" };
 const LOG_LINES = 500;
+let sharedViewer = null;  // made on the first drawing, kept for every project opened after
 
 export class ProjectView {
   constructor({ project, record, say, guarded }) {
@@ -27,6 +28,7 @@ export class ProjectView {
     this.services = state.info.session_types[project.session_type] || [];
     this.reconnects = 0;
     this.refreshing = Promise.resolve();
+    this.reloadWaiting = false;
   }
 
   // --- the session ---------------------------------------------------------------------------
@@ -61,7 +63,10 @@ export class ProjectView {
 
   close() {
     this.socket?.close();  // the session goes on for the others
-    this.viewer?.clear();
+    if (this.viewer) {
+      this.viewer.onPick = () => undefined;
+      this.viewer.clear();
+    }
   }
 
   call(service, action, params = {}) {
@@ -119,8 +124,7 @@ export class ProjectView {
   onState(event) {
     this.record.state = event.state;
     if (event.state === "ready") {
-      for (const name of Object.keys(event.services || {})) this.markService(name, "ready");
-      for (const name of [event.services || []].flat()) this.markService(name, "ready");
+      for (const name of event.services || []) this.markService(name, "ready");
       $("session-state").textContent = "Session ready";
       $("workspace").hidden = false;
       this.ready = true;
@@ -172,8 +176,14 @@ export class ProjectView {
 
   // --- the model: read it all after every change ---------------------------------------------
 
+  // One reload at a time, and at most one waiting: a burst of events costs two reads.
   refresh() {
-    this.refreshing = this.refreshing.then(() => this.reload()).catch(() => undefined);
+    if (this.reloadWaiting) return this.refreshing;
+    this.reloadWaiting = true;
+    this.refreshing = this.refreshing.then(() => {
+      this.reloadWaiting = false;
+      return this.reload();
+    }).catch(() => undefined);
     return this.refreshing;
   }
 
@@ -214,7 +224,9 @@ export class ProjectView {
     if (key === this.drawnKey) return;
     this.drawnKey = key;
     if (!this.viewer) {
-      this.viewer = new Viewer($("view"), (name, add) => this.pick(name, add));
+      sharedViewer ??= new Viewer($("view"));
+      this.viewer = sharedViewer;
+      this.viewer.onPick = (name, add) => this.pick(name, add);
       this.applySection();
     }
     if (drawn.length === 0) {

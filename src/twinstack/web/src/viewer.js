@@ -1,6 +1,6 @@
 // The 3D view of a project: GLB scenes from the visualization service, drawn with three.js.
-// Orbit (left drag), zoom (wheel), pan (right drag); fit() frames everything shown; a click
-// picks a part; a section plane cuts everything along x, y or z.
+// Orbit (left drag), zoom (wheel), pan (right drag or arrow keys); fit() frames everything
+// shown; a click picks a part; a section plane cuts everything along x, y or z.
 import { AmbientLight, Box3, Color, DirectionalLight, DoubleSide, PerspectiveCamera, Plane,
          Raycaster, Scene, Vector2, Vector3, WebGLRenderer } from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
@@ -9,8 +9,10 @@ import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 const AXES = { x: new Vector3(-1, 0, 0), y: new Vector3(0, -1, 0), z: new Vector3(0, 0, -1) };
 const SELECTED = new Color(0xff8c1a);
 
+// One per page (its canvas keeps its WebGL context and listeners): each opened project sets
+// `onPick` to hear which part a click picked.
 export class Viewer {
-  constructor(canvas, onPick) {
+  constructor(canvas) {
     this.canvas = canvas;
     this.renderer = new WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
     this.renderer.setPixelRatio(window.devicePixelRatio);
@@ -26,21 +28,23 @@ export class Viewer {
     this.camera.position.set(4, -5, 3);
     this.controls = new OrbitControls(this.camera, canvas);
     this.controls.addEventListener("change", () => this.draw());
+    this.controls.listenToKeyEvents(canvas);  // arrows pan the focused view
     this.model = null;
     this.selected = new Set();
     this.section = null;  // {axis, plane} while a section plane cuts the view
-    this.pickOnClick(onPick);
+    this.onPick = () => undefined;
+    this.pickOnClick();
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
   }
 
   // A click that is not the end of a drag picks the part under the pointer (or nothing).
-  pickOnClick(onPick) {
+  pickOnClick() {
     let down = null;
     this.canvas.addEventListener("pointerdown", (e) => { down = [e.clientX, e.clientY]; });
     this.canvas.addEventListener("pointerup", (e) => {
       if (!down || Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4) return;
-      onPick(this.partAt(e.clientX, e.clientY), e.ctrlKey || e.shiftKey || e.metaKey);
+      this.onPick(this.partAt(e.clientX, e.clientY), e.ctrlKey || e.shiftKey || e.metaKey);
     });
   }
 

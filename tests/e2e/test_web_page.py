@@ -10,6 +10,7 @@ import base64
 import fcntl
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -249,7 +250,25 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     expect(page.locator("#mesh-stats")).to_contain_text("Tetrahedra", timeout=120_000)
     expect(page.locator("#mesh-stats")).to_contain_text("Min dihedral angle")
     expect(graph).to_have_attribute("data-states", "7")
+
+    # The tet mesh in the view (cut by the section plane on the server) and its histogram.
+    page.locator("#tree").get_by_role("button", name=re.compile("^tet mesh")).click()
+    histogram = page.locator("#property-form img.mesh-picture")
+    expect(histogram).to_have_attribute("src", re.compile("^blob:"), timeout=60_000)
+    assert histogram.evaluate("img => img.decode().then(() => img.naturalWidth)") == 800
+    page.get_by_role("button", name="Draw the mesh in the view").click()
+    expect(page.locator("#view")).to_have_attribute("data-drawn", re.compile("^mesh:.*:null$"),
+                                                    timeout=60_000)
+    _, mesh_pixels = canvas_pixels(page)
+    page.locator("#section-axis").select_option("y")
+    expect(page.locator("#view")).to_have_attribute("data-drawn", re.compile(r"^mesh:.*normal"),
+                                                    timeout=60_000)
+    _, cut_pixels = canvas_pixels(page)
+    assert mesh_pixels > 5_000 and cut_pixels > 2_000
     shoot(page, "meshing")
+    page.locator("#section-axis").select_option("")
+    page.get_by_role("button", name="Draw the shapes").click()
+    shape_and_pixels(page, "capped")
 
     # Bea, a viewer, in a second browser context: she sees everything and edits nothing.
     other = browser_page()

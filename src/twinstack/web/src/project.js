@@ -29,6 +29,7 @@ export class ProjectView {
     this.reconnects = 0;
     this.refreshing = Promise.resolve();
     this.reloadWaiting = false;
+    this.meshShown = null;  // a mesh drawn in the view instead of the shapes
   }
 
   // --- the session ---------------------------------------------------------------------------
@@ -182,6 +183,7 @@ export class ProjectView {
     this.reloadWaiting = true;
     this.refreshing = this.refreshing.then(() => {
       this.reloadWaiting = false;
+    this.meshShown = null;  // a mesh drawn in the view instead of the shapes
       return this.reload();
     }).catch(() => undefined);
     return this.refreshing;
@@ -217,26 +219,41 @@ export class ProjectView {
     return !this.solids().some((e) => (e.properties.inputs || []).includes(entity.id));
   }
 
+  // What the view shows: the shown solids (a GLB scene), or one mesh (its surfaces, cut by
+  // the section plane on the server so the cut shows whole elements).
+  drawing() {
+    const mesh = this.byId(this.meshShown);
+    if (mesh) {
+      const clip = this.clipPlane(mesh.properties.bounds);
+      return { key: `mesh:${mesh.id}:${mesh.version}:${JSON.stringify(clip)}`,
+               action: "mesh_view", params: clip ? { id: mesh.id, clip } : { id: mesh.id } };
+    }
+    this.meshShown = null;
+    const drawn = this.solids().filter((e) => this.isShown(e));
+    return { key: drawn.map((e) => `${e.id}:${e.version}`).join(","), action: "scene",
+             params: drawn.length ? { ids: drawn.map((e) => e.id) } : null };
+  }
+
   async draw() {
     if (!this.services.includes("visualization")) return;
-    const drawn = this.solids().filter((e) => this.isShown(e));
-    const key = drawn.map((e) => `${e.id}:${e.version}`).join(",");
+    const { key, action, params } = this.drawing();
     if (key === this.drawnKey) return;
     this.drawnKey = key;
     if (!this.viewer) {
       sharedViewer ??= new Viewer($("view"));
       this.viewer = sharedViewer;
       this.viewer.onPick = (name, add) => this.pick(name, add);
-      this.applySection();
     }
-    if (drawn.length === 0) {
+    this.applySection(false);
+    if (!params) {
       this.viewer.clear();
       $("view").dataset.parts = "";
+      $("view").dataset.drawn = key;
       return;
     }
-    const scene = await this.call("visualization", "scene", { ids: drawn.map((e) => e.id) });
-    if (!scene || key !== this.drawnKey) return;  // a newer draw is under way
-    const glb = await this.guarded(() => fetchBlob(this.record.id, scene.blob));
+    const made = await this.call("visualization", action, params);
+    if (!made || key !== this.drawnKey) return;  // a newer draw is under way
+    const glb = await this.guarded(() => fetchBlob(this.record.id, made.blob));
     if (!glb || key !== this.drawnKey) return;
     await this.viewer.show(glb);
     this.viewer.select(this.selected.map((id) => this.byId(id)?.name));
@@ -244,10 +261,32 @@ export class ProjectView {
     $("view").dataset.drawn = key;
   }
 
+  showMesh(id) {
+    this.meshShown = id;
+    this.showProperties(true);
+    this.draw();
+  }
+
   fit() { this.viewer?.fit(); }
 
-  applySection() {
-    this.viewer?.setSection($("section-axis").value || null, Number($("section-at").value));
+  sectionChoice() {
+    return { axis: $("section-axis").value || null, fraction: Number($("section-at").value) };
+  }
+
+  // The section plane cuts solids in the browser as the slider moves; a mesh is cut again on
+  // the server when the slider is let go (`redraw`).
+  applySection(redraw = true) {
+    const { axis, fraction } = this.sectionChoice();
+    this.viewer?.setSection(this.meshShown ? null : axis, fraction);
+    if (redraw && this.meshShown) this.draw();
+  }
+
+  clipPlane(bounds) {
+    const { axis, fraction } = this.sectionChoice();
+    if (!axis || !bounds) return null;
+    const i = "xyz".indexOf(axis);
+    const origin = bounds[0].map((lo, k) => lo + (k === i ? fraction : 0.5) * (bounds[1][k] - lo));
+    return { origin, normal: [0, 1, 2].map((k) => (k === i ? 1 : 0)) };
   }
 
   // --- the entity tree and the selection ----------------------------------------------------
@@ -378,7 +417,7 @@ export class ProjectView {
 
   // --- the property panel --------------------------------------------------------------------
 
-  showProperties() {
+  showProperties(force = false) {
     const form = $("property-form");
     const entity = this.byId(this.selected[this.selected.length - 1]);
     if (!entity) {
@@ -386,7 +425,7 @@ export class ProjectView {
         { textContent: "Select an entity in the tree or the view." }));
       return;
     }
-    if (form.dataset.id === entity.id && form.dataset.version === String(entity.version)
+    if (!force && form.dataset.id === entity.id && form.dataset.version === String(entity.version)
         && form.contains(document.activeElement)) return;  // being typed in: keep it
     form.dataset.id = entity.id;
     form.dataset.version = String(entity.version);
@@ -403,13 +442,35 @@ export class ProjectView {
     const apply = button("Apply", () => this.applyProperties(entity));
     apply.type = "submit";
     const facts = definitionList(entityFacts(entity));
+    const extra = entity.kind === "mesh" ? this.meshPanel(entity) : [];
     const fieldset = document.createElement("fieldset");
     fieldset.dataset.edit = "";
     fieldset.disabled = this.project.role === "viewer";
     fieldset.append(...fields, apply);
     form.replaceChildren(fieldset, Object.assign(document.createElement("dl"),
-      { className: "facts" }));
+      { className: "facts" }), ...extra);
     form.querySelector("dl").append(...facts);
+  }
+
+  // A mesh's picture (a tetrahedral mesh's quality histogram, a Cartesian mesh's fill
+  // fraction through its middle) and a button that draws it in the view.
+  meshPanel(mesh) {
+    const drawn = this.meshShown === mesh.id;
+    const toggle = button(drawn ? "Draw the shapes" : "Draw the mesh in the view",
+                          () => this.showMesh(drawn ? null : mesh.id));
+    const picture = Object.assign(document.createElement("img"), {
+      className: "mesh-picture", alt: mesh.properties.tets !== undefined
+        ? "the histogram of the elements' radius ratios" : "the fill fraction through z = middle" });
+    const request = mesh.properties.tets !== undefined ? ["plot", { id: mesh.id }]
+      : ["slice", { id: mesh.id, field: "fill", axis: "z" }];
+    this.call("visualization", ...request)
+      .then((made) => made && this.guarded(() => fetchBlob(this.record.id, made.blob)))
+      .then((png) => {
+        if (!png) return;
+        picture.src = URL.createObjectURL(new Blob([png], { type: "image/png" }));
+        picture.addEventListener("load", () => URL.revokeObjectURL(picture.src), { once: true });
+      });
+    return [toggle, picture];
   }
 
   materialField(current) {

@@ -6,11 +6,15 @@ import { call, state } from "./api.js";
 import { $, button, tableRow } from "./dom.js";
 import { ProjectView } from "./project.js";
 
+const INFO_SHOWN_MS = 8000;  // errors stay until the next message; news goes by itself
+
 function say(text, kind = "error") {
   const message = $("message");
   message.textContent = text;
   message.className = kind;
   message.hidden = !text;
+  clearTimeout(say.fading);
+  if (kind === "info") say.fading = setTimeout(() => { message.hidden = true; }, INFO_SHOWN_MS);
 }
 
 function show(view) {

@@ -53,7 +53,11 @@ class FaultySpawner(ProcessSpawner):
         if fault == "hang":
             return [sys.executable, "-c", HANG, *marker]
         if fault == "bad-ready":
-            code = f"open({str(self.ready_file)!r}, 'w').write('[]'); {HANG}"
+            # replaced atomically, as a service does: the LSS must see the wrong content,
+            # never an empty file caught between open and write
+            tmp = f"{self.ready_file}.tmp"
+            code = (f"import os; open({tmp!r}, 'w').write('[]'); "
+                    f"os.replace({tmp!r}, {str(self.ready_file)!r}); {HANG}")
             return [sys.executable, "-c", code, *marker]
         if fault == "late":
             delay = float(self._fault().get("delay", 3))

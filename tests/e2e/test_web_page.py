@@ -419,6 +419,9 @@ def test_files_materials_visibility_section_pick_and_keyboard(platform: Platform
     page.locator("#view").click(position={"x": 340, "y": 192})
     expect(page.locator('#tree li[aria-selected="true"]')).to_have_text("block")
     expect(page.locator("#property-form")).to_contain_text("Volume8")
+    page.locator("#property-form").get_by_text("Edges (12)").click()  # numbered for fillets
+    expect(page.locator("#property-form .edges li")).to_have_count(12)
+    expect(page.locator("#property-form .edges li").first).to_contain_text("length 2 at (")
     _, whole = canvas_pixels(page)
     page.locator("#section-axis").select_option("z")
     page.get_by_label("Section position").fill("0.2")

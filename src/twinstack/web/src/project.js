@@ -443,6 +443,7 @@ export class ProjectView {
     apply.type = "submit";
     const facts = definitionList(entityFacts(entity));
     const extra = entity.kind === "mesh" ? this.meshPanel(entity) : [];
+    if (entity.kind === "geometry" && props.edges) extra.push(this.edgeList(entity));
     const fieldset = document.createElement("fieldset");
     fieldset.dataset.edit = "";
     fieldset.disabled = this.project.role === "viewer";
@@ -450,6 +451,26 @@ export class ProjectView {
     form.replaceChildren(fieldset, Object.assign(document.createElement("dl"),
       { className: "facts" }), ...extra);
     form.querySelector("dl").append(...facts);
+  }
+
+  // A solid's edges as fillet and chamfer number them (index, length, midpoint), read from
+  // the modeling service when the list is first opened.
+  edgeList(entity) {
+    const details = document.createElement("details");
+    details.className = "edges";
+    details.append(Object.assign(document.createElement("summary"),
+      { textContent: `Edges (${entity.properties.edges}): their numbers for fillet, chamfer` }));
+    details.addEventListener("toggle", async () => {
+      if (!details.open || details.querySelector("ol")) return;
+      const found = await this.call("modeling", "properties", { id: entity.id });
+      if (!found) return;
+      const list = Object.assign(document.createElement("ol"), { start: 0 });
+      list.append(...found.edges.map((e) => Object.assign(document.createElement("li"), {
+        textContent: `length ${round(e.length)}`
+          + (e.midpoint ? ` at (${e.midpoint.map(round).join(", ")})` : "") })));
+      details.append(list);
+    });
+    return details;
   }
 
   // A mesh's picture (a tetrahedral mesh's quality histogram, a Cartesian mesh's fill

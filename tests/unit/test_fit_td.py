@@ -1,0 +1,102 @@
+"""FIT-TD against analytic answers: a PEC rectangular cavity's resonances (uniform and graded
+grids), the scheme's energy conserved in a lossless closed box, and setups refused before any
+step is computed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from twinstack.sim.fit_td import EdgeSource, GaussianPulse, Probe, Simulation, YeeGrid
+from twinstack.sim.fit_td.grid import C0
+from twinstack.sim.fit_td.spectrum import peak_frequency
+
+BOX = (1.0, 0.6, 0.8)  # metres: a x b x d
+SOURCE_AT = (0.23, 0.17, 0.31)  # off every symmetry plane, so every mode is excited
+PROBE_AT = (0.71, 0.43, 0.52)
+COMPONENTS = ("ex", "ey", "ez")
+
+
+def cavity_frequency(m: int, n: int, p: int) -> float:
+    a, b, d = BOX
+    return C0 / 2 * math.sqrt((m / a) ** 2 + (n / b) ** 2 + (p / d) ** 2)
+
+
+def ring(grid: YeeGrid, steps: int, dtype: type = np.float32) -> tuple[Simulation, np.ndarray]:
+    """A broadband pulse on three edges, then the cavity rings; the sum of the three
+    components at one point."""
+    pulse = GaussianPulse.up_to(1e9)
+    sim = Simulation(grid, sources=[EdgeSource(c, SOURCE_AT, pulse) for c in COMPONENTS],
+                     probes=[Probe(c, c, PROBE_AT) for c in COMPONENTS], dtype=dtype)
+    sim.run(steps)
+    return sim, sum(sim.signal(c)[1] for c in COMPONENTS)
+
+
+MODES = {"TE101": (1, 0, 1), "TM110": (1, 1, 0), "TE011": (0, 1, 1)}
+
+
+@pytest.mark.parametrize("graded", [False, True], ids=["uniform", "graded"])
+def test_cavity_resonances_within_half_a_percent(graded):
+    """~20 cells per wavelength at the highest of the three modes (312 MHz, 0.96 m)."""
+    if graded:  # cells from 0.035 to 0.05 m and back along every axis, smoothly
+        axes = [_graded(size, 0.05, 0.035) for size in BOX]
+        grid = YeeGrid(*axes)
+    else:
+        grid = YeeGrid.uniform(BOX, 0.05)
+    sim, signal = ring(grid, 12_000)
+    for name, mode in MODES.items():
+        expected = cavity_frequency(*mode)
+        found = peak_frequency(signal, sim.dt, 0.97 * expected, 1.03 * expected)
+        assert abs(found - expected) / expected < 5e-3, (name, found, expected)
+
+
+def _graded(size: float, coarse: float, fine: float) -> np.ndarray:
+    """Node lines whose spacing goes from `coarse` at the ends to `fine` in the middle: equal
+    steps of the running cell count."""
+    x = np.linspace(0.0, size, 2001)
+    per_metre = 1.0 / (coarse + (fine - coarse) * np.sin(np.pi * x / size) ** 2)
+    cells = np.concatenate([[0.0], np.cumsum((per_metre[1:] + per_metre[:-1]) / 2 * np.diff(x))])
+    return np.interp(np.linspace(0.0, cells[-1], round(cells[-1]) + 1), cells, x)
+
+
+def test_graded_lines_are_graded():
+    line = _graded(1.0, 0.05, 0.035)
+    steps = np.diff(line)
+    assert line[0] == 0 and line[-1] == pytest.approx(1.0)
+    assert steps.max() / steps.min() > 1.3 and np.abs(np.diff(steps)).max() < 0.002
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(np.float32, 1e-4), (np.float64, 1e-10)])
+def test_energy_is_conserved_in_a_lossless_closed_cavity(dtype, tolerance):
+    grid = YeeGrid.uniform(BOX, 0.05)
+    sim, _ = ring(grid, 100, dtype)  # the pulse is over by step ~40
+    start = sim.energy()
+    sim.run(10_000)
+    assert start > 0
+    assert abs(sim.energy() - start) / start < tolerance
+
+
+def test_the_stable_step_follows_the_smallest_cells():
+    grid = YeeGrid(np.linspace(0, 1, 11), np.linspace(0, 1, 21), np.array([0, 0.01, 0.5, 1]))
+    limit = 1 / (C0 * math.sqrt(1 / 0.1**2 + 1 / 0.05**2 + 1 / 0.01**2))
+    assert grid.stable_dt(1.0) == pytest.approx(limit)
+    assert grid.stable_dt(0.5, eps_r=4.0) == pytest.approx(limit)  # half as fast, half the step
+
+
+def test_bad_setups_are_refused_before_any_step():
+    grid = YeeGrid.uniform(BOX, 0.05)
+    pulse = GaussianPulse.up_to(1e9)
+    with pytest.raises(ValueError, match="at least one source"):
+        Simulation(grid, sources=[])
+    with pytest.raises(ValueError, match=r"outside the grid \(0 \.\. 1 along x\)"):
+        Simulation(grid, sources=[EdgeSource("ez", (1.5, 0.3, 0.4), pulse)])
+    with pytest.raises(ValueError, match="on the PEC wall"):
+        Simulation(grid, sources=[EdgeSource("ez", (0.0, 0.3, 0.4), pulse)])
+    with pytest.raises(ValueError, match="component must be one of ex, ey, ez"):
+        Simulation(grid, sources=[EdgeSource("hz", (0.5, 0.3, 0.4), pulse)])
+    with pytest.raises(ValueError, match=r"Courant factor must be in \(0, 1\]"):
+        Simulation(grid, sources=[EdgeSource("ez", (0.5, 0.3, 0.4), pulse)], courant=1.2)
+    with pytest.raises(ValueError, match="must increase strictly"):
+        YeeGrid(np.array([0, 1, 1, 2]), np.linspace(0, 1, 3), np.linspace(0, 1, 3))

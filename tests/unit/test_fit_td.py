@@ -92,7 +92,7 @@ def test_bad_setups_are_refused_before_any_step():
         Simulation(grid, sources=[])
     with pytest.raises(ValueError, match=r"outside the grid \(0 \.\. 1 along x\)"):
         Simulation(grid, sources=[EdgeSource("ez", (1.5, 0.3, 0.4), pulse)])
-    with pytest.raises(ValueError, match="on the PEC wall"):
+    with pytest.raises(ValueError, match="on a PEC wall"):
         Simulation(grid, sources=[EdgeSource("ez", (0.0, 0.3, 0.4), pulse)])
     with pytest.raises(ValueError, match="component must be one of ex, ey, ez"):
         Simulation(grid, sources=[EdgeSource("hz", (0.5, 0.3, 0.4), pulse)])
@@ -100,3 +100,37 @@ def test_bad_setups_are_refused_before_any_step():
         Simulation(grid, sources=[EdgeSource("ez", (0.5, 0.3, 0.4), pulse)], courant=1.2)
     with pytest.raises(ValueError, match="must increase strictly"):
         YeeGrid(np.array([0, 1, 1, 2]), np.linspace(0, 1, 3), np.linspace(0, 1, 3))
+
+
+def test_a_plane_wave_crosses_a_parallel_plate_guide_at_the_speed_of_light():
+    """PEC plates at z = 0 and z = 5 cm, PMC walls at y = 0 and y = 5 cm: the TEM wave is a
+    plane wave. A current sheet at x = 1 m sends a pulse (30 cells per wavelength at its top
+    frequency); its peak passes x = 1.5 m and x = 2.5 m 1 m / c apart, uniform across y (on
+    the PMC walls too)."""
+    grid = YeeGrid.uniform((3.0, 0.05, 0.05), 0.01)
+    pulse = GaussianPulse.up_to(1e9)
+    sheet = [EdgeSource("ez", (1.0, y, z), pulse)
+             for y in grid.y for z in (grid.z[:-1] + grid.z[1:]) / 2]
+    probes = [Probe("near", "ez", (1.5, 0.025, 0.025)), Probe("far", "ez", (2.5, 0.025, 0.025)),
+              Probe("wall", "ez", (2.5, 0.0, 0.025))]
+    sim = Simulation(grid, sources=sheet, probes=probes, walls={"y-": "pmc", "y+": "pmc"})
+    sim.run(round(9e-9 / sim.dt))
+    arrivals = []
+    for name in ("near", "far"):
+        t, e = sim.signal(name)
+        i = int(np.argmax(np.abs(e)))
+        left, middle, right = np.abs(e[i - 1:i + 2])
+        arrivals.append(t[i] + 0.5 * (left - right) / (left - 2 * middle + right) * sim.dt)
+    speed = 1.0 / (arrivals[1] - arrivals[0])
+    assert abs(speed - C0) / C0 < 2e-3
+    far, wall = sim.signal("far")[1], sim.signal("wall")[1]
+    assert np.abs(far).max() > 0 and np.allclose(wall, far, atol=1e-4 * np.abs(far).max())
+
+
+def test_walls_are_named_by_face_and_kind():
+    grid = YeeGrid.uniform(BOX, 0.05)
+    with pytest.raises(ValueError, match="walls take faces x-, x\\+"):
+        Simulation(grid, sources=[EdgeSource("ez", (0.5, 0.3, 0.4), GaussianPulse(1e-9))],
+                   walls={"top": "pmc"})
+    on_pmc = EdgeSource("ez", (0.5, 0.0, 0.4), GaussianPulse(1e-9))  # allowed on a PMC wall
+    Simulation(grid, sources=[on_pmc], walls={"y-": "pmc"})

@@ -1,9 +1,13 @@
 """The leapfrog's loops (numba, parallel over x). Homogeneous medium: the update coefficients
 are scalars; the spacings enter as inverse-length arrays so graded grids cost nothing extra.
 
-Shapes for nx * ny * nz cells: ex (nx, ny+1, nz+1), ey (nx+1, ny, nz+1), ez (nx+1, ny+1, nz);
-hx (nx+1, ny, nz), hy (nx, ny+1, nz), hz (nx, ny, nz+1). E on the outer faces is tangential
-to a PEC wall and never updated (it stays 0).
+Shapes for nx * ny * nz cells: ex (nx, ny+1, nz+1), ey (nx+1, ny, nz+1), ez (nx+1, ny+1, nz).
+H has a ghost layer on both sides of the two axes its curl is taken along, always 0:
+hx (nx+1, ny+2, nz+2), hy (nx+2, ny+1, nz+2), hz (nx+2, ny+2, nz+1); the H of cell face
+(i, j, k) is hx[i, j+1, k+1], hy[i+1, j, k+1], hz[i+1, j+1, k]. The ghosts make a PMC wall
+(tangential H = 0 on it) by just updating E on it; on a PEC wall tangential E is never updated
+and stays 0. `lo`/`hi`: the first and last E index along x, y, z updated (0 and n on PMC walls,
+1 and n-1 on PEC ones).
 """
 
 from __future__ import annotations
@@ -17,41 +21,41 @@ from numba import prange
 def update_h(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
              hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray,
              ch: float) -> None:
-    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H."""
-    nx, ny, nz = hy.shape[0], hx.shape[1], hx.shape[2]
+    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H (not the ghosts)."""
+    nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
     for i in prange(nx + 1):
         for j in range(ny):
             for k in range(nz):
-                hx[i, j, k] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
-                                     - (ey[i, j, k + 1] - ey[i, j, k]) * idz[k])
+                hx[i, j + 1, k + 1] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
+                                             - (ey[i, j, k + 1] - ey[i, j, k]) * idz[k])
     for i in prange(nx):
         for j in range(ny + 1):
             for k in range(nz):
-                hy[i, j, k] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
-                                     - (ez[i + 1, j, k] - ez[i, j, k]) * idx[i])
+                hy[i + 1, j, k + 1] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
+                                             - (ez[i + 1, j, k] - ez[i, j, k]) * idx[i])
         for j in range(ny):
             for k in range(nz + 1):
-                hz[i, j, k] -= ch * ((ey[i + 1, j, k] - ey[i, j, k]) * idx[i]
-                                     - (ex[i, j + 1, k] - ex[i, j, k]) * idy[j])
+                hz[i + 1, j + 1, k] -= ch * ((ey[i + 1, j, k] - ey[i, j, k]) * idx[i]
+                                             - (ex[i, j + 1, k] - ex[i, j, k]) * idy[j])
 
 
 @numba.njit(parallel=True, cache=True)
 def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
              hz: np.ndarray, idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray,
-             ce: float) -> None:
-    """E(n+1) = E(n) + dt/eps curl H(n+1/2), over the edges inside the PEC box."""
-    nx, ny, nz = hy.shape[0], hx.shape[1], hx.shape[2]
+             ce: float, lo: np.ndarray, hi: np.ndarray) -> None:
+    """E(n+1) = E(n) + dt/eps curl H(n+1/2), over the edges from `lo` to `hi` (inclusive)."""
+    nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
     for i in prange(nx):
-        for j in range(1, ny):
-            for k in range(1, nz):
-                ex[i, j, k] += ce * ((hz[i, j, k] - hz[i, j - 1, k]) * idyd[j]
-                                     - (hy[i, j, k] - hy[i, j, k - 1]) * idzd[k])
-    for i in prange(1, nx):
+        for j in range(lo[1], hi[1] + 1):
+            for k in range(lo[2], hi[2] + 1):
+                ex[i, j, k] += ce * ((hz[i + 1, j + 1, k] - hz[i + 1, j, k]) * idyd[j]
+                                     - (hy[i + 1, j, k + 1] - hy[i + 1, j, k]) * idzd[k])
+    for i in prange(lo[0], hi[0] + 1):
         for j in range(ny):
-            for k in range(1, nz):
-                ey[i, j, k] += ce * ((hx[i, j, k] - hx[i, j, k - 1]) * idzd[k]
-                                     - (hz[i, j, k] - hz[i - 1, j, k]) * idxd[i])
-        for j in range(1, ny):
+            for k in range(lo[2], hi[2] + 1):
+                ey[i, j, k] += ce * ((hx[i, j + 1, k + 1] - hx[i, j + 1, k]) * idzd[k]
+                                     - (hz[i + 1, j + 1, k] - hz[i, j + 1, k]) * idxd[i])
+        for j in range(lo[1], hi[1] + 1):
             for k in range(nz):
-                ez[i, j, k] += ce * ((hy[i, j, k] - hy[i - 1, j, k]) * idxd[i]
-                                     - (hx[i, j, k] - hx[i, j - 1, k]) * idyd[j])
+                ez[i, j, k] += ce * ((hy[i + 1, j, k + 1] - hy[i, j, k + 1]) * idxd[i]
+                                     - (hx[i, j + 1, k + 1] - hx[i, j, k + 1]) * idyd[j])

@@ -1,6 +1,6 @@
-"""A FIT-TD simulation: fields on a Yee grid in a PEC box, the leapfrog in time, current
-sources on edges, point probes and the discrete energy (conserved exactly by the scheme in a
-lossless closed box: the test of the implementation)."""
+"""A FIT-TD simulation: fields on a Yee grid in a box whose faces are PEC or PMC walls, the
+leapfrog in time, current sources on edges, point probes and the discrete energy (conserved
+exactly by the scheme in a lossless closed box: the test of the implementation)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from twinstack.sim.fit_td import kernels
 from twinstack.sim.fit_td.grid import EPS0, MU0, YeeGrid
 
 COMPONENTS = ("ex", "ey", "ez")
+FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
+WALLS = ("pec", "pmc")
+# H without its ghost layers (kernels.py): the field of every cell face
+INNER = {"hx": np.s_[:, 1:-1, 1:-1], "hy": np.s_[1:-1, :, 1:-1], "hz": np.s_[1:-1, 1:-1, :]}
 Waveform = Callable[[np.ndarray | float], np.ndarray | float]
 
 
@@ -46,14 +50,22 @@ class _Placed:
 
 
 class Simulation:
-    """Fields in a homogeneous medium (eps_r, mu_r) filling a PEC box: the grid's outer
-    faces. `dtype` float32 (the default) or float64."""
+    """Fields in a homogeneous medium (eps_r, mu_r) filling the grid's box; each outer face
+    is a PEC wall (the default) or a PMC wall (`walls={"y-": "pmc", ...}`). `dtype` float32
+    (the default) or float64."""
 
     def __init__(self, grid: YeeGrid, *, sources: Sequence[EdgeSource],
                  probes: Sequence[Probe] = (), eps_r: float = 1.0, mu_r: float = 1.0,
-                 courant: float = 0.99, dtype: type = np.float32) -> None:
+                 courant: float = 0.99, dtype: type = np.float32,
+                 walls: dict[str, str] | None = None) -> None:
         if not sources:
             raise ValueError("a simulation needs at least one source")
+        self.walls = {face: "pec" for face in FACES}
+        for face, wall in (walls or {}).items():
+            if face not in FACES or wall not in WALLS:
+                raise ValueError(f"walls take faces {', '.join(FACES)} and kinds "
+                                 f"{', '.join(WALLS)}, not {face!r}: {wall!r}")
+            self.walls[face] = wall
         self.grid = grid
         self.dtype = np.dtype(dtype)
         self.eps = EPS0 * eps_r
@@ -63,8 +75,12 @@ class Simulation:
         zeros = lambda *s: np.zeros(s, self.dtype)  # noqa: E731
         self.e = {"ex": zeros(nx, ny + 1, nz + 1), "ey": zeros(nx + 1, ny, nz + 1),
                   "ez": zeros(nx + 1, ny + 1, nz)}
-        self.h = {"hx": zeros(nx + 1, ny, nz), "hy": zeros(nx, ny + 1, nz),
-                  "hz": zeros(nx, ny, nz + 1)}
+        self.h = {"hx": zeros(nx + 1, ny + 2, nz + 2), "hy": zeros(nx + 2, ny + 1, nz + 2),
+                  "hz": zeros(nx + 2, ny + 2, nz + 1)}
+        # the E indices updated along each axis: the walls' planes too where they are PMC
+        self.lo = np.array([0 if self.walls[f"{a}-"] == "pmc" else 1 for a in "xyz"])
+        self.hi = np.array([n if self.walls[f"{a}+"] == "pmc" else n - 1
+                            for a, n in zip("xyz", grid.shape, strict=True)])
         self.inverse = _inverse(grid.spacing, self.dtype)
         self.inverse_dual = _inverse(grid.dual, self.dtype)
         self.steps = 0
@@ -77,9 +93,8 @@ class Simulation:
                              f"{component!r}")
         index = self.grid.edge_index(component, point)
         axis = COMPONENTS.index(component)
-        shape = self.grid.shape
-        if any(index[a] in (0, shape[a]) for a in range(3) if a != axis):
-            raise ValueError(f"the {component} edge at {tuple(point)} lies on the PEC wall, "
+        if any(not self.lo[a] <= index[a] <= self.hi[a] for a in range(3) if a != axis):
+            raise ValueError(f"the {component} edge at {tuple(point)} lies on a PEC wall, "
                              "where the field is held at 0: move it inside")
         return _Placed(self.e[component], index)
 
@@ -103,7 +118,7 @@ class Simulation:
             kernels.update_h(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
                              ch)
             kernels.update_e(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], dx, dy, dz,
-                             ce)
+                             ce, self.lo, self.hi)
             t = (self.steps + 0.5) * self.dt
             for source in self.sources:
                 assert source.waveform is not None
@@ -130,8 +145,9 @@ class Simulation:
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", e[c].astype(np.float64) ** 2, *volume[c])
                        for c in e)
-        magnetic = sum(np.einsum("ijk,i,j,k->", self.h[c].astype(np.float64)
-                                 * after[c].astype(np.float64), *volume[c]) for c in after)
+        magnetic = sum(np.einsum("ijk,i,j,k->", self.h[c][INNER[c]].astype(np.float64)
+                                 * after[c][INNER[c]].astype(np.float64), *volume[c])
+                       for c in after)
         return 0.5 * (self.eps * electric + self.mu * magnetic)
 
 

@@ -9,7 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from twinstack.sim.fit_td import EdgeSource, GaussianPulse, Probe, Simulation, YeeGrid
+from twinstack.sim.fit_td import (
+    EdgeSource,
+    GaussianPulse,
+    Material,
+    Probe,
+    Simulation,
+    YeeGrid,
+)
 from twinstack.sim.fit_td.grid import C0
 from twinstack.sim.fit_td.spectrum import peak_frequency
 
@@ -134,3 +141,33 @@ def test_walls_are_named_by_face_and_kind():
                    walls={"top": "pmc"})
     on_pmc = EdgeSource("ez", (0.5, 0.0, 0.4), GaussianPulse(1e-9))  # allowed on a PMC wall
     Simulation(grid, sources=[on_pmc], walls={"y-": "pmc"})
+
+
+def test_fresnel_reflection_from_a_dielectric_half_space_within_two_percent():
+    """The same guide with eps_r = 4 from x = 2 m on: the pulse comes back from the interface
+    with r = (1 - 2) / (1 + 2) = -1/3 of its amplitude."""
+    grid = YeeGrid.uniform((3.0, 0.05, 0.05), 0.01)
+    cells = np.zeros(grid.shape, np.uint8)
+    cells[200:] = 1
+    pulse = GaussianPulse.up_to(1e9)
+    sheet = [EdgeSource("ez", (1.0, y, z), pulse)
+             for y in grid.y for z in (grid.z[:-1] + grid.z[1:]) / 2]
+    sim = Simulation(grid, sources=sheet, probes=[Probe("p", "ez", (1.5, 0.025, 0.025))],
+                     materials=[Material(), Material(eps_r=4.0)], cells=cells,
+                     walls={"y-": "pmc", "y+": "pmc"})
+    sim.run(round(9e-9 / sim.dt))
+    t, e = sim.signal("p")
+    incident = e[t < 5e-9][np.abs(e[t < 5e-9]).argmax()]  # at 3.6 ns; reflected at 6.9 ns
+    reflected = e[t >= 5e-9][np.abs(e[t >= 5e-9]).argmax()]
+    assert abs(reflected / incident - (-1 / 3)) < 0.02 / 3
+
+
+def test_materials_are_checked():
+    grid = YeeGrid.uniform(BOX, 0.05)
+    source = [EdgeSource("ez", (0.5, 0.3, 0.4), GaussianPulse(1e-9))]
+    with pytest.raises(ValueError, match="eps_r must be at least 1"):
+        Material(eps_r=0.5)
+    with pytest.raises(ValueError, match="cells name material 3, the table has 1"):
+        Simulation(grid, sources=source, cells=np.full(grid.shape, 3, np.uint8))
+    with pytest.raises(ValueError, match=r"cells has shape \(2, 2, 2\)"):
+        Simulation(grid, sources=source, cells=np.zeros((2, 2, 2), np.uint8))

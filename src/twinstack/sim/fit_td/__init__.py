@@ -1,12 +1,15 @@
 """FIT-TD: the Finite Integration Technique in the time domain on a staggered (Yee) grid.
 
 Numerics only (no services, no I/O): `grid` (node lines, graded or uniform, and the stable time
-step), `sources` (pulses on grid edges), `solver` (fields, the leapfrog, probes, energy), and
+step), `materials` (a table, an index per cell, runs of one class per edge line), `sources`
+(pulses on grid edges), `solver` (fields, the leapfrog, probes, energy), and
 `kernels` (the numba loops). Units are SI throughout.
 """
 
 from twinstack.sim.fit_td.grid import YeeGrid
+from twinstack.sim.fit_td.materials import Material
 from twinstack.sim.fit_td.solver import EdgeSource, Probe, Simulation
 from twinstack.sim.fit_td.sources import GaussianPulse, ModulatedGaussian
 
-__all__ = ["EdgeSource", "GaussianPulse", "ModulatedGaussian", "Probe", "Simulation", "YeeGrid"]
+__all__ = ["EdgeSource", "GaussianPulse", "Material", "ModulatedGaussian", "Probe", "Simulation",
+           "YeeGrid"]

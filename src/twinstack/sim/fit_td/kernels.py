@@ -1,5 +1,7 @@
-"""The leapfrog's loops (numba, parallel over x). Homogeneous medium: the update coefficients
-are scalars; the spacings enter as inverse-length arrays so graded grids cost nothing extra.
+"""The leapfrog's loops (numba, parallel over x). The E update walks runs of one material
+class along z (materials.EdgeRuns), so its inner loop has scalar coefficients; the medium is
+non-magnetic and uniform for H. The spacings enter as inverse-length arrays so graded grids
+cost nothing extra.
 
 Shapes for nx * ny * nz cells: ex (nx, ny+1, nz+1), ey (nx+1, ny, nz+1), ez (nx+1, ny+1, nz).
 H has a ghost layer on both sides of the two axes its curl is taken along, always 0:
@@ -39,23 +41,51 @@ def update_h(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
                                              - (ex[i, j + 1, k] - ex[i, j, k]) * idy[j])
 
 
+@numba.njit(inline="always")
+def _run(r: int, end: int, k0: np.ndarray, nk: int, first: int, last: int) -> tuple[int, int]:
+    """Run r's k range, within first..last."""
+    stop = k0[r + 1] if r + 1 < end else nk
+    return max(k0[r], first), min(stop, last + 1)
+
+
 @numba.njit(parallel=True, cache=True)
 def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
              hz: np.ndarray, idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray,
-             ce: float, lo: np.ndarray, hi: np.ndarray) -> None:
-    """E(n+1) = E(n) + dt/eps curl H(n+1/2), over the edges from `lo` to `hi` (inclusive)."""
+             lo: np.ndarray, hi: np.ndarray,
+             xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
+             ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
+             zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray
+             ) -> None:
+    """E(n+1) = ca E(n) + cb curl H(n+1/2) over the edges from `lo` to `hi` (inclusive),
+    each component's coefficients constant along a run (materials.EdgeRuns: start, k0,
+    class, ca, cb per class)."""
     nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
     for i in prange(nx):
         for j in range(lo[1], hi[1] + 1):
-            for k in range(lo[2], hi[2] + 1):
-                ex[i, j, k] += ce * ((hz[i + 1, j + 1, k] - hz[i + 1, j, k]) * idyd[j]
-                                     - (hy[i + 1, j, k + 1] - hy[i + 1, j, k]) * idzd[k])
+            line = i * (ny + 1) + j
+            for r in range(xs[line], xs[line + 1]):
+                first, stop = _run(r, xs[line + 1], xk, nz + 1, lo[2], hi[2])
+                ca, cb = xa[xc[r]], xb[xc[r]]
+                for k in range(first, stop):
+                    ex[i, j, k] = ca * ex[i, j, k] + cb * (
+                        (hz[i + 1, j + 1, k] - hz[i + 1, j, k]) * idyd[j]
+                        - (hy[i + 1, j, k + 1] - hy[i + 1, j, k]) * idzd[k])
     for i in prange(lo[0], hi[0] + 1):
         for j in range(ny):
-            for k in range(lo[2], hi[2] + 1):
-                ey[i, j, k] += ce * ((hx[i, j + 1, k + 1] - hx[i, j + 1, k]) * idzd[k]
-                                     - (hz[i + 1, j + 1, k] - hz[i, j + 1, k]) * idxd[i])
+            line = i * ny + j
+            for r in range(ys[line], ys[line + 1]):
+                first, stop = _run(r, ys[line + 1], yk, nz + 1, lo[2], hi[2])
+                ca, cb = ya[yc[r]], yb[yc[r]]
+                for k in range(first, stop):
+                    ey[i, j, k] = ca * ey[i, j, k] + cb * (
+                        (hx[i, j + 1, k + 1] - hx[i, j + 1, k]) * idzd[k]
+                        - (hz[i + 1, j + 1, k] - hz[i, j + 1, k]) * idxd[i])
         for j in range(lo[1], hi[1] + 1):
-            for k in range(nz):
-                ez[i, j, k] += ce * ((hy[i + 1, j, k + 1] - hy[i, j, k + 1]) * idxd[i]
-                                     - (hx[i, j + 1, k + 1] - hx[i, j, k + 1]) * idyd[j])
+            line = i * (ny + 1) + j
+            for r in range(zs[line], zs[line + 1]):
+                first, stop = _run(r, zs[line + 1], zk, nz, 0, nz - 1)
+                ca, cb = za[zc[r]], zb[zc[r]]
+                for k in range(first, stop):
+                    ez[i, j, k] = ca * ez[i, j, k] + cb * (
+                        (hy[i + 1, j, k + 1] - hy[i, j, k + 1]) * idxd[i]
+                        - (hx[i, j + 1, k + 1] - hx[i, j, k + 1]) * idyd[j])

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twinstack.sim.fit_td import kernels
-from twinstack.sim.fit_td.grid import EPS0, MU0, YeeGrid
+from twinstack.sim.fit_td.grid import MU0, YeeGrid
+from twinstack.sim.fit_td.materials import EdgeRuns, Material, edge_runs
 
 COMPONENTS = ("ex", "ey", "ez")
 FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
@@ -50,14 +51,15 @@ class _Placed:
 
 
 class Simulation:
-    """Fields in a homogeneous medium (eps_r, mu_r) filling the grid's box; each outer face
+    """Fields in the grid's box: `cells` (one uint8 per cell, default all 0) index the
+    `materials` table (default vacuum); mu_r is one value for the whole box. Each outer face
     is a PEC wall (the default) or a PMC wall (`walls={"y-": "pmc", ...}`). `dtype` float32
     (the default) or float64."""
 
     def __init__(self, grid: YeeGrid, *, sources: Sequence[EdgeSource],
-                 probes: Sequence[Probe] = (), eps_r: float = 1.0, mu_r: float = 1.0,
-                 courant: float = 0.99, dtype: type = np.float32,
-                 walls: dict[str, str] | None = None) -> None:
+                 probes: Sequence[Probe] = (), materials: Sequence[Material] = (Material(),),
+                 cells: np.ndarray | None = None, mu_r: float = 1.0, courant: float = 0.99,
+                 dtype: type = np.float32, walls: dict[str, str] | None = None) -> None:
         if not sources:
             raise ValueError("a simulation needs at least one source")
         self.walls = {face: "pec" for face in FACES}
@@ -68,10 +70,17 @@ class Simulation:
             self.walls[face] = wall
         self.grid = grid
         self.dtype = np.dtype(dtype)
-        self.eps = EPS0 * eps_r
-        self.mu = MU0 * mu_r
-        self.dt = grid.stable_dt(courant, eps_r, mu_r)
         nx, ny, nz = grid.shape
+        cells = np.zeros(grid.shape, np.uint8) if cells is None else np.asarray(cells)
+        if cells.shape != grid.shape:
+            raise ValueError(f"cells has shape {cells.shape}, the grid {grid.shape}")
+        used = np.unique(cells)
+        if used.size and (used[0] < 0 or used[-1] >= len(materials)):
+            raise ValueError(f"cells name material {int(used[-1])}, the table has "
+                             f"{len(materials)}")
+        self.mu = MU0 * mu_r
+        fastest = min(materials[int(m)].eps_r for m in used)
+        self.dt = grid.stable_dt(courant, fastest, mu_r)
         zeros = lambda *s: np.zeros(s, self.dtype)  # noqa: E731
         self.e = {"ex": zeros(nx, ny + 1, nz + 1), "ey": zeros(nx + 1, ny, nz + 1),
                   "ez": zeros(nx + 1, ny + 1, nz)}
@@ -81,6 +90,8 @@ class Simulation:
         self.lo = np.array([0 if self.walls[f"{a}-"] == "pmc" else 1 for a in "xyz"])
         self.hi = np.array([n if self.walls[f"{a}+"] == "pmc" else n - 1
                             for a, n in zip("xyz", grid.shape, strict=True)])
+        self.runs = {c: edge_runs(cells, list(materials), c, self.dt, self.dtype)
+                     for c in COMPONENTS}
         self.inverse = _inverse(grid.spacing, self.dtype)
         self.inverse_dual = _inverse(grid.dual, self.dtype)
         self.steps = 0
@@ -102,23 +113,25 @@ class Simulation:
         placed = self._place(source.component, source.point)
         axis = COMPONENTS.index(source.component)
         area = np.prod([self.grid.dual[a][placed.index[a]] for a in range(3) if a != axis])
-        placed.scale = -self.dt / self.eps * source.amplitude / float(area)
+        runs = self.runs[source.component]
+        cb = float(runs.cb[runs.classes[placed.index]])
+        placed.scale = -cb * source.amplitude / float(area)
         placed.waveform = source.waveform
         return placed
 
     def run(self, steps: int, progress: Callable[[int], None] | None = None) -> None:
         """Advance `steps` time steps (H, then E with the sources at the half step)."""
         ch = self.dtype.type(self.dt / self.mu)
-        ce = self.dtype.type(self.dt / self.eps)
         e, h = self.e, self.h
         (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
+        x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
         for _ in range(steps):
             for probe in self.probes.values():
                 probe.samples.append(float(probe.array[probe.index]))
             kernels.update_h(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
                              ch)
             kernels.update_e(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], dx, dy, dz,
-                             ce, self.lo, self.hi)
+                             self.lo, self.hi, *x, *y, *z)
             t = (self.steps + 0.5) * self.dt
             for source in self.sources:
                 assert source.waveform is not None
@@ -143,12 +156,16 @@ class Simulation:
                          ix, iy, iz, self.dtype.type(self.dt / self.mu))
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
-        electric = sum(np.einsum("ijk,i,j,k->", e[c].astype(np.float64) ** 2, *volume[c])
-                       for c in e)
+        electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]
+                                 * e[c].astype(np.float64) ** 2, *volume[c]) for c in e)
         magnetic = sum(np.einsum("ijk,i,j,k->", self.h[c][INNER[c]].astype(np.float64)
                                  * after[c][INNER[c]].astype(np.float64), *volume[c])
                        for c in after)
-        return 0.5 * (self.eps * electric + self.mu * magnetic)
+        return 0.5 * (electric + self.mu * magnetic)
+
+
+def _run_arrays(runs: EdgeRuns) -> tuple[np.ndarray, ...]:
+    return runs.start, runs.k0, runs.klass, runs.ca, runs.cb
 
 
 def _inverse(lengths: tuple[np.ndarray, np.ndarray, np.ndarray], dtype: np.dtype

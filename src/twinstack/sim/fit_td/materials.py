@@ -1,0 +1,81 @@
+"""Materials on the grid: a small table, a material index per cell, and what the E update
+needs — each edge's class (its averaged permittivity and conductivity) as runs of one class
+along z, the fastest axis, so the inner loop sees two scalar coefficients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from twinstack.sim.fit_td.grid import EPS0
+
+COMPONENTS = ("ex", "ey", "ez")
+
+
+@dataclass(frozen=True)
+class Material:
+    """Relative permittivity and conductivity (S/m); non-magnetic."""
+
+    eps_r: float = 1.0
+    sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.eps_r >= 1.0:
+            raise ValueError(f"a material's eps_r must be at least 1, got {self.eps_r}")
+        if not self.sigma >= 0.0:
+            raise ValueError(f"a material's sigma must be at least 0, got {self.sigma}")
+
+
+@dataclass(frozen=True)
+class EdgeRuns:
+    """One E component's edges as runs along z: the runs of line (i, j) are
+    `start[line]` .. `start[line + 1]` (line = i * nj + j), run r begins at k = `k0[r]` and
+    has class `klass[r]`; `ca[c]`, `cb[c]` are the class's update coefficients."""
+
+    start: np.ndarray
+    k0: np.ndarray
+    klass: np.ndarray
+    ca: np.ndarray
+    cb: np.ndarray
+    eps: np.ndarray  # each class's permittivity (F/m), for the energy and the sources
+    classes: np.ndarray  # each edge's class: for the energy and the sources, not the loop
+
+
+def edge_runs(cells: np.ndarray, table: list[Material], component: str, dt: float,
+              dtype: np.dtype) -> EdgeRuns:
+    """The runs of `component` edges, each edge taking the mean permittivity and conductivity
+    of the (up to four) cells around it."""
+    axis = COMPONENTS.index(component)
+    eps_r = np.array([m.eps_r for m in table])[cells]
+    sigma = np.array([m.sigma for m in table])[cells]
+    eps_edge, sigma_edge = (_around_edges(v, axis) for v in (eps_r, sigma))
+    pairs = np.stack([eps_edge.ravel(), sigma_edge.ravel()], axis=1)
+    unique, classes = np.unique(pairs, axis=0, return_inverse=True)
+    classes = classes.reshape(eps_edge.shape).astype(np.int32)
+    eps = EPS0 * unique[:, 0]
+    loss = unique[:, 1] * dt / (2 * eps)
+    ni, nj, nk = (int(n) for n in eps_edge.shape)
+    change = np.ones(classes.shape, bool)
+    change[:, :, 1:] = classes[:, :, 1:] != classes[:, :, :-1]
+    line, k0 = np.nonzero(change.reshape(ni * nj, nk))
+    start = np.searchsorted(line, np.arange(ni * nj + 1)).astype(np.int64)
+    return EdgeRuns(start, k0.astype(np.int32), classes.reshape(ni * nj, nk)[line, k0],
+                    ((1 - loss) / (1 + loss)).astype(dtype),
+                    (dt / eps / (1 + loss)).astype(dtype), eps, classes)
+
+
+def _around_edges(values: np.ndarray, axis: int) -> np.ndarray:
+    """The mean over the cells that share each edge along `axis` (edges on the box's faces
+    have two cells, or one on its edges: the outside repeats the inside)."""
+    pad = [(0, 0) if a == axis else (1, 1) for a in range(3)]
+    padded = np.pad(values.astype(np.float64), pad, mode="edge")
+    others = [a for a in range(3) if a != axis]
+    total = np.zeros([n + (0 if a == axis else 1) for a, n in enumerate(values.shape)])
+    for da in (0, 1):
+        for db in (0, 1):
+            index = [slice(None)] * 3
+            index[others[0]] = slice(da, da + total.shape[others[0]])
+            index[others[1]] = slice(db, db + total.shape[others[1]])
+            total += padded[tuple(index)]
+    return total / 4

@@ -78,3 +78,14 @@ def load_glb(glb: bytes | Path) -> dict[str, Any]:
         pytest.fail(f"three.js could not load the GLB:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def build_web_page() -> None:
+    """scripts/build-web.sh, as `make up` runs it, once at a time (pytest-xdist workers)."""
+    root = JS.parents[1]
+    with open(root / "src/twinstack/web/.build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(["bash", str(root / "scripts/build-web.sh")], capture_output=True,
+                              text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"the web page did not build:\n{done.stdout}\n{done.stderr}", pytrace=False)

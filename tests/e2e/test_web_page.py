@@ -7,19 +7,18 @@ file with TWINSTACK_SCREENSHOTS set to keep the pictures it takes."""
 from __future__ import annotations
 
 import base64
-import fcntl
 import io
 import os
 import re
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.js_harness import build_web_page
 from tests.platform_fixtures import (
     PASSWORD,
     Platform,
@@ -29,7 +28,6 @@ from tests.platform_fixtures import (
 )
 from twinstack.client import ActionError
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
                                 reason="needs Debian's chromium (apt-get install chromium)")
@@ -40,16 +38,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     build_web_page()
     with running_platform(tmp_path_factory.mktemp("web"), "ada") as running:
         yield running
-
-
-def build_web_page() -> None:
-    """scripts/build-web.sh, as `make up` runs it, once at a time (pytest-xdist workers)."""
-    with open(ROOT / "src/twinstack/web/.build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        done = subprocess.run(["bash", str(ROOT / "scripts/build-web.sh")], capture_output=True,
-                              text=True, timeout=600)
-    if done.returncode != 0:
-        pytest.fail(f"the web page did not build:\n{done.stdout}\n{done.stderr}", pytrace=False)
 
 
 @pytest.fixture

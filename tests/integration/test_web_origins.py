@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.js_harness import build_web_page
 from tests.platform_fixtures import Platform, running_platform
 from twinstack.client.client import tls_context
 
@@ -16,6 +17,7 @@ FOREIGN = "https://evil.example"
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    build_web_page()  # `/` serves the page only once it is built
     with running_platform(tmp_path_factory.mktemp("origins"), "ada") as running:
         yield running
 
@@ -77,7 +79,6 @@ def test_the_page_and_its_files(platform: Platform):
     policy = headers["content-security-policy"]
     assert "script-src 'self'" in policy and f"https://127.0.0.1:{platform.port + 1}" in policy
     assert headers["cache-control"] == "no-cache"
-    # app.css is shipped as it is (app.js is built: tests/e2e checks it in the browser)
     status, headers, _ = request(platform, 0, "GET", "/web/app.css", {})
     assert status == 200 and headers["content-type"].startswith("text/css")
     for escape in ("/web/..%2f__init__.py", "/web/index.html", "/web/nothing.js"):

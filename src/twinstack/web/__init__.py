@@ -16,16 +16,22 @@ from aiohttp import web
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def web_routes(*peers: str | None) -> list[web.RouteDef]:
+NOT_BUILT = ("this installation has no web page: it was not built (scripts/build-web.sh, which "
+             "`make up` runs, needs npm); the API and the Python client work without it")
+
+
+def web_routes(*peers: str | None, static: Path = STATIC) -> list[web.RouteDef]:
     """The page and its files; `peers` are the public URLs it may call besides its own."""
     policy = content_security_policy([p for p in peers if p])
 
     async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "index.html", headers={
+        if not (static / "app.js").exists():  # index.html alone would be a blank page
+            raise web.HTTPNotFound(text=NOT_BUILT)
+        return web.FileResponse(static / "index.html", headers={
             "Cache-Control": "no-cache", "Content-Security-Policy": policy,
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
-    files = {path.name: path for path in STATIC.iterdir()  # app.js.gz is sent for app.js
+    files = {path.name: path for path in static.iterdir()  # app.js.gz is sent for app.js
              if path.name != "index.html" and path.suffix != ".gz"}
 
     async def asset(request: web.Request) -> web.StreamResponse:

@@ -11,6 +11,7 @@ import numpy as np
 C0 = 299_792_458.0
 MU0 = 4e-7 * math.pi  # the pre-2019 value; the difference (1e-10) is far below any test here
 EPS0 = 1.0 / (MU0 * C0 * C0)
+COMPONENTS = ("ex", "ey", "ez")  # E on the edges along x, y, z
 
 
 @dataclass(frozen=True)

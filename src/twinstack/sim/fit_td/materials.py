@@ -8,9 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twinstack.sim.fit_td.grid import EPS0
-
-COMPONENTS = ("ex", "ey", "ez")
+from twinstack.sim.fit_td.grid import COMPONENTS, EPS0
 
 
 @dataclass(frozen=True)

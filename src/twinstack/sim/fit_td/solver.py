@@ -11,10 +11,9 @@ import numba
 import numpy as np
 
 from twinstack.sim.fit_td import kernels
-from twinstack.sim.fit_td.grid import MU0, YeeGrid
+from twinstack.sim.fit_td.grid import COMPONENTS, MU0, YeeGrid
 from twinstack.sim.fit_td.materials import EdgeRuns, Material, edge_runs
 
-COMPONENTS = ("ex", "ey", "ez")
 PARALLEL_CELLS = 32_768  # fewer cells: one thread (measured: 2 threads were slower at 20^3)
 FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
 WALLS = ("pec", "pmc")

@@ -66,26 +66,34 @@ def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
             for r in range(xs[line], xs[line + 1]):
                 first, stop = _run(r, xs[line + 1], xk, nz + 1, lo[2], hi[2])
                 ca, cb = xa[xc[r]], xb[xc[r]]
-                for k in range(first, stop):
-                    ex[i, j, k] = ca * ex[i, j, k] + cb * (
-                        (hz[i + 1, j + 1, k] - hz[i + 1, j, k]) * idyd[j]
-                        - (hy[i + 1, j, k + 1] - hy[i + 1, j, k]) * idzd[k])
+                # views of the run indexed from 0: numba then knows no index is negative,
+                # checks none and the loop vectorizes (4x faster than k in range(first, stop))
+                e, dz = ex[i, j, first:stop], idzd[first:stop]
+                hz1, hz0 = hz[i + 1, j + 1, first:stop], hz[i + 1, j, first:stop]
+                hy1, hy0 = hy[i + 1, j, first + 1:stop + 1], hy[i + 1, j, first:stop]
+                for k in range(stop - first):
+                    e[k] = ca * e[k] + cb * ((hz1[k] - hz0[k]) * idyd[j]
+                                             - (hy1[k] - hy0[k]) * dz[k])
     for i in prange(lo[0], hi[0] + 1):
         for j in range(ny):
             line = i * ny + j
             for r in range(ys[line], ys[line + 1]):
                 first, stop = _run(r, ys[line + 1], yk, nz + 1, lo[2], hi[2])
                 ca, cb = ya[yc[r]], yb[yc[r]]
-                for k in range(first, stop):
-                    ey[i, j, k] = ca * ey[i, j, k] + cb * (
-                        (hx[i, j + 1, k + 1] - hx[i, j + 1, k]) * idzd[k]
-                        - (hz[i + 1, j + 1, k] - hz[i, j + 1, k]) * idxd[i])
+                e, dz = ey[i, j, first:stop], idzd[first:stop]
+                hx1, hx0 = hx[i, j + 1, first + 1:stop + 1], hx[i, j + 1, first:stop]
+                hz1, hz0 = hz[i + 1, j + 1, first:stop], hz[i, j + 1, first:stop]
+                for k in range(stop - first):
+                    e[k] = ca * e[k] + cb * ((hx1[k] - hx0[k]) * dz[k]
+                                             - (hz1[k] - hz0[k]) * idxd[i])
         for j in range(lo[1], hi[1] + 1):
             line = i * (ny + 1) + j
             for r in range(zs[line], zs[line + 1]):
                 first, stop = _run(r, zs[line + 1], zk, nz, 0, nz - 1)
                 ca, cb = za[zc[r]], zb[zc[r]]
-                for k in range(first, stop):
-                    ez[i, j, k] = ca * ez[i, j, k] + cb * (
-                        (hy[i + 1, j, k + 1] - hy[i, j, k + 1]) * idxd[i]
-                        - (hx[i, j + 1, k + 1] - hx[i, j, k + 1]) * idyd[j])
+                e = ez[i, j, first:stop]
+                hy1, hy0 = hy[i + 1, j, first + 1:stop + 1], hy[i, j, first + 1:stop + 1]
+                hx1, hx0 = hx[i, j + 1, first + 1:stop + 1], hx[i, j, first + 1:stop + 1]
+                for k in range(stop - first):
+                    e[k] = ca * e[k] + cb * ((hy1[k] - hy0[k]) * idxd[i]
+                                             - (hx1[k] - hx0[k]) * idyd[j])

@@ -13,6 +13,7 @@ from twinstack.sim.fit_td import (
     EdgeSource,
     GaussianPulse,
     Material,
+    ModulatedGaussian,
     Probe,
     Simulation,
     YeeGrid,
@@ -171,3 +172,21 @@ def test_materials_are_checked():
         Simulation(grid, sources=source, cells=np.full(grid.shape, 3, np.uint8))
     with pytest.raises(ValueError, match=r"cells has shape \(2, 2, 2\)"):
         Simulation(grid, sources=source, cells=np.zeros((2, 2, 2), np.uint8))
+
+
+def test_pulses_have_the_spectrum_they_are_made_for():
+    """A Gaussian `up_to(f)` peaks at 0 Hz and is 20 dB down at f; a modulated Gaussian peaks
+    at its centre."""
+    dt = 1e-12
+    t = np.arange(20_000) * dt
+    frequencies = np.fft.rfftfreq(t.size, dt)
+
+    def spectrum(pulse) -> np.ndarray:
+        return np.abs(np.fft.rfft(pulse(t)))
+
+    baseband = spectrum(GaussianPulse.up_to(2e9))
+    assert baseband.argmax() == 0
+    at_2ghz = baseband[np.abs(frequencies - 2e9).argmin()] / baseband.max()
+    assert 20 * np.log10(at_2ghz) == pytest.approx(-20, abs=0.5)
+    modulated = spectrum(ModulatedGaussian(3e9, 2e9))
+    assert frequencies[modulated.argmax()] == pytest.approx(3e9, abs=0.06e9)

@@ -229,7 +229,7 @@ export class ProjectView {
                action: "mesh_view", params: clip ? { id: mesh.id, clip } : { id: mesh.id } };
     }
     this.meshShown = null;
-    const drawn = this.solids().filter((e) => this.isShown(e));
+    const drawn = this.drawnSolids();
     return { key: drawn.map((e) => `${e.id}:${e.version}`).join(","), action: "scene",
              params: drawn.length ? { ids: drawn.map((e) => e.id) } : null };
   }
@@ -541,10 +541,9 @@ export class ProjectView {
     if (!boxes.length) return;
     const size = Math.max(...[0, 1, 2].map((i) => Math.max(...boxes.map((b) => b[1][i]))
       - Math.min(...boxes.map((b) => b[0][i]))));
-    const round = (v) => Number(v.toPrecision(2));
     for (const [form, field, divisions] of [["cartesian-form", "cell", 24], ["tet-form", "maxh", 6]]) {
       const input = $(form).elements[field];
-      input.placeholder = String(round(size / divisions));
+      input.placeholder = String(Number((size / divisions).toPrecision(2)));
       if (!input.value) input.value = input.placeholder;
     }
   }

@@ -1,6 +1,8 @@
 """FIT-TD against analytic answers: a PEC rectangular cavity's resonances (uniform and graded
-grids), the scheme's energy conserved in a lossless closed box, and setups refused before any
-step is computed."""
+grids, PEC edges inside, fill fractions), the scheme's energy conserved in a lossless closed
+box, a plane wave's speed and Fresnel reflection, the CPML's reflection, lumped ports' S11,
+DFT monitors, checkpoints that resume bit for bit, and setups refused before any step is
+computed."""
 
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ from twinstack.sim.fit_td import (
     YeeGrid,
 )
 from twinstack.sim.fit_td.grid import C0
-from twinstack.sim.fit_td.spectrum import peak_frequency
+from twinstack.sim.fit_td.monitors import FieldDFT, Snapshot
+from twinstack.sim.fit_td.pml import ETA0
+from twinstack.sim.fit_td.ports import LumpedPort, waves
+from twinstack.sim.fit_td.spectrum import dft, peak_frequency
 
 BOX = (1.0, 0.6, 0.8)  # metres: a x b x d
 SOURCE_AT = (0.23, 0.17, 0.31)  # off every symmetry plane, so every mode is excited
@@ -190,3 +195,204 @@ def test_pulses_have_the_spectrum_they_are_made_for():
     assert 20 * np.log10(at_2ghz) == pytest.approx(-20, abs=0.5)
     modulated = spectrum(ModulatedGaussian(3e9, 2e9))
     assert frequencies[modulated.argmax()] == pytest.approx(3e9, abs=0.06e9)
+
+
+GUIDE_WALLS = {"y-": "pmc", "y+": "pmc"}  # with PEC at z: a parallel-plate guide, TEM along x
+
+
+def guide_pulse(length: float, start: float, walls: dict[str, str]) -> np.ndarray:
+    """ez at 0.3 m past a current sheet, in a guide `length` long whose x = 0 is at `start`."""
+    grid = YeeGrid.uniform((length, 0.05, 0.05), 0.01)
+    pulse = GaussianPulse.up_to(1e9)
+    sheet = [EdgeSource("ez", (start + 0.3, y, z), pulse)
+             for y in grid.y for z in (grid.z[:-1] + grid.z[1:]) / 2]
+    sim = Simulation(grid, sources=sheet, probes=[Probe("p", "ez", (start + 0.6, 0.025, 0.025))],
+                     walls={**GUIDE_WALLS, **walls})
+    sim.run(round(12e-9 / sim.dt))
+    return sim.signal("p")[1]
+
+
+def reflection_db(test: np.ndarray, reference: np.ndarray) -> float:
+    """What the absorbing walls sent back, relative to the pulse: the difference from a
+    domain so large that nothing comes back from its walls within the time compared."""
+    n = min(test.size, reference.size)
+    return 20 * math.log10(np.abs(test[:n] - reference[:n]).max() / np.abs(reference[:n]).max())
+
+
+def test_the_cpml_absorbs_a_plane_wave_to_below_minus_40_db():
+    """The guide 1 m long with an 8-cell CPML at both ends, against one 8 m long with the
+    same sheet and probe in its middle, over 12 ns (the long guide's walls answer after 20)."""
+    absorbed = guide_pulse(1.0, 0.0, {"x-": "pml", "x+": "pml"})
+    reference = guide_pulse(8.0, 3.5, {})
+    assert reflection_db(absorbed, reference) < -40
+
+
+def test_the_cpml_absorbs_a_point_source_from_every_side():
+    """A dipole (1-3 GHz: no static charge left behind, which no absorber takes) in a 30^3
+    box of 5 mm cells with the CPML on all six faces (8 cells: 14 cells of free space around
+    the source), against a 90^3 PEC box; one probe off the dipole's side, one at grazing
+    incidence to the nearest face."""
+    faces = {face: "pml" for face in ("x-", "x+", "y-", "y+", "z-", "z+")}
+
+    def record(cells: int, walls: dict[str, str]) -> Simulation:
+        size = cells * 0.005
+        centre = size / 2
+        grid = YeeGrid.uniform((size, size, size), 0.005)
+        sim = Simulation(grid, sources=[EdgeSource("ez", (centre,) * 3,
+                                                   ModulatedGaussian(2e9, 2e9))],
+                         probes=[Probe("side", "ez", (centre + 0.03, centre + 0.01, centre)),
+                                 Probe("grazing", "ex", (centre + 0.025, centre,
+                                                         centre + 0.03))], walls=walls)
+        sim.run(round(2.4e-9 / sim.dt))  # the 90^3 box's walls answer after 2.6 ns
+        return sim
+
+    absorbed, reference = record(30, faces), record(90, {})
+    for name in ("side", "grazing"):
+        assert reflection_db(absorbed.signal(name)[1], reference.signal(name)[1]) < -50, name
+
+
+def line_port(resistance: float) -> tuple[Simulation, float]:
+    """A lumped port across the middle of a parallel-plate line (PEC plates 1 cm apart in y,
+    PMC walls in x, 1 cm wide, 33+ cells per wavelength up to 4.5 GHz) that runs 10 cm each
+    way into a CPML: it sees two lines in parallel, eta0 h / w / 2 = 188 ohms."""
+    size = (0.01, 0.01, 0.2)
+    grid = YeeGrid.uniform(size, 0.002)
+    port = LumpedPort("p1", "ey", (0, 0, 0.1), (0.01, 0.01, 0.1), resistance=resistance,
+                      waveform=ModulatedGaussian(3e9, 4e9))
+    sim = Simulation(grid, ports=[port], walls={"x-": "pmc", "x+": "pmc", "z-": "pml",
+                                                "z+": "pml"}, pml_cells=10)
+    sim.run(round(6e-9 / sim.dt))
+    return sim, ETA0 * 0.01 / 0.01 / 2
+
+
+BAND = np.linspace(1.5e9, 4.5e9, 13)
+
+
+def s11(sim: Simulation, resistance: float) -> np.ndarray:
+    v, i = sim.port_signals("p1")
+    a, b = waves(v, i, sim.dt, resistance, BAND)
+    return b / a
+
+
+def test_a_matched_lumped_port_reflects_below_minus_30_db():
+    _, line = line_port(1.0)
+    matched, _ = line_port(line)
+    assert (20 * np.log10(np.abs(s11(matched, line))) < -30).all()
+
+
+@pytest.mark.parametrize("ratio", [2.0, 1 / 3])
+def test_a_mismatched_port_sees_the_reflection_circuit_theory_gives(ratio):
+    """(Z - R) / (Z + R): -1/3 for R = 2Z, +1/2 for R = Z/3, within 1 %."""
+    _, line = line_port(1.0)
+    sim, _ = line_port(ratio * line)
+    expected = (1 - ratio) / (1 + ratio)
+    assert np.abs(s11(sim, ratio * line) - expected).max() < 0.01 * abs(expected)
+
+
+def test_a_dft_plane_holds_the_travelling_wave_of_its_frequency():
+    """On the matched line the DFT plane through its axis shows a wave whose phase turns by
+    2 pi per c / f (within 1 %) and whose amplitude stays constant (1 %), and its phasor at
+    one point equals the DFT of a probe's signal there."""
+    size = (0.01, 0.01, 0.2)
+    grid = YeeGrid.uniform(size, 0.002)
+    frequency = 3e9
+    port = LumpedPort("p1", "ey", (0, 0, 0.1), (0.01, 0.01, 0.1),
+                      resistance=ETA0 / 2, waveform=ModulatedGaussian(frequency, 4e9))
+    sim = Simulation(grid, ports=[port], probes=[Probe("p", "ey", (0.004, 0.005, 0.14))],
+                     monitors=[FieldDFT("plane", "ey", "x", 0.004, (frequency,)),
+                               Snapshot("frames", "ey", "x", 0.004, every=50)],
+                     walls={"x-": "pmc", "x+": "pmc", "z-": "pml", "z+": "pml"}, pml_cells=10)
+    sim.run(round(6e-9 / sim.dt))
+    phasors = sim.monitors["plane"].phasors[0, 2]  # y = 4 mm, along z
+    ahead = phasors[60:80]  # 12..16 cm: between the port and the PML
+    turns = np.unwrap(np.angle(ahead))
+    wavelength = 2 * np.pi / abs(np.polyfit(grid.z[60:80], turns, 1)[0])
+    assert wavelength == pytest.approx(C0 / frequency, rel=0.01)
+    assert np.abs(ahead).std() / np.abs(ahead).mean() < 0.01
+    t, samples = sim.signal("p")
+    assert phasors[70] == pytest.approx(dft(samples, t, np.array([frequency]))[0], rel=1e-6)
+    frames = sim.monitors["frames"]
+    assert frames.steps == list(range(0, sim.steps, 50)) and frames.frames[0].shape == (5, 101)
+
+
+def test_a_checkpoint_resumes_bit_for_bit():
+    """Run 300 steps; or run 120, save the state, set up anew, restore and run 180: every
+    field, the CPML's memory, probes, ports and monitors are identical."""
+
+    def setup() -> Simulation:
+        grid = YeeGrid.uniform((0.01, 0.01, 0.2), 0.002)
+        port = LumpedPort("p1", "ey", (0, 0, 0.1), (0.01, 0.01, 0.1), resistance=100.0,
+                          waveform=ModulatedGaussian(3e9, 4e9))
+        return Simulation(grid, ports=[port], probes=[Probe("p", "ey", (0.004, 0.005, 0.14))],
+                          monitors=[FieldDFT("plane", "ey", "x", 0.004, (2e9, 3e9)),
+                                    Snapshot("frames", "ey", "x", 0.004, every=25)],
+                          walls={"x-": "pmc", "x+": "pmc", "z-": "pml", "z+": "pml"})
+
+    whole = setup()
+    whole.run(300)
+    first = setup()
+    first.run(120)
+    saved = {k: np.array(v, copy=True) for k, v in first.state().items()}
+    resumed = setup()
+    resumed.restore(saved)
+    resumed.run(180)
+    expected, found = whole.state(), resumed.state()
+    assert expected.keys() == found.keys() and any(k.startswith("psi") for k in found)
+    for key in expected:
+        assert np.array_equal(expected[key], found[key]), key
+
+
+def test_pec_edges_make_a_wall_inside_the_box():
+    """PEC edges on the plane x = 1 m of a 1.2 m box: the part left of it resonates as the
+    1 x 0.6 x 0.8 m cavity (TE101 within 0.5 %)."""
+    grid = YeeGrid.uniform((1.2, 0.6, 0.8), 0.05)
+    nx, ny, nz = grid.shape
+    wall = [np.zeros((nx, ny + 1, nz + 1), bool), np.zeros((nx + 1, ny, nz + 1), bool),
+            np.zeros((nx + 1, ny + 1, nz), bool)]
+    wall[1][20], wall[2][20] = True, True  # ey and ez on x = 1.0
+    pulse = GaussianPulse.up_to(1e9)
+    sim = Simulation(grid, sources=[EdgeSource(c, SOURCE_AT, pulse) for c in COMPONENTS],
+                     probes=[Probe(c, c, PROBE_AT) for c in COMPONENTS], pec_edges=wall)
+    sim.run(8_000)
+    signal = sum(sim.signal(c)[1] for c in COMPONENTS)
+    expected = cavity_frequency(1, 0, 1)
+    found = peak_frequency(signal, sim.dt, 0.97 * expected, 1.03 * expected)
+    assert abs(found - expected) / expected < 5e-3
+
+
+@pytest.mark.parametrize("fill,eps_r", [(1.0, 2.0), (0.5, 1.5)])
+def test_fill_fractions_mix_a_cell_with_the_background(fill, eps_r):
+    """A cavity of material eps_r = 2 in every cell, filled wholly or half: TE101 moves to
+    f / sqrt(2) or f / sqrt(1.5) (0.5 %)."""
+    grid = YeeGrid.uniform(BOX, 0.05)
+    pulse = GaussianPulse.up_to(1e9)
+    sim = Simulation(grid, sources=[EdgeSource(c, SOURCE_AT, pulse) for c in COMPONENTS],
+                     probes=[Probe(c, c, PROBE_AT) for c in COMPONENTS],
+                     materials=[Material(), Material(eps_r=2.0)],
+                     cells=np.ones(grid.shape, np.uint8), fill=np.full(grid.shape, fill))
+    sim.run(12_000)
+    signal = sum(sim.signal(c)[1] for c in COMPONENTS)
+    expected = cavity_frequency(1, 0, 1) / math.sqrt(eps_r)
+    found = peak_frequency(signal, sim.dt, 0.97 * expected, 1.03 * expected)
+    assert abs(found - expected) / expected < 5e-3
+
+
+def test_ports_and_pml_setups_are_checked():
+    grid = YeeGrid.uniform(BOX, 0.05)
+    pulse = GaussianPulse(1e-9)
+    with pytest.raises(ValueError, match="port p: the resistance must be a positive number"):
+        LumpedPort("p", "ez", (0.5, 0.3, 0.2), (0.5, 0.3, 0.4), resistance=0.0)
+    with pytest.raises(ValueError, match="port p lies outside the grid"):
+        Simulation(grid, ports=[LumpedPort("p", "ez", (2, 0.3, 0.2), (2, 0.3, 0.4),
+                                           waveform=pulse)])
+    with pytest.raises(ValueError, match="port p spans no ez edge"):
+        Simulation(grid, ports=[LumpedPort("p", "ez", (0.5, 0.3, 0.31), (0.5, 0.3, 0.32),
+                                           waveform=pulse)])
+    with pytest.raises(ValueError, match="at least one source"):
+        Simulation(grid, ports=[LumpedPort("p", "ez", (0.5, 0.3, 0.2), (0.5, 0.3, 0.4))])
+    with pytest.raises(ValueError, match="lies in the PML along x"):
+        Simulation(grid, sources=[EdgeSource("ez", (0.1, 0.3, 0.4), pulse)],
+                   walls={"x-": "pml"})
+    with pytest.raises(ValueError, match="a PML of 30 cells does not fit in 16 cells along z"):
+        Simulation(grid, sources=[EdgeSource("ez", (0.5, 0.3, 0.4), pulse)],
+                   walls={"z+": "pml"}, pml_cells=30)

@@ -97,3 +97,33 @@ def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
                 for k in range(stop - first):
                     e[k] = ca * e[k] + cb * ((hy1[k] - hy0[k]) * idxd[i]
                                              - (hx1[k] - hx0[k]) * idyd[j])
+
+
+@numba.njit(parallel=True, cache=True)
+def pml_term(target: np.ndarray, source: np.ndarray, psi: np.ndarray, b: np.ndarray,
+             c: np.ndarray, coef: np.ndarray, origin: np.ndarray, t_off: np.ndarray,
+             s_off: np.ndarray, axis: int) -> None:
+    """One CPML curl term over its slab (pml.py): psi = b psi + c d(source)/d(axis), then
+    target += coef psi. psi[p, q, r] is the point origin + (p, q, r); target is read at that
+    point + t_off, source's forward difference along `axis` at that point + s_off; b and c are
+    indexed from the slab's start along `axis`; coef has psi's shape or (1, 1, 1) for one
+    value everywhere."""
+    n0, n1, n2 = psi.shape
+    d0, d1, d2 = int(axis == 0), int(axis == 1), int(axis == 2)
+    uniform = coef.size == 1
+    for slab_row in prange(n0):
+        p = np.int64(slab_row)  # prange's index is unsigned: mixed with signed it is a float
+        i = origin[0] + p
+        for q in range(n1):
+            j = origin[1] + q
+            si, sj = i + s_off[0], j + s_off[1]
+            ti, tj = i + t_off[0], j + t_off[1]
+            for r in range(n2):
+                k = origin[2] + r
+                m = p if axis == 0 else (q if axis == 1 else r)
+                sk = k + s_off[2]
+                diff = source[si + d0, sj + d1, sk + d2] - source[si, sj, sk]
+                value = b[m] * psi[p, q, r] + c[m] * diff
+                psi[p, q, r] = value
+                scale = coef[0, 0, 0] if uniform else coef[p, q, r]
+                target[ti, tj, k + t_off[2]] += scale * value

@@ -40,27 +40,48 @@ class EdgeRuns:
     classes: np.ndarray  # each edge's class: for the energy and the sources, not the loop
 
 
-def edge_runs(cells: np.ndarray, table: list[Material], component: str, dt: float,
-              dtype: np.dtype) -> EdgeRuns:
-    """The runs of `component` edges, each edge taking the mean permittivity and conductivity
-    of the (up to four) cells around it."""
-    axis = COMPONENTS.index(component)
+def cell_properties(cells: np.ndarray, table: list[Material], fill: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's relative permittivity and conductivity. With `fill` (the inside fraction of
+    each cell), a cell of material m is that fraction m and the rest the background (material
+    0): boundary cells get the volume average instead of a staircase."""
     eps_r = np.array([m.eps_r for m in table])[cells]
     sigma = np.array([m.sigma for m in table])[cells]
+    if fill is not None:
+        part = np.where(cells > 0, np.clip(fill, 0.0, 1.0), 1.0)
+        eps_r = part * eps_r + (1 - part) * table[0].eps_r
+        sigma = part * sigma + (1 - part) * table[0].sigma
+    return eps_r, sigma
+
+
+def edge_runs(eps_r: np.ndarray, sigma: np.ndarray, component: str, dt: float,
+              dtype: np.dtype, extra_sigma: np.ndarray | None = None,
+              pec: np.ndarray | None = None) -> EdgeRuns:
+    """The runs of `component` edges, each edge taking the mean permittivity and conductivity
+    of the (up to four) cells around it, plus `extra_sigma` (lumped resistors); `pec` edges
+    are held at 0."""
+    axis = COMPONENTS.index(component)
     eps_edge, sigma_edge = (_around_edges(v, axis) for v in (eps_r, sigma))
+    if extra_sigma is not None:
+        sigma_edge += extra_sigma
+    eps_edge = np.round(eps_edge, 9)  # averages of the same cells: one class
+    if pec is not None:
+        eps_edge[pec] = -1.0  # a class of its own, coefficients 0
     pairs = np.stack([eps_edge.ravel(), sigma_edge.ravel()], axis=1)
     unique, classes = np.unique(pairs, axis=0, return_inverse=True)
     classes = classes.reshape(eps_edge.shape).astype(np.int32)
-    eps = EPS0 * unique[:, 0]
+    conductor = unique[:, 0] < 0
+    eps = EPS0 * np.where(conductor, 1.0, unique[:, 0])
     loss = unique[:, 1] * dt / (2 * eps)
+    ca = np.where(conductor, 0.0, (1 - loss) / (1 + loss))
+    cb = np.where(conductor, 0.0, dt / eps / (1 + loss))
     ni, nj, nk = (int(n) for n in eps_edge.shape)
     change = np.ones(classes.shape, bool)
     change[:, :, 1:] = classes[:, :, 1:] != classes[:, :, :-1]
     line, k0 = np.nonzero(change.reshape(ni * nj, nk))
     start = np.searchsorted(line, np.arange(ni * nj + 1)).astype(np.int64)
     return EdgeRuns(start, k0.astype(np.int32), classes.reshape(ni * nj, nk)[line, k0],
-                    ((1 - loss) / (1 + loss)).astype(dtype),
-                    (dt / eps / (1 + loss)).astype(dtype), eps, classes)
+                    ca.astype(dtype), cb.astype(dtype), eps, classes)
 
 
 def _around_edges(values: np.ndarray, axis: int) -> np.ndarray:

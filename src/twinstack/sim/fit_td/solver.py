@@ -1,6 +1,8 @@
-"""A FIT-TD simulation: fields on a Yee grid in a box whose faces are PEC or PMC walls, the
-leapfrog in time, current sources on edges, point probes and the discrete energy (conserved
-exactly by the scheme in a lossless closed box: the test of the implementation)."""
+"""A FIT-TD simulation: fields on a Yee grid in a box whose faces are PEC or PMC walls or
+absorbing CPML slabs, the leapfrog in time, current sources and lumped ports on edges, and the
+monitors: point probes, on-the-fly DFT and snapshots of field planes, port voltages and
+currents, and the discrete energy (conserved exactly by the scheme in a lossless closed box:
+the test of the implementation). `state()` / `restore()` make a checkpoint."""
 
 from __future__ import annotations
 
@@ -10,16 +12,26 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from twinstack.sim.fit_td import kernels
+from twinstack.sim.fit_td import kernels, pml
 from twinstack.sim.fit_td.grid import COMPONENTS, MU0, YeeGrid
-from twinstack.sim.fit_td.materials import EdgeRuns, Material, edge_runs
+from twinstack.sim.fit_td.materials import EdgeRuns, Material, cell_properties, edge_runs
+from twinstack.sim.fit_td.monitors import PlaneMonitor
+from twinstack.sim.fit_td.ports import LumpedPort, PortEdges, place
+from twinstack.sim.fit_td.sources import Waveform
 
 PARALLEL_CELLS = 32_768  # fewer cells: one thread (measured: 2 threads were slower at 20^3)
 FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
-WALLS = ("pec", "pmc")
+WALLS = ("pec", "pmc", "pml")
 # H without its ghost layers (kernels.py): the field of every cell face
 INNER = {"hx": np.s_[:, 1:-1, 1:-1], "hy": np.s_[1:-1, :, 1:-1], "hz": np.s_[1:-1, 1:-1, :]}
-Waveform = Callable[[np.ndarray | float], np.ndarray | float]
+# The curl terms of each field (kernels.py): where the target is read (H: past its ghosts),
+# and per term the axis of the derivative, the field differenced, where it is read, the sign
+H_TERMS = {"hx": ((0, 1, 1), ((1, "ez", (0, 0, 0), -1), (2, "ey", (0, 0, 0), 1))),
+           "hy": ((1, 0, 1), ((2, "ex", (0, 0, 0), -1), (0, "ez", (0, 0, 0), 1))),
+           "hz": ((1, 1, 0), ((0, "ey", (0, 0, 0), -1), (1, "ex", (0, 0, 0), 1)))}
+E_TERMS = {"ex": ((0, 0, 0), ((1, "hz", (1, 0, 0), 1), (2, "hy", (1, 0, 0), -1))),
+           "ey": ((0, 0, 0), ((2, "hx", (0, 1, 0), 1), (0, "hz", (0, 1, 0), -1))),
+           "ez": ((0, 0, 0), ((0, "hy", (0, 0, 1), 1), (1, "hx", (0, 0, 1), -1)))}
 
 
 @dataclass(frozen=True)
@@ -45,24 +57,59 @@ class Probe:
 @dataclass
 class _Placed:
     array: np.ndarray  # the E component it is on
-    index: tuple[int, int, int]
-    scale: float = 1.0
+    index: tuple[int | slice, ...]
+    scale: float | np.ndarray = 1.0
     waveform: Waveform | None = None
-    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Term:
+    """One CPML curl term over one slab (kernels.pml_term's arguments)."""
+
+    target: np.ndarray
+    source: np.ndarray
+    psi: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    coef: np.ndarray
+    origin: np.ndarray
+    t_off: np.ndarray
+    s_off: np.ndarray
+    axis: int
+
+    def apply(self) -> None:
+        kernels.pml_term(self.target, self.source, self.psi, self.b, self.c, self.coef,
+                         self.origin, self.t_off, self.s_off, self.axis)
+
+
+@dataclass
+class _Port:
+    port: LumpedPort
+    edges: PortEdges
+    drive: _Placed | None
+    voltages: list[float] = field(default_factory=list)
+    driven: list[float] = field(default_factory=list)  # V_s at each half step
 
 
 class Simulation:
-    """Fields in the grid's box: `cells` (one uint8 per cell, default all 0) index the
-    `materials` table (default vacuum); mu_r is one value for the whole box. Each outer face
-    is a PEC wall (the default) or a PMC wall (`walls={"y-": "pmc", ...}`). `dtype` float32
-    (the default) or float64."""
+    """Fields in the grid's box: `cells` (one small integer per cell, default all 0) index the
+    `materials` table (default vacuum), `fill` (optional) the inside fraction of each cell,
+    `pec_edges` (optional, one bool array per E component) edges held at 0; mu_r is one value
+    for the whole box. Each outer face is a PEC wall (the default), a PMC wall or `pml`: its
+    outermost `pml_cells` cells absorb (`walls={"y-": "pmc", "z+": "pml"}`). `dtype`
+    float32 (the default) or float64."""
 
-    def __init__(self, grid: YeeGrid, *, sources: Sequence[EdgeSource],
-                 probes: Sequence[Probe] = (), materials: Sequence[Material] = (Material(),),
-                 cells: np.ndarray | None = None, mu_r: float = 1.0, courant: float = 0.99,
-                 dtype: type = np.float32, walls: dict[str, str] | None = None) -> None:
-        if not sources:
-            raise ValueError("a simulation needs at least one source")
+    def __init__(self, grid: YeeGrid, *, sources: Sequence[EdgeSource] = (),
+                 ports: Sequence[LumpedPort] = (), probes: Sequence[Probe] = (),
+                 monitors: Sequence[PlaneMonitor] = (),
+                 materials: Sequence[Material] = (Material(),), cells: np.ndarray | None = None,
+                 fill: np.ndarray | None = None,
+                 pec_edges: Sequence[np.ndarray] | None = None, mu_r: float = 1.0,
+                 courant: float = 0.99, dtype: type = np.float32,
+                 walls: dict[str, str] | None = None, pml_cells: int = 8) -> None:
+        if not sources and not any(p.waveform is not None for p in ports):
+            raise ValueError("a simulation needs at least one source (an edge source or an "
+                             "excited port)")
         self.walls = {face: "pec" for face in FACES}
         for face, wall in (walls or {}).items():
             if face not in FACES or wall not in WALLS:
@@ -80,8 +127,8 @@ class Simulation:
             raise ValueError(f"cells name material {int(used[-1])}, the table has "
                              f"{len(materials)}")
         self.mu = MU0 * mu_r
-        fastest = min(materials[int(m)].eps_r for m in used)
-        self.dt = grid.stable_dt(courant, fastest, mu_r)
+        eps_r, sigma = cell_properties(cells, list(materials), fill)
+        self.dt = grid.stable_dt(courant, float(eps_r.min()), mu_r)
         zeros = lambda *s: np.zeros(s, self.dtype)  # noqa: E731
         self.e = {"ex": zeros(nx, ny + 1, nz + 1), "ey": zeros(nx + 1, ny, nz + 1),
                   "ez": zeros(nx + 1, ny + 1, nz)}
@@ -91,13 +138,70 @@ class Simulation:
         self.lo = np.array([0 if self.walls[f"{a}-"] == "pmc" else 1 for a in "xyz"])
         self.hi = np.array([n if self.walls[f"{a}+"] == "pmc" else n - 1
                             for a, n in zip("xyz", grid.shape, strict=True)])
-        self.runs = {c: edge_runs(cells, list(materials), c, self.dt, self.dtype)
-                     for c in COMPONENTS}
+        self.pml_cells = [(pml_cells if self.walls[f"{a}-"] == "pml" else 0,
+                           pml_cells if self.walls[f"{a}+"] == "pml" else 0) for a in "xyz"]
+        placed_ports = [(port, place(port, grid)) for port in ports]
+        self.runs = {c: edge_runs(eps_r, sigma, c, self.dt, self.dtype,
+                                  _port_sigma(placed_ports, c, self.e[c].shape),
+                                  None if pec_edges is None else np.asarray(pec_edges[a], bool))
+                     for a, c in enumerate(COMPONENTS)}
+        del eps_r, sigma
         self.inverse = _inverse(grid.spacing, self.dtype)
         self.inverse_dual = _inverse(grid.dual, self.dtype)
+        self.terms = self._pml_terms()
         self.steps = 0
         self.sources = [self._place_source(s) for s in sources]
+        self.ports = {port.name: self._place_port(port, edges) for port, edges in placed_ports}
         self.probes = {p.name: self._place(p.component, p.point) for p in probes}
+        self.samples: dict[str, list[float]] = {name: [] for name in self.probes}
+        self.monitors = {m.name: m.placed(grid, self.e) for m in monitors}
+
+    # setup ------------------------------------------------------------------------------------
+
+    def _pml_terms(self) -> dict[str, list[_Term]]:
+        """The CPML's curl terms of H and of E (none without PML faces); its kappa divides the
+        spacings."""
+        terms: dict[str, list[_Term]] = {"h": [], "e": []}
+        if not any(any(cells) for cells in self.pml_cells):
+            return terms
+        ch = np.full((1, 1, 1), self.dt / self.mu, self.dtype)
+        shapes = {**{c: a.shape for c, a in self.e.items()},
+                  "hx": self.h["hx"][INNER["hx"]].shape, "hy": self.h["hy"][INNER["hy"]].shape,
+                  "hz": self.h["hz"][INNER["hz"]].shape}
+        for axis, cells in enumerate(self.pml_cells):
+            if not any(cells):
+                continue
+            centres, nodes = pml.profiles(self.grid, axis, cells, self.dt)
+            self.inverse[axis][:] /= centres.kappa.astype(self.dtype)
+            self.inverse_dual[axis][:] /= nodes.kappa.astype(self.dtype)
+            for fields, table, profile in ((self.h, H_TERMS, centres), (self.e, E_TERMS, nodes)):
+                for name, (t_off, parts) in table.items():
+                    for term_axis, source, s_off, sign in parts:
+                        if term_axis != axis:
+                            continue
+                        box = [(0, n - 1) for n in shapes[name]]
+                        if name in self.e:
+                            box = [(int(self.lo[a]), int(self.hi[a])) if a != COMPONENTS.index(
+                                name) else box[a] for a in range(3)]
+                        for first, stop in pml.slabs(profile.absorbing, *box[axis]):
+                            origin = [b[0] for b in box]
+                            size = [b[1] - b[0] + 1 for b in box]
+                            origin[axis], size[axis] = first, stop - first
+                            if name in self.e:
+                                index = tuple(slice(o, o + n) for o, n in zip(origin, size,
+                                                                               strict=True))
+                                runs = self.runs[name]
+                                coef = runs.cb[runs.classes[index]]
+                            else:
+                                coef = ch
+                            terms["e" if name in self.e else "h"].append(_Term(
+                                fields[name], {**self.e, **self.h}[source],
+                                np.zeros(size, self.dtype),
+                                profile.b[first:stop].astype(self.dtype),
+                                (sign * profile.c[first:stop]).astype(self.dtype),
+                                np.ascontiguousarray(coef), np.array(origin), np.array(t_off),
+                                np.array(s_off), axis))
+        return terms
 
     def _place(self, component: str, point: tuple[float, float, float]) -> _Placed:
         if component not in COMPONENTS:
@@ -108,17 +212,36 @@ class Simulation:
         if any(not self.lo[a] <= index[a] <= self.hi[a] for a in range(3) if a != axis):
             raise ValueError(f"the {component} edge at {tuple(point)} lies on a PEC wall, "
                              "where the field is held at 0: move it inside")
+        for a, (low, high) in enumerate(self.pml_cells):
+            n = self.grid.shape[a]
+            if index[a] < low or index[a] > n - high - (1 if a == axis else 0):
+                raise ValueError(f"the {component} edge at {tuple(point)} lies in the PML "
+                                 f"along {'xyz'[a]}: move it inside")
         return _Placed(self.e[component], index)
 
     def _place_source(self, source: EdgeSource) -> _Placed:
         placed = self._place(source.component, source.point)
         axis = COMPONENTS.index(source.component)
-        area = np.prod([self.grid.dual[a][placed.index[a]] for a in range(3) if a != axis])
+        index = self.grid.edge_index(source.component, source.point)
+        area = np.prod([self.grid.dual[a][index[a]] for a in range(3) if a != axis])
         runs = self.runs[source.component]
-        cb = float(runs.cb[runs.classes[placed.index]])
+        cb = float(runs.cb[runs.classes[index]])
         placed.scale = -cb * source.amplitude / float(area)
         placed.waveform = source.waveform
         return placed
+
+    def _place_port(self, port: LumpedPort, edges: PortEdges) -> _Port:
+        """A port's drive: the current V_s/R spread evenly over its cross-section."""
+        runs = self.runs[port.component]
+        drive = None
+        if port.waveform is not None:
+            cb = runs.cb[runs.classes[edges.index]].astype(np.float64)
+            drive = _Placed(self.e[port.component], edges.index,
+                            -cb * port.amplitude / (port.resistance * edges.area),
+                            port.waveform)
+        return _Port(port, edges, drive)
+
+    # time stepping ----------------------------------------------------------------------------
 
     def run(self, steps: int, progress: Callable[[int], None] | None = None) -> None:
         """Advance `steps` time steps (H, then E with the sources at the half step). A small
@@ -135,29 +258,58 @@ class Simulation:
         e, h = self.e, self.h
         (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
+        h_terms, e_terms = self.terms["h"], self.terms["e"]
+        drives = self.sources + [p.drive for p in self.ports.values() if p.drive is not None]
         for _ in range(steps):
-            for probe in self.probes.values():
-                probe.samples.append(float(probe.array[probe.index]))
+            self._record()
             kernels.update_h(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
                              ch)
+            for term in h_terms:
+                term.apply()
             kernels.update_e(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], dx, dy, dz,
                              self.lo, self.hi, *x, *y, *z)
+            for term in e_terms:
+                term.apply()
             t = (self.steps + 0.5) * self.dt
             values: dict[int, float] = {}  # a sheet of edges shares one waveform: once a step
-            for source in self.sources:
-                assert source.waveform is not None
-                key = id(source.waveform)
+            for drive in drives:
+                assert drive.waveform is not None
+                key = id(drive.waveform)
                 if key not in values:
-                    values[key] = float(source.waveform(t))
-                source.array[source.index] += source.scale * values[key]
+                    values[key] = float(drive.waveform(t))
+                drive.array[drive.index] += drive.scale * values[key]
+            for port in self.ports.values():
+                waveform = port.port.waveform
+                port.driven.append(0.0 if waveform is None else
+                                   port.port.amplitude * values[id(waveform)])
             self.steps += 1
             if progress is not None:
                 progress(self.steps)
 
+    def _record(self) -> None:
+        """The monitors at whole step `self.steps` (E(n), before it is advanced)."""
+        for name, probe in self.probes.items():
+            self.samples[name].append(float(probe.array[probe.index]))
+        for port in self.ports.values():
+            port.voltages.append(port.edges.voltage(self.e[port.port.component]))
+        t = self.steps * self.dt
+        for monitor in self.monitors.values():
+            monitor.record(self.steps, t, self.dt)
+
+    # results ----------------------------------------------------------------------------------
+
     def signal(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A probe's samples and their times (E at whole steps)."""
-        samples = np.asarray(self.probes[name].samples)
+        samples = np.asarray(self.samples[name])
         return np.arange(samples.size) * self.dt, samples
+
+    def port_signals(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A port's voltage at whole steps 0..n-1 and its current into the structure at the
+        half steps between them (one fewer)."""
+        port = self.ports[name]
+        v = np.asarray(port.voltages)
+        drive = np.asarray(port.driven[:v.size - 1])
+        return v, (drive - (v[:-1] + v[1:]) / 2) / port.port.resistance
 
     def energy(self) -> float:
         """The scheme's conserved energy (J) at the current whole step: 1/2 eps E(n)^2 plus
@@ -176,6 +328,52 @@ class Simulation:
                                  * after[c][INNER[c]].astype(np.float64), *volume[c])
                        for c in after)
         return 0.5 * (electric + self.mu * magnetic)
+
+    # checkpoints ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything that changes as it runs, to save and `restore` (a checkpoint)."""
+        saved = {"steps": np.array(self.steps), **self.e, **self.h}
+        saved.update({f"psi{i}": term.psi for i, term in enumerate(self._all_terms())})
+        saved.update({f"probe:{name}": np.asarray(v) for name, v in self.samples.items()})
+        for name, port in self.ports.items():
+            saved[f"port:{name}:v"] = np.asarray(port.voltages)
+            saved[f"port:{name}:drive"] = np.asarray(port.driven)
+        for name, monitor in self.monitors.items():
+            saved.update({f"monitor:{name}:{k}": v for k, v in monitor.state().items()})
+        return saved
+
+    def _all_terms(self) -> list[_Term]:
+        return self.terms["h"] + self.terms["e"]
+
+    def restore(self, saved: dict[str, np.ndarray]) -> None:
+        """Continue from a `state()` of a simulation set up the same way."""
+        self.steps = int(saved["steps"])
+        for name, array in (*self.e.items(), *self.h.items()):
+            array[...] = saved[name]
+        for i, term in enumerate(self._all_terms()):
+            term.psi[...] = saved[f"psi{i}"]
+        for name in self.samples:
+            self.samples[name] = list(saved[f"probe:{name}"])
+        for name, port in self.ports.items():
+            port.voltages = list(saved[f"port:{name}:v"])
+            port.driven = list(saved[f"port:{name}:drive"])
+        for name, monitor in self.monitors.items():
+            prefix = f"monitor:{name}:"
+            monitor.restore({k[len(prefix):]: v for k, v in saved.items()
+                             if k.startswith(prefix)})
+
+
+def _port_sigma(ports: list[tuple[LumpedPort, PortEdges]], component: str,
+                shape: tuple[int, ...]) -> np.ndarray | None:
+    """The ports' conductivity on the `component` edges (None: no port on them)."""
+    mine = [edges for port, edges in ports if port.component == component]
+    if not mine:
+        return None
+    sigma = np.zeros(shape)
+    for edges in mine:
+        sigma[edges.index] += edges.sigma
+    return sigma
 
 
 def _run_arrays(runs: EdgeRuns) -> tuple[np.ndarray, ...]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+Waveform = Callable[[np.ndarray | float], np.ndarray | float]
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,9 @@ def profiles(grid: YeeGrid, axis: int, cells: tuple[int, int], dt: float
         face_cell = float(line[1] - line[0]) if side == 0 else float(line[-1] - line[-2])
         sigma_max[side] = 0.8 * (ORDER + 1) / (ETA0 * face_cell)
     mid = (line[0] + line[-1]) / 2
-    return (_profile(depth_c, np.where(centres < mid, sigma_max[0], sigma_max[1]), grid.spacing[axis], dt),
-            _profile(depth_n, np.where(line < mid, sigma_max[0], sigma_max[1]), grid.dual[axis], dt))
+    low, high = sigma_max
+    return (_profile(depth_c, np.where(centres < mid, low, high), grid.spacing[axis], dt),
+            _profile(depth_n, np.where(line < mid, low, high), grid.dual[axis], dt))
 
 
 def _profile(depth: np.ndarray, sigma_max: np.ndarray, spacing: np.ndarray,

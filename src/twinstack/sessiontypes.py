@@ -41,12 +41,14 @@ SESSION_TYPE_NEEDS: dict[str, SessionType] = {
     # too thinly slows sessions down, while memory shared too thinly kills them).
     "data analysis": SessionType(services=("kriging",), cpus=0.25, memory_mb=768),
     # The model service (~90 MB, idle but for the database), modeling (the OpenCascade kernel,
-    # ~200 MB with a few solids), the two meshers and visualization (~150-250 MB each with
-    # their kernels loaded) and one action's planned memory. CAD and meshing are interactive:
-    # short bursts of one core.
+    # ~200 MB with a few solids), the two meshers, visualization and fit-td (~150-250 MB each
+    # with their kernels loaded) and one action's planned memory. CAD and meshing are
+    # interactive: short bursts of one core; a solver run takes the cores it is given while
+    # it runs.
     "3D simulation": SessionType(
-        services=("model", "modeling", "cartesian-mesh", "tet-mesh", "visualization"),
-        cpus=0.25, memory_mb=2048),
+        services=("model", "modeling", "cartesian-mesh", "tet-mesh", "visualization",
+                  "fit-td"),
+        cpus=0.25, memory_mb=2304),
 }
 
 # Which compute services a session of each type runs (what gss starts and tells clients).

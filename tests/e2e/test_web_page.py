@@ -193,7 +193,7 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     page.get_by_role("button", name="Open widget").click()
     expect(page.locator("#services li")).to_have_count(5)
     expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
-    expect(page.locator('#services li[data-status="ready"]')).to_have_count(5)
+    expect(page.locator('#services li[data-status="ready"]')).to_have_count(6)
     _, empty = canvas_pixels(page)
     assert empty == 0  # nothing to draw yet
 

@@ -34,7 +34,7 @@ def test_mesh_both_ways_and_draw(tmp_path):
         ada, _, cy, project = shared_project(platform, "cavity")
         session = ada.open_session(project)
         assert set(session.services) == {"model", "modeling", "cartesian-mesh", "tet-mesh",
-                                         "visualization"}
+                                         "visualization", "fit-td"}
         cad, mesh, viz, m = (session.modeling, session.meshing, session.visualization,
                              session.model)
         box = cad.create("box", size=[2, 2, 2], name="block")

@@ -226,7 +226,7 @@ def test_login_and_listings_through_the_cli(running: Platform, tmp_path: Path):
         assert json.loads(types.stdout) == [
             {"name": "data analysis", "services": ["kriging"]},
             {"name": "3D simulation", "services": ["model", "modeling", "cartesian-mesh",
-                                                  "tet-mesh", "visualization"]}]
+                                                  "tet-mesh", "visualization", "fit-td"]}]
         assert "kriging" in cli("session", "types").stdout
         nodes = cli("node", "list")
         assert nodes.returncode == 0, nodes.stderr

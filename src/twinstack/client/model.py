@@ -7,6 +7,7 @@ session also gets it as a `model_changed` event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -226,3 +227,44 @@ class Visualization:
     def plot(self, entity_id: str, format: str = "png") -> bytes:
         """A tetrahedral mesh's quality histogram or a result's series, as PNG or SVG."""
         return self._file("plot", id=entity_id, format=format)
+
+
+class Solver:
+    """FIT-TD simulations (fit-td): a setup is entities (a simulation with its ports, probes
+    and planes); a run is a job whose progress arrives as `job` events."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def setup(self, mesh_id: str, f_min: float, f_max: float, **options: Any
+              ) -> dict[str, Any]:
+        """A simulation on a Cartesian mesh for f_min..f_max Hz; options: ports [{name, lo,
+        hi, direction, resistance, excited}], probes [{name, point, component}], planes
+        [{name, axis, position}], frequencies, boundaries {face: pec|pmc|pml}, pml_cells,
+        duration, courant, precision, checkpoint_every, name."""
+        return dict(self._session.call("fit-td", "setup", mesh=mesh_id, f_min=f_min,
+                                       f_max=f_max, **options))
+
+    def run(self, simulation_id: str) -> dict[str, Any]:
+        """Start it: {job, steps, cells, bytes}."""
+        return dict(self._session.call("fit-td", "run", id=simulation_id))
+
+    def status(self, job: str | None = None) -> dict[str, Any]:
+        return dict(self._session.call("fit-td", "status", job=job, idempotent=True))
+
+    def cancel(self, job: str | None = None) -> dict[str, Any]:
+        return dict(self._session.call("fit-td", "cancel", job=job))
+
+    def wait(self, job: str, timeout: float = 600.0,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The job's last event (done, failed or cancelled), passing each `running` one to
+        `progress`."""
+        def ended(event: dict[str, Any]) -> bool:
+            if event.get("type") != "job" or event.get("job") != job:
+                return False
+            if event["status"] == "running":
+                if progress is not None:
+                    progress(event)
+                return False
+            return True
+        return self._session.wait_for_event(ended, timeout)

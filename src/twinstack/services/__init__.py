@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "cartesian-mesh": "twinstack.services.cartesian_mesh:CartesianMeshService",
     "tet-mesh": "twinstack.services.tet_mesh:TetMeshService",
     "visualization": "twinstack.services.visualization:VisualizationService",
+    "fit-td": "twinstack.services.fit_td:FitTdService",
     "lss": "twinstack.services.lss:LssService",
     "gss": "twinstack.services.gss:GssService",
     "auth": "twinstack.services.auth:AuthService",

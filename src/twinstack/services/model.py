@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -46,6 +46,7 @@ EVALUATED = frozenset({"feature", "parameters", "inputs"})
 # The session's services that make blobs for the project without naming them in a commit
 # (exports, pictures): users cannot claim a blob for the project by its hash.
 BLOB_MAKERS = ("modeling", "cartesian-mesh", "tet-mesh", "visualization", "admin")
+JOB_REPORTERS = ("fit-td", "admin")  # services whose long jobs report progress to the session
 
 
 class EntitiesParams(BaseModel):
@@ -123,6 +124,24 @@ class KeepBlobsParams(BaseModel):
 
     blobs: list[str] = Field(min_length=1, max_length=MAX_LISTED,
                              description="hashes of blobs already stored")
+
+
+class JobEvent(BaseModel):
+    """How far a compute job is: passed on to every participant as a `job` event."""
+
+    model_config = {"extra": "forbid"}
+
+    job: str = Field(max_length=64)
+    simulation: str = Field(max_length=64)
+    status: Literal["running", "done", "failed", "cancelled"]
+    step: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    resumed_from: int = Field(0, ge=0)
+    reason: str | None = Field(None, max_length=4000)
+    results: list[str] = Field([], max_length=1000)
+    simulated_s: float | None = Field(None, allow_inf_nan=False)
+    cell_updates_per_s: float | None = Field(None, allow_inf_nan=False)
+    eta_s: float | None = Field(None, allow_inf_nan=False)
 
 
 class CheckoutParams(BaseModel):
@@ -480,6 +499,15 @@ class ModelService(ServiceBase):
                 queue.put_nowait(None)
             else:
                 queue.put_nowait(event)
+
+    @action(allow=JOB_REPORTERS)
+    async def announce(self, call: Call, params: JobEvent) -> dict[str, Any]:
+        """Pass a compute job's progress to every participant: news, not history (nothing is
+        stored; what a job makes is committed as entities)."""
+        service = call.peer.service if call.peer else "admin"
+        self._publish({"type": "job", "service": service, "project": self.project,
+                       **params.model_dump()})
+        return {"published": True}
 
     @action(allow=("relay", "admin"))
     async def changes(self, call: Call, params: NoParams) -> AsyncIterator[dict[str, Any]]:

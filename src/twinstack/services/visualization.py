@@ -5,7 +5,8 @@
 - `mesh_view`: a Cartesian or tetrahedral mesh as GLB (material or region surfaces with their
   element edges), optionally clipped by a plane so the inside shows;
 - `slice`: a field on a mesh (a mesh's own arrays, or a `result` entity's values) cut by a
-  plane, as a PNG with axes and a colour bar, or as float32 data a browser colours itself;
+  plane, as a PNG with axes and a colour bar, or as float32 data a browser colours itself; a
+  result that is one plane already (a solver's monitor: `axis`, `position`) is drawn as is;
 - `plot`: 1-D data (a tet mesh's quality histogram, a result's series) as PNG or SVG, and its
   data as JSON.
 
@@ -169,6 +170,10 @@ class VisualizationService(ProjectService):
         coordinates and range, for a browser to colour."""
         entity = await self._entity(params.id, ("mesh", "result"), "mesh or result")
         mesh, field = await self._field_source(entity, params)
+        plane = entity["properties"].get("axis")
+        if entity["kind"] == "result" and plane is not None:  # a solver's plane: only it
+            params = params.model_copy(update={"axis": plane, "position": float(
+                entity["properties"]["position"])})
         _check_plane(mesh, params)
         if max(params.size) > MAX_PIXELS or min(params.size) < 100:
             raise ActionError(422, "invalid_params", f"a picture is 100 to {MAX_PIXELS} "
@@ -221,6 +226,10 @@ class VisualizationService(ProjectService):
             values = np.load(io.BytesIO(blob_bytes(self.blobs, entity["blobs"]["values"],
                                                    f"the values of {entity['name']}")))
         try:
+            if values.ndim == 2:  # one plane's nodes (a solver's monitor)
+                return figures.plane_slice(arrays["x"], arrays["y"], arrays["z"], values,
+                                           str(params.axis), float(params.position or 0.0),
+                                           name=field, unit=unit)
             if mesh["properties"].get("mesher") == "cartesian":
                 if params.axis is None or params.position is None:
                     raise ActionError(422, "invalid_params", "a Cartesian mesh is cut along "

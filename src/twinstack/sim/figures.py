@@ -127,6 +127,32 @@ def cartesian_slice(
     )
 
 
+def plane_slice(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    values: np.ndarray,
+    axis: str,
+    position: float,
+    *,
+    name: str = "field",
+    unit: str = "",
+    length_unit: str = "m",
+) -> Slice:
+    """Values at the nodes of one plane of a Cartesian grid (what a solver's plane monitor
+    records): values[i, j] at the i-th and j-th node lines of the two other axes."""
+    a = AXES.index(axis)
+    iu, iv = [i for i in range(3) if i != a]
+    lines = [np.asarray(c, dtype=np.float64) for c in (x, y, z)]
+    data = np.asarray(values, dtype=np.float64)
+    if data.shape != (lines[iu].size, lines[iv].size):
+        raise ValueError(f"a plane across {axis} has {lines[iu].size} x {lines[iv].size} "
+                         f"nodes, the values {data.shape}")
+    return Slice(u=lines[iu], v=lines[iv], values=np.ascontiguousarray(data.T),
+                 u_label=f"{AXES[iu]} ({length_unit})", v_label=f"{AXES[iv]} ({length_unit})",
+                 title=f"{name} at {axis} = {position:g} {length_unit}", name=name, unit=unit)
+
+
 def _plane_axes(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """In-plane unit axes (U, V) with U x V along the normal; the coordinate axes when the
     normal is one, else U is the coordinate axis least along the normal made orthogonal."""

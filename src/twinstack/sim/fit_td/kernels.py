@@ -107,23 +107,46 @@ def pml_term(target: np.ndarray, source: np.ndarray, psi: np.ndarray, b: np.ndar
     target += coef psi. psi[p, q, r] is the point origin + (p, q, r); target is read at that
     point + t_off, source's forward difference along `axis` at that point + s_off; b and c are
     indexed from the slab's start along `axis`; coef has psi's shape or (1, 1, 1) for one
-    value everywhere."""
+    value everywhere. Rows along z are views indexed from 0, so the inner loops vectorize."""
     n0, n1, n2 = psi.shape
     d0, d1, d2 = int(axis == 0), int(axis == 1), int(axis == 2)
     uniform = coef.size == 1
+    sk, tk = origin[2] + s_off[2], origin[2] + t_off[2]
     for slab_row in prange(n0):
         p = np.int64(slab_row)  # prange's index is unsigned: mixed with signed it is a float
         i = origin[0] + p
         for q in range(n1):
             j = origin[1] + q
             si, sj = i + s_off[0], j + s_off[1]
-            ti, tj = i + t_off[0], j + t_off[1]
-            for r in range(n2):
-                k = origin[2] + r
-                m = p if axis == 0 else (q if axis == 1 else r)
-                sk = k + s_off[2]
-                diff = source[si + d0, sj + d1, sk + d2] - source[si, sj, sk]
-                value = b[m] * psi[p, q, r] + c[m] * diff
-                psi[p, q, r] = value
-                scale = coef[0, 0, 0] if uniform else coef[p, q, r]
-                target[ti, tj, k + t_off[2]] += scale * value
+            low = source[si, sj, sk:sk + n2]
+            high = source[si + d0, sj + d1, sk + d2:sk + d2 + n2]
+            out = target[i + t_off[0], j + t_off[1], tk:tk + n2]
+            row = psi[p, q]
+            scale = coef[0, 0] if uniform else coef[p, q]
+            if axis == 2:
+                bz, cz = b[:n2], c[:n2]
+                if uniform:
+                    s0 = scale[0]
+                    for r in range(n2):
+                        value = bz[r] * row[r] + cz[r] * (high[r] - low[r])
+                        row[r] = value
+                        out[r] += s0 * value
+                else:
+                    for r in range(n2):
+                        value = bz[r] * row[r] + cz[r] * (high[r] - low[r])
+                        row[r] = value
+                        out[r] += scale[r] * value
+            else:
+                m = p if axis == 0 else q
+                bm, cm = b[m], c[m]
+                if uniform:
+                    s0 = scale[0]
+                    for r in range(n2):
+                        value = bm * row[r] + cm * (high[r] - low[r])
+                        row[r] = value
+                        out[r] += s0 * value
+                else:
+                    for r in range(n2):
+                        value = bm * row[r] + cm * (high[r] - low[r])
+                        row[r] = value
+                        out[r] += scale[r] * value

@@ -486,3 +486,57 @@ def test_files_materials_visibility_section_pick_and_keyboard(platform: Platform
     page.get_by_label("Show block").check()
     shape_and_pixels(page, "block")
     assert page.problems == []
+
+
+def test_solver_panel_sets_up_runs_and_shows_results(platform: Platform, page, shoot):
+    """A parallel-plate line drawn, meshed and simulated from the page: the setup form, the
+    run with its progress bar, and the results drawn (S-parameters and probe plots, |E| on a
+    plane with its colour bar)."""
+    from playwright.sync_api import expect
+
+    platform.add_user("eve")
+    platform.client("eve").create_project("line", "3D simulation")
+    page.goto(platform.url + "/")
+    log_in(page, "eve", PASSWORD)
+    open_in_page(page, "line")
+    add_shape(page, "box", "line", size="0.01, 0.01, 0.2")
+    page.get_by_role("tab", name="Meshing").click()
+    page.get_by_label("Cell size").fill("0.002")
+    page.get_by_role("button", name="Cartesian mesh").click()
+    expect(page.locator("#mesh-stats")).to_contain_text("2,500")
+
+    page.get_by_role("tab", name="Solver").click()
+    form = page.locator("#solver-form")
+    expect(form.get_by_label("Mesh")).to_contain_text("cartesian mesh 5x5x100")
+    form.get_by_label("From (GHz)").fill("1.5")
+    form.get_by_label("to (GHz)").fill("4.5")
+    for face, kind in (("x-", "pmc"), ("x+", "pmc"), ("y-", "pec"), ("y+", "pec")):
+        form.locator(f"[name='face_{face}']").select_option(kind)
+    form.get_by_label("Port from (x, y, z)").fill("0, 0, 0.1")
+    form.get_by_label("to (x, y, z)").fill("0.01, 0.01, 0.1")
+    form.get_by_label("along").select_option("y")
+    form.get_by_label("R (Ω)").fill("188.365")
+    form.get_by_label("Probe at (x, y, z)").fill("0.004, 0.006, 0.15")
+    form.get_by_label("|E| on the plane").select_option("x")
+    form.get_by_label("at", exact=True).fill("0.004")
+    form.get_by_label("Duration (ns)").fill("6")
+    form.get_by_label("Name").fill("matched line")
+    form.get_by_role("button", name="Set up").click()
+    expect(page.get_by_role("alert")).to_contain_text("matched line: 2,500 cells")
+    expect(page.locator("#tree")).to_contain_text("matched line")
+
+    run = page.locator("#solver-run")
+    expect(run.get_by_label("Simulation")).to_contain_text("matched line")
+    run.get_by_role("button", name="Run").click()
+    expect(page.locator("#solver-status")).to_contain_text("done: 3 results", timeout=60_000)
+    progress = page.locator("#solver-progress")
+    assert progress.get_attribute("data-status") == "done"
+    assert progress.evaluate("p => p.value === p.max && p.max > 1000")
+    figures = page.locator("#solver-results figure")
+    expect(figures).to_have_count(3)
+    expect(page.locator("#solver-results figure[data-loaded=true]")).to_have_count(3)
+    for name in ("S-parameters", "probe signals", "|E| on plane at 3 GHz"):
+        expect(page.locator("#solver-results")).to_contain_text(name)
+    page.locator("#solver-results").scroll_into_view_if_needed()
+    shoot(page, "solver")
+    assert page.problems == []

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { parseValue, shownValue } from "../../src/twinstack/web/src/dom.js";
 import { lanes } from "../../src/twinstack/web/src/history.js";
 import { colour, parsePoints } from "../../src/twinstack/web/src/kriging.js";
+import { progressText, setupFromForm } from "../../src/twinstack/web/src/solver.js";
 
 test("a typed parameter becomes a number, a list or a word", () => {
   assert.equal(parseValue(" 1.5 "), 1.5);
@@ -50,4 +51,36 @@ test("the colour map runs from dark violet to yellow and clamps", () => {
   assert.deepEqual(colour(1), [253, 231, 37]);
   assert.deepEqual(colour(-3), colour(0));
   assert.deepEqual(colour(7), colour(1));
+});
+
+test("the solver form becomes a fit-td setup, or says what is missing", () => {
+  const fields = {
+    mesh: "m1", f_min: "1", f_max: "3", direction: "z", resistance: "50",
+    port_lo: "0, 0, 0", port_hi: "0 0 0.002", probe: "", plane_axis: "z", plane_at: "0.01",
+    duration: "", name: "",
+    "face_x-": "pml", "face_x+": "pml", "face_y-": "pec", "face_y+": "pec",
+    "face_z-": "pmc", "face_z+": "pml",
+  };
+  const { params } = setupFromForm(fields);
+  assert.equal(params.f_min, 1e9);
+  assert.equal(params.f_max, 3e9);
+  assert.deepEqual(params.ports, [{ name: "port 1", lo: [0, 0, 0], hi: [0, 0, 0.002],
+                                    direction: "z", resistance: 50 }]);
+  assert.deepEqual(params.boundaries, { "x-": "pml", "x+": "pml", "y-": "pec", "y+": "pec",
+                                        "z-": "pmc", "z+": "pml" });
+  assert.deepEqual(params.planes, [{ name: "plane", axis: "z", position: 0.01 }]);
+  assert.equal(params.probes, undefined);
+  assert.equal(params.duration, undefined);
+  assert.match(setupFromForm({ ...fields, mesh: "" }).error, /Mesh first/);
+  assert.match(setupFromForm({ ...fields, port_hi: "1, 2" }).error, /two corners/);
+  assert.deepEqual(setupFromForm({ ...fields, probe: "1, 2, 3", duration: "5" }).params.probes,
+                   [{ name: "probe", point: [1, 2, 3], component: "ez" }]);
+});
+
+test("a job's progress reads as steps, simulated time, speed and time left", () => {
+  assert.equal(progressText({ step: 1500, steps: 3000, simulated_s: 5.7e-9,
+                              cell_updates_per_s: 2.5e8, eta_s: 1.25, resumed_from: 1000 }),
+               "step 1,500 of 3,000 · 5.70 ns simulated · 250 M cell-updates/s · 1.3 s left"
+               + " · resumed from step 1,000");
+  assert.equal(progressText({ step: 0, steps: 10 }), "step 0 of 10");
 });

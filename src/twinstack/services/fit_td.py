@@ -348,7 +348,7 @@ class FitTdService(ProjectService):
             if job.cancel:
                 await self._finish(job, "cancelled", "cancelled by a user")
                 return
-            job.results = await self._results(job, sim, entity["properties"]["mesh"])
+            job.results = await self._results(job, sim, entity)
             await self._finish(job, "done", None)
         except asyncio.CancelledError:
             raise
@@ -375,11 +375,12 @@ class FitTdService(ProjectService):
 
     # results ----------------------------------------------------------------------------------
 
-    async def _results(self, job: Job, sim: Any, mesh: str) -> list[str]:
+    async def _results(self, job: Job, sim: Any, entity: dict[str, Any]) -> list[str]:
         """Probe signals, S-parameters and |E| planes as result entities in the simulation."""
-        creates = await self._compute(self._result_entities, job, sim, mesh)
-        result = await self._commit(job.author, f"results of {len(creates)} kinds after "
-                                    f"{sim.steps:,} steps", None, creates=creates)
+        creates = await self._compute(self._result_entities, job, sim,
+                                      entity["properties"]["mesh"])
+        result = await self._commit(job.author, f"{entity['name']}: {len(creates)} results "
+                                    f"after {sim.steps:,} steps", None, creates=creates)
         return list(result["ids"])
 
     def _result_entities(self, job: Job, sim: Any, mesh: str) -> list[dict[str, Any]]:
@@ -431,7 +432,7 @@ class FitTdService(ProjectService):
                              f"{frequency / 1e9:g} GHz", "parent": job.simulation,
                              "properties": {"job": job.id, "mesh": mesh,
                                             "field": f"|E| at {frequency / 1e9:g} GHz",
-                                            "unit": "V/m", "axis": axis, "position": position,
+                                            "unit": "V/m/Hz", "axis": axis, "position": position,
                                             "frequency": frequency},
                              "blobs": {"values": self.blobs.put(out.getvalue())}})
         return made

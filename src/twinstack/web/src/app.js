@@ -170,6 +170,9 @@ onSubmit("import-form", (v, form) => v.importFile(form));
 onSubmit("export-form", (v, form) => v.exportShape(form.elements.format.value));
 onSubmit("material-form", (v, form) => v.createMaterial(form));
 onSubmit("kriging-form", (v, form) => v.krige(form));
+onSubmit("solver-form", (v, form) => v.solver.setup(form));
+onSubmit("solver-run", (v, form) => v.solver.run(form));
+$("solver-cancel").addEventListener("click", () => view()?.solver.cancel());
 onSubmit("label-form", async (v, form) => {
   if (await v.call("model", "label", { name: form.elements.label.value.trim() })) form.reset();
 });

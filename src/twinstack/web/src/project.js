@@ -6,6 +6,7 @@
 import { PlatformError, SessionSocket, call, fetchBlob, state } from "./api.js";
 import { drawHistory } from "./history.js";
 import { krigingMap, parsePoints } from "./kriging.js";
+import { SolverPanel } from "./solver.js";
 import { Viewer } from "./viewer.js";
 import { $, button, definitionList, parseValue, shownValue } from "./dom.js";
 
@@ -28,6 +29,7 @@ export class ProjectView {
     this.services = state.info.session_types[project.session_type] || [];
     this.reconnects = 0;
     this.refreshing = Promise.resolve();
+    this.solver = new SolverPanel(this);
     this.reloadWaiting = false;
     this.meshShown = null;  // a mesh drawn in the view instead of the shapes
   }
@@ -51,7 +53,8 @@ export class ProjectView {
     }
     document.querySelector("#tabs [role=tab]:not([hidden])")?.click();
     $("workspace").classList.toggle("no-model", !this.services.includes("model"));
-    for (const id of ["tree", "log", "mesh-stats", "property-form"]) $(id).replaceChildren();
+    for (const id of ["tree", "log", "mesh-stats", "property-form", "solver-results",
+                      "solver-status"]) $(id).replaceChildren();
     $("history-graph").replaceChildren();
     $("session-state").textContent = `Session ${this.record.state}…`;
     this.showServices();
@@ -72,6 +75,10 @@ export class ProjectView {
 
   call(service, action, params = {}) {
     return this.guarded(() => this.socket.call(service, action, params));
+  }
+
+  blob(digest) {
+    return this.guarded(() => fetchBlob(this.record.id, digest));
   }
 
   onLink(link, reason, attempts) {
@@ -112,6 +119,7 @@ export class ProjectView {
       $("session-state").textContent =
         `Waiting for a free session node: place ${event.place} in the queue`;
     }
+    if (event.type === "job") this.solver.onJob(event);
     if (event.type === "model_changed") {
       const described = event.head?.state?.description || "";
       this.log("model", "info", `${event.author}: ${event.operation} ${described}`);
@@ -183,7 +191,7 @@ export class ProjectView {
     this.reloadWaiting = true;
     this.refreshing = this.refreshing.then(() => {
       this.reloadWaiting = false;
-    this.meshShown = null;  // a mesh drawn in the view instead of the shapes
+      this.meshShown = null;  // a mesh drawn in the view instead of the shapes
       return this.reload();
     }).catch(() => undefined);
     return this.refreshing;
@@ -202,6 +210,7 @@ export class ProjectView {
     this.showInputs(true);
     this.showProperties();
     this.suggestMeshSizes();
+    if (this.services.includes("fit-td")) this.solver.show(this.entities);
     drawHistory($("history-graph"), graph, (s) => this.checkout(s));
     $("undo").disabled = !graph.head || !graph.states.find((s) => s.id === graph.head)?.parent_id;
     $("redo").disabled = graph.head === graph.tip;
@@ -253,7 +262,7 @@ export class ProjectView {
     }
     const made = await this.call("visualization", action, params);
     if (!made || key !== this.drawnKey) return;  // a newer draw is under way
-    const glb = await this.guarded(() => fetchBlob(this.record.id, made.blob));
+    const glb = await this.blob(made.blob);
     if (!glb || key !== this.drawnKey) return;
     await this.viewer.show(glb);
     this.viewer.select(this.selected.map((id) => this.byId(id)?.name));
@@ -485,7 +494,7 @@ export class ProjectView {
     const request = mesh.properties.tets !== undefined ? ["plot", { id: mesh.id }]
       : ["slice", { id: mesh.id, field: "fill", axis: "z" }];
     this.call("visualization", ...request)
-      .then((made) => made && this.guarded(() => fetchBlob(this.record.id, made.blob)))
+      .then((made) => made && this.blob(made.blob))
       .then((png) => {
         if (!png) return;
         picture.src = URL.createObjectURL(new Blob([png], { type: "image/png" }));
@@ -593,7 +602,7 @@ export class ProjectView {
     }
     const file = await this.call("modeling", "export", { id: entity.id, format });
     if (!file) return;
-    const data = await this.guarded(() => fetchBlob(this.record.id, file.blob));
+    const data = await this.blob(file.blob);
     if (!data) return;
     const link = document.createElement("a");
     link.href = URL.createObjectURL(new Blob([data]));

@@ -78,8 +78,10 @@ class _Term:
     axis: int
 
     def apply(self) -> None:
-        kernels.pml_term(self.target, self.source, self.psi, self.b, self.c, self.coef,
-                         self.origin, self.t_off, self.s_off, self.axis)
+        kernel = kernels.pml_term_small if self.psi.size < PARALLEL_CELLS else \
+            kernels.pml_term_rows
+        kernel(self.target, self.source, self.psi, self.b, self.c, self.coef, self.origin,
+               self.t_off, self.s_off, self.axis)
 
 
 @dataclass

@@ -132,8 +132,9 @@ def pml_term_small(target: np.ndarray, source: np.ndarray, psi: np.ndarray, b: n
 def pml_term_rows(target: np.ndarray, source: np.ndarray, psi: np.ndarray, b: np.ndarray,
                   c: np.ndarray, coef: np.ndarray, origin: np.ndarray, t_off: np.ndarray,
                   s_off: np.ndarray, axis: int) -> None:
-    """pml_term_small for a large slab, on all threads: each row along z a view indexed from 0, so its loop
-    vectorizes (measured on a 200^3 grid's slabs: 2x faster across x and y, 1.5x across z)."""
+    """pml_term_small for a large slab, on all threads: each row along z a view indexed
+    from 0, so its loop vectorizes (measured on a 200^3 grid's slabs: 2x faster across x
+    and y, 1.5x across z)."""
     n0, n1, n2 = psi.shape
     d0, d1, d2 = int(axis == 0), int(axis == 1), int(axis == 2)
     sk, tk = origin[2] + s_off[2], origin[2] + t_off[2]

@@ -158,7 +158,7 @@ def test_bad_setups_are_refused_before_any_compute(session, mesh):
     assert "f_max (1e+09 Hz) must be above f_min" in band
     box = session.modeling.create("box", name="big", size=[0.3, 0.3, 0.3])
     big = session.meshing.cartesian(0.002, box)["id"]  # 150^3 cells: fine to mesh, not to run
-    too_large = refused(session, 413, solver.setup, big, 1e9, 2e9, ports=[
+    too_large = refused(session, 422, solver.setup, big, 1e9, 2e9, ports=[
         {"name": "p", "lo": [0.15, 0.15, 0.15], "hi": [0.15, 0.15, 0.16], "direction": "z"}])
     assert "for 3,375,000 cells, over this service's 512 MiB (compute_memory_mb)" in too_large
 

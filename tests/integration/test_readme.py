@@ -37,6 +37,8 @@ EXPECTED = {
     "project history": ["* 1", "<- head", "ball: radius=1.1"],
     "mesh.cartesian": ["voxel volume: 7.48", "tet volume: 7.48", "min dihedral angle:",
                        "wrote fill.png, part.glb, quality.png, tets.glb"],
+    "solver.setup": ["cavity TE101: 2.39", "patch: S11 -", "patch: done",
+                     "wrote cavity_probe.png, patch_field.png, patch_s11.png"],
     "openapi.json": ['"openapi":"3.1.0"', '"service":"gss"'],
     "certs show": ["CN=gss", "gss.example.org", "Revoked:     YES", "next update"],
     "serve --help": ["usage: twinstack serve"],

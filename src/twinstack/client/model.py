@@ -224,6 +224,11 @@ class Visualization:
         cmap, vmin, vmax, size, resolution)."""
         return self._file("slice", id=entity_id, format="png", **options)
 
+    def plot_data(self, entity_id: str) -> dict[str, Any]:
+        """What `plot` draws, as numbers: a result's series ({label, x, y} each) and labels."""
+        reply = self._session.call("visualization", "plot", id=entity_id, idempotent=True)
+        return dict(reply["data"])
+
     def plot(self, entity_id: str, format: str = "png") -> bytes:
         """A tetrahedral mesh's quality histogram or a result's series, as PNG or SVG."""
         return self._file("plot", id=entity_id, format=format)

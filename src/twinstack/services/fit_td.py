@@ -189,10 +189,10 @@ class FitTdService(ProjectService):
         return {"id": sim_id, "name": name, "head": result["head"], **size}
 
     def _fits(self, mesh: dict[str, Any], spec: dict[str, Any], name: str) -> dict[str, Any]:
-        """The setup's size, or 413 when it needs more than this service may use."""
+        """The setup's size, or 422 when it needs more than this service may use."""
         size = _size(mesh, spec)
         if size["bytes"] > self.settings.compute_memory_mb * 2**20:
-            raise ActionError(413, "too_large", f"{name} needs about "
+            raise ActionError(422, "too_large", f"{name} needs about "
                               f"{size['bytes'] / 2**20:,.0f} MiB for {size['cells']:,} cells, "
                               f"over this service's {self.settings.compute_memory_mb:,} MiB "
                               "(compute_memory_mb): use larger cells", "params.mesh")
@@ -280,7 +280,7 @@ class FitTdService(ProjectService):
 
     async def _setup(self, sim_id: str, state: int | None) -> tuple[Any, ...]:
         """The simulation entity, and what _build takes: its mesh, spec, ports, probes,
-        planes and materials at `state`; 404/413/422 before anything is allocated."""
+        planes and materials at `state`; 404/422 before anything is allocated."""
         found = await self._model("entities", state=state)
         entities = found["entities"]
         sim = _find(entities, sim_id, "solver", "params.id")
@@ -425,9 +425,7 @@ class FitTdService(ProjectService):
                 out = io.BytesIO()
                 np.save(out, magnitude.astype(np.float32))
                 a = next(a for a, w in enumerate(parts[0].where) if not isinstance(w, slice))
-                across = parts[(a + 1) % 3]  # a component lying in the plane: on its nodes
-                axis, position = "xyz"[a], float((sim.grid.x, sim.grid.y, sim.grid.z)[a][
-                    across.where[a]])
+                axis, position = "xyz"[a], parts[0].position
                 made.append({"kind": "result", "name": f"|E| on {plane} at "
                              f"{frequency / 1e9:g} GHz", "parent": job.simulation,
                              "properties": {"job": job.id, "mesh": mesh,

@@ -38,7 +38,9 @@ class PlaneMonitor:
             index = int(np.abs(line - self.position).argmin())
         where: list[int | slice] = [slice(None)] * 3
         where[a] = index
-        return self._recorder(e[self.component], tuple(where))
+        recorder = self._recorder(e[self.component], tuple(where))
+        recorder.position = self.position
+        return recorder
 
     def _recorder(self, array: np.ndarray, where: tuple[int | slice, ...]) -> Recorder:
         raise NotImplementedError
@@ -72,6 +74,7 @@ class Snapshot(PlaneMonitor):
 class Recorder:
     array: np.ndarray
     where: tuple[int | slice, ...]
+    position: float = field(init=False, default=0.0)  # where the plane was asked for
 
     def record(self, step: int, t: float, dt: float) -> None:
         raise NotImplementedError

@@ -16,4 +16,4 @@ def test_the_pages_functions_under_node():
     done = subprocess.run([tool("node"), "--test", str(TESTS)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "# pass 5" in done.stdout and "# fail 0" in done.stdout
+    assert "# pass 7" in done.stdout and "# fail 0" in done.stdout

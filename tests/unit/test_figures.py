@@ -76,6 +76,16 @@ def test_cartesian_slice_of_a_vector_field_is_its_magnitude():
     np.testing.assert_allclose(s.values, 5 * np.abs(field(X[None, :], Y[:, None], 0.5)))
 
 
+def test_cartesian_slice_of_one_planes_nodes_draws_them_as_they_are():
+    """A solver's plane monitor records one plane: values[i, k] at x[i], z[k] for y = 1."""
+    plane = field(X[:, None], 1.0, Z[None, :])
+    s = cartesian_slice(X, Y, Z, plane, "y", 1.0, name="|E|")
+    np.testing.assert_array_equal(s.u, X)
+    np.testing.assert_array_equal(s.v, Z)
+    np.testing.assert_allclose(s.values, plane.T)
+    assert s.u_edges is None and s.title == "|E| at y = 1 m"
+
+
 def test_cartesian_slice_refuses_a_position_outside_and_wrong_shapes():
     cell = np.zeros((3, 4, 2))
     with pytest.raises(SliceError, match=re.escape("y in [0, 4]")):

@@ -226,10 +226,6 @@ class VisualizationService(ProjectService):
             values = np.load(io.BytesIO(blob_bytes(self.blobs, entity["blobs"]["values"],
                                                    f"the values of {entity['name']}")))
         try:
-            if values.ndim == 2:  # one plane's nodes (a solver's monitor)
-                return figures.plane_slice(arrays["x"], arrays["y"], arrays["z"], values,
-                                           str(params.axis), float(params.position or 0.0),
-                                           name=field, unit=unit)
             if mesh["properties"].get("mesher") == "cartesian":
                 if params.axis is None or params.position is None:
                     raise ActionError(422, "invalid_params", "a Cartesian mesh is cut along "

@@ -78,7 +78,8 @@ def cartesian_slice(
     face between two cells, the upper one), sampled at the in-plane cell centres, as a
     finite-volume solution means them. Nodal values (nx + 1, ny + 1, nz + 1) are interpolated
     linearly between the two node planes around the position, at the in-plane nodes. A
-    trailing axis of 3 is a vector field and gives its magnitude (after interpolating)."""
+    trailing axis of 3 is a vector field and gives its magnitude (after interpolating). Two
+    axes are one plane's nodal values already (what a solver's plane monitor records)."""
     if axis not in AXES:
         raise ValueError(f"axis must be one of 'x', 'y', 'z', got {axis!r}")
     a = AXES.index(axis)
@@ -94,11 +95,16 @@ def cartesian_slice(
     lo, hi = edges[a][0], edges[a][-1]
     if not lo <= position <= hi:
         raise SliceError(f"{axis} = {position:g} is outside the domain: {axis} in [{lo:g}, {hi:g}]")
-    if grid == cells:
+    in_plane = tuple(n for i, n in enumerate(nodes) if i != a)
+    if grid == in_plane:
+        plane = data
+        coords = edges
+        cell_edges: list[np.ndarray | None] = [None, None, None]
+    elif grid == cells:
         k = int(np.clip(np.searchsorted(edges[a], position, side="right") - 1, 0, cells[a] - 1))
         plane = np.take(data, k, axis=a)
         coords = [(c[1:] + c[:-1]) / 2 for c in edges]
-        cell_edges: list[np.ndarray | None] = list(edges)
+        cell_edges = list(edges)
     elif grid == nodes:
         c = edges[a]
         k = int(np.clip(np.searchsorted(c, position, side="right") - 1, 0, len(c) - 2))
@@ -109,7 +115,7 @@ def cartesian_slice(
     else:
         raise ValueError(
             f"values must be cell-centred {cells} or nodal {nodes} (with a trailing 3 for "
-            f"vectors), got {data.shape}"
+            f"vectors), or one plane's nodes {in_plane}, got {data.shape}"
         )
     plane = _magnitude(plane, vector)
     iu, iv = [i for i in range(3) if i != a]  # x-y, x-z or y-z: the first varies along rows
@@ -125,32 +131,6 @@ def cartesian_slice(
         u_edges=cell_edges[iu],
         v_edges=cell_edges[iv],
     )
-
-
-def plane_slice(
-    x: np.ndarray,
-    y: np.ndarray,
-    z: np.ndarray,
-    values: np.ndarray,
-    axis: str,
-    position: float,
-    *,
-    name: str = "field",
-    unit: str = "",
-    length_unit: str = "m",
-) -> Slice:
-    """Values at the nodes of one plane of a Cartesian grid (what a solver's plane monitor
-    records): values[i, j] at the i-th and j-th node lines of the two other axes."""
-    a = AXES.index(axis)
-    iu, iv = [i for i in range(3) if i != a]
-    lines = [np.asarray(c, dtype=np.float64) for c in (x, y, z)]
-    data = np.asarray(values, dtype=np.float64)
-    if data.shape != (lines[iu].size, lines[iv].size):
-        raise ValueError(f"a plane across {axis} has {lines[iu].size} x {lines[iv].size} "
-                         f"nodes, the values {data.shape}")
-    return Slice(u=lines[iu], v=lines[iv], values=np.ascontiguousarray(data.T),
-                 u_label=f"{AXES[iu]} ({length_unit})", v_label=f"{AXES[iv]} ({length_unit})",
-                 title=f"{name} at {axis} = {position:g} {length_unit}", name=name, unit=unit)
 
 
 def _plane_axes(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -191,7 +191,7 @@ def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_
     expect(page.get_by_role("alert")).to_contain_text("Done: share widget")
 
     page.get_by_role("button", name="Open widget").click()
-    expect(page.locator("#services li")).to_have_count(5)
+    expect(page.locator("#services li")).to_have_count(6)
     expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
     expect(page.locator('#services li[data-status="ready"]')).to_have_count(6)
     _, empty = canvas_pixels(page)
@@ -520,7 +520,7 @@ def test_solver_panel_sets_up_runs_and_shows_results(platform: Platform, page, s
     form.get_by_label("|E| on the plane").select_option("x")
     form.get_by_label("at", exact=True).fill("0.004")
     form.get_by_label("Duration (ns)").fill("6")
-    form.get_by_label("Name").fill("matched line")
+    form.get_by_label("Simulation name").fill("matched line")
     form.get_by_role("button", name="Set up").click()
     expect(page.get_by_role("alert")).to_contain_text("matched line: 2,500 cells")
     expect(page.locator("#tree")).to_contain_text("matched line")

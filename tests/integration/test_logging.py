@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -46,15 +47,17 @@ def twinstack_logs(logger: ServiceProcess, admin: TlsFiles, *args: str,
 
 
 def wait_for_records(logger: ServiceProcess, admin: TlsFiles, *args: str, count: int = 1,
+                     until: Callable[[list[dict]], bool] = lambda records: True,
                      timeout: float = HANG_GUARD) -> list[dict]:
-    """The records matching `args` once there are `count` of them (or what there is at the
-    hang guard, for the caller's assertion to show)."""
+    """The records matching `args` once there are `count` of them and `until` holds (or what
+    there is at the hang guard, for the caller's assertion to show): services ship their
+    records in batches, each on its own schedule."""
     deadline = time.monotonic() + timeout
     while True:
         done = twinstack_logs(logger, admin, "--json", *args)
         assert done.returncode == 0, done.stderr
         records = [json.loads(line) for line in done.stdout.splitlines()]
-        if len(records) >= count or time.monotonic() > deadline:
+        if (len(records) >= count and until(records)) or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
 
@@ -74,9 +77,14 @@ def test_records_from_two_services_come_back_through_twinstack_logs(services, pk
     for service, session in ((k1, "s-one"), (k2, "s-two")):
         call(service, pki.identity("relay", session=session), "interpolate", KRIGING)
 
-    kriged = wait_for_records(logger, admin, "--service", "kriging", count=4)
-    assert {(r["session"], r["msg"].split()[0]) for r in kriged} >= {
-        ("s-one", "kriging"), ("s-one", "kriged"), ("s-two", "kriging"), ("s-two", "kriged")}
+    wanted = {("s-one", "kriging"), ("s-one", "kriged"), ("s-two", "kriging"),
+              ("s-two", "kriged")}
+
+    def pairs(records: list[dict]) -> set[tuple[str, str]]:
+        return {(r["session"], r["msg"].split()[0]) for r in records}
+    kriged = wait_for_records(logger, admin, "--service", "kriging", count=4,
+                              until=lambda records: pairs(records) >= wanted)
+    assert pairs(kriged) >= wanted
     assert all(r["request"] for r in kriged if r["msg"].startswith("kriged"))
     own = wait_for_records(logger, admin, "--service", "logger")
     assert any(r["msg"] == "logger ready" for r in own)  # the logger's own records too

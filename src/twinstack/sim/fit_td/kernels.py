@@ -21,20 +21,34 @@ from numba import prange
 
 @numba.njit(parallel=True, cache=True)
 def update_h(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-             hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray,
-             ch: float) -> None:
-    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H (not the ghosts)."""
+             hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
+             zk: np.ndarray, zb: np.ndarray, zc: np.ndarray, psx: np.ndarray,
+             psy: np.ndarray) -> None:
+    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H (not the ghosts). The CPML's
+    terms across z are done here, on rows already in cache (a separate pass over them cost
+    as much as the update): at the cell centres zk, psi = zb psi + zc dE/dz (psx for hx,
+    psy for hy, indexed [i, j, s] for zk[s]); none when zk is empty."""
     nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
     for i in prange(nx + 1):
         for j in range(ny):
             for k in range(nz):
                 hx[i, j + 1, k + 1] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
                                              - (ey[i, j, k + 1] - ey[i, j, k]) * idz[k])
+            for s in range(zk.size):
+                k = zk[s]
+                value = zb[s] * psx[i, j, s] + zc[s] * (ey[i, j, k + 1] - ey[i, j, k])
+                psx[i, j, s] = value
+                hx[i, j + 1, k + 1] += ch * value
     for i in prange(nx):
         for j in range(ny + 1):
             for k in range(nz):
                 hy[i + 1, j, k + 1] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
                                              - (ez[i + 1, j, k] - ez[i, j, k]) * idx[i])
+            for s in range(zk.size):
+                k = zk[s]
+                value = zb[s] * psy[i, j, s] + zc[s] * (ex[i, j, k + 1] - ex[i, j, k])
+                psy[i, j, s] = value
+                hy[i + 1, j, k + 1] -= ch * value
         for j in range(ny):
             for k in range(nz + 1):
                 hz[i + 1, j + 1, k] -= ch * ((ey[i + 1, j, k] - ey[i, j, k]) * idx[i]
@@ -54,11 +68,13 @@ def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
              lo: np.ndarray, hi: np.ndarray,
              xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
              ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
-             zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray
-             ) -> None:
+             zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
+             pk: np.ndarray, pb: np.ndarray, pc: np.ndarray, psx: np.ndarray, psy: np.ndarray,
+             cbx: np.ndarray, cby: np.ndarray) -> None:
     """E(n+1) = ca E(n) + cb curl H(n+1/2) over the edges from `lo` to `hi` (inclusive),
     each component's coefficients constant along a run (materials.EdgeRuns: start, k0,
-    class, ca, cb per class)."""
+    class, ca, cb per class). The CPML's terms across z as in update_h, at the nodes pk
+    (psx, psy for ex, ey; cbx, cby their edges' cb)."""
     nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
     for i in prange(nx):
         for j in range(lo[1], hi[1] + 1):
@@ -74,6 +90,11 @@ def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
                 for k in range(stop - first):
                     e[k] = ca * e[k] + cb * ((hz1[k] - hz0[k]) * idyd[j]
                                              - (hy1[k] - hy0[k]) * dz[k])
+            for s in range(pk.size):
+                k = pk[s]
+                value = pb[s] * psx[i, j, s] + pc[s] * (hy[i + 1, j, k + 1] - hy[i + 1, j, k])
+                psx[i, j, s] = value
+                ex[i, j, k] -= cbx[i, j, s] * value
     for i in prange(lo[0], hi[0] + 1):
         for j in range(ny):
             line = i * ny + j
@@ -86,6 +107,11 @@ def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
                 for k in range(stop - first):
                     e[k] = ca * e[k] + cb * ((hx1[k] - hx0[k]) * dz[k]
                                              - (hz1[k] - hz0[k]) * idxd[i])
+            for s in range(pk.size):
+                k = pk[s]
+                value = pb[s] * psy[i, j, s] + pc[s] * (hx[i, j + 1, k + 1] - hx[i, j + 1, k])
+                psy[i, j, s] = value
+                ey[i, j, k] += cby[i, j, s] * value
         for j in range(lo[1], hi[1] + 1):
             line = i * (ny + 1) + j
             for r in range(zs[line], zs[line + 1]):

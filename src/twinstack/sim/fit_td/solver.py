@@ -85,6 +85,38 @@ class _Term:
 
 
 @dataclass
+class _AcrossZ:
+    """The CPML's terms across z, done inside update_h and update_e (kernels.py): the cell
+    centres and nodes they are at, their b and c, the psi of hx, hy, ex, ey, and the cb of
+    the ex and ey edges there. Empty without a PML on z."""
+
+    k_h: np.ndarray
+    b_h: np.ndarray
+    c_h: np.ndarray
+    psi_hx: np.ndarray
+    psi_hy: np.ndarray
+    k_e: np.ndarray
+    b_e: np.ndarray
+    c_e: np.ndarray
+    psi_ex: np.ndarray
+    psi_ey: np.ndarray
+    cb_ex: np.ndarray
+    cb_ey: np.ndarray
+
+    @classmethod
+    def none(cls, dtype: np.dtype) -> _AcrossZ:
+        index, line, plane = np.zeros(0, np.int64), np.zeros(0, dtype), np.zeros((0, 0, 0), dtype)
+        return cls(index, line, line, plane, plane, index, line, line, plane, plane, plane, plane)
+
+    def h_arguments(self) -> tuple[np.ndarray, ...]:
+        return self.k_h, self.b_h, self.c_h, self.psi_hx, self.psi_hy
+
+    def e_arguments(self) -> tuple[np.ndarray, ...]:
+        return (self.k_e, self.b_e, self.c_e, self.psi_ex, self.psi_ey, self.cb_ex,
+                self.cb_ey)
+
+
+@dataclass
 class _Port:
     port: LumpedPort
     edges: PortEdges
@@ -150,6 +182,7 @@ class Simulation:
         del eps_r, sigma
         self.inverse = _inverse(grid.spacing, self.dtype)
         self.inverse_dual = _inverse(grid.dual, self.dtype)
+        self.across_z = _AcrossZ.none(self.dtype)
         self.terms = self._pml_terms()
         self.steps = 0
         self.sources = [self._place_source(s) for s in sources]
@@ -176,6 +209,9 @@ class Simulation:
             centres, nodes = pml.profiles(self.grid, axis, cells, self.dt)
             self.inverse[axis][:] /= centres.kappa.astype(self.dtype)
             self.inverse_dual[axis][:] /= nodes.kappa.astype(self.dtype)
+            if axis == 2:  # done inside the main kernels (_across_z)
+                self.across_z = self._across_z(centres, nodes)
+                continue
             for fields, table, profile in ((self.h, H_TERMS, centres), (self.e, E_TERMS, nodes)):
                 for name, (t_off, parts) in table.items():
                     for term_axis, source, s_off, sign in parts:
@@ -204,6 +240,25 @@ class Simulation:
                                 np.ascontiguousarray(coef), np.array(origin), np.array(t_off),
                                 np.array(s_off), axis))
         return terms
+
+    def _across_z(self, centres: pml.Profile, nodes: pml.Profile) -> _AcrossZ:
+        """The CPML terms across z (hx, hy at cell centres; ex, ey at nodes): for the main
+        kernels, which do them on rows they have in cache."""
+        nx, ny, nz = self.grid.shape
+        k_h = np.concatenate([np.arange(a, b) for a, b in
+                              pml.slabs(centres.absorbing, 0, nz - 1)]).astype(np.int64)
+        k_e = np.concatenate([np.arange(a, b) for a, b in
+                              pml.slabs(nodes.absorbing, int(self.lo[2]), int(self.hi[2]))]
+                             ).astype(np.int64)
+        cb = {c: self.runs[c].cb[self.runs[c].classes[:, :, k_e]] for c in ("ex", "ey")}
+        return _AcrossZ(
+            k_h, centres.b[k_h].astype(self.dtype), centres.c[k_h].astype(self.dtype),
+            np.zeros((nx + 1, ny, k_h.size), self.dtype), np.zeros((nx, ny + 1, k_h.size),
+                                                                    self.dtype),
+            k_e, nodes.b[k_e].astype(self.dtype), nodes.c[k_e].astype(self.dtype),
+            np.zeros((nx, ny + 1, k_e.size), self.dtype), np.zeros((nx + 1, ny, k_e.size),
+                                                                    self.dtype),
+            np.ascontiguousarray(cb["ex"]), np.ascontiguousarray(cb["ey"]))
 
     def _place(self, component: str, point: tuple[float, float, float]) -> _Placed:
         if component not in COMPONENTS:
@@ -261,15 +316,16 @@ class Simulation:
         (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
         h_terms, e_terms = self.terms["h"], self.terms["e"]
+        across_h, across_e = self.across_z.h_arguments(), self.across_z.e_arguments()
         drives = self.sources + [p.drive for p in self.ports.values() if p.drive is not None]
         for _ in range(steps):
             self._record()
             kernels.update_h(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
-                             ch)
+                             ch, *across_h)
             for term in h_terms:
                 term.apply()
             kernels.update_e(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], dx, dy, dz,
-                             self.lo, self.hi, *x, *y, *z)
+                             self.lo, self.hi, *x, *y, *z, *across_e)
             for term in e_terms:
                 term.apply()
             t = (self.steps + 0.5) * self.dt
@@ -321,7 +377,8 @@ class Simulation:
         after = {k: v.copy() for k, v in self.h.items()}
         ix, iy, iz = self.inverse
         kernels.update_h(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
-                         ix, iy, iz, self.dtype.type(self.dt / self.mu))
+                         ix, iy, iz, self.dtype.type(self.dt / self.mu),
+                         *_AcrossZ.none(self.dtype).h_arguments())
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]
@@ -336,7 +393,7 @@ class Simulation:
     def state(self) -> dict[str, np.ndarray]:
         """Everything that changes as it runs, to save and `restore` (a checkpoint)."""
         saved = {"steps": np.array(self.steps), **self.e, **self.h}
-        saved.update({f"psi{i}": term.psi for i, term in enumerate(self._all_terms())})
+        saved.update({f"psi{i}": psi for i, psi in enumerate(self._all_psi())})
         saved.update({f"probe:{name}": np.asarray(v) for name, v in self.samples.items()})
         for name, port in self.ports.items():
             saved[f"port:{name}:v"] = np.asarray(port.voltages)
@@ -345,16 +402,18 @@ class Simulation:
             saved.update({f"monitor:{name}:{k}": v for k, v in monitor.state().items()})
         return saved
 
-    def _all_terms(self) -> list[_Term]:
-        return self.terms["h"] + self.terms["e"]
+    def _all_psi(self) -> list[np.ndarray]:
+        z = self.across_z
+        return [t.psi for t in self.terms["h"] + self.terms["e"]] + [
+            z.psi_hx, z.psi_hy, z.psi_ex, z.psi_ey]
 
     def restore(self, saved: dict[str, np.ndarray]) -> None:
         """Continue from a `state()` of a simulation set up the same way."""
         self.steps = int(saved["steps"])
         for name, array in (*self.e.items(), *self.h.items()):
             array[...] = saved[name]
-        for i, term in enumerate(self._all_terms()):
-            term.psi[...] = saved[f"psi{i}"]
+        for i, psi in enumerate(self._all_psi()):
+            psi[...] = saved[f"psi{i}"]
         for name in self.samples:
             self.samples[name] = list(saved[f"probe:{name}"])
         for name, port in self.ports.items():

@@ -22,6 +22,7 @@ from twinstack.sim.fit_td import (
 )
 from twinstack.sim.fit_td.grid import C0
 from twinstack.sim.fit_td.monitors import FieldDFT, Snapshot
+from twinstack.sim.fit_td.planewave import PlaneWave
 from twinstack.sim.fit_td.pml import ETA0
 from twinstack.sim.fit_td.ports import LumpedPort, waves
 from twinstack.sim.fit_td.spectrum import dft, peak_frequency
@@ -317,13 +318,16 @@ def test_a_dft_plane_holds_the_travelling_wave_of_its_frequency():
 
 def test_a_checkpoint_resumes_bit_for_bit():
     """Run 300 steps; or run 120, save the state, set up anew, restore and run 180: every
-    field, the CPML's memory, probes, ports and monitors are identical."""
+    field, the CPML's memory, probes, ports, monitors and the plane wave's line are
+    identical."""
 
     def setup() -> Simulation:
         grid = YeeGrid.uniform((0.01, 0.01, 0.2), 0.002)
         port = LumpedPort("p1", "ey", (0, 0, 0.1), (0.01, 0.01, 0.1), resistance=100.0,
                           waveform=ModulatedGaussian(3e9, 4e9))
-        return Simulation(grid, ports=[port], probes=[Probe("p", "ey", (0.004, 0.005, 0.14))],
+        wave = PlaneWave((0.002, 0.002, 0.03), (0.008, 0.008, 0.07), GaussianPulse.up_to(3e9))
+        return Simulation(grid, ports=[port], plane_waves=[wave],
+                          probes=[Probe("p", "ey", (0.004, 0.005, 0.14))],
                           monitors=[FieldDFT("plane", "ey", "x", 0.004, (2e9, 3e9)),
                                     Snapshot("frames", "ey", "x", 0.004, every=25)],
                           walls={"x-": "pmc", "x+": "pmc", "z-": "pml", "z+": "pml"})
@@ -338,6 +342,7 @@ def test_a_checkpoint_resumes_bit_for_bit():
     resumed.run(180)
     expected, found = whole.state(), resumed.state()
     assert expected.keys() == found.keys() and any(k.startswith("psi") for k in found)
+    assert any(k.startswith("plane wave") for k in found)
     for key in expected:
         assert np.array_equal(expected[key], found[key]), key
 
@@ -396,3 +401,36 @@ def test_ports_and_pml_setups_are_checked():
     with pytest.raises(ValueError, match="a PML of 30 cells does not fit in 16 cells along z"):
         Simulation(grid, sources=[EdgeSource("ez", (0.5, 0.3, 0.4), pulse)],
                    walls={"z+": "pml"}, pml_cells=30)
+
+
+def test_a_plane_wave_fills_its_box_and_nothing_leaks_out():
+    """TF/SF in a 40 x 40 x 60 box of 5 mm cells with the CPML on every face: inside the
+    total-field box ex is the incident wave (1 V/m, as the 1-D line has it, to 1e-5); outside
+    it, on every side, less than -80 dB of it."""
+    d = 0.005
+    grid = YeeGrid.uniform((40 * d, 40 * d, 60 * d), d)
+    wave = PlaneWave((12 * d, 12 * d, 14 * d), (28 * d, 28 * d, 46 * d),
+                     ModulatedGaussian(2e9, 2e9))
+    outside = {"above": ("ex", (20.5, 20, 50)), "below": ("ex", (20.5, 20, 10)),
+               "beside in y": ("ex", (20.5, 31, 30)), "beside in x": ("ez", (31, 20, 30.5))}
+    probes = [Probe("inside", "ex", (20.5 * d, 20 * d, 30 * d))] + [
+        Probe(name, c, tuple(v * d for v in at)) for name, (c, at) in outside.items()]
+    sim = Simulation(grid, plane_waves=[wave], probes=probes,
+                     walls={face: "pml" for face in ("x-", "x+", "y-", "y+", "z-", "z+")})
+    incident = []
+    for _ in range(round(4e-9 / sim.dt)):
+        incident.append(float(sim.boxes[0].line.e_between(30, 30)[0]))
+        sim.run(1)
+    inside = sim.signal("inside")[1]
+    assert np.abs(inside).max() == pytest.approx(1.0, abs=0.01)
+    assert np.abs(inside - np.array(incident)).max() < 1e-5
+    for name in outside:
+        leak = np.abs(sim.signal(name)[1]).max() / np.abs(inside).max()
+        assert leak < 1e-4, (name, leak)
+
+
+def test_a_plane_wave_box_needs_room_in_the_grid():
+    grid = YeeGrid.uniform(BOX, 0.05)
+    with pytest.raises(ValueError, match="must lie inside the grid with a cell around it"):
+        Simulation(grid, plane_waves=[PlaneWave((0, 0.1, 0.1), (0.5, 0.5, 0.5),
+                                                GaussianPulse(1e-9))])

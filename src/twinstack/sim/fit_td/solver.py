@@ -16,6 +16,7 @@ from twinstack.sim.fit_td import kernels, pml
 from twinstack.sim.fit_td.grid import COMPONENTS, MU0, YeeGrid
 from twinstack.sim.fit_td.materials import EdgeRuns, Material, cell_properties, edge_runs
 from twinstack.sim.fit_td.monitors import PlaneMonitor
+from twinstack.sim.fit_td.planewave import PlaneWave, TotalFieldBox
 from twinstack.sim.fit_td.ports import LumpedPort, PortEdges, place
 from twinstack.sim.fit_td.sources import Waveform
 
@@ -134,16 +135,17 @@ class Simulation:
     float32 (the default) or float64."""
 
     def __init__(self, grid: YeeGrid, *, sources: Sequence[EdgeSource] = (),
-                 ports: Sequence[LumpedPort] = (), probes: Sequence[Probe] = (),
+                 ports: Sequence[LumpedPort] = (), plane_waves: Sequence[PlaneWave] = (),
+                 probes: Sequence[Probe] = (),
                  monitors: Sequence[PlaneMonitor] = (),
                  materials: Sequence[Material] = (Material(),), cells: np.ndarray | None = None,
                  fill: np.ndarray | None = None,
                  pec_edges: Sequence[np.ndarray] | None = None, mu_r: float = 1.0,
                  courant: float = 0.99, dtype: type = np.float32,
                  walls: dict[str, str] | None = None, pml_cells: int = 8) -> None:
-        if not sources and not any(p.waveform is not None for p in ports):
-            raise ValueError("a simulation needs at least one source (an edge source or an "
-                             "excited port)")
+        if not sources and not plane_waves and not any(p.waveform is not None for p in ports):
+            raise ValueError("a simulation needs at least one source (an edge source, an "
+                             "excited port or a plane wave)")
         self.walls = {face: "pec" for face in FACES}
         for face, wall in (walls or {}).items():
             if face not in FACES or wall not in WALLS:
@@ -190,6 +192,8 @@ class Simulation:
         self.probes = {p.name: self._place(p.component, p.point) for p in probes}
         self.samples: dict[str, list[float]] = {name: [] for name in self.probes}
         self.monitors = {m.name: m.placed(grid, self.e) for m in monitors}
+        self.boxes = [TotalFieldBox(grid, w, self.dt, self.runs["ex"], self.runs["ez"])
+                      for w in plane_waves]
 
     # setup ------------------------------------------------------------------------------------
 
@@ -324,10 +328,14 @@ class Simulation:
                              ch, *across_h)
             for term in h_terms:
                 term.apply()
+            for box in self.boxes:
+                box.correct_h(h, ch, self.inverse)
             kernels.update_e(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], dx, dy, dz,
                              self.lo, self.hi, *x, *y, *z, *across_e)
             for term in e_terms:
                 term.apply()
+            for box in self.boxes:
+                box.correct_e(e, self.inverse_dual)
             t = (self.steps + 0.5) * self.dt
             values: dict[int, float] = {}  # a sheet of edges shares one waveform: once a step
             for drive in drives:
@@ -400,6 +408,8 @@ class Simulation:
             saved[f"port:{name}:drive"] = np.asarray(port.driven)
         for name, monitor in self.monitors.items():
             saved.update({f"monitor:{name}:{k}": v for k, v in monitor.state().items()})
+        for n, box in enumerate(self.boxes):
+            saved.update({f"plane wave {n}:{k}": v for k, v in box.line.state().items()})
         return saved
 
     def _all_psi(self) -> list[np.ndarray]:
@@ -420,9 +430,14 @@ class Simulation:
             port.voltages = list(saved[f"port:{name}:v"])
             port.driven = list(saved[f"port:{name}:drive"])
         for name, monitor in self.monitors.items():
-            prefix = f"monitor:{name}:"
-            monitor.restore({k[len(prefix):]: v for k, v in saved.items()
-                             if k.startswith(prefix)})
+            monitor.restore(_under(saved, f"monitor:{name}:"))
+        for n, box in enumerate(self.boxes):
+            box.line.restore(_under(saved, f"plane wave {n}:"))
+
+
+def _under(saved: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The entries of a state named under `prefix`, without it."""
+    return {k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)}
 
 
 def _port_sigma(ports: list[tuple[LumpedPort, PortEdges]], component: str,

@@ -129,6 +129,30 @@ def test_a_killed_service_resumes_from_its_last_checkpoint_with_the_same_result(
             assert np.array_equal(a[key], b[key]), (name, key)
 
 
+def test_a_plane_wave_fills_its_box_through_the_service(session, mesh):
+    """The line's grid lit by a plane wave (TF/SF) instead of its port: inside the box the
+    probe sees the wave at its amplitude, beyond the box's top face nothing (-80 dB)."""
+    setup = session.solver.setup(
+        mesh, 1.5e9, 4.5e9, name="lit line", duration=2e-9,
+        boundaries={"x-": "pmc", "x+": "pmc", "y-": "pmc", "y+": "pmc"},
+        plane_wave={"lo": [0.002, 0.002, 0.04], "hi": [0.008, 0.008, 0.12], "amplitude": 5},
+        probes=[{"name": "inside", "point": [0.005, 0.004, 0.08], "component": "ex"},
+                {"name": "beyond", "point": [0.005, 0.004, 0.16], "component": "ex"}])
+    parts = [e for e in session.model.entities() if e.get("parent") == setup["id"]]
+    assert ("source", "plane wave") in {(e["kind"], e["properties"].get("source"))
+                                        for e in parts}
+    end = session.solver.wait(session.solver.run(setup["id"])["job"], LONG)
+    assert end["status"] == "done", end.get("reason")
+    made = results(session, end)["probe signals"]
+    signals = series(session, made)
+    peak = {label: np.abs(signals[f"y{n}"]).max()
+            for n, label in enumerate(made["properties"]["labels"])}
+    inside, beyond = peak["inside"], peak["beyond"]
+    assert inside == pytest.approx(5, rel=0.02)
+    assert beyond < 1e-4 * inside
+    assert "S-parameters" not in results(session, end)  # no port, no S-parameters
+
+
 def test_a_run_can_be_cancelled(session, mesh):
     setup = line_setup(session, mesh, name="cancelled line", duration=400e-9, planes=[])
     job = session.solver.run(setup["id"])["job"]
@@ -145,7 +169,7 @@ def test_bad_setups_are_refused_before_any_compute(session, mesh):
     no_source = refused(session, 422, line_setup, session, mesh,
                         ports=[{"name": "feed", "lo": [0, 0, 0.1], "hi": [0.01, 0.01, 0.1],
                                 "direction": "y", "excited": False}])
-    assert "no excited port" in no_source
+    assert "no excited port and no plane wave" in no_source
     outside = refused(session, 422, line_setup, session, mesh,
                       ports=[{"name": "feed", "lo": [0, 0, 0.5], "hi": [0.01, 0.01, 0.5],
                               "direction": "y"}])

@@ -3,8 +3,8 @@ Cartesian meshes, run as jobs that survive a restart of the service.
 
 A setup is entities, so it is versioned like the geometry: one `solver` entity, the simulation
 (its mesh, frequency range, boundaries, duration, precision), and inside it a `source` entity
-per lumped port and a `data` entity per monitor: a point probe, or a plane on which |E| is
-taken at the DFT frequencies (property `monitor`: probe or plane).
+per lumped port or plane wave and a `data` entity per monitor: a point probe, or a plane on
+which |E| is taken at the DFT frequencies (property `monitor`: probe or plane).
 `run` checks the setup and its memory before anything is allocated, then steps it in chunks on
 the compute thread: between chunks it reports progress to the session (a `job` event through
 the model service: step, simulated time, cell-updates/s, ETA) and looks for a cancel; every
@@ -61,6 +61,15 @@ class PortSpec(BaseModel):
     excited: bool = True
 
 
+class PlaneWaveSpec(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    lo: Vector = Field(description="the total-field box's corners: inside it the wave and what "
+                       "scatters, outside only what scatters")
+    hi: Vector
+    amplitude: float = Field(1.0, gt=0, le=1e9, allow_inf_nan=False, description="V/m")
+
+
 class ProbeSpec(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -85,6 +94,7 @@ class SetupParams(BaseModel):
     f_min: float = Field(gt=0, allow_inf_nan=False, description="lowest frequency of interest")
     f_max: float = Field(gt=0, allow_inf_nan=False, description="highest frequency (Hz)")
     ports: list[PortSpec] = Field([], max_length=16)
+    plane_wave: PlaneWaveSpec | None = Field(None, description="a plane wave along +z, E along x")
     probes: list[ProbeSpec] = Field([], max_length=64)
     planes: list[PlaneSpec] = Field([], max_length=8)
     frequencies: list[float] = Field([], max_length=16, description="where planes take |E| "
@@ -164,24 +174,26 @@ class FitTdService(ProjectService):
                               f"above f_min ({params.f_min:g} Hz)", "params.f_max")
         state, entities = await self._entities()
         mesh = _find(entities, params.mesh, "mesh", "params.mesh")
-        spec = params.model_dump(exclude={"ports", "probes", "planes", "name"})
+        spec = params.model_dump(exclude={"ports", "plane_wave", "probes", "planes", "name"})
         spec["boundaries"] = {face: params.boundaries.get(face, "pml") for face in FACES}
         spec["frequencies"] = params.frequencies or [(params.f_min + params.f_max) / 2]
         size = self._fits(mesh, spec, params.name or "the simulation")
+        waves = [params.plane_wave] if params.plane_wave else []
         parts = [[p.model_dump() for p in items]
-                 for items in (params.ports, params.probes, params.planes)]
-        if not any(p["excited"] for p in parts[0]):
-            raise ActionError(422, "invalid_setup", "no excited port: nothing would drive "
-                              "the simulation", "params.ports")
+                 for items in (params.ports, waves, params.probes, params.planes)]
+        if not parts[1] and not any(p["excited"] for p in parts[0]):
+            raise ActionError(422, "invalid_setup", "no excited port and no plane wave: "
+                              "nothing would drive the simulation", "params.ports")
         await self._compute(self._build, mesh, spec, *parts, _materials(mesh, entities))
         sim_id = uuid.uuid4().hex
         name = params.name or f"FIT-TD of {mesh['name']}"
         creates = [{"id": sim_id, "kind": "solver", "name": name,
                     "properties": {"solver": "fit-td", **spec, **size}}]
         for kind, role, items in (("source", "port", params.ports),
+                                  ("source", "plane wave", waves),
                                   ("data", "probe", params.probes),
                                   ("data", "plane", params.planes)):
-            creates += [{"kind": kind, "name": item.name, "parent": sim_id,
+            creates += [{"kind": kind, "name": getattr(item, "name", role), "parent": sim_id,
                          "properties": {ROLE[kind]: role, **item.model_dump(exclude={"name"})}}
                         for item in items]
         result = await self._commit(author, f"{name}: {size['cells']:,} cells, "
@@ -199,8 +211,8 @@ class FitTdService(ProjectService):
         return size
 
     def _build(self, mesh: dict[str, Any], spec: dict[str, Any], ports: list[dict[str, Any]],
-               probes: list[dict[str, Any]], planes: list[dict[str, Any]],
-               materials: list[tuple[float, float]]) -> Any:
+               waves: list[dict[str, Any]], probes: list[dict[str, Any]],
+               planes: list[dict[str, Any]], materials: list[tuple[float, float]]) -> Any:
         """The Simulation of a setup (compute thread); 422 naming what is wrong."""
         from twinstack.sim import fit_td
         from twinstack.sim.fit_td.monitors import FieldDFT
@@ -220,6 +232,8 @@ class FitTdService(ProjectService):
                 grid, ports=[LumpedPort(p["name"], "e" + p["direction"], p["lo"], p["hi"],
                                         p["resistance"], pulse if p["excited"] else None)
                              for p in ports],
+                plane_waves=[fit_td.PlaneWave(w["lo"], w["hi"], pulse, w["amplitude"])
+                             for w in waves],
                 probes=[fit_td.Probe(p["name"], p["component"], p["point"]) for p in probes],
                 monitors=monitors, materials=table, cells=arrays["material"],
                 fill=arrays["fill"],
@@ -298,11 +312,11 @@ class FitTdService(ProjectService):
                                            if k != ROLE[kind]}}
                     for e in children if e["kind"] == kind
                     and e["properties"].get(ROLE[kind]) == role]
-        ports = of("source", "port")
-        if not any(p.get("excited") for p in ports):
-            raise ActionError(422, "invalid_setup", f"{sim['name']} has no excited port: "
-                              "nothing would drive it", "params.id")
-        return (sim, mesh, spec, ports, of("data", "probe"), of("data", "plane"),
+        ports, waves = of("source", "port"), of("source", "plane wave")
+        if not waves and not any(p.get("excited") for p in ports):
+            raise ActionError(422, "invalid_setup", f"{sim['name']} has no excited port and "
+                              "no plane wave: nothing would drive it", "params.id")
+        return (sim, mesh, spec, ports, waves, of("data", "probe"), of("data", "plane"),
                 _materials(mesh, entities))
 
     async def _resume(self, job: Job) -> None:
@@ -402,10 +416,12 @@ class FitTdService(ProjectService):
                 arrays[f"x{n}"], arrays[f"y{n}"] = t * 1e9, values
             series("probe signals", arrays, labels=list(sim.probes), x_label="time (ns)",
                    y_label="E (V/m)", title="probe signals")
-        band = np.linspace(*_band(sim), 201)
         excited = [p for p in sim.ports.values() if p.port.waveform is not None]
         if excited:
             source = excited[0]
+            pulse = source.port.waveform
+            band = np.linspace(pulse.center - pulse.bandwidth / 2,
+                               pulse.center + pulse.bandwidth / 2, 201)
             v, i = sim.port_signals(source.port.name)
             a_in, _ = waves(v, i, sim.dt, source.port.resistance, band)
             arrays, labels = {}, []
@@ -512,11 +528,6 @@ def _materials(mesh: dict[str, Any], entities: list[dict[str, Any]]
         table += [(1.0, 0.0)] * (entry["index"] - len(table))
         table.append((float(props.get("epsilon_r", 1.0)), float(props.get("sigma", 0.0))))
     return table
-
-
-def _band(sim: Any) -> tuple[float, float]:
-    pulse = next(p.port.waveform for p in sim.ports.values() if p.port.waveform is not None)
-    return pulse.center - pulse.bandwidth / 2, pulse.center + pulse.bandwidth / 2
 
 
 def _plane_magnitude(sim: Any, parts: list[Any], f_index: int) -> np.ndarray:

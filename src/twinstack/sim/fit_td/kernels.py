@@ -10,49 +10,97 @@ hx (nx+1, ny+2, nz+2), hy (nx+2, ny+1, nz+2), hz (nx+2, ny+2, nz+1); the H of ce
 (tangential H = 0 on it) by just updating E on it; on a PEC wall tangential E is never updated
 and stays 0. `lo`/`hi`: the first and last E index along x, y, z updated (0 and n on PMC walls,
 1 and n-1 on PEC ones).
+
+The loops are per plane of x: H on node plane i (hx) and cell plane i (hy, hz), E on cell
+plane i (ex) and node plane i (ey, ez). `update_h` then `update_e` sweep them in two passes;
+`step` does both in one sweep (E of plane i right after the H it reads, while it is in cache),
+each thread a block of planes, the first node plane of each block after a barrier (the block
+before it still reads it). The CPML's curl terms (pml.py: twelve, each a map or list of the
+slab's indices, b, c, psi, and for E the edges' cb) are done on the rows the update has just
+written: a separate pass over them cost as much as the update.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numba
 import numpy as np
 from numba import prange
 
 
-@numba.njit(parallel=True, cache=True)
-def update_h(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-             hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
-             zk: np.ndarray, zb: np.ndarray, zc: np.ndarray, psx: np.ndarray,
-             psy: np.ndarray) -> None:
-    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H (not the ghosts). The CPML's
-    terms across z are done here, on rows already in cache (a separate pass over them cost
-    as much as the update): at the cell centres zk, psi = zb psi + zc dE/dz (psx for hx,
-    psy for hy, indexed [i, j, s] for zk[s]); none when zk is empty."""
-    nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
-    for i in prange(nx + 1):
-        for j in range(ny):
-            for k in range(nz):
-                hx[i, j + 1, k + 1] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
-                                             - (ey[i, j, k + 1] - ey[i, j, k]) * idz[k])
-            for s in range(zk.size):
-                k = zk[s]
-                value = zb[s] * psx[i, j, s] + zc[s] * (ey[i, j, k + 1] - ey[i, j, k])
-                psx[i, j, s] = value
-                hx[i, j + 1, k + 1] += ch * value
-    for i in prange(nx):
-        for j in range(ny + 1):
-            for k in range(nz):
-                hy[i + 1, j, k + 1] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
-                                             - (ez[i + 1, j, k] - ez[i, j, k]) * idx[i])
-            for s in range(zk.size):
-                k = zk[s]
-                value = zb[s] * psy[i, j, s] + zc[s] * (ex[i, j, k + 1] - ex[i, j, k])
-                psy[i, j, s] = value
-                hy[i + 1, j, k + 1] -= ch * value
-        for j in range(ny):
-            for k in range(nz + 1):
-                hz[i + 1, j + 1, k] -= ch * ((ey[i + 1, j, k] - ey[i, j, k]) * idx[i]
-                                             - (ex[i, j + 1, k] - ex[i, j, k]) * idy[j])
+@numba.njit(inline="always")
+def _absorb(out: np.ndarray, high: np.ndarray, low: np.ndarray, psi: np.ndarray, b: float,
+            c: float, scale: float) -> None:
+    """One CPML term along a row: psi = b psi + c (high - low); out += scale psi."""
+    for k in range(psi.size):
+        value = b * psi[k] + c * (high[k] - low[k])
+        psi[k] = value
+        out[k] += scale * value
+
+
+@numba.njit(inline="always")
+def _absorb_e(out: np.ndarray, high: np.ndarray, low: np.ndarray, psi: np.ndarray, b: float,
+              c: float, cb: np.ndarray, sign: float) -> None:
+    """_absorb with each edge's own cb."""
+    for k in range(psi.size):
+        value = b * psi[k] + c * (high[k] - low[k])
+        psi[k] = value
+        out[k] += sign * cb[k] * value
+
+
+@numba.njit(inline="always")
+def _h_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, idy: np.ndarray,
+            idz: np.ndarray, ch: float, hp: Any) -> None:
+    """hx on node plane i, with its CPML terms across y and z."""
+    ny, nz = ey.shape[1], ez.shape[2]
+    (ymap, yb, yc, ypsi, _), (zk, zb, zc, zpsi, _) = hp[0], hp[1]
+    for j in range(ny):
+        for k in range(nz):
+            hx[i, j + 1, k + 1] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
+                                         - (ey[i, j, k + 1] - ey[i, j, k]) * idz[k])
+        s = ymap[j]
+        if s >= 0:
+            _absorb(hx[i, j + 1, 1:nz + 1], ez[i, j + 1], ez[i, j], ypsi[i, s], yb[s], yc[s],
+                    -ch)
+        for t in range(zk.size):
+            k = zk[t]
+            value = zb[t] * zpsi[i, j, t] + zc[t] * (ey[i, j, k + 1] - ey[i, j, k])
+            zpsi[i, j, t] = value
+            hx[i, j + 1, k + 1] += ch * value
+
+
+@numba.njit(inline="always")
+def _h_cell(i: int, ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hy: np.ndarray,
+            hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
+            hp: Any) -> None:
+    """hy and hz on cell plane i, with their CPML terms."""
+    ny, nz = ey.shape[1], ez.shape[2]
+    (zk, zb, zc, zpsi, _), (xmap, xb, xc, xpsi, _) = hp[2], hp[3]
+    (x2map, x2b, x2c, x2psi, _), (ymap, yb, yc, ypsi, _) = hp[4], hp[5]
+    for j in range(ny + 1):
+        for k in range(nz):
+            hy[i + 1, j, k + 1] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
+                                         - (ez[i + 1, j, k] - ez[i, j, k]) * idx[i])
+        for t in range(zk.size):
+            k = zk[t]
+            value = zb[t] * zpsi[i, j, t] + zc[t] * (ex[i, j, k + 1] - ex[i, j, k])
+            zpsi[i, j, t] = value
+            hy[i + 1, j, k + 1] -= ch * value
+        s = xmap[i]
+        if s >= 0:
+            _absorb(hy[i + 1, j, 1:nz + 1], ez[i + 1, j], ez[i, j], xpsi[s, j], xb[s], xc[s],
+                    ch)
+    for j in range(ny):
+        for k in range(nz + 1):
+            hz[i + 1, j + 1, k] -= ch * ((ey[i + 1, j, k] - ey[i, j, k]) * idx[i]
+                                         - (ex[i, j + 1, k] - ex[i, j, k]) * idy[j])
+        s = x2map[i]
+        if s >= 0:
+            _absorb(hz[i + 1, j + 1], ey[i + 1, j], ey[i, j], x2psi[s, j], x2b[s], x2c[s], -ch)
+        s = ymap[j]
+        if s >= 0:
+            _absorb(hz[i + 1, j + 1], ex[i, j + 1], ex[i, j], ypsi[i, s], yb[s], yc[s], ch)
 
 
 @numba.njit(inline="always")
@@ -62,6 +110,114 @@ def _run(r: int, end: int, k0: np.ndarray, nk: int, first: int, last: int) -> tu
     return max(k0[r], first), min(stop, last + 1)
 
 
+@numba.njit(inline="always")
+def _e_cell(i: int, ex: np.ndarray, hy: np.ndarray, hz: np.ndarray, idyd: np.ndarray,
+            idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray, xs: np.ndarray, xk: np.ndarray,
+            xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
+            ep: Any) -> None:
+    """ex on cell plane i (runs of one class along z), with its CPML terms."""
+    ny, nz = hz.shape[1] - 2, hy.shape[2] - 2
+    (ymap, yb, yc, ypsi, ycb), (zk, zb, zc, zpsi, zcb) = ep[0], ep[1]
+    k0, k1 = lo[2], hi[2] + 1
+    for j in range(lo[1], hi[1] + 1):
+        line = i * (ny + 1) + j
+        for r in range(xs[line], xs[line + 1]):
+            first, stop = _run(r, xs[line + 1], xk, nz + 1, lo[2], hi[2])
+            ca, cb = xa[xc[r]], xb[xc[r]]
+            # views of the run indexed from 0: numba then knows no index is negative,
+            # checks none and the loop vectorizes (4x faster than k in range(first, stop))
+            e, dz = ex[i, j, first:stop], idzd[first:stop]
+            hz1, hz0 = hz[i + 1, j + 1, first:stop], hz[i + 1, j, first:stop]
+            hy1, hy0 = hy[i + 1, j, first + 1:stop + 1], hy[i + 1, j, first:stop]
+            for k in range(stop - first):
+                e[k] = ca * e[k] + cb * ((hz1[k] - hz0[k]) * idyd[j]
+                                         - (hy1[k] - hy0[k]) * dz[k])
+        s = ymap[j]
+        if s >= 0:
+            _absorb_e(ex[i, j, k0:k1], hz[i + 1, j + 1, k0:k1], hz[i + 1, j, k0:k1],
+                      ypsi[i, s, k0:k1], yb[s], yc[s], ycb[i, s, k0:k1], 1.0)
+        for t in range(zk.size):
+            k = zk[t]
+            value = zb[t] * zpsi[i, j, t] + zc[t] * (hy[i + 1, j, k + 1] - hy[i + 1, j, k])
+            zpsi[i, j, t] = value
+            ex[i, j, k] -= zcb[i, j, t] * value
+
+
+@numba.njit(inline="always")
+def _e_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
+            hz: np.ndarray, idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray,
+            lo: np.ndarray, hi: np.ndarray,
+            ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
+            zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
+            ep: Any) -> None:
+    """ey and ez on node plane i (runs of one class along z), with their CPML terms."""
+    ny, nz = ey.shape[1], ez.shape[2]
+    (pk, pb, pc, ppsi, pcb), (xmap, xb, xc, xpsi, xcb) = ep[2], ep[3]
+    (x2map, x2b, x2c, x2psi, x2cb), (ymap, mb, mc, ypsi, ycb) = ep[4], ep[5]
+    k0, k1 = lo[2], hi[2] + 1
+    for j in range(ny):
+        line = i * ny + j
+        for r in range(ys[line], ys[line + 1]):
+            first, stop = _run(r, ys[line + 1], yk, nz + 1, lo[2], hi[2])
+            ca, cb = ya[yc[r]], yb[yc[r]]
+            e, dz = ey[i, j, first:stop], idzd[first:stop]
+            hx1, hx0 = hx[i, j + 1, first + 1:stop + 1], hx[i, j + 1, first:stop]
+            hz1, hz0 = hz[i + 1, j + 1, first:stop], hz[i, j + 1, first:stop]
+            for k in range(stop - first):
+                e[k] = ca * e[k] + cb * ((hx1[k] - hx0[k]) * dz[k]
+                                         - (hz1[k] - hz0[k]) * idxd[i])
+        for t in range(pk.size):
+            k = pk[t]
+            value = pb[t] * ppsi[i, j, t] + pc[t] * (hx[i, j + 1, k + 1] - hx[i, j + 1, k])
+            ppsi[i, j, t] = value
+            ey[i, j, k] += pcb[i, j, t] * value
+        s = xmap[i]
+        if s >= 0:
+            _absorb_e(ey[i, j, k0:k1], hz[i + 1, j + 1, k0:k1], hz[i, j + 1, k0:k1],
+                      xpsi[s, j, k0:k1], xb[s], xc[s], xcb[s, j, k0:k1], -1.0)
+    for j in range(lo[1], hi[1] + 1):
+        line = i * (ny + 1) + j
+        for r in range(zs[line], zs[line + 1]):
+            first, stop = _run(r, zs[line + 1], zk, nz, 0, nz - 1)
+            ca, cb = za[zc[r]], zb[zc[r]]
+            e = ez[i, j, first:stop]
+            hy1, hy0 = hy[i + 1, j, first + 1:stop + 1], hy[i, j, first + 1:stop + 1]
+            hx1, hx0 = hx[i, j + 1, first + 1:stop + 1], hx[i, j, first + 1:stop + 1]
+            for k in range(stop - first):
+                e[k] = ca * e[k] + cb * ((hy1[k] - hy0[k]) * idxd[i]
+                                         - (hx1[k] - hx0[k]) * idyd[j])
+        s = x2map[i]
+        if s >= 0:
+            _absorb_e(ez[i, j], hy[i + 1, j, 1:nz + 1], hy[i, j, 1:nz + 1], x2psi[s, j],
+                      x2b[s], x2c[s], x2cb[s, j], 1.0)
+        s = ymap[j]
+        if s >= 0:
+            _absorb_e(ez[i, j], hx[i, j + 1, 1:nz + 1], hx[i, j, 1:nz + 1], ypsi[i, s],
+                      mb[s], mc[s], ycb[i, s], -1.0)
+
+
+@numba.njit(parallel=True, cache=True)
+def update_h(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
+             hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
+             hp: Any) -> None:
+    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H (not the ghosts)."""
+    nx = ex.shape[0]
+    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in
+    # as arrays, rebuilt as tuples inside
+    h0m, h0b, h0c, h0p, h0e = hp[0]
+    h1m, h1b, h1c, h1p, h1e = hp[1]
+    h2m, h2b, h2c, h2p, h2e = hp[2]
+    h3m, h3b, h3c, h3p, h3e = hp[3]
+    h4m, h4b, h4c, h4p, h4e = hp[4]
+    h5m, h5b, h5c, h5p, h5e = hp[5]
+    for i in prange(nx + 1):
+        h_terms = ((h0m, h0b, h0c, h0p, h0e), (h1m, h1b, h1c, h1p, h1e), (h2m, h2b, h2c, h2p, h2e),
+            (h3m, h3b, h3c, h3p, h3e), (h4m, h4b, h4c, h4p, h4e), (h5m, h5b, h5c, h5p, h5e))
+        _h_node(i, ey, ez, hx, idy, idz, ch, h_terms)
+        if i < nx:
+            _h_cell(i, ex, ey, ez, hy, hz, idx, idy, idz, ch, h_terms)
+
+
 @numba.njit(parallel=True, cache=True)
 def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
              hz: np.ndarray, idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray,
@@ -69,131 +225,75 @@ def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy:
              xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
              ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
              zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
-             pk: np.ndarray, pb: np.ndarray, pc: np.ndarray, psx: np.ndarray, psy: np.ndarray,
-             cbx: np.ndarray, cby: np.ndarray) -> None:
+             ep: Any) -> None:
     """E(n+1) = ca E(n) + cb curl H(n+1/2) over the edges from `lo` to `hi` (inclusive),
     each component's coefficients constant along a run (materials.EdgeRuns: start, k0,
-    class, ca, cb per class). The CPML's terms across z as in update_h, at the nodes pk
-    (psx, psy for ex, ey; cbx, cby their edges' cb)."""
-    nx, ny, nz = ex.shape[0], ey.shape[1], ez.shape[2]
-    for i in prange(nx):
-        for j in range(lo[1], hi[1] + 1):
-            line = i * (ny + 1) + j
-            for r in range(xs[line], xs[line + 1]):
-                first, stop = _run(r, xs[line + 1], xk, nz + 1, lo[2], hi[2])
-                ca, cb = xa[xc[r]], xb[xc[r]]
-                # views of the run indexed from 0: numba then knows no index is negative,
-                # checks none and the loop vectorizes (4x faster than k in range(first, stop))
-                e, dz = ex[i, j, first:stop], idzd[first:stop]
-                hz1, hz0 = hz[i + 1, j + 1, first:stop], hz[i + 1, j, first:stop]
-                hy1, hy0 = hy[i + 1, j, first + 1:stop + 1], hy[i + 1, j, first:stop]
-                for k in range(stop - first):
-                    e[k] = ca * e[k] + cb * ((hz1[k] - hz0[k]) * idyd[j]
-                                             - (hy1[k] - hy0[k]) * dz[k])
-            for s in range(pk.size):
-                k = pk[s]
-                value = pb[s] * psx[i, j, s] + pc[s] * (hy[i + 1, j, k + 1] - hy[i + 1, j, k])
-                psx[i, j, s] = value
-                ex[i, j, k] -= cbx[i, j, s] * value
-    for i in prange(lo[0], hi[0] + 1):
-        for j in range(ny):
-            line = i * ny + j
-            for r in range(ys[line], ys[line + 1]):
-                first, stop = _run(r, ys[line + 1], yk, nz + 1, lo[2], hi[2])
-                ca, cb = ya[yc[r]], yb[yc[r]]
-                e, dz = ey[i, j, first:stop], idzd[first:stop]
-                hx1, hx0 = hx[i, j + 1, first + 1:stop + 1], hx[i, j + 1, first:stop]
-                hz1, hz0 = hz[i + 1, j + 1, first:stop], hz[i, j + 1, first:stop]
-                for k in range(stop - first):
-                    e[k] = ca * e[k] + cb * ((hx1[k] - hx0[k]) * dz[k]
-                                             - (hz1[k] - hz0[k]) * idxd[i])
-            for s in range(pk.size):
-                k = pk[s]
-                value = pb[s] * psy[i, j, s] + pc[s] * (hx[i, j + 1, k + 1] - hx[i, j + 1, k])
-                psy[i, j, s] = value
-                ey[i, j, k] += cby[i, j, s] * value
-        for j in range(lo[1], hi[1] + 1):
-            line = i * (ny + 1) + j
-            for r in range(zs[line], zs[line + 1]):
-                first, stop = _run(r, zs[line + 1], zk, nz, 0, nz - 1)
-                ca, cb = za[zc[r]], zb[zc[r]]
-                e = ez[i, j, first:stop]
-                hy1, hy0 = hy[i + 1, j, first + 1:stop + 1], hy[i, j, first + 1:stop + 1]
-                hx1, hx0 = hx[i, j + 1, first + 1:stop + 1], hx[i, j, first + 1:stop + 1]
-                for k in range(stop - first):
-                    e[k] = ca * e[k] + cb * ((hy1[k] - hy0[k]) * idxd[i]
-                                             - (hx1[k] - hx0[k]) * idyd[j])
-
-
-@numba.njit(cache=True)
-def pml_term_small(target: np.ndarray, source: np.ndarray, psi: np.ndarray, b: np.ndarray,
-                   c: np.ndarray, coef: np.ndarray, origin: np.ndarray, t_off: np.ndarray,
-                   s_off: np.ndarray, axis: int) -> None:
-    """One CPML curl term over its slab (pml.py): psi = b psi + c d(source)/d(axis), then
-    target += coef psi. psi[p, q, r] is the point origin + (p, q, r); target is read at that
-    point + t_off, source's forward difference along `axis` at that point + s_off; b and c are
-    indexed from the slab's start along `axis`; coef has psi's shape or (1, 1, 1) for one
-    value everywhere. One thread, plain indices: for a small slab threads and row views cost
-    more than they save (measured 3x faster than pml_term_rows on a 68x68x33 grid's slabs)."""
-    n0, n1, n2 = psi.shape
-    d0, d1, d2 = int(axis == 0), int(axis == 1), int(axis == 2)
-    i0, j0, k0 = origin[0], origin[1], origin[2]
-    si, sj, sk = i0 + s_off[0], j0 + s_off[1], k0 + s_off[2]
-    ti, tj, tk = i0 + t_off[0], j0 + t_off[1], k0 + t_off[2]
-    uniform = coef.size == 1
-    for p in range(n0):
-        for q in range(n1):
-            for r in range(n2):
-                m = p if axis == 0 else (q if axis == 1 else r)
-                value = b[m] * psi[p, q, r] + c[m] * (
-                    source[si + p + d0, sj + q + d1, sk + r + d2] - source[si + p, sj + q, sk + r])
-                psi[p, q, r] = value
-                scale = coef[0, 0, 0] if uniform else coef[p, q, r]
-                target[ti + p, tj + q, tk + r] += scale * value
-
-
+    class, ca, cb per class)."""
+    nx = ex.shape[0]
+    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in
+    # as arrays, rebuilt as tuples inside
+    e0m, e0b, e0c, e0p, e0e = ep[0]
+    e1m, e1b, e1c, e1p, e1e = ep[1]
+    e2m, e2b, e2c, e2p, e2e = ep[2]
+    e3m, e3b, e3c, e3p, e3e = ep[3]
+    e4m, e4b, e4c, e4p, e4e = ep[4]
+    e5m, e5b, e5c, e5p, e5e = ep[5]
+    for i in prange(nx + 1):
+        e_terms = ((e0m, e0b, e0c, e0p, e0e), (e1m, e1b, e1c, e1p, e1e), (e2m, e2b, e2c, e2p, e2e),
+            (e3m, e3b, e3c, e3p, e3e), (e4m, e4b, e4c, e4p, e4e), (e5m, e5b, e5c, e5p, e5e))
+        if i < nx:
+            _e_cell(i, ex, hy, hz, idyd, idzd, lo, hi, xs, xk, xc, xa, xb, e_terms)
+        if lo[0] <= i <= hi[0]:
+            _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya, yb,
+                    zs, zk, zc, za, zb, e_terms)
 
 
 @numba.njit(parallel=True, cache=True)
-def pml_term_rows(target: np.ndarray, source: np.ndarray, psi: np.ndarray, b: np.ndarray,
-                  c: np.ndarray, coef: np.ndarray, origin: np.ndarray, t_off: np.ndarray,
-                  s_off: np.ndarray, axis: int) -> None:
-    """pml_term_small for a large slab, on all threads: each row along z a view indexed
-    from 0, so its loop vectorizes (measured on a 200^3 grid's slabs: 2x faster across x
-    and y, 1.5x across z)."""
-    n0, n1, n2 = psi.shape
-    d0, d1, d2 = int(axis == 0), int(axis == 1), int(axis == 2)
-    sk, tk = origin[2] + s_off[2], origin[2] + t_off[2]
-    uniform = coef.size == 1
-    for slab_row in prange(n0):
-        p = np.int64(slab_row)
-        i = origin[0] + p
-        for q in range(n1):
-            j = origin[1] + q
-            si, sj = i + s_off[0], j + s_off[1]
-            low = source[si, sj, sk:sk + n2]
-            high = source[si + d0, sj + d1, sk + d2:sk + d2 + n2]
-            out = target[i + t_off[0], j + t_off[1], tk:tk + n2]
-            row = psi[p, q]
-            if axis == 2:
-                bz, cz = b[:n2], c[:n2]
-                scale = coef[0, 0, :1] if uniform else coef[p, q]
-                for r in range(n2):
-                    value = bz[r] * row[r] + cz[r] * (high[r] - low[r])
-                    row[r] = value
-                    out[r] += scale[0 if uniform else r] * value
-                continue
-            m = p if axis == 0 else q
-            bm, cm = b[m], c[m]
-            if uniform:
-                s0 = coef[0, 0, 0]
-                for r in range(n2):
-                    value = bm * row[r] + cm * (high[r] - low[r])
-                    row[r] = value
-                    out[r] += s0 * value
-            else:
-                scale = coef[p, q]
-                for r in range(n2):
-                    value = bm * row[r] + cm * (high[r] - low[r])
-                    row[r] = value
-                    out[r] += scale[r] * value
+def step(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
+         hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
+         hp: Any, idxd: np.ndarray, idyd: np.ndarray,
+         idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+         xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
+         ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
+         zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
+         ep: Any, starts: np.ndarray) -> None:
+    """update_h then update_e in one sweep: block b of planes starts[b] .. starts[b+1]-1 on
+    one thread, H then E plane by plane; each block's first node plane after all blocks (the
+    block before reads it while it sweeps). The same operations on the same values as the
+    two passes: bit for bit the same fields."""
+    nx = ex.shape[0]
+    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in
+    # as arrays, rebuilt as tuples inside
+    h0m, h0b, h0c, h0p, h0e = hp[0]
+    h1m, h1b, h1c, h1p, h1e = hp[1]
+    h2m, h2b, h2c, h2p, h2e = hp[2]
+    h3m, h3b, h3c, h3p, h3e = hp[3]
+    h4m, h4b, h4c, h4p, h4e = hp[4]
+    h5m, h5b, h5c, h5p, h5e = hp[5]
+    e0m, e0b, e0c, e0p, e0e = ep[0]
+    e1m, e1b, e1c, e1p, e1e = ep[1]
+    e2m, e2b, e2c, e2p, e2e = ep[2]
+    e3m, e3b, e3c, e3p, e3e = ep[3]
+    e4m, e4b, e4c, e4p, e4e = ep[4]
+    e5m, e5b, e5c, e5p, e5e = ep[5]
+    for block in prange(starts.size - 1):
+        h_terms = ((h0m, h0b, h0c, h0p, h0e), (h1m, h1b, h1c, h1p, h1e), (h2m, h2b, h2c, h2p, h2e),
+            (h3m, h3b, h3c, h3p, h3e), (h4m, h4b, h4c, h4p, h4e), (h5m, h5b, h5c, h5p, h5e))
+        e_terms = ((e0m, e0b, e0c, e0p, e0e), (e1m, e1b, e1c, e1p, e1e), (e2m, e2b, e2c, e2p, e2e),
+            (e3m, e3b, e3c, e3p, e3e), (e4m, e4b, e4c, e4p, e4e), (e5m, e5b, e5c, e5p, e5e))
+        first, stop = starts[block], starts[block + 1]
+        for i in range(first, stop):
+            _h_node(i, ey, ez, hx, idy, idz, ch, h_terms)
+            if i < nx:
+                _h_cell(i, ex, ey, ez, hy, hz, idx, idy, idz, ch, h_terms)
+                _e_cell(i, ex, hy, hz, idyd, idzd, lo, hi, xs, xk, xc, xa, xb, e_terms)
+            if i > first and lo[0] <= i <= hi[0]:
+                _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya, yb,
+                        zs, zk, zc, za, zb, e_terms)
+    for block in prange(starts.size - 1):
+        e_terms = ((e0m, e0b, e0c, e0p, e0e), (e1m, e1b, e1c, e1p, e1e), (e2m, e2b, e2c, e2p, e2e),
+            (e3m, e3b, e3c, e3p, e3e), (e4m, e4b, e4c, e4p, e4e), (e5m, e5b, e5c, e5p, e5e))
+        i = starts[block]
+        if lo[0] <= i <= hi[0]:
+            _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya, yb,
+                    zs, zk, zc, za, zb, e_terms)

@@ -25,16 +25,6 @@ FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
 WALLS = ("pec", "pmc", "pml")
 # H without its ghost layers (kernels.py): the field of every cell face
 INNER = {"hx": np.s_[:, 1:-1, 1:-1], "hy": np.s_[1:-1, :, 1:-1], "hz": np.s_[1:-1, 1:-1, :]}
-# The curl terms of each field (kernels.py): where the target is read (H: past its ghosts),
-# and per term the axis of the derivative, the field differenced, where it is read, the sign
-H_TERMS = {"hx": ((0, 1, 1), ((1, "ez", (0, 0, 0), -1), (2, "ey", (0, 0, 0), 1))),
-           "hy": ((1, 0, 1), ((2, "ex", (0, 0, 0), -1), (0, "ez", (0, 0, 0), 1))),
-           "hz": ((1, 1, 0), ((0, "ey", (0, 0, 0), -1), (1, "ex", (0, 0, 0), 1)))}
-E_TERMS = {"ex": ((0, 0, 0), ((1, "hz", (1, 0, 0), 1), (2, "hy", (1, 0, 0), -1))),
-           "ey": ((0, 0, 0), ((2, "hx", (0, 1, 0), 1), (0, "hz", (0, 1, 0), -1))),
-           "ez": ((0, 0, 0), ((0, "hy", (0, 0, 1), 1), (1, "hx", (0, 0, 1), -1)))}
-
-
 @dataclass(frozen=True)
 class EdgeSource:
     """A current of `amplitude` * waveform(t) amperes along the `component` edge nearest
@@ -61,60 +51,6 @@ class _Placed:
     index: tuple[int | slice, ...]
     scale: float | np.ndarray = 1.0
     waveform: Waveform | None = None
-
-
-@dataclass
-class _Term:
-    """One CPML curl term over one slab (kernels.pml_term's arguments)."""
-
-    target: np.ndarray
-    source: np.ndarray
-    psi: np.ndarray
-    b: np.ndarray
-    c: np.ndarray
-    coef: np.ndarray
-    origin: np.ndarray
-    t_off: np.ndarray
-    s_off: np.ndarray
-    axis: int
-
-    def apply(self) -> None:
-        kernel = kernels.pml_term_small if self.psi.size < PARALLEL_CELLS else \
-            kernels.pml_term_rows
-        kernel(self.target, self.source, self.psi, self.b, self.c, self.coef, self.origin,
-               self.t_off, self.s_off, self.axis)
-
-
-@dataclass
-class _AcrossZ:
-    """The CPML's terms across z, done inside update_h and update_e (kernels.py): the cell
-    centres and nodes they are at, their b and c, the psi of hx, hy, ex, ey, and the cb of
-    the ex and ey edges there. Empty without a PML on z."""
-
-    k_h: np.ndarray
-    b_h: np.ndarray
-    c_h: np.ndarray
-    psi_hx: np.ndarray
-    psi_hy: np.ndarray
-    k_e: np.ndarray
-    b_e: np.ndarray
-    c_e: np.ndarray
-    psi_ex: np.ndarray
-    psi_ey: np.ndarray
-    cb_ex: np.ndarray
-    cb_ey: np.ndarray
-
-    @classmethod
-    def none(cls, dtype: np.dtype) -> _AcrossZ:
-        index, line, plane = np.zeros(0, np.int64), np.zeros(0, dtype), np.zeros((0, 0, 0), dtype)
-        return cls(index, line, line, plane, plane, index, line, line, plane, plane, plane, plane)
-
-    def h_arguments(self) -> tuple[np.ndarray, ...]:
-        return self.k_h, self.b_h, self.c_h, self.psi_hx, self.psi_hy
-
-    def e_arguments(self) -> tuple[np.ndarray, ...]:
-        return (self.k_e, self.b_e, self.c_e, self.psi_ex, self.psi_ey, self.cb_ex,
-                self.cb_ey)
 
 
 @dataclass
@@ -184,8 +120,8 @@ class Simulation:
         del eps_r, sigma
         self.inverse = _inverse(grid.spacing, self.dtype)
         self.inverse_dual = _inverse(grid.dual, self.dtype)
-        self.across_z = _AcrossZ.none(self.dtype)
-        self.terms = self._pml_terms()
+        self.hp, self.ep = pml.terms(grid, self.pml_cells, self.dt, self.lo, self.hi,
+                                     self.runs, self.dtype, self.inverse, self.inverse_dual)
         self.steps = 0
         self.sources = [self._place_source(s) for s in sources]
         self.ports = {port.name: self._place_port(port, edges) for port, edges in placed_ports}
@@ -196,73 +132,6 @@ class Simulation:
                       for w in plane_waves]
 
     # setup ------------------------------------------------------------------------------------
-
-    def _pml_terms(self) -> dict[str, list[_Term]]:
-        """The CPML's curl terms of H and of E (none without PML faces); its kappa divides the
-        spacings."""
-        terms: dict[str, list[_Term]] = {"h": [], "e": []}
-        if not any(any(cells) for cells in self.pml_cells):
-            return terms
-        ch = np.full((1, 1, 1), self.dt / self.mu, self.dtype)
-        shapes = {**{c: a.shape for c, a in self.e.items()},
-                  "hx": self.h["hx"][INNER["hx"]].shape, "hy": self.h["hy"][INNER["hy"]].shape,
-                  "hz": self.h["hz"][INNER["hz"]].shape}
-        for axis, cells in enumerate(self.pml_cells):
-            if not any(cells):
-                continue
-            centres, nodes = pml.profiles(self.grid, axis, cells, self.dt)
-            self.inverse[axis][:] /= centres.kappa.astype(self.dtype)
-            self.inverse_dual[axis][:] /= nodes.kappa.astype(self.dtype)
-            if axis == 2:  # done inside the main kernels (_across_z)
-                self.across_z = self._across_z(centres, nodes)
-                continue
-            for fields, table, profile in ((self.h, H_TERMS, centres), (self.e, E_TERMS, nodes)):
-                for name, (t_off, parts) in table.items():
-                    for term_axis, source, s_off, sign in parts:
-                        if term_axis != axis:
-                            continue
-                        box = [(0, n - 1) for n in shapes[name]]
-                        if name in self.e:
-                            box = [(int(self.lo[a]), int(self.hi[a])) if a != COMPONENTS.index(
-                                name) else box[a] for a in range(3)]
-                        for first, stop in pml.slabs(profile.absorbing, *box[axis]):
-                            origin = [b[0] for b in box]
-                            size = [b[1] - b[0] + 1 for b in box]
-                            origin[axis], size[axis] = first, stop - first
-                            if name in self.e:
-                                index = tuple(slice(o, o + n) for o, n in zip(origin, size,
-                                                                               strict=True))
-                                runs = self.runs[name]
-                                coef = runs.cb[runs.classes[index]]
-                            else:
-                                coef = ch
-                            terms["e" if name in self.e else "h"].append(_Term(
-                                fields[name], {**self.e, **self.h}[source],
-                                np.zeros(size, self.dtype),
-                                profile.b[first:stop].astype(self.dtype),
-                                (sign * profile.c[first:stop]).astype(self.dtype),
-                                np.ascontiguousarray(coef), np.array(origin), np.array(t_off),
-                                np.array(s_off), axis))
-        return terms
-
-    def _across_z(self, centres: pml.Profile, nodes: pml.Profile) -> _AcrossZ:
-        """The CPML terms across z (hx, hy at cell centres; ex, ey at nodes): for the main
-        kernels, which do them on rows they have in cache."""
-        nx, ny, nz = self.grid.shape
-        k_h = np.concatenate([np.arange(a, b) for a, b in
-                              pml.slabs(centres.absorbing, 0, nz - 1)]).astype(np.int64)
-        k_e = np.concatenate([np.arange(a, b) for a, b in
-                              pml.slabs(nodes.absorbing, int(self.lo[2]), int(self.hi[2]))]
-                             ).astype(np.int64)
-        cb = {c: self.runs[c].cb[self.runs[c].classes[:, :, k_e]] for c in ("ex", "ey")}
-        return _AcrossZ(
-            k_h, centres.b[k_h].astype(self.dtype), centres.c[k_h].astype(self.dtype),
-            np.zeros((nx + 1, ny, k_h.size), self.dtype), np.zeros((nx, ny + 1, k_h.size),
-                                                                    self.dtype),
-            k_e, nodes.b[k_e].astype(self.dtype), nodes.c[k_e].astype(self.dtype),
-            np.zeros((nx, ny + 1, k_e.size), self.dtype), np.zeros((nx + 1, ny, k_e.size),
-                                                                    self.dtype),
-            np.ascontiguousarray(cb["ex"]), np.ascontiguousarray(cb["ey"]))
 
     def _place(self, component: str, point: tuple[float, float, float]) -> _Placed:
         if component not in COMPONENTS:
@@ -319,23 +188,22 @@ class Simulation:
         e, h = self.e, self.h
         (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
-        h_terms, e_terms = self.terms["h"], self.terms["e"]
-        across_h, across_e = self.across_z.h_arguments(), self.across_z.e_arguments()
+        fields = (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"])
+        blocks = max(1, min(numba.get_num_threads(), (self.grid.shape[0] + 1) // 4))
+        starts = np.linspace(0, self.grid.shape[0] + 1, blocks + 1).astype(np.int64)
         drives = self.sources + [p.drive for p in self.ports.values() if p.drive is not None]
         for _ in range(steps):
             self._record()
-            kernels.update_h(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
-                             ch, *across_h)
-            for term in h_terms:
-                term.apply()
-            for box in self.boxes:
-                box.correct_h(h, ch, self.inverse)
-            kernels.update_e(e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], dx, dy, dz,
-                             self.lo, self.hi, *x, *y, *z, *across_e)
-            for term in e_terms:
-                term.apply()
-            for box in self.boxes:
-                box.correct_e(e, self.inverse_dual)
+            if not self.boxes:  # H and E in one sweep
+                kernels.step(*fields, ix, iy, iz, ch, self.hp, dx, dy, dz, self.lo, self.hi,
+                             *x, *y, *z, self.ep, starts)
+            else:  # a plane wave's box corrects H between the two
+                kernels.update_h(*fields, ix, iy, iz, ch, self.hp)
+                for box in self.boxes:
+                    box.correct_h(h, ch, self.inverse)
+                kernels.update_e(*fields, dx, dy, dz, self.lo, self.hi, *x, *y, *z, self.ep)
+                for box in self.boxes:
+                    box.correct_e(e, self.inverse_dual)
             t = (self.steps + 0.5) * self.dt
             values: dict[int, float] = {}  # a sheet of edges shares one waveform: once a step
             for drive in drives:
@@ -384,9 +252,10 @@ class Simulation:
         (dx, dy, dz), (ddx, ddy, ddz) = g.spacing, g.dual
         after = {k: v.copy() for k, v in self.h.items()}
         ix, iy, iz = self.inverse
+        no_pml = pml.terms(g, [(0, 0)] * 3, self.dt, self.lo, self.hi, self.runs, self.dtype,
+                           (), ())[0]
         kernels.update_h(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
-                         ix, iy, iz, self.dtype.type(self.dt / self.mu),
-                         *_AcrossZ.none(self.dtype).h_arguments())
+                         ix, iy, iz, self.dtype.type(self.dt / self.mu), no_pml)
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]
@@ -413,9 +282,7 @@ class Simulation:
         return saved
 
     def _all_psi(self) -> list[np.ndarray]:
-        z = self.across_z
-        return [t.psi for t in self.terms["h"] + self.terms["e"]] + [
-            z.psi_hx, z.psi_hy, z.psi_ex, z.psi_ey]
+        return [term[3] for term in self.hp + self.ep]
 
     def restore(self, saved: dict[str, np.ndarray]) -> None:
         """Continue from a `state()` of a simulation set up the same way."""
@@ -452,7 +319,8 @@ def _port_sigma(ports: list[tuple[LumpedPort, PortEdges]], component: str,
     return sigma
 
 
-def _run_arrays(runs: EdgeRuns) -> tuple[np.ndarray, ...]:
+def _run_arrays(runs: EdgeRuns
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return runs.start, runs.k0, runs.klass, runs.ca, runs.cb
 
 

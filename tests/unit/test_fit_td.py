@@ -437,7 +437,7 @@ def test_a_plane_wave_box_needs_room_in_the_grid():
 
 
 def test_one_sweep_equals_two_passes_bit_for_bit():
-    """kernels.step (H and E in one sweep, blocks of planes) against update_h then update_e,
+    """kernels.sweep: H and E in one sweep (blocks of planes) against H, then E,
     from the same random fields, with materials and the CPML on every face: every field and
     every psi identical, for one block and for several."""
     from twinstack.sim.fit_td import kernels
@@ -452,7 +452,7 @@ def test_one_sweep_equals_two_passes_bit_for_bit():
     def fresh() -> Simulation:
         sim = Simulation(grid, sources=[EdgeSource("ez", (0.15, 0.1, 0.12), GaussianPulse(1e-9))],
                          materials=[Material(), Material(4.4, 0.02)], cells=cells, walls=faces)
-        for array in (*sim.e.values(), *sim.h.values(), *(t[3] for t in sim.hp + sim.ep)):
+        for array in (*sim.e.values(), *sim.h.values(), *(t[3] for t in sim.terms)):
             array[...] = rng.standard_normal(array.shape)
         return sim
 
@@ -467,13 +467,14 @@ def test_one_sweep_equals_two_passes_bit_for_bit():
             e, h = sim.e, sim.h
             fields = (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"])
             runs = [_run_arrays(sim.runs[c]) for c in COMPONENTS]
+            arguments = (*fields, *sim.inverse, ch, *sim.inverse_dual, sim.lo, sim.hi, *runs[0],
+                         *runs[1], *runs[2], sim.terms, starts)
             for _ in range(3):
                 if fused:
-                    kernels.step(*fields, *sim.inverse, ch, sim.hp, *sim.inverse_dual, sim.lo,
-                                 sim.hi, *runs[0], *runs[1], *runs[2], sim.ep, starts)
+                    kernels.sweep(*arguments, kernels.BOTH)
+                    kernels.sweep(*arguments, kernels.FIRST_NODES)
                 else:
-                    kernels.update_h(*fields, *sim.inverse, ch, sim.hp)
-                    kernels.update_e(*fields, *sim.inverse_dual, sim.lo, sim.hi, *runs[0],
-                                     *runs[1], *runs[2], sim.ep)
+                    kernels.sweep(*arguments, kernels.H_ONLY)
+                    kernels.sweep(*arguments, kernels.E_ONLY)
         for name, array in one.state().items():
             assert np.array_equal(array, two.state()[name]), (blocks, name)

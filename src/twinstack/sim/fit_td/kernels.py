@@ -12,12 +12,12 @@ and stays 0. `lo`/`hi`: the first and last E index along x, y, z updated (0 and 
 1 and n-1 on PEC ones).
 
 The loops are per plane of x: H on node plane i (hx) and cell plane i (hy, hz), E on cell
-plane i (ex) and node plane i (ey, ez). `update_h` then `update_e` sweep them in two passes;
-`step` does both in one sweep (E of plane i right after the H it reads, while it is in cache),
-each thread a block of planes, the first node plane of each block after a barrier (the block
-before it still reads it). The CPML's curl terms (pml.py: twelve, each a map or list of the
-slab's indices, b, c, psi, and for E the edges' cb) are done on the rows the update has just
-written: a separate pass over them cost as much as the update.
+plane i (ex) and node plane i (ey, ez). `sweep` does H, or E, or both in one sweep (E of plane
+i right after the H it reads, while it is in cache), each thread a block of planes, the first
+node plane of each block after a barrier (the block before it still reads it). The CPML's
+curl terms (pml.py: twelve, each a map or list of the slab's indices, b, c, psi, and for E
+the edges' cb) are done on the rows the update has just written: a separate pass over them
+cost as much as the update.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def _absorb_e(out: np.ndarray, high: np.ndarray, low: np.ndarray, psi: np.ndarra
 
 @numba.njit(inline="always")
 def _h_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, idy: np.ndarray,
-            idz: np.ndarray, ch: float, hp: Any) -> None:
+            idz: np.ndarray, ch: float, terms: Any) -> None:
     """hx on node plane i, with its CPML terms across y and z."""
     ny, nz = ey.shape[1], ez.shape[2]
-    (ymap, yb, yc, ypsi, _), (zk, zb, zc, zpsi, _) = hp[0], hp[1]
+    (ymap, yb, yc, ypsi, _), (zk, zb, zc, zpsi, _) = terms[0], terms[1]
     for j in range(ny):
         for k in range(nz):
             hx[i, j + 1, k + 1] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
@@ -73,11 +73,11 @@ def _h_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, idy: np.ndar
 @numba.njit(inline="always")
 def _h_cell(i: int, ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hy: np.ndarray,
             hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
-            hp: Any) -> None:
+            terms: Any) -> None:
     """hy and hz on cell plane i, with their CPML terms."""
     ny, nz = ey.shape[1], ez.shape[2]
-    (zk, zb, zc, zpsi, _), (xmap, xb, xc, xpsi, _) = hp[2], hp[3]
-    (x2map, x2b, x2c, x2psi, _), (ymap, yb, yc, ypsi, _) = hp[4], hp[5]
+    (zk, zb, zc, zpsi, _), (xmap, xb, xc, xpsi, _) = terms[2], terms[3]
+    (x2map, x2b, x2c, x2psi, _), (ymap, yb, yc, ypsi, _) = terms[4], terms[5]
     for j in range(ny + 1):
         for k in range(nz):
             hy[i + 1, j, k + 1] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
@@ -114,10 +114,10 @@ def _run(r: int, end: int, k0: np.ndarray, nk: int, first: int, last: int) -> tu
 def _e_cell(i: int, ex: np.ndarray, hy: np.ndarray, hz: np.ndarray, idyd: np.ndarray,
             idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray, xs: np.ndarray, xk: np.ndarray,
             xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
-            ep: Any) -> None:
+            terms: Any) -> None:
     """ex on cell plane i (runs of one class along z), with its CPML terms."""
     ny, nz = hz.shape[1] - 2, hy.shape[2] - 2
-    (ymap, yb, yc, ypsi, ycb), (zk, zb, zc, zpsi, zcb) = ep[0], ep[1]
+    (ymap, yb, yc, ypsi, ycb), (zk, zb, zc, zpsi, zcb) = terms[6], terms[7]
     k0, k1 = lo[2], hi[2] + 1
     for j in range(lo[1], hi[1] + 1):
         line = i * (ny + 1) + j
@@ -149,11 +149,11 @@ def _e_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarr
             lo: np.ndarray, hi: np.ndarray,
             ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
             zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
-            ep: Any) -> None:
+            terms: Any) -> None:
     """ey and ez on node plane i (runs of one class along z), with their CPML terms."""
     ny, nz = ey.shape[1], ez.shape[2]
-    (pk, pb, pc, ppsi, pcb), (xmap, xb, xc, xpsi, xcb) = ep[2], ep[3]
-    (x2map, x2b, x2c, x2psi, x2cb), (ymap, mb, mc, ypsi, ycb) = ep[4], ep[5]
+    (pk, pb, pc, ppsi, pcb), (xmap, xb, xc, xpsi, xcb) = terms[8], terms[9]
+    (x2map, x2b, x2c, x2psi, x2cb), (ymap, mb, mc, ypsi, ycb) = terms[10], terms[11]
     k0, k1 = lo[2], hi[2] + 1
     for j in range(ny):
         line = i * ny + j
@@ -196,104 +196,53 @@ def _e_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarr
                       mb[s], mc[s], ycb[i, s], -1.0)
 
 
-@numba.njit(parallel=True, cache=True)
-def update_h(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-             hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
-             hp: Any) -> None:
-    """H(n+1/2) = H(n-1/2) - dt/mu curl E(n), over every H (not the ghosts)."""
-    nx = ex.shape[0]
-    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in
-    # as arrays, rebuilt as tuples inside
-    h0m, h0b, h0c, h0p, h0e = hp[0]
-    h1m, h1b, h1c, h1p, h1e = hp[1]
-    h2m, h2b, h2c, h2p, h2e = hp[2]
-    h3m, h3b, h3c, h3p, h3e = hp[3]
-    h4m, h4b, h4c, h4p, h4e = hp[4]
-    h5m, h5b, h5c, h5p, h5e = hp[5]
-    for i in prange(nx + 1):
-        h_terms = ((h0m, h0b, h0c, h0p, h0e), (h1m, h1b, h1c, h1p, h1e), (h2m, h2b, h2c, h2p, h2e),
-            (h3m, h3b, h3c, h3p, h3e), (h4m, h4b, h4c, h4p, h4e), (h5m, h5b, h5c, h5p, h5e))
-        _h_node(i, ey, ez, hx, idy, idz, ch, h_terms)
-        if i < nx:
-            _h_cell(i, ex, ey, ez, hy, hz, idx, idy, idz, ch, h_terms)
+H_ONLY, E_ONLY, BOTH, FIRST_NODES = 1, 2, 3, 4  # what `sweep` updates
 
 
 @numba.njit(parallel=True, cache=True)
-def update_e(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-             hz: np.ndarray, idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray,
-             lo: np.ndarray, hi: np.ndarray,
-             xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
-             ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
-             zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
-             ep: Any) -> None:
-    """E(n+1) = ca E(n) + cb curl H(n+1/2) over the edges from `lo` to `hi` (inclusive),
-    each component's coefficients constant along a run (materials.EdgeRuns: start, k0,
-    class, ca, cb per class)."""
+def sweep(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
+          hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
+          idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+          xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
+          ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
+          zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
+          terms: Any, starts: np.ndarray, mode: int) -> None:
+    """A time step's updates, plane by plane, block b of planes starts[b] .. starts[b+1]-1 on
+    one thread: H(n+1/2) = H(n-1/2) - dt/mu curl E(n) (H_ONLY); E(n+1) = ca E(n) + cb
+    curl H(n+1/2) over the edges from `lo` to `hi`, each component's coefficients constant
+    along a run (E_ONLY; materials.EdgeRuns: start, k0, class, ca, cb per class); or both in
+    one sweep, H then E plane by plane (BOTH), but for each block's first node plane, which
+    the block before reads while it sweeps: FIRST_NODES does them after. BOTH then
+    FIRST_NODES does the same operations on the same values as H_ONLY then E_ONLY: bit for
+    bit the same fields. `terms`: the CPML's twelve (pml.terms)."""
     nx = ex.shape[0]
-    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in
-    # as arrays, rebuilt as tuples inside
-    e0m, e0b, e0c, e0p, e0e = ep[0]
-    e1m, e1b, e1c, e1p, e1e = ep[1]
-    e2m, e2b, e2c, e2p, e2e = ep[2]
-    e3m, e3b, e3c, e3p, e3e = ep[3]
-    e4m, e4b, e4c, e4p, e4e = ep[4]
-    e5m, e5b, e5c, e5p, e5e = ep[5]
-    for i in prange(nx + 1):
-        e_terms = ((e0m, e0b, e0c, e0p, e0e), (e1m, e1b, e1c, e1p, e1e), (e2m, e2b, e2c, e2p, e2e),
-            (e3m, e3b, e3c, e3p, e3e), (e4m, e4b, e4c, e4p, e4e), (e5m, e5b, e5c, e5p, e5e))
-        if i < nx:
-            _e_cell(i, ex, hy, hz, idyd, idzd, lo, hi, xs, xk, xc, xa, xb, e_terms)
-        if lo[0] <= i <= hi[0]:
-            _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya, yb,
-                    zs, zk, zc, za, zb, e_terms)
-
-
-@numba.njit(parallel=True, cache=True)
-def step(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-         hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
-         hp: Any, idxd: np.ndarray, idyd: np.ndarray,
-         idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-         xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
-         ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
-         zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
-         ep: Any, starts: np.ndarray) -> None:
-    """update_h then update_e in one sweep: block b of planes starts[b] .. starts[b+1]-1 on
-    one thread, H then E plane by plane; each block's first node plane after all blocks (the
-    block before reads it while it sweeps). The same operations on the same values as the
-    two passes: bit for bit the same fields."""
-    nx = ex.shape[0]
-    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in
-    # as arrays, rebuilt as tuples inside
-    h0m, h0b, h0c, h0p, h0e = hp[0]
-    h1m, h1b, h1c, h1p, h1e = hp[1]
-    h2m, h2b, h2c, h2p, h2e = hp[2]
-    h3m, h3b, h3c, h3p, h3e = hp[3]
-    h4m, h4b, h4c, h4p, h4e = hp[4]
-    h5m, h5b, h5c, h5p, h5e = hp[5]
-    e0m, e0b, e0c, e0p, e0e = ep[0]
-    e1m, e1b, e1c, e1p, e1e = ep[1]
-    e2m, e2b, e2c, e2p, e2e = ep[2]
-    e3m, e3b, e3c, e3p, e3e = ep[3]
-    e4m, e4b, e4c, e4p, e4e = ep[4]
-    e5m, e5b, e5c, e5p, e5e = ep[5]
+    # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in as
+    # arrays, rebuilt as a tuple inside
+    ((t0m, t0b, t0c, t0p, t0e), (t1m, t1b, t1c, t1p, t1e), (t2m, t2b, t2c, t2p, t2e), (t3m, t3b,
+     t3c, t3p, t3e), (t4m, t4b, t4c, t4p, t4e), (t5m, t5b, t5c, t5p, t5e), (t6m, t6b, t6c, t6p,
+     t6e), (t7m, t7b, t7c, t7p, t7e), (t8m, t8b, t8c, t8p, t8e), (t9m, t9b, t9c, t9p, t9e),
+     (t10m, t10b, t10c, t10p, t10e), (t11m, t11b, t11c, t11p, t11e)) = terms
     for block in prange(starts.size - 1):
-        h_terms = ((h0m, h0b, h0c, h0p, h0e), (h1m, h1b, h1c, h1p, h1e), (h2m, h2b, h2c, h2p, h2e),
-            (h3m, h3b, h3c, h3p, h3e), (h4m, h4b, h4c, h4p, h4e), (h5m, h5b, h5c, h5p, h5e))
-        e_terms = ((e0m, e0b, e0c, e0p, e0e), (e1m, e1b, e1c, e1p, e1e), (e2m, e2b, e2c, e2p, e2e),
-            (e3m, e3b, e3c, e3p, e3e), (e4m, e4b, e4c, e4p, e4e), (e5m, e5b, e5c, e5p, e5e))
+        inside = ((t0m, t0b, t0c, t0p, t0e), (t1m, t1b, t1c, t1p, t1e), (t2m, t2b, t2c, t2p,
+            t2e), (t3m, t3b, t3c, t3p, t3e), (t4m, t4b, t4c, t4p, t4e), (t5m, t5b, t5c, t5p,
+            t5e), (t6m, t6b, t6c, t6p, t6e), (t7m, t7b, t7c, t7p, t7e), (t8m, t8b, t8c, t8p,
+            t8e), (t9m, t9b, t9c, t9p, t9e), (t10m, t10b, t10c, t10p, t10e), (t11m, t11b, t11c,
+            t11p, t11e))
         first, stop = starts[block], starts[block + 1]
+        if mode == FIRST_NODES:
+            if lo[0] <= first <= hi[0]:
+                _e_node(first, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya,
+                        yb, zs, zk, zc, za, zb, inside)
+            continue
         for i in range(first, stop):
-            _h_node(i, ey, ez, hx, idy, idz, ch, h_terms)
+            if mode != E_ONLY:
+                _h_node(i, ey, ez, hx, idy, idz, ch, inside)
+                if i < nx:
+                    _h_cell(i, ex, ey, ez, hy, hz, idx, idy, idz, ch, inside)
+            if mode == H_ONLY:
+                continue
             if i < nx:
-                _h_cell(i, ex, ey, ez, hy, hz, idx, idy, idz, ch, h_terms)
-                _e_cell(i, ex, hy, hz, idyd, idzd, lo, hi, xs, xk, xc, xa, xb, e_terms)
-            if i > first and lo[0] <= i <= hi[0]:
+                _e_cell(i, ex, hy, hz, idyd, idzd, lo, hi, xs, xk, xc, xa, xb, inside)
+            if (mode == E_ONLY or i > first) and lo[0] <= i <= hi[0]:
                 _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya, yb,
-                        zs, zk, zc, za, zb, e_terms)
-    for block in prange(starts.size - 1):
-        e_terms = ((e0m, e0b, e0c, e0p, e0e), (e1m, e1b, e1c, e1p, e1e), (e2m, e2b, e2c, e2p, e2e),
-            (e3m, e3b, e3c, e3p, e3e), (e4m, e4b, e4c, e4p, e4e), (e5m, e5b, e5c, e5p, e5e))
-        i = starts[block]
-        if lo[0] <= i <= hi[0]:
-            _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk, yc, ya, yb,
-                    zs, zk, zc, za, zb, e_terms)
+                        zs, zk, zc, za, zb, inside)

@@ -85,9 +85,9 @@ Term = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def terms(grid: YeeGrid, cells: list[tuple[int, int]], dt: float, lo: np.ndarray,
           hi: np.ndarray, runs: dict[str, EdgeRuns], dtype: np.dtype,
           inverse: tuple[np.ndarray, ...], inverse_dual: tuple[np.ndarray, ...]
-          ) -> tuple[tuple[Term, ...], tuple[Term, ...]]:
+          ) -> tuple[Term, ...]:
     """The twelve curl terms as the kernels take them (kernels.py): H's (hx across y and z,
-    hy across z and x, hz across x and y) and E's (ex across y and z, ey across z and x, ez
+    hy across z and x, hz across x and y), then E's (ex across y and z, ey across z and x, ez
     across x and y). Each is (where, b, c, psi, cb): `where` maps the slab's index along
     the term's axis (-1 outside) for x and y, and lists it for z; cb is each E edge's (for H,
     unused). kappa divides `inverse` and `inverse_dual` in place."""
@@ -140,4 +140,4 @@ def terms(grid: YeeGrid, cells: list[tuple[int, int]], dt: float, lo: np.ndarray
     e = (term(1, True, (nx, ny + 1, nz + 1), "ex"), term(2, True, (nx, ny + 1, nz + 1), "ex"),
          term(2, True, (nx + 1, ny, nz + 1), "ey"), term(0, True, (nx + 1, ny, nz + 1), "ey"),
          term(0, True, (nx + 1, ny + 1, nz), "ez"), term(1, True, (nx + 1, ny + 1, nz), "ez"))
-    return h, e
+    return h + e

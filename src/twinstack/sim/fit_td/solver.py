@@ -120,8 +120,8 @@ class Simulation:
         del eps_r, sigma
         self.inverse = _inverse(grid.spacing, self.dtype)
         self.inverse_dual = _inverse(grid.dual, self.dtype)
-        self.hp, self.ep = pml.terms(grid, self.pml_cells, self.dt, self.lo, self.hi,
-                                     self.runs, self.dtype, self.inverse, self.inverse_dual)
+        self.terms = pml.terms(grid, self.pml_cells, self.dt, self.lo, self.hi, self.runs,
+                               self.dtype, self.inverse, self.inverse_dual)
         self.steps = 0
         self.sources = [self._place_source(s) for s in sources]
         self.ports = {port.name: self._place_port(port, edges) for port, edges in placed_ports}
@@ -192,16 +192,18 @@ class Simulation:
         blocks = max(1, min(numba.get_num_threads(), (self.grid.shape[0] + 1) // 4))
         starts = np.linspace(0, self.grid.shape[0] + 1, blocks + 1).astype(np.int64)
         drives = self.sources + [p.drive for p in self.ports.values() if p.drive is not None]
+        arguments = (*fields, ix, iy, iz, ch, dx, dy, dz, self.lo, self.hi, *x, *y, *z,
+                     self.terms, starts)
         for _ in range(steps):
             self._record()
             if not self.boxes:  # H and E in one sweep
-                kernels.step(*fields, ix, iy, iz, ch, self.hp, dx, dy, dz, self.lo, self.hi,
-                             *x, *y, *z, self.ep, starts)
+                kernels.sweep(*arguments, kernels.BOTH)
+                kernels.sweep(*arguments, kernels.FIRST_NODES)
             else:  # a plane wave's box corrects H between the two
-                kernels.update_h(*fields, ix, iy, iz, ch, self.hp)
+                kernels.sweep(*arguments, kernels.H_ONLY)
                 for box in self.boxes:
                     box.correct_h(h, ch, self.inverse)
-                kernels.update_e(*fields, dx, dy, dz, self.lo, self.hi, *x, *y, *z, self.ep)
+                kernels.sweep(*arguments, kernels.E_ONLY)
                 for box in self.boxes:
                     box.correct_e(e, self.inverse_dual)
             t = (self.steps + 0.5) * self.dt
@@ -251,11 +253,13 @@ class Simulation:
         g, e = self.grid, self.e
         (dx, dy, dz), (ddx, ddy, ddz) = g.spacing, g.dual
         after = {k: v.copy() for k, v in self.h.items()}
-        ix, iy, iz = self.inverse
         no_pml = pml.terms(g, [(0, 0)] * 3, self.dt, self.lo, self.hi, self.runs, self.dtype,
-                           (), ())[0]
-        kernels.update_h(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
-                         ix, iy, iz, self.dtype.type(self.dt / self.mu), no_pml)
+                           (), ())
+        x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
+        kernels.sweep(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
+                      *self.inverse, self.dtype.type(self.dt / self.mu), *self.inverse_dual,
+                      self.lo, self.hi, *x, *y, *z, no_pml, np.array([0, g.shape[0] + 1]),
+                      kernels.H_ONLY)
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]
@@ -282,7 +286,7 @@ class Simulation:
         return saved
 
     def _all_psi(self) -> list[np.ndarray]:
-        return [term[3] for term in self.hp + self.ep]
+        return [term[3] for term in self.terms]
 
     def restore(self, saved: dict[str, np.ndarray]) -> None:
         """Continue from a `state()` of a simulation set up the same way."""

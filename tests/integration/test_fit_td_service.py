@@ -153,6 +153,18 @@ def test_a_plane_wave_fills_its_box_through_the_service(session, mesh):
     assert "S-parameters" not in results(session, end)  # no port, no S-parameters
 
 
+def test_a_run_stops_once_the_field_has_rung_down(session, mesh):
+    """Up to 80 ns, but the matched line lets the pulse out in about 2 ns: with
+    end_energy_db -40 the job ends early, says why, and still makes its results."""
+    setup = line_setup(session, mesh, name="short line", duration=80e-9, end_energy_db=-40,
+                       planes=[])
+    end = session.solver.wait(session.solver.run(setup["id"])["job"], LONG)
+    assert end["status"] == "done" and end["step"] < end["steps"] / 4
+    assert "fell 40 dB below its peak at step" in end["reason"]
+    s11 = series(session, results(session, end)["S-parameters"])
+    assert s11["y0"].max() < -30
+
+
 def test_a_run_can_be_cancelled(session, mesh):
     setup = line_setup(session, mesh, name="cancelled line", duration=400e-9, planes=[])
     job = session.solver.run(setup["id"])["job"]

@@ -73,8 +73,10 @@ test("the solver form becomes a fit-td setup, or says what is missing", () => {
   assert.equal(params.duration, undefined);
   assert.match(setupFromForm({ ...fields, mesh: "" }).error, /Mesh first/);
   assert.match(setupFromForm({ ...fields, port_hi: "1, 2" }).error, /two corners/);
-  assert.deepEqual(setupFromForm({ ...fields, probe: "1, 2, 3", duration: "5" }).params.probes,
-                   [{ name: "probe", point: [1, 2, 3], component: "ez" }]);
+  const more = setupFromForm({ ...fields, probe: "1, 2, 3", duration: "5", end_db: "50" }).params;
+  assert.deepEqual(more.probes, [{ name: "probe", point: [1, 2, 3], component: "ez" }]);
+  assert.equal(more.duration, 5e-9);
+  assert.equal(more.end_energy_db, -50);
 });
 
 test("a job's progress reads as steps, simulated time, speed and time left", () => {

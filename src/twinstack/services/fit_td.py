@@ -103,7 +103,11 @@ class SetupParams(BaseModel):
         {}, description="per face; default pml on every face")
     pml_cells: int = Field(8, ge=4, le=32)
     duration: float | None = Field(None, gt=0, allow_inf_nan=False,
-                                   description="simulated seconds (default 20 / f_min)")
+                                   description="simulated seconds (default 20 / f_min): the "
+                                   "longest it runs")
+    end_energy_db: float | None = Field(None, ge=-200, lt=0, description="stop earlier, once "
+                                        "the excitation is over and the field's energy has "
+                                        "fallen this far below its peak (e.g. -50)")
     courant: float = Field(0.99, gt=0, le=1)
     precision: Literal["float32", "float64"] = "float32"
     checkpoint_every: int = Field(2000, ge=10, le=MAX_STEPS, description="steps")
@@ -133,6 +137,7 @@ class Job:
     checkpoint: str | None = None  # blob of the last checkpoint
     status: str = "running"
     step: int = 0
+    peak_energy: float = 0.0
     resumed_from: int = 0
     reason: str | None = None
     results: list[str] = field(default_factory=list)
@@ -140,7 +145,7 @@ class Job:
 
     def record(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("id", "simulation", "state", "author", "steps",
-                                              "checkpoint", "status", "step")}
+                                              "checkpoint", "status", "step", "peak_energy")}
 
 
 class FitTdService(ProjectService):
@@ -222,8 +227,7 @@ class FitTdService(ProjectService):
                                                f"the grid of {mesh['name']}")))
         grid = fit_td.YeeGrid(arrays["x"], arrays["y"], arrays["z"])
         table = [fit_td.Material(*m) for m in materials]
-        band = (spec["f_min"], spec["f_max"])
-        pulse = fit_td.ModulatedGaussian((band[0] + band[1]) / 2, band[1] - band[0])
+        pulse = _pulse(spec)
         monitors = [FieldDFT(f"{p['name']}:{c}", c, p["axis"], p["position"],
                              tuple(spec["frequencies"]))
                     for p in planes for c in ("ex", "ey", "ez")]
@@ -340,18 +344,22 @@ class FitTdService(ProjectService):
     async def _drive(self, job: Job, sim: Any, entity: dict[str, Any]) -> None:
         """Step the job in chunks of about CHUNK_SECONDS, reporting and checkpointing between
         them; then make its results."""
-        spec_every = int(entity["properties"]["checkpoint_every"])
+        spec = entity["properties"]
+        spec_every = int(spec["checkpoint_every"])
         cells = sim.grid.cells
         chunk, started, done_here = 10, time.monotonic(), 0
+        ended: str | None = None
         try:
-            while sim.steps < job.steps and not job.cancel:
+            while sim.steps < job.steps and not job.cancel and ended is None:
                 next_checkpoint = (sim.steps // spec_every + 1) * spec_every
-                count = min(chunk, job.steps - sim.steps, next_checkpoint - sim.steps)
+                count = min(chunk, job.steps - sim.steps, next_checkpoint - sim.steps,
+                            _watch_every(spec, sim))
                 began = time.monotonic()
                 await self._compute(sim.run, count)
                 took = max(time.monotonic() - began, 1e-6)
                 chunk = max(1, min(int(count * CHUNK_SECONDS / took), 100_000))
                 job.step, done_here = sim.steps, done_here + count
+                ended = await self._rung_down(job, sim, spec)
                 if sim.steps % spec_every == 0 and sim.steps < job.steps:
                     job.checkpoint = await self._compute(self._save_checkpoint, sim)
                     await asyncio.to_thread(self._save_record, job)
@@ -363,7 +371,7 @@ class FitTdService(ProjectService):
                 await self._finish(job, "cancelled", "cancelled by a user")
                 return
             job.results = await self._results(job, sim, entity)
-            await self._finish(job, "done", None)
+            await self._finish(job, "done", ended)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed job is a state with a reason, not a dead task
@@ -371,6 +379,20 @@ class FitTdService(ProjectService):
             reason = exc.message if isinstance(exc, ActionError) else f"{type(exc).__name__}:" \
                 f" {exc}"
             await self._finish(job, "failed", reason)
+
+    async def _rung_down(self, job: Job, sim: Any, spec: dict[str, Any]) -> str | None:
+        """Why the job may stop before its duration (the field's energy has fallen
+        `end_energy_db` below its peak after the excitation), or None."""
+        limit = spec.get("end_energy_db")
+        if limit is None:
+            return None
+        energy = await self._compute(sim.field_energy)
+        job.peak_energy = max(job.peak_energy, energy)
+        excitation_over = sim.steps * sim.dt > _excitation_end(spec)
+        if excitation_over and energy <= job.peak_energy * 10 ** (limit / 10):
+            return (f"the field's energy fell {-limit:g} dB below its peak at step "
+                    f"{sim.steps:,} (of at most {job.steps:,})")
+        return None
 
     async def _finish(self, job: Job, status: str, reason: str | None) -> None:
         job.status, job.reason = status, reason
@@ -484,6 +506,30 @@ def _find(entities: list[dict[str, Any]], entity_id: str, kind: str, where: str
         raise ActionError(422, "invalid_params", f"{found['name']} is a {found['kind']}, not "
                           f"a {kind}", where)
     return found
+
+
+def _pulse(spec: dict[str, Any]) -> Any:
+    """The excitation: a modulated Gaussian over f_min..f_max (-20 dB at the ends)."""
+    from twinstack.sim import fit_td
+
+    return fit_td.ModulatedGaussian((spec["f_min"] + spec["f_max"]) / 2,
+                                    spec["f_max"] - spec["f_min"])
+
+
+def _excitation_end(spec: dict[str, Any]) -> float:
+    """When the pulse has passed (twice its delay: it starts and ends at 1e-7)."""
+    from twinstack.sim import fit_td
+
+    envelope = fit_td.GaussianPulse.up_to((spec["f_max"] - spec["f_min"]) / 2)
+    return 8 * envelope.width
+
+
+def _watch_every(spec: dict[str, Any], sim: Any) -> int:
+    """The most steps between two looks at the energy: a tenth of the excitation while it
+    lasts (its peak must not slip between two looks), any number without end_energy_db."""
+    if spec.get("end_energy_db") is None or sim.steps * sim.dt > _excitation_end(spec):
+        return MAX_STEPS
+    return max(1, int(_excitation_end(spec) / sim.dt / 10))
 
 
 def _duration(spec: dict[str, Any]) -> float:

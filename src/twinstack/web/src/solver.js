@@ -37,6 +37,7 @@ export function setupFromForm(fields) {
     params.planes = [{ name: "plane", axis: fields.plane_axis, position: Number(fields.plane_at) }];
   }
   if (fields.duration) params.duration = Number(fields.duration) * 1e-9;
+  if (fields.end_db) params.end_energy_db = -Math.abs(Number(fields.end_db));
   if (fields.name) params.name = fields.name;
   return { params };
 }
@@ -100,7 +101,8 @@ export class SolverPanel {
     bar.dataset.status = event.status;
     $("solver-cancel").disabled = event.status !== "running";
     $("solver-status").textContent = event.status === "running" ? progressText(event)
-      : event.status === "done" ? `done: ${event.results.length} results`
+      : event.status === "done" ? `done: ${event.results.length} results${
+        event.reason ? ` (${event.reason})` : ""}`
         : `${event.status}${event.reason ? `: ${event.reason}` : ""}`;
     if (event.status === "done") this.showResults(event.results);
   }

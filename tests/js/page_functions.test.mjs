@@ -73,6 +73,11 @@ test("the solver form becomes a fit-td setup, or says what is missing", () => {
   assert.equal(params.duration, undefined);
   assert.match(setupFromForm({ ...fields, mesh: "" }).error, /Mesh first/);
   assert.match(setupFromForm({ ...fields, port_hi: "1, 2" }).error, /two corners/);
+  assert.equal(params.plane_wave, undefined);
+  const lit = setupFromForm({ ...fields, port_lo: "", port_hi: "", wave_lo: "1, 1, 1",
+                              wave_hi: "2, 2, 2" }).params;
+  assert.deepEqual(lit.plane_wave, { lo: [1, 1, 1], hi: [2, 2, 2] });
+  assert.equal(lit.ports, undefined);
   const more = setupFromForm({ ...fields, probe: "1, 2, 3", duration: "5", end_db: "50" }).params;
   assert.deepEqual(more.probes, [{ name: "probe", point: [1, 2, 3], component: "ez" }]);
   assert.equal(more.duration, 5e-9);

@@ -21,16 +21,23 @@ function keepChoice(select, options) {
 }
 
 // The setup `fit-td.setup` takes from the form's fields, or a message saying what is missing.
+// A port, a plane wave or both: whichever has its two corners.
 export function setupFromForm(fields) {
-  const lo = numbers(fields.port_lo), hi = numbers(fields.port_hi);
+  const lo = numbers(fields.port_lo || ""), hi = numbers(fields.port_hi || "");
+  const waveLo = numbers(fields.wave_lo || ""), waveHi = numbers(fields.wave_hi || "");
   if (!fields.mesh) return { error: "Mesh first: the solver runs on a Cartesian mesh." };
-  if (!lo || !hi) return { error: "The port needs two corners, each as x, y, z." };
+  if (!(lo && hi) && !(waveLo && waveHi)) {
+    return { error: "Give the port's two corners or the plane wave box's, each as x, y, z." };
+  }
   const params = {
     mesh: fields.mesh, f_min: Number(fields.f_min) * GHZ, f_max: Number(fields.f_max) * GHZ,
     boundaries: Object.fromEntries(FACES.map((face) => [face, fields[`face_${face}`]])),
-    ports: [{ name: "port 1", lo, hi, direction: fields.direction,
-              resistance: Number(fields.resistance) }],
   };
+  if (lo && hi) {
+    params.ports = [{ name: "port 1", lo, hi, direction: fields.direction,
+                      resistance: Number(fields.resistance) }];
+  }
+  if (waveLo && waveHi) params.plane_wave = { lo: waveLo, hi: waveHi };
   const probe = numbers(fields.probe || "");
   if (probe) params.probes = [{ name: "probe", point: probe, component: `e${fields.direction}` }];
   if (fields.plane_axis && fields.plane_at !== "") {

@@ -165,10 +165,12 @@ def test_a_run_stops_once_the_field_has_rung_down(session, mesh):
     assert s11["y0"].max() < -30
 
 
-def test_a_run_can_be_cancelled(session, mesh):
+def test_a_run_can_be_cancelled_and_runs_one_at_a_time(session, mesh):
     setup = line_setup(session, mesh, name="cancelled line", duration=400e-9, planes=[])
     job = session.solver.run(setup["id"])["job"]
     session.wait_for_event(lambda e: e.get("type") == "job" and e["job"] == job, LONG)
+    busy = refused(session, 409, session.solver.run, setup["id"])  # one job at a time
+    assert f"job {job} is running" in busy
     assert session.solver.cancel(job)["status"] == "cancelling"
     end = session.solver.wait(job, LONG)
     assert end["status"] == "cancelled" and end["results"] == []

@@ -156,6 +156,7 @@ class FitTdService(ProjectService):
         await super().start()
         self.job: Job | None = None
         self.runner: asyncio.Task[None] | None = None
+        self.starting = asyncio.Lock()  # one `run` checks and starts at a time
         record = await asyncio.to_thread(self._load_record)
         if record is not None and record["status"] == "running":
             self.job = Job(**record)
@@ -256,18 +257,22 @@ class FitTdService(ProjectService):
         arrive as `job` events. Refused before any compute when the setup is wrong or too
         large."""
         author = self._editor(call)
-        if self.job is not None and self.job.status == "running":
-            raise ActionError(409, "busy", f"job {self.job.id} is running (step "
-                              f"{self.job.step:,} of {self.job.steps:,}): cancel it or wait",
+        if self.starting.locked():
+            raise ActionError(409, "busy", "another run is being started: wait for it",
                               "params.id")
-        state, _ = await self._entities([params.id])
-        setup = await self._setup(params.id, state)
-        sim = await self._compute(self._build, *setup[1:])
-        job = Job(uuid.uuid4().hex, params.id, state, author,
-                  math.ceil(_duration(setup[2]) / sim.dt))
-        self.job = job
-        await asyncio.to_thread(self._save_record, job)
-        self.runner = asyncio.create_task(self._drive(job, sim, setup[0]))
+        async with self.starting:
+            if self.job is not None and self.job.status == "running":
+                raise ActionError(409, "busy", f"job {self.job.id} is running (step "
+                                  f"{self.job.step:,} of {self.job.steps:,}): cancel it or "
+                                  "wait", "params.id")
+            state, _ = await self._entities([params.id])
+            setup = await self._setup(params.id, state)
+            sim = await self._compute(self._build, *setup[1:])
+            job = Job(uuid.uuid4().hex, params.id, state, author,
+                      math.ceil(_duration(setup[2]) / sim.dt))
+            self.job = job
+            await asyncio.to_thread(self._save_record, job)
+            self.runner = asyncio.create_task(self._drive(job, sim, setup[0]))
         return {"job": job.id, "steps": job.steps, "cells": sim.grid.cells,
                 "bytes": setup[0]["properties"]["bytes"]}
 

@@ -47,7 +47,7 @@ Box = tuple[tuple[int, int, int], tuple[int, int, int]]
 Result = dict[str, float | int | str]
 
 
-def _blocks(size: int) -> list[tuple[float, float, Box]]:
+def dielectric_blocks(size: int) -> list[tuple[float, float, Box]]:
     """The three dielectric blocks as (eps_r, sigma, cell-index box), clear of the PML."""
     lo, hi = PML_CELLS, size - PML_CELLS
     xs = [lo + (hi - lo) * i // 3 for i in range(4)]
@@ -96,7 +96,7 @@ def _openems_xml(size: int, steps: int, case: str) -> str:
         f'<Material ID="{n + 1}" Name="m{n}"><Property Epsilon="{eps}" Kappa="{sigma}"/>'
         f'<Primitives><Box Priority="10"><P1 X="{a[0]}" Y="{a[1]}" Z="{a[2]}"/>'
         f'<P2 X="{b[0]}" Y="{b[1]}" Z="{b[2]}"/></Box></Primitives></Material>'
-        for n, (eps, sigma, (a, b)) in enumerate(_blocks(size)))
+        for n, (eps, sigma, (a, b)) in enumerate(dielectric_blocks(size)))
     faces = " ".join(f'{f}="{boundary}"' for f in ("xmin", "xmax", "ymin", "ymax", "zmin", "zmax"))
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <openEMS>
@@ -150,7 +150,7 @@ def _gprmax_input(size: int, steps: int, case: str, threads: int) -> str:
              f"#waveform: gaussian 1 {F_SOURCE:g} pulse",
              f"#hertzian_dipole: z {at(c, c, c)} pulse"]
     if case != "vacuum":
-        for n, (eps, sigma, (a, b)) in enumerate(_blocks(size)):
+        for n, (eps, sigma, (a, b)) in enumerate(dielectric_blocks(size)):
             lines += [f"#material: {eps} {sigma} 1 0 m{n}", f"#box: {at(*a)} {at(*b)} m{n} n"]
     return "\n".join(lines) + "\n"
 

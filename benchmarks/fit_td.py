@@ -24,7 +24,7 @@ from numba import prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fdtd_peers import CASES, DX, F_SOURCE, PML_CELLS, _blocks, gprmax_rate, openems_rate
+from fdtd_peers import CASES, DX, F_SOURCE, PML_CELLS, dielectric_blocks, gprmax_rate, openems_rate
 from timing import machine
 
 from twinstack.sim.fit_td import EdgeSource, GaussianPulse, Material, Simulation, YeeGrid
@@ -75,7 +75,7 @@ def problem(size: int, case: str) -> Simulation:
         return Simulation(grid, sources=source)
     cells = np.zeros(grid.shape, np.uint8)
     table = [Material()]
-    for n, (eps_r, sigma, (lo, hi)) in enumerate(_blocks(size), start=1):
+    for n, (eps_r, sigma, (lo, hi)) in enumerate(dielectric_blocks(size), start=1):
         cells[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = n
         table.append(Material(eps_r, sigma))
     faces = {face: "pml" for face in ("x-", "x+", "y-", "y+", "z-", "z+")}

@@ -183,7 +183,7 @@ class FitTdService(ProjectService):
         spec = params.model_dump(exclude={"ports", "plane_wave", "probes", "planes", "name"})
         spec["boundaries"] = {face: params.boundaries.get(face, "pml") for face in FACES}
         spec["frequencies"] = params.frequencies or [(params.f_min + params.f_max) / 2]
-        size = self._fits(mesh, spec, params.name or "the simulation")
+        size = self._fits(mesh, spec, len(params.planes), params.name or "the simulation")
         waves = [params.plane_wave] if params.plane_wave else []
         parts = [[p.model_dump() for p in items]
                  for items in (params.ports, waves, params.probes, params.planes)]
@@ -206,9 +206,10 @@ class FitTdService(ProjectService):
                                     f"{size['steps']:,} steps", state, creates=creates)
         return {"id": sim_id, "name": name, "head": result["head"], **size}
 
-    def _fits(self, mesh: dict[str, Any], spec: dict[str, Any], name: str) -> dict[str, Any]:
+    def _fits(self, mesh: dict[str, Any], spec: dict[str, Any], planes: int,
+              name: str) -> dict[str, Any]:
         """The setup's size, or 422 when it needs more than this service may use."""
-        size = _size(mesh, spec)
+        size = _size(mesh, spec, planes)
         if size["bytes"] > self.settings.compute_memory_mb * 2**20:
             raise ActionError(422, "too_large", f"{name} needs about "
                               f"{size['bytes'] / 2**20:,.0f} MiB for {size['cells']:,} cells, "
@@ -265,8 +266,7 @@ class FitTdService(ProjectService):
                 raise ActionError(409, "busy", f"job {self.job.id} is running (step "
                                   f"{self.job.step:,} of {self.job.steps:,}): cancel it or "
                                   "wait", "params.id")
-            state, _ = await self._entities([params.id])
-            setup = await self._setup(params.id, state)
+            state, setup = await self._setup(params.id, None)
             sim = await self._compute(self._build, *setup[1:])
             job = Job(uuid.uuid4().hex, params.id, state, author,
                       math.ceil(_duration(setup[2]) / sim.dt))
@@ -297,13 +297,15 @@ class FitTdService(ProjectService):
 
     def _job(self, wanted: str | None) -> Job:
         if self.job is None or (wanted is not None and wanted != self.job.id):
-            raise ActionError(404, "not_found", f"no job {wanted or ''} in this session"
-                              .replace("  ", " "), "params.job")
+            what = f"job {wanted}" if wanted else "job"
+            raise ActionError(404, "not_found", f"no {what} in this session", "params.job")
         return self.job
 
-    async def _setup(self, sim_id: str, state: int | None) -> tuple[Any, ...]:
-        """The simulation entity, and what _build takes: its mesh, spec, ports, probes,
-        planes and materials at `state`; 404/422 before anything is allocated."""
+    async def _setup(self, sim_id: str, state: int | None
+                     ) -> tuple[int | None, tuple[Any, ...]]:
+        """The model state read (`state`, or the head for None) and, at it, the simulation
+        entity and what _build takes: its mesh, spec, ports, plane waves, probes, planes and
+        materials; 404/422 before anything is allocated."""
         found = await self._model("entities", state=state)
         entities = found["entities"]
         sim = _find(entities, sim_id, "solver", "params.id")
@@ -313,7 +315,6 @@ class FitTdService(ProjectService):
             raise ActionError(404, "not_found", f"{sim['name']} is set up on mesh "
                               f"{spec['mesh']}, which the model no longer has: mesh again "
                               "and set it up anew", "params.id")
-        self._fits(mesh, spec, sim["name"])
         children = [e for e in entities if e.get("parent") == sim_id]
 
         def of(kind: str, role: str) -> list[dict[str, Any]]:
@@ -322,16 +323,18 @@ class FitTdService(ProjectService):
                     for e in children if e["kind"] == kind
                     and e["properties"].get(ROLE[kind]) == role]
         ports, waves = of("source", "port"), of("source", "plane wave")
+        planes = of("data", "plane")
+        self._fits(mesh, spec, len(planes), sim["name"])
         if not waves and not any(p.get("excited") for p in ports):
             raise ActionError(422, "invalid_setup", f"{sim['name']} has no excited port and "
                               "no plane wave: nothing would drive it", "params.id")
-        return (sim, mesh, spec, ports, waves, of("data", "probe"), of("data", "plane"),
-                _materials(mesh, entities))
+        return found["state"], (sim, mesh, spec, ports, waves, of("data", "probe"), planes,
+                                _materials(mesh, entities))
 
     async def _resume(self, job: Job) -> None:
         """Carry on a job a previous process of this service was running."""
         try:
-            setup = await self._setup(job.simulation, job.state)
+            _, setup = await self._setup(job.simulation, job.state)
             simulation = await self._compute(self._build, *setup[1:])
             if job.checkpoint is not None:
                 saved = await self._compute(self._load_checkpoint, job.checkpoint)
@@ -452,19 +455,20 @@ class FitTdService(ProjectService):
             v, i = sim.port_signals(source.port.name)
             a_in, _ = waves(v, i, sim.dt, source.port.resistance, band)
             arrays, labels = {}, []
+            into = list(sim.ports.values()).index(source) + 1
             for n, port in enumerate(sim.ports.values()):
                 v, i = sim.port_signals(port.port.name)
                 _, b = waves(v, i, sim.dt, port.port.resistance, band)
                 arrays[f"x{n}"] = band / 1e9
                 arrays[f"y{n}"] = 20 * np.log10(np.abs(b / a_in) + 1e-300)
-                labels.append(f"S{n + 1}1 ({port.port.name})")
+                labels.append(f"S{n + 1}{into} ({port.port.name})")
             series("S-parameters", arrays, labels=labels, x_label="frequency (GHz)",
                    y_label="|S| (dB)", title=f"S-parameters, {source.port.name} excited",
                    ports=[p.port.name for p in sim.ports.values()])
         for plane in sorted({name.split(":")[0] for name in sim.monitors}):
             parts = [sim.monitors[f"{plane}:{c}"] for c in ("ex", "ey", "ez")]
             for f_index, frequency in enumerate(parts[0].frequencies.tolist()):
-                magnitude = _plane_magnitude(sim, parts, f_index)
+                magnitude = _plane_magnitude(parts, f_index)
                 out = io.BytesIO()
                 np.save(out, magnitude.astype(np.float32))
                 a = next(a for a, w in enumerate(parts[0].where) if not isinstance(w, slice))
@@ -541,8 +545,9 @@ def _duration(spec: dict[str, Any]) -> float:
     return float(spec.get("duration") or 20.0 / spec["f_min"])
 
 
-def _size(mesh: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Cells, time steps and memory of a setup on `mesh`, from its recorded facts alone."""
+def _size(mesh: dict[str, Any], spec: dict[str, Any], planes: int) -> dict[str, Any]:
+    """Cells, time steps and memory of a setup with `planes` |E| planes on `mesh`, from its
+    recorded facts alone."""
     from twinstack.sim.fit_td.grid import C0
 
     props = mesh["properties"]
@@ -559,8 +564,8 @@ def _size(mesh: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
                           f"{steps:,} steps, over {MAX_STEPS:,}: shorten it or use larger "
                           "cells", "params.duration")
     word = 4 if spec["precision"] == "float32" else 8
-    plane_bytes = 3 * 16 * len(spec["frequencies"]) * cells ** (2 / 3)
-    memory = cells * (6 * word + 12 + SETUP_BYTES_PER_CELL) + plane_bytes * 8
+    plane_bytes = 3 * 16 * len(spec["frequencies"]) * cells ** (2 / 3)  # complex128 phasors
+    memory = cells * (6 * word + 12 + SETUP_BYTES_PER_CELL) + plane_bytes * planes
     return {"cells": cells, "steps": steps, "bytes": int(memory)}
 
 
@@ -581,25 +586,17 @@ def _materials(mesh: dict[str, Any], entities: list[dict[str, Any]]
     return table
 
 
-def _plane_magnitude(sim: Any, parts: list[Any], f_index: int) -> np.ndarray:
-    """|E| at the plane's nodes from the three components' phasors (each averaged from its
-    edges onto the nodes)."""
-    total = None
+def _plane_magnitude(parts: list[Any], f_index: int) -> np.ndarray:
+    """|E| at the plane's nodes from the ex, ey, ez phasors of its three DFT monitors (a
+    component lying in the plane is on edge centres along its own axis: averaged onto the
+    nodes, the end ones repeated)."""
+    total = np.zeros(())
     for axis, part in enumerate(parts):
         phasor = part.phasors[f_index]
-        kept = [a for a in range(3) if not isinstance(part.where[a], slice)]
-        in_plane = [a for a in range(3) if a not in kept]
-        nodal = phasor
-        for position, a in enumerate(in_plane):
-            if a == axis:  # edge centres along this axis: average onto its nodes
-                pad = [(0, 0), (0, 0)]
-                pad[position] = (1, 1)
-                padded = np.pad(nodal, pad, mode="edge")
-                lo = [slice(None), slice(None)]
-                hi = [slice(None), slice(None)]
-                lo[position], hi[position] = slice(None, -1), slice(1, None)
-                nodal = (padded[tuple(lo)] + padded[tuple(hi)]) / 2
-        square = np.abs(nodal) ** 2
-        total = square if total is None else total + square
-    assert total is not None
+        in_plane = [a for a in range(3) if isinstance(part.where[a], slice)]
+        if axis in in_plane:
+            along = np.moveaxis(phasor, in_plane.index(axis), 0)
+            padded = np.concatenate([along[:1], along, along[-1:]])
+            phasor = np.moveaxis((padded[1:] + padded[:-1]) / 2, 0, in_plane.index(axis))
+        total = total + np.abs(phasor) ** 2
     return np.sqrt(total)

@@ -25,6 +25,8 @@ FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
 WALLS = ("pec", "pmc", "pml")
 # H without its ghost layers (kernels.py): the field of every cell face
 INNER = {"hx": np.s_[:, 1:-1, 1:-1], "hy": np.s_[1:-1, :, 1:-1], "hz": np.s_[1:-1, 1:-1, :]}
+
+
 @dataclass(frozen=True)
 class EdgeSource:
     """A current of `amplitude` * waveform(t) amperes along the `component` edge nearest

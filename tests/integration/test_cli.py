@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from tests.conftest import free_port
+from tests.platform_fixtures import free_port_block
 
 
 def twinstack(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -61,15 +60,7 @@ def _alive(pid: int) -> bool:
 
 def test_up_runs_the_platform_and_stops_everything(tmp_path: Path):
     data = tmp_path / "data"
-    port = free_port()
-    while True:  # the platform uses port + 10 and + 11 as well
-        with socket.socket() as a, socket.socket() as b:
-            try:
-                a.bind(("127.0.0.1", port + 10))
-                b.bind(("127.0.0.1", port + 11))
-                break
-            except OSError:
-                port = free_port()
+    port = free_port_block()  # the platform takes --port and the 19 above it
     up = subprocess.Popen([sys.executable, "-m", "twinstack", "up", "--data-dir", str(data),
                            "--port", str(port)], stdout=subprocess.PIPE, text=True)
     try:

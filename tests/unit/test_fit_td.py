@@ -25,6 +25,7 @@ from twinstack.sim.fit_td.monitors import FieldDFT, Snapshot
 from twinstack.sim.fit_td.planewave import PlaneWave
 from twinstack.sim.fit_td.pml import ETA0
 from twinstack.sim.fit_td.ports import LumpedPort, waves
+from twinstack.sim.fit_td.solver import LEVELS
 from twinstack.sim.fit_td.spectrum import dft, peak_frequency
 
 BOX = (1.0, 0.6, 0.8)  # metres: a x b x d
@@ -436,45 +437,68 @@ def test_a_plane_wave_box_needs_room_in_the_grid():
                                                 GaussianPulse(1e-9))])
 
 
-def test_one_sweep_equals_two_passes_bit_for_bit():
-    """kernels.sweep: H and E in one sweep (blocks of planes) against H, then E,
-    from the same random fields, with materials and the CPML on every face: every field and
-    every psi identical, for one block and for several."""
+def test_temporal_blocks_equal_step_by_step_bit_for_bit():
+    """kernels.leap: 12 steps as wavefronts of 2 to 6 steps over 1 to 5 tiles of x planes
+    (tiles on one anti-diagonal in parallel) against step by step, H then E over all planes,
+    from the same random fields, with materials, the CPML on every face, a source, a port,
+    a probe and a DFT plane: every field, every psi and every value the monitors read
+    identical."""
     from twinstack.sim.fit_td import kernels
-    from twinstack.sim.fit_td.solver import _run_arrays
 
     grid = YeeGrid.uniform((0.3, 0.2, 0.25), 0.01)
     cells = np.zeros(grid.shape, np.uint8)
     cells[8:20, 5:15, 6:18] = 1
     faces = {face: "pml" for face in ("x-", "x+", "y-", "y+", "z-", "z+")}
-    rng = np.random.default_rng(5)
+    steps, planes = 12, grid.shape[0] + 1
 
-    def fresh() -> Simulation:
+    def blocked(levels: int, tiles: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        rng = np.random.default_rng(5)  # the same start for every schedule
         sim = Simulation(grid, sources=[EdgeSource("ez", (0.15, 0.1, 0.12), GaussianPulse(1e-9))],
+                         ports=[LumpedPort("p", "ey", (0.1, 0.08, 0.1), (0.11, 0.12, 0.1), 50.0,
+                                           GaussianPulse(1e-9))],
+                         probes=[Probe("a", "ex", (0.2, 0.1, 0.1))],
+                         monitors=[FieldDFT("d", "ez", "y", 0.1, frequencies=(1e9,))],
                          materials=[Material(), Material(4.4, 0.02)], cells=cells, walls=faces)
         for array in (*sim.e.values(), *sim.h.values(), *(t[3] for t in sim.terms)):
             array[...] = rng.standard_normal(array.shape)
-        return sim
+        rows, scales = sim.sources.arrays()
+        waves = sim.sources.values(0, steps, sim.dt)
+        tapped = np.empty((steps, sim.taps.columns), np.float32)
+        starts = np.linspace(0, planes, tiles + 1).astype(np.int64)
+        assert np.diff(starts).min() >= levels + 2
+        if levels:
+            kernels.leap(*sim.arguments(), starts, levels, steps // levels, kernels.BOTH, rows,
+                         scales, waves, sim.taps.array(), tapped)
+        for s in range(0 if levels else steps):
+            for half in (kernels.H_ONLY, kernels.E_ONLY):
+                kernels.leap(*sim.arguments(), np.array([0, planes]), 1, 1, half, rows, scales,
+                             np.ascontiguousarray(waves[:, s:s + 1]), sim.taps.array(),
+                             tapped[s:s + 1])
+        return sim.state(), tapped
 
-    for blocks in (1, 3, 7):
-        one, two = fresh(), fresh()
-        for name, array in one.state().items():  # the same start
-            if name != "steps":
-                two.state()[name][...] = array
-        ch = np.float32(one.dt / one.mu)
-        starts = np.linspace(0, grid.shape[0] + 1, blocks + 1).astype(np.int64)
-        for sim, fused in ((one, True), (two, False)):
-            e, h = sim.e, sim.h
-            fields = (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"])
-            runs = [_run_arrays(sim.runs[c]) for c in COMPONENTS]
-            arguments = (*fields, *sim.inverse, ch, *sim.inverse_dual, sim.lo, sim.hi, *runs[0],
-                         *runs[1], *runs[2], sim.terms, starts)
-            for _ in range(3):
-                if fused:
-                    kernels.sweep(*arguments, kernels.BOTH)
-                    kernels.sweep(*arguments, kernels.FIRST_NODES)
-                else:
-                    kernels.sweep(*arguments, kernels.H_ONLY)
-                    kernels.sweep(*arguments, kernels.E_ONLY)
-        for name, array in one.state().items():
-            assert np.array_equal(array, two.state()[name]), (blocks, name)
+    reference, read = blocked(0, 1)
+    for levels, tiles in ((1, 1), (2, 3), (3, 5), (4, 1), (4, 5), (6, 3)):
+        state, tapped = blocked(levels, tiles)
+        assert np.array_equal(tapped, read), (levels, tiles)
+        for name, array in state.items():
+            assert np.array_equal(array, reference[name]), (levels, tiles, name)
+
+
+def test_a_run_in_blocks_equals_a_run_step_by_step():
+    """Simulation.run: blocks of 4 steps and a remainder give the probe, port and DFT results
+    of a run one step at a time, bit for bit."""
+    grid = YeeGrid.uniform((0.3, 0.2, 0.25), 0.01)
+    results = []
+    for levels in (1, LEVELS):
+        sim = Simulation(grid, ports=[LumpedPort("p", "ez", (0.1, 0.1, 0.1), (0.1, 0.1, 0.13),
+                                                 50.0, GaussianPulse(2e-10))],
+                         probes=[Probe("a", "ez", (0.2, 0.12, 0.12))],
+                         monitors=[FieldDFT("d", "ez", "z", 0.12, frequencies=(1e9, 2e9))],
+                         walls={"x+": "pml", "y-": "pmc"})
+        sim.levels = levels
+        sim.run(103)
+        results.append((sim.signal("a")[1], *sim.port_signals("p"),
+                        sim.monitors["d"].phasors))  # type: ignore[attr-defined]
+    for one, blocked in zip(*results, strict=True):
+        assert np.array_equal(one, blocked)
+

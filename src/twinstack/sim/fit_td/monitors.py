@@ -76,7 +76,8 @@ class Recorder:
     where: tuple[int | slice, ...]
     position: float = field(init=False, default=0.0)  # where the plane was asked for
 
-    def record(self, step: int, t: float, dt: float) -> None:
+    def record(self, step: int, t: float, dt: float, plane: np.ndarray) -> None:
+        """Take the plane's values at whole step `step` (time t)."""
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
@@ -95,9 +96,9 @@ class DFTRecorder(Recorder):
         plane = self.array[self.where]
         self.phasors = np.zeros((self.frequencies.size, *plane.shape), np.complex128)
 
-    def record(self, step: int, t: float, dt: float) -> None:
+    def record(self, step: int, t: float, dt: float, plane: np.ndarray) -> None:
         turn = np.exp(-2j * np.pi * self.frequencies * t) * dt
-        self.phasors += turn[:, None, None] * self.array[self.where][None]
+        self.phasors += turn[:, None, None] * plane[None]
 
     def state(self) -> dict[str, np.ndarray]:
         return {"phasors": self.phasors}
@@ -112,9 +113,9 @@ class SnapshotRecorder(Recorder):
     frames: list[np.ndarray] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
 
-    def record(self, step: int, t: float, dt: float) -> None:
+    def record(self, step: int, t: float, dt: float, plane: np.ndarray) -> None:
         if step % self.every == 0:
-            self.frames.append(self.array[self.where].copy())
+            self.frames.append(plane.copy())
             self.steps.append(step)
 
     def state(self) -> dict[str, np.ndarray]:

@@ -62,13 +62,13 @@ class PortEdges:
         a, b, c = (slice(*r) for r in self.ranges)
         return (a, b, c)
 
-    def voltage(self, field: np.ndarray) -> float:
-        """-integral E dl along the port, averaged over its parallel lines."""
-        values = field[self.index].astype(np.float64)
-        shape = [1, 1, 1]
-        shape[self.axis] = self.lengths.size
-        along = (values * self.lengths.reshape(shape)).sum(axis=self.axis)
-        return -float(along.mean())
+    def voltages(self, values: np.ndarray) -> list[float]:
+        """-integral E dl along the port, averaged over its parallel lines, at each step:
+        `values` (steps, *the port's box) its edges' E."""
+        shape = [1, 1, 1, 1]
+        shape[1 + self.axis] = self.lengths.size
+        along = (values.astype(np.float64) * self.lengths.reshape(shape)).sum(axis=1 + self.axis)
+        return (-along.reshape(len(values), -1).mean(axis=1)).tolist()
 
 
 def place(port: LumpedPort, grid: YeeGrid) -> PortEdges:

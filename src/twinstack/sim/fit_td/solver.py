@@ -6,8 +6,9 @@ the test of the implementation). `state()` / `restore()` make a checkpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -21,6 +22,8 @@ from twinstack.sim.fit_td.ports import LumpedPort, PortEdges, place
 from twinstack.sim.fit_td.sources import Waveform
 
 PARALLEL_CELLS = 32_768  # fewer cells: one thread (measured: 2 threads were slower at 20^3)
+LEVELS = 4  # time steps per temporal block (kernels.leap)
+TAPPED_BYTES = 32 * 2**20  # the monitors' values kept between two calls of the kernel at most
 FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
 WALLS = ("pec", "pmc", "pml")
 # H without its ghost layers (kernels.py): the field of every cell face
@@ -48,20 +51,64 @@ class Probe:
 
 
 @dataclass
-class _Placed:
-    array: np.ndarray  # the E component it is on
-    index: tuple[int | slice, ...]
-    scale: float | np.ndarray = 1.0
-    waveform: Waveform | None = None
-
-
-@dataclass
 class _Port:
     port: LumpedPort
     edges: PortEdges
-    drive: _Placed | None
+    tap: tuple[slice, tuple[int, ...]]  # its edges' E in the taps
     voltages: list[float] = field(default_factory=list)
     driven: list[float] = field(default_factory=list)  # V_s at each half step
+
+
+class _Sources:
+    """The currents on edges as the kernel takes them (kernels._drive): a row per edge
+    (component, i, j, k, waveform), its scale, and each waveform's values over a run."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, int, int, int]] = []
+        self.scales: list[float] = []
+        self.waveforms: list[Waveform] = []
+
+    def add(self, component: str, index: tuple[int, int, int], scale: float,
+            waveform: Waveform) -> None:
+        if all(w is not waveform for w in self.waveforms):  # a sheet of edges shares one
+            self.waveforms.append(waveform)
+        self.rows.append((COMPONENTS.index(component), *index, self.row(waveform)))
+        self.scales.append(scale)
+
+    def row(self, waveform: Waveform) -> int:
+        return [id(w) for w in self.waveforms].index(id(waveform))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(self.rows, np.int64).reshape(-1, 5), np.array(self.scales, np.float64)
+
+    def values(self, first: int, count: int, dt: float) -> np.ndarray:
+        """Each waveform at the half steps first + 1/2 .. first + count - 1/2."""
+        return np.array([[float(w((n + 0.5) * dt)) for n in range(first, first + count)]
+                         for w in self.waveforms], np.float64).reshape(-1, count)
+
+
+class _Taps:
+    """The boxes of E the monitors read, as the kernel copies them (kernels._tap): a row per
+    box (component, x0, x1, y0, y1, z0, z1, first column), each step's values side by side."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, ...]] = []
+        self.columns = 0
+
+    def add(self, component: str, index: tuple[int | slice, ...], shape: tuple[int, ...]
+            ) -> tuple[slice, tuple[int, ...]]:
+        """A box for e[component][index]: its columns and the shape its values take."""
+        ranges = [(i, i + 1) if isinstance(i, int) else i.indices(n)[:2]
+                  for i, n in zip(index, shape, strict=True)]
+        size = int(np.prod([b - a for a, b in ranges]))
+        self.rows.append((COMPONENTS.index(component), *(v for r in ranges for v in r),
+                          self.columns))
+        columns = slice(self.columns, self.columns + size)
+        self.columns += size
+        return columns, tuple(b - a for a, b in ranges)
+
+    def array(self) -> np.ndarray:
+        return np.array(self.rows, np.int64).reshape(-1, 8)
 
 
 class Simulation:
@@ -125,17 +172,24 @@ class Simulation:
         self.terms = pml.terms(grid, self.pml_cells, self.dt, self.lo, self.hi, self.runs,
                                self.dtype, self.inverse, self.inverse_dual)
         self.steps = 0
-        self.sources = [self._place_source(s) for s in sources]
+        self.levels = LEVELS
+        self.sources = _Sources()
+        for source in sources:
+            self._place_source(source)
+        self.taps = _Taps()
         self.ports = {port.name: self._place_port(port, edges) for port, edges in placed_ports}
-        self.probes = {p.name: self._place(p.component, p.point) for p in probes}
+        self.probes = {p.name: self._tap(p.component, self._place(p.component, p.point))[0]
+                       for p in probes}
         self.samples: dict[str, list[float]] = {name: [] for name in self.probes}
         self.monitors = {m.name: m.placed(grid, self.e) for m in monitors}
+        self.planes = {m.name: self._tap(m.component, self.monitors[m.name].where)
+                       for m in monitors}
         self.boxes = [TotalFieldBox(grid, w, self.dt, self.runs["ex"], self.runs["ez"])
                       for w in plane_waves]
 
     # setup ------------------------------------------------------------------------------------
 
-    def _place(self, component: str, point: tuple[float, float, float]) -> _Placed:
+    def _place(self, component: str, point: tuple[float, float, float]) -> tuple[int, int, int]:
         if component not in COMPONENTS:
             raise ValueError(f"component must be one of {', '.join(COMPONENTS)}, not "
                              f"{component!r}")
@@ -149,90 +203,115 @@ class Simulation:
             if index[a] < low or index[a] > n - high - (1 if a == axis else 0):
                 raise ValueError(f"the {component} edge at {tuple(point)} lies in the PML "
                                  f"along {'xyz'[a]}: move it inside")
-        return _Placed(self.e[component], index)
+        return index
 
-    def _place_source(self, source: EdgeSource) -> _Placed:
-        placed = self._place(source.component, source.point)
+    def _tap(self, component: str, index: tuple[int | slice, ...]
+             ) -> tuple[slice, tuple[int, ...]]:
+        return self.taps.add(component, index, self.e[component].shape)
+
+    def _place_source(self, source: EdgeSource) -> None:
+        index = self._place(source.component, source.point)
         axis = COMPONENTS.index(source.component)
-        index = self.grid.edge_index(source.component, source.point)
         area = np.prod([self.grid.dual[a][index[a]] for a in range(3) if a != axis])
         runs = self.runs[source.component]
         cb = float(runs.cb[runs.classes[index]])
-        placed.scale = -cb * source.amplitude / float(area)
-        placed.waveform = source.waveform
-        return placed
+        self.sources.add(source.component, index, -cb * source.amplitude / float(area),
+                         source.waveform)
 
     def _place_port(self, port: LumpedPort, edges: PortEdges) -> _Port:
         """A port's drive: the current V_s/R spread evenly over its cross-section."""
-        runs = self.runs[port.component]
-        drive = None
         if port.waveform is not None:
+            runs = self.runs[port.component]
             cb = runs.cb[runs.classes[edges.index]].astype(np.float64)
-            drive = _Placed(self.e[port.component], edges.index,
-                            -cb * port.amplitude / (port.resistance * edges.area),
-                            port.waveform)
-        return _Port(port, edges, drive)
+            scales = -cb * port.amplitude / (port.resistance * edges.area)
+            starts = [r[0] for r in edges.ranges]
+            for offset in np.ndindex(*scales.shape):
+                index = (starts[0] + offset[0], starts[1] + offset[1], starts[2] + offset[2])
+                self.sources.add(port.component, index, float(scales[offset]), port.waveform)
+        return _Port(port, edges, self._tap(port.component, edges.index))
 
     # time stepping ----------------------------------------------------------------------------
 
-    def run(self, steps: int, progress: Callable[[int], None] | None = None) -> None:
+    def run(self, steps: int) -> None:
         """Advance `steps` time steps (H, then E with the sources at the half step). A small
         grid runs on one thread: waking the others would cost more than its sweep."""
         before = numba.get_num_threads()
         numba.set_num_threads(1 if self.grid.cells < PARALLEL_CELLS else before)
         try:
-            self._advance(steps, progress)
+            room = max(self.levels, TAPPED_BYTES // max(1, self.taps.columns
+                                                        * self.dtype.itemsize))
+            while steps:
+                count = min(steps, room)
+                if count >= self.levels:
+                    count -= count % self.levels
+                self._leap(count)
+                steps -= count
         finally:
             numba.set_num_threads(before)
 
-    def _advance(self, steps: int, progress: Callable[[int], None] | None) -> None:
-        ch = self.dtype.type(self.dt / self.mu)
+    def _leap(self, count: int) -> None:
+        """`count` steps in one call of the kernel (temporally blocked), or step by step
+        where a plane wave's box corrects H and E between the two halves; then the taps'
+        values to the monitors."""
+        ch, e, h = self.dtype.type(self.dt / self.mu), self.e, self.h
+        waves = self.sources.values(self.steps, count, self.dt)
+        tapped = np.empty((count, self.taps.columns), self.dtype)
+        if not self.boxes:
+            levels = min(self.levels, count)
+            self._kernel(kernels.BOTH, levels, count // levels, waves, tapped)
+        for s in range(count if self.boxes else 0):
+            step = np.ascontiguousarray(waves[:, s:s + 1])
+            self._kernel(kernels.H_ONLY, 1, 1, step, tapped[s:s + 1])
+            for box in self.boxes:
+                box.correct_h(h, ch, self.inverse)
+            self._kernel(kernels.E_ONLY, 1, 1, step, tapped[s:s + 1])
+            for box in self.boxes:
+                box.correct_e(e, self.inverse_dual)
+        self._feed(tapped, waves)
+        self.steps += count
+
+    def arguments(self) -> tuple[Any, ...]:
+        """kernels.leap's first arguments: fields, spacings, walls, runs and CPML terms."""
         e, h = self.e, self.h
         (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
-        fields = (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"])
-        blocks = max(1, min(numba.get_num_threads(), (self.grid.shape[0] + 1) // 4))
-        starts = np.linspace(0, self.grid.shape[0] + 1, blocks + 1).astype(np.int64)
-        drives = self.sources + [p.drive for p in self.ports.values() if p.drive is not None]
-        arguments = (*fields, ix, iy, iz, ch, dx, dy, dz, self.lo, self.hi, *x, *y, *z,
-                     self.terms, starts)
-        for _ in range(steps):
-            self._record()
-            if not self.boxes:  # H and E in one sweep
-                kernels.sweep(*arguments, kernels.BOTH)
-                kernels.sweep(*arguments, kernels.FIRST_NODES)
-            else:  # a plane wave's box corrects H between the two
-                kernels.sweep(*arguments, kernels.H_ONLY)
-                for box in self.boxes:
-                    box.correct_h(h, ch, self.inverse)
-                kernels.sweep(*arguments, kernels.E_ONLY)
-                for box in self.boxes:
-                    box.correct_e(e, self.inverse_dual)
-            t = (self.steps + 0.5) * self.dt
-            values: dict[int, float] = {}  # a sheet of edges shares one waveform: once a step
-            for drive in drives:
-                assert drive.waveform is not None
-                key = id(drive.waveform)
-                if key not in values:
-                    values[key] = float(drive.waveform(t))
-                drive.array[drive.index] += drive.scale * values[key]
-            for port in self.ports.values():
-                waveform = port.port.waveform
-                port.driven.append(0.0 if waveform is None else
-                                   port.port.amplitude * values[id(waveform)])
-            self.steps += 1
-            if progress is not None:
-                progress(self.steps)
+        return (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
+                self.dtype.type(self.dt / self.mu), dx, dy, dz, self.lo, self.hi, *x, *y, *z,
+                self.terms)
 
-    def _record(self) -> None:
-        """The monitors at whole step `self.steps` (E(n), before it is advanced)."""
-        for name, probe in self.probes.items():
-            self.samples[name].append(float(probe.array[probe.index]))
+    def _kernel(self, mode: int, levels: int, blocks: int, waves: np.ndarray,
+                tapped: np.ndarray) -> None:
+        rows, scales = self.sources.arrays()
+        tiles = self._tiles(levels if mode == kernels.BOTH else 0)
+        arguments = (*self.arguments(), tiles, levels, blocks, mode, rows, scales, waves,
+                     self.taps.array(), tapped)
+        kernels.leap(*arguments)
+
+    def _tiles(self, levels: int) -> np.ndarray:
+        """Where the tiles of x planes start (and the end): two per thread for the temporal
+        blocks (tiles on alternate anti-diagonals run together; each wider than `levels` +
+        1 planes), one per thread for a half step (`levels` 0)."""
+        planes, threads = self.grid.shape[0] + 1, numba.get_num_threads()
+        tiles = min(2 * threads, planes // (levels + 2)) if levels else min(threads, planes // 4)
+        return np.linspace(0, planes, max(1, tiles) + 1).astype(np.int64)
+
+    def _feed(self, tapped: np.ndarray, waves: np.ndarray) -> None:
+        """The monitors' share of the taps, step by step from `self.steps` (E(n) before it
+        was advanced), and each port's source voltage at the half steps."""
+        for name, columns in self.probes.items():
+            self.samples[name].extend(tapped[:, columns.start].tolist())
         for port in self.ports.values():
-            port.voltages.append(port.edges.voltage(self.e[port.port.component]))
-        t = self.steps * self.dt
-        for monitor in self.monitors.values():
-            monitor.record(self.steps, t, self.dt)
+            columns, box = port.tap
+            port.voltages.extend(port.edges.voltages(tapped[:, columns].reshape(-1, *box)))
+            waveform = port.port.waveform
+            port.driven.extend(np.zeros(len(tapped)) if waveform is None else
+                               port.port.amplitude * waves[self.sources.row(waveform)])
+        for name, recorder in self.monitors.items():
+            columns, box = self.planes[name]
+            shape = recorder.array[recorder.where].shape
+            for s, values in enumerate(tapped[:, columns]):
+                step = self.steps + s
+                recorder.record(step, step * self.dt, self.dt, values.reshape(shape))
 
     # results ----------------------------------------------------------------------------------
 
@@ -265,10 +344,12 @@ class Simulation:
         no_pml = pml.terms(g, [(0, 0)] * 3, self.dt, self.lo, self.hi, self.runs, self.dtype,
                            (), ())
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
-        kernels.sweep(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
-                      *self.inverse, self.dtype.type(self.dt / self.mu), *self.inverse_dual,
-                      self.lo, self.hi, *x, *y, *z, no_pml, np.array([0, g.shape[0] + 1]),
-                      kernels.H_ONLY)
+        none = np.zeros((0, 8), np.int64)
+        kernels.leap(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
+                     *self.inverse, self.dtype.type(self.dt / self.mu), *self.inverse_dual,
+                     self.lo, self.hi, *x, *y, *z, no_pml, np.array([0, g.shape[0] + 1]), 1, 1,
+                     kernels.H_ONLY, none[:, :5], np.zeros(0), np.zeros((0, 1)), none,
+                     np.zeros((1, 0), self.dtype))
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]

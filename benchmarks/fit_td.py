@@ -3,7 +3,8 @@ problems in the same run (fdtd_peers.py: vacuum in a PEC box; three lossy dielec
 with an 8-cell CPML on every face), with this machine's memory bandwidth (a STREAM-like triad
 and an in-place update, numba, all cores) and the bytes per cell-update our rate implies.
 
-Prints JSON; `ratio` is ours over each peer's. Install the peers with
+Prints JSON; `ratio` is ours over each peer's; `twinstack_gpu` the same problems on the GPU
+backend where numba finds a GPU. Install the peers with
 `scripts/benchmark-peers.sh`; without them each peer's entry says why it is missing.
 Run: `.venv/bin/python benchmarks/fit_td.py [--sizes 100 200] [--steps 100] [--no-peers]`.
 """
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fdtd_peers import CASES, DX, F_SOURCE, PML_CELLS, dielectric_blocks, gprmax_rate, openems_rate
 from timing import machine
 
-from twinstack.sim.fit_td import EdgeSource, GaussianPulse, Material, Simulation, YeeGrid
+from twinstack.sim.fit_td import EdgeSource, GaussianPulse, Material, Simulation, YeeGrid, gpu
 
 BANDWIDTH_BYTES = 3 * 2**26 * 4  # three float32 arrays of 256 MiB in all: far beyond the caches
 
@@ -64,7 +65,7 @@ def bandwidth(repeats: int = 10) -> dict[str, float]:
             "in_place_gb_s": round(3 * 4 * n / best["in_place"] / 1e9, 2)}
 
 
-def problem(size: int, case: str) -> Simulation:
+def problem(size: int, case: str, backend: str = "cpu") -> Simulation:
     """The peers' problem (fdtd_peers.py): size^3 cells of 5 mm, a z-directed source at the
     centre; "vacuum" in a PEC box, "materials_cpml" with three blocks and an 8-cell CPML on
     every face."""
@@ -72,7 +73,7 @@ def problem(size: int, case: str) -> Simulation:
     centre = (size // 2 * DX, size // 2 * DX, (size // 2 + 0.5) * DX)
     source = [EdgeSource("ez", centre, GaussianPulse.up_to(F_SOURCE))]
     if case == "vacuum":
-        return Simulation(grid, sources=source)
+        return Simulation(grid, sources=source, backend=backend)
     cells = np.zeros(grid.shape, np.uint8)
     table = [Material()]
     for n, (eps_r, sigma, (lo, hi)) in enumerate(dielectric_blocks(size), start=1):
@@ -80,12 +81,13 @@ def problem(size: int, case: str) -> Simulation:
         table.append(Material(eps_r, sigma))
     faces = {face: "pml" for face in ("x-", "x+", "y-", "y+", "z-", "z+")}
     return Simulation(grid, sources=source, materials=table, cells=cells, walls=faces,
-                      pml_cells=PML_CELLS)
+                      pml_cells=PML_CELLS, backend=backend)
 
 
-def rate(size: int, case: str, steps: int, repeats: int = 3) -> float:
-    """Cell-updates per second (best of `repeats` runs of `steps`)."""
-    sim = problem(size, case)
+def rate(size: int, case: str, steps: int, repeats: int = 3, backend: str = "cpu") -> float:
+    """Cell-updates per second (best of `repeats` runs of `steps`; on the GPU each run
+    includes copying the fields back, as a run does)."""
+    sim = problem(size, case, backend)
     sim.run(2)  # compiled and paged in
     best = np.inf
     for _ in range(repeats):
@@ -105,6 +107,15 @@ def peers(size: int, case: str, steps: int, threads: int) -> dict[str, Any]:
             found[name] = {"error": f"{type(exc).__name__}: {exc} (install the peers with "
                                     "scripts/benchmark-peers.sh)"}
     return found
+
+
+def on_gpu(args: argparse.Namespace) -> dict[str, Any]:
+    """The same problems on the GPU backend (sim/fit_td/gpu.py), 10x the steps, or why not."""
+    if not gpu.available():
+        return {"error": "numba finds no CUDA GPU here"}
+    return {f"{case}_{size}": {"cell_updates_per_s": round(rate(size, case, 10 * args.steps,
+                                                                backend="gpu") / 1e6, 1) * 1e6}
+            for size in args.sizes for case in args.cases}
 
 
 def main() -> int:
@@ -131,7 +142,7 @@ def main() -> int:
                                   if "cell_updates_per_s" in found}
             cases[f"{case}_{size}"] = entry
     print(json.dumps({"machine": machine(numba=numba.__version__), "memory": memory,
-                      "twinstack": cases}))
+                      "twinstack": cases, "twinstack_gpu": on_gpu(args)}))
     return 0
 
 

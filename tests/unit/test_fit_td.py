@@ -6,7 +6,12 @@ computed."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -502,3 +507,18 @@ def test_a_run_in_blocks_equals_a_run_step_by_step():
     for one, blocked in zip(*results, strict=True):
         assert np.array_equal(one, blocked)
 
+
+
+def test_the_gpu_kernels_give_the_cpu_kernels_fields():
+    """gpu.py's kernels on numba's CUDA simulator (no GPU here; where there is one, `auto`
+    takes it) against the CPU's from the same random fields: every field, psi, probe, port
+    and DFT value within float32 rounding (1e-6 of its largest), so every term of the update
+    and the CPML is there and in the right place."""
+    check = Path(__file__).with_name("fit_td_gpu_check.py")
+    done = subprocess.run([sys.executable, str(check)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1"})
+    assert done.returncode == 0, done.stderr
+    differences = json.loads(done.stdout)
+    assert {"ex", "hz", "psi0", "psi11", "probe:a", "port:p:v", "monitor:d:phasors"} <= \
+        set(differences)
+    assert max(differences.values()) < 1e-6, differences

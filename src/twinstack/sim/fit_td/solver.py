@@ -13,7 +13,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from twinstack.sim.fit_td import kernels, pml
+from twinstack.sim.fit_td import gpu, kernels, pml
 from twinstack.sim.fit_td.grid import COMPONENTS, EPS0, MU0, YeeGrid
 from twinstack.sim.fit_td.materials import EdgeRuns, Material, cell_properties, edge_runs
 from twinstack.sim.fit_td.monitors import PlaneMonitor
@@ -117,7 +117,8 @@ class Simulation:
     `pec_edges` (optional, one bool array per E component) edges held at 0; mu_r is one value
     for the whole box. Each outer face is a PEC wall (the default), a PMC wall or `pml`: its
     outermost `pml_cells` cells absorb (`walls={"y-": "pmc", "z+": "pml"}`). `dtype`
-    float32 (the default) or float64."""
+    float32 (the default) or float64. `backend` "cpu", "gpu" (gpu.py) or "auto": the GPU
+    where there is one."""
 
     def __init__(self, grid: YeeGrid, *, sources: Sequence[EdgeSource] = (),
                  ports: Sequence[LumpedPort] = (), plane_waves: Sequence[PlaneWave] = (),
@@ -127,7 +128,8 @@ class Simulation:
                  fill: np.ndarray | None = None,
                  pec_edges: Sequence[np.ndarray] | None = None, mu_r: float = 1.0,
                  courant: float = 0.99, dtype: type = np.float32,
-                 walls: dict[str, str] | None = None, pml_cells: int = 8) -> None:
+                 walls: dict[str, str] | None = None, pml_cells: int = 8,
+                 backend: str = "auto") -> None:
         if not sources and not plane_waves and not any(p.waveform is not None for p in ports):
             raise ValueError("a simulation needs at least one source (an edge source, an "
                              "excited port or a plane wave)")
@@ -186,6 +188,18 @@ class Simulation:
                        for m in monitors}
         self.boxes = [TotalFieldBox(grid, w, self.dt, self.runs["ex"], self.runs["ez"])
                       for w in plane_waves]
+        self.device = gpu.Device(self) if self._on_gpu(backend) else None
+
+    def _on_gpu(self, backend: str) -> bool:
+        """"auto": the GPU where numba finds one and the setup has no plane wave (its box
+        corrects the fields on the host between the halves of a step)."""
+        if backend not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"backend must be auto, cpu or gpu, not {backend!r}")
+        if backend == "gpu" and not gpu.available():
+            raise ValueError("backend gpu: numba finds no CUDA GPU here")
+        if backend == "gpu" and self.boxes:
+            raise ValueError("backend gpu: plane waves run on the CPU only")
+        return backend == "gpu" or (backend == "auto" and not self.boxes and gpu.available())
 
     # setup ------------------------------------------------------------------------------------
 
@@ -256,7 +270,9 @@ class Simulation:
         ch, e, h = self.dtype.type(self.dt / self.mu), self.e, self.h
         waves = self.sources.values(self.steps, count, self.dt)
         tapped = np.empty((count, self.taps.columns), self.dtype)
-        if not self.boxes:
+        if self.device is not None:
+            self.device.run(count, waves, tapped)
+        elif not self.boxes:
             levels = min(self.levels, count)
             self._kernel(kernels.BOTH, levels, count // levels, waves, tapped)
         for s in range(count if self.boxes else 0):
@@ -394,6 +410,8 @@ class Simulation:
             monitor.restore(_under(saved, f"monitor:{name}:"))
         for n, box in enumerate(self.boxes):
             box.line.restore(_under(saved, f"plane wave {n}:"))
+        if self.device is not None:
+            self.device.stale = True
 
 
 def _under(saved: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
 """Run by test_fit_td.py in a process of its own with NUMBA_ENABLE_CUDASIM=1 (numba reads it
 at import): the GPU kernels (sim/fit_td/gpu.py) on numba's CUDA simulator against the CPU
 kernels, from the same random fields, with materials, a CPML on three faces, PMC walls, a
-source, a port, a probe and a DFT plane. Prints each array's largest difference relative to
-its largest value, as JSON."""
+source, a port, a probe and a DFT plane; and the choice of backend when the GPU is too small.
+Prints each array's largest difference relative to its largest value, and what the choice
+did, as JSON."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import numpy as np
 
 from twinstack.sim.fit_td import EdgeSource, GaussianPulse, Material, Probe, Simulation, YeeGrid
+from twinstack.sim.fit_td import gpu as fitd_gpu
 from twinstack.sim.fit_td.monitors import FieldDFT
 from twinstack.sim.fit_td.ports import LumpedPort
 
@@ -43,9 +45,22 @@ def main() -> None:
         sim.restore(start)
         sim.run(STEPS)
     found, wanted = cpu.state(), gpu.state()
-    print(json.dumps({name: float(np.abs(found[name] - wanted[name]).max()
-                                  / max(np.abs(found[name]).max(), 1e-30))
-                      for name in found if found[name].size}))
+    differences = {name: float(np.abs(found[name] - wanted[name]).max()
+                               / max(np.abs(found[name]).max(), 1e-30))
+                   for name in found if found[name].size}
+    print(json.dumps({"differences": differences, "too_small": too_small()}))
+
+
+def too_small() -> dict[str, object]:
+    """A GPU with 16 kB free (the simulator reports infinite memory: its figure is replaced):
+    `auto` stays on the CPU, `gpu` says what it needs."""
+    fitd_gpu.free_bytes = lambda: 2.0**14
+    refused = ""
+    try:
+        simulation("gpu")
+    except ValueError as exc:
+        refused = str(exc)
+    return {"auto_on_gpu": simulation("auto").device is not None, "refused": refused}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -513,12 +514,17 @@ def test_the_gpu_kernels_give_the_cpu_kernels_fields():
     """gpu.py's kernels on numba's CUDA simulator (no GPU here; where there is one, `auto`
     takes it) against the CPU's from the same random fields: every field, psi, probe, port
     and DFT value within float32 rounding (1e-6 of its largest), so every term of the update
-    and the CPML is there and in the right place."""
+    and the CPML is there and in the right place. A simulation too big for the GPU's free
+    memory stays on the CPU under `auto`, and `gpu` says what it needs."""
     check = Path(__file__).with_name("fit_td_gpu_check.py")
     done = subprocess.run([sys.executable, str(check)], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "NUMBA_ENABLE_CUDASIM": "1"})
     assert done.returncode == 0, done.stderr
-    differences = json.loads(done.stdout)
+    found = json.loads(done.stdout)
+    differences = found["differences"]
     assert {"ex", "hz", "psi0", "psi11", "probe:a", "port:p:v", "monitor:d:phasors"} <= \
         set(differences)
     assert max(differences.values()) < 1e-6, differences
+    assert found["too_small"]["auto_on_gpu"] is False  # a GPU too small: the CPU runs it
+    assert re.fullmatch(r"backend gpu: the simulation needs 0\.03 MB, the GPU has 0\.02 MB free",
+                        found["too_small"]["refused"]), found["too_small"]

@@ -31,6 +31,20 @@ def available() -> bool:
     return bool(cuda.is_available())
 
 
+def free_bytes() -> float:
+    """The GPU's free memory."""
+    return float(cuda.current_context().get_memory_info().free)
+
+
+def bytes_needed(sim: Simulation) -> int:
+    """What a simulation takes on the GPU: its fields, the CPML's psi and cb, and a class
+    per edge (int32) for each E component."""
+    nx, ny, nz = sim.grid.shape
+    arrays = [*sim.e.values(), *sim.h.values(), *(t[3] for t in sim.terms),
+              *(t[4] for t in sim.terms[6:])]
+    return sum(a.nbytes for a in arrays) + 3 * 4 * (nx + 1) * (ny + 1) * (nz + 1)
+
+
 Z_TERMS = (1, 2, 7, 8)  # pml.terms lists these terms' slab (along z), the others map it
 
 

@@ -191,15 +191,22 @@ class Simulation:
         self.device = gpu.Device(self) if self._on_gpu(backend) else None
 
     def _on_gpu(self, backend: str) -> bool:
-        """"auto": the GPU where numba finds one and the setup has no plane wave (its box
-        corrects the fields on the host between the halves of a step)."""
+        """"auto": the GPU where numba finds one, the setup has no plane wave (its box
+        corrects the fields on the host between the halves of a step) and it fits in the
+        GPU's free memory (with a tenth to spare)."""
         if backend not in ("auto", "cpu", "gpu"):
             raise ValueError(f"backend must be auto, cpu or gpu, not {backend!r}")
-        if backend == "gpu" and not gpu.available():
+        if backend == "cpu" or (backend == "auto" and (self.boxes or not gpu.available())):
+            return False
+        if not gpu.available():
             raise ValueError("backend gpu: numba finds no CUDA GPU here")
-        if backend == "gpu" and self.boxes:
+        if self.boxes:
             raise ValueError("backend gpu: plane waves run on the CPU only")
-        return backend == "gpu" or (backend == "auto" and not self.boxes and gpu.available())
+        needed, free = gpu.bytes_needed(self), gpu.free_bytes()
+        if needed > 0.9 * free and backend == "gpu":
+            raise ValueError(f"backend gpu: the simulation needs {needed / 2**20:,.2f} MB, "
+                             f"the GPU has {free / 2**20:,.2f} MB free")
+        return needed <= 0.9 * free
 
     # setup ------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from tests.integration.test_meshing import png_size
 from tests.model_checks import refused, shared_project
 from tests.platform_fixtures import running_platform, session_processes
 from twinstack.client import Session
+from twinstack.sim.fit_td import gpu
 
 LONG = 120.0  # a hang guard, never the thing tested
 ETA0 = 376.730313
@@ -83,6 +84,10 @@ def test_a_run_reports_progress_and_makes_pictured_results(session, mesh):
     assert end["status"] == "done", end.get("reason")
     assert seen and all(e["step"] <= e["steps"] == started["steps"] for e in seen)
     assert seen[-1]["cell_updates_per_s"] > 0 and seen[-1]["eta_s"] >= 0
+    assert {event["device"] for event in seen} == {"gpu" if gpu.available() else "cpu"}
+    # its end was told already (as if that news was lost): the waiter asks the status
+    told = session.solver.wait(started["job"], LONG)
+    assert told["status"] == "done" and told["results"] == end["results"]
     assert seen[-1]["simulated_s"] == pytest.approx(seen[-1]["step"] * 6e-9 / started["steps"],
                                                     rel=0.01)
     made = results(session, end)

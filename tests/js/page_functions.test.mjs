@@ -90,4 +90,6 @@ test("a job's progress reads as steps, simulated time, speed and time left", () 
                "step 1,500 of 3,000 · 5.70 ns simulated · 250 M cell-updates/s · 1.3 s left"
                + " · resumed from step 1,000");
   assert.equal(progressText({ step: 0, steps: 10 }), "step 0 of 10");
+  assert.equal(progressText({ step: 0, steps: 10, device: "gpu" }), "step 0 of 10 · on the GPU");
+  assert.equal(progressText({ step: 0, steps: 10, device: "cpu" }), "step 0 of 10");
 });

@@ -7,6 +7,7 @@ session also gets it as a `model_changed` event.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from twinstack.client.client import Session
 
 SERVICE = "model"
+STATUS_EVERY = 5.0  # seconds a job waiter goes without news before it asks the status
 
 
 class Model:
@@ -263,7 +265,8 @@ class Solver:
     def wait(self, job: str, timeout: float = 600.0,
              progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """The job's last event (done, failed or cancelled), passing each `running` one to
-        `progress`."""
+        `progress`. Events are news that can be lost (the model service restarting as the
+        job ends): every STATUS_EVERY seconds without one, it asks the job's status."""
         def ended(event: dict[str, Any]) -> bool:
             if event.get("type") != "job" or event.get("job") != job:
                 return False
@@ -272,4 +275,15 @@ class Solver:
                     progress(event)
                 return False
             return True
-        return self._session.wait_for_event(ended, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._session.wait_for_event(ended, max(0.0, min(left, STATUS_EVERY)))
+            except TimeoutError:
+                now = self.status(job)
+                if now["status"] != "running":
+                    return now
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job} still running after {timeout:g} s "
+                                       f"(step {now['step']} of {now['steps']})") from None

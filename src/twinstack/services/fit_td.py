@@ -142,6 +142,7 @@ class Job:
     reason: str | None = None
     results: list[str] = field(default_factory=list)
     cancel: bool = False
+    device: str = "cpu"  # where it runs: "gpu" where numba finds one it fits in
 
     def record(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("id", "simulation", "state", "author", "steps",
@@ -293,7 +294,7 @@ class FitTdService(ProjectService):
         job = self._job(params.job)
         return {"job": job.id, "simulation": job.simulation, "status": job.status,
                 "step": job.step, "steps": job.steps, "reason": job.reason,
-                "results": job.results, "resumed_from": job.resumed_from}
+                "results": job.results, "resumed_from": job.resumed_from, "device": job.device}
 
     def _job(self, wanted: str | None) -> Job:
         if self.job is None or (wanted is not None and wanted != self.job.id):
@@ -354,6 +355,7 @@ class FitTdService(ProjectService):
         them; then make its results."""
         spec = entity["properties"]
         spec_every = int(spec["checkpoint_every"])
+        job.device = "cpu" if sim.device is None else "gpu"
         cells = sim.grid.cells
         chunk, started, done_here = 10, time.monotonic(), 0
         ended: str | None = None
@@ -410,7 +412,7 @@ class FitTdService(ProjectService):
     async def _announce(self, job: Job, status: str, **facts: Any) -> None:
         event = {"job": job.id, "simulation": job.simulation, "status": status,
                  "step": job.step, "steps": job.steps, "resumed_from": job.resumed_from,
-                 "reason": job.reason, "results": job.results,
+                 "reason": job.reason, "results": job.results, "device": job.device,
                  **{k: float(f"{v:.6g}") for k, v in facts.items()}}
         try:
             await self._model("announce", **event)

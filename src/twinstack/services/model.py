@@ -142,6 +142,7 @@ class JobEvent(BaseModel):
     simulated_s: float | None = Field(None, allow_inf_nan=False)
     cell_updates_per_s: float | None = Field(None, allow_inf_nan=False)
     eta_s: float | None = Field(None, allow_inf_nan=False)
+    device: Literal["cpu", "gpu"] = "cpu"
 
 
 class CheckoutParams(BaseModel):

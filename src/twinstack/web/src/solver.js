@@ -59,8 +59,11 @@ export function progressText(event) {
   }
   if (event.eta_s !== undefined && event.eta_s !== null) parts.push(`${event.eta_s.toFixed(1)} s left`);
   if (event.resumed_from) parts.push(`resumed from step ${event.resumed_from.toLocaleString()}`);
+  if (event.device === "gpu") parts.push("on the GPU");
   return parts.join(" · ");
 }
+
+const STATUS_AFTER_MS = 5000;
 
 export class SolverPanel {
   constructor(view) {
@@ -96,12 +99,23 @@ export class SolverPanel {
     this.onJob({ job: started.job, status: "running", step: 0, steps: started.steps });
   }
 
+  async askStatus(job) {
+    const now = await this.view.call("fit-td", "status", { job });
+    if (now && now.job === this.job) this.onJob(now);
+  }
+
   async cancel() {
     if (this.job) await this.view.call("fit-td", "cancel", { job: this.job });
   }
 
   onJob(event) {
     this.job = event.job;
+    // events are news that can be lost (a service restarting as the job ends): after
+    // STATUS_AFTER_MS without one, the job's status says where it is
+    clearTimeout(this.quiet);
+    if (event.status === "running") {
+      this.quiet = setTimeout(() => this.askStatus(event.job), STATUS_AFTER_MS);
+    }
     const bar = $("solver-progress");
     bar.max = event.steps || 1;
     bar.value = event.step;

@@ -367,12 +367,13 @@ class Simulation:
         no_pml = pml.terms(g, [(0, 0)] * 3, self.dt, self.lo, self.hi, self.runs, self.dtype,
                            (), ())
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
-        none = np.zeros((0, 8), np.int64)
+        # no sources or taps, each empty array of the type a run passes (another type
+        # would compile the kernel again)
         kernels.leap(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
                      *self.inverse, self.dtype.type(self.dt / self.mu), *self.inverse_dual,
                      self.lo, self.hi, *x, *y, *z, no_pml, np.array([0, g.shape[0] + 1]), 1, 1,
-                     kernels.H_ONLY, none[:, :5], np.zeros(0), np.zeros((0, 1)), none,
-                     np.zeros((1, 0), self.dtype))
+                     kernels.H_ONLY, np.zeros((0, 5), np.int64), np.zeros(0), np.zeros((0, 1)),
+                     np.zeros((0, 8), np.int64), np.zeros((1, 0), self.dtype))
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]

@@ -551,6 +551,7 @@ def _size(mesh: dict[str, Any], spec: dict[str, Any], planes: int) -> dict[str, 
     """Cells, time steps and memory of a setup with `planes` |E| planes on `mesh`, from its
     recorded facts alone."""
     from twinstack.sim.fit_td.grid import C0
+    from twinstack.sim.fit_td.solver import TAPPED_BYTES
 
     props = mesh["properties"]
     if props.get("mesher") != "cartesian":
@@ -567,7 +568,8 @@ def _size(mesh: dict[str, Any], spec: dict[str, Any], planes: int) -> dict[str, 
                           "cells", "params.duration")
     word = 4 if spec["precision"] == "float32" else 8
     plane_bytes = 3 * 16 * len(spec["frequencies"]) * cells ** (2 / 3)  # complex128 phasors
-    memory = cells * (6 * word + 12 + SETUP_BYTES_PER_CELL) + plane_bytes * planes
+    taps = min(TAPPED_BYTES, steps * 3 * word * cells ** (2 / 3) * planes)  # a run's E values
+    memory = cells * (6 * word + 12 + SETUP_BYTES_PER_CELL) + plane_bytes * planes + taps
     return {"cells": cells, "steps": steps, "bytes": int(memory)}
 
 

@@ -200,6 +200,12 @@ class Device:
         self.fields = {name: put(a) for name, a in (*sim.e.items(), *sim.h.items())}
         self.psi = [put(_nonempty(term[3])) for term in sim.terms]
         self.edges = [put(_nonempty(term[4])) for term in sim.terms[6:]]
+        # sources and taps are fixed once the simulation is set up: on the device once
+        rows, scales = sim.sources.arrays()
+        taps = sim.taps.array()
+        self.owner = np.repeat(np.arange(len(taps)), np.diff([*taps[:, 7], sim.taps.columns]))
+        self.sources = (put(rows), put(scales), len(rows))
+        self.taps = (put(taps), put(self.owner))
         self.stale = False  # the host's arrays changed (restore): copy them over first
 
     def run(self, count: int, waves: np.ndarray, tapped: np.ndarray) -> None:
@@ -216,24 +222,20 @@ class Device:
         maps, bs, cs, classes, ca, cb, lo, hi = self.tables
         idx, idy, idz, idxd, idyd, idzd = self.spacings
         ch, zero = sim.dtype.type(sim.dt / sim.mu), sim.dtype.type(0)
-        rows, scales = sim.sources.arrays()
-        taps = sim.taps.array()
-        owner = np.repeat(np.arange(len(taps)), np.diff([*taps[:, 7], sim.taps.columns])) \
-            if len(taps) else np.zeros(0, np.int64)
-        on_device = [cuda.to_device(a) for a in (rows, scales, np.ascontiguousarray(waves),
-                                                 taps, owner)]
-        rows_d, scales_d, waves_d, taps_d, owner_d = on_device
+        rows_d, scales_d, sources = self.sources
+        taps_d, owner_d = self.taps
+        waves_d = cuda.to_device(np.ascontiguousarray(waves))
         tapped_d = cuda.device_array(tapped.shape, tapped.dtype)
         e, h = (f["ex"], f["ey"], f["ez"]), (f["hx"], f["hy"], f["hz"])
         for s in range(count):
-            if owner.size:
-                tap[_blocks((owner.size,)), 128](*e, taps_d, owner_d, tapped_d, s)
+            if self.owner.size:
+                tap[_blocks((self.owner.size,)), 128](*e, taps_d, owner_d, tapped_d, s)
             update_h[self.grid, BLOCK](*h, *e, idx, idy, idz, ch, zero, maps, bs, cs,
                                        *self.psi[:6])
             update_e[self.grid, BLOCK](*e, *h, idxd, idyd, idzd, zero, lo, hi, classes, ca, cb,
                                        maps, bs, cs, *self.psi[6:], *self.edges)
-            if len(rows):
-                drive[_blocks((len(rows),)), 128](*e, rows_d, scales_d, waves_d, s)
+            if sources:
+                drive[_blocks((sources,)), 128](*e, rows_d, scales_d, waves_d, s)
         tapped_d.copy_to_host(tapped)
         for name, array in (*sim.e.items(), *sim.h.items()):
             f[name].copy_to_host(array)

@@ -184,7 +184,7 @@ class Simulation:
                        for p in probes}
         self.samples: dict[str, list[float]] = {name: [] for name in self.probes}
         self.monitors = {m.name: m.placed(grid, self.e) for m in monitors}
-        self.planes = {m.name: self._tap(m.component, self.monitors[m.name].where)
+        self.planes = {m.name: self._tap(m.component, self.monitors[m.name].where)[0]
                        for m in monitors}
         self.boxes = [TotalFieldBox(grid, w, self.dt, self.runs["ex"], self.runs["ez"])
                       for w in plane_waves]
@@ -293,21 +293,24 @@ class Simulation:
         self._feed(tapped, waves)
         self.steps += count
 
-    def arguments(self) -> tuple[Any, ...]:
-        """kernels.leap's first arguments: fields, spacings, walls, runs and CPML terms."""
-        e, h = self.e, self.h
+    def arguments(self, h: dict[str, np.ndarray] | None = None,
+                  terms: tuple[pml.Term, ...] | None = None) -> tuple[Any, ...]:
+        """kernels.leap's first arguments: fields, spacings, walls, runs and CPML terms (other
+        H or terms where given)."""
+        e, h = self.e, self.h if h is None else h
         (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
         return (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
                 self.dtype.type(self.dt / self.mu), dx, dy, dz, self.lo, self.hi, *x, *y, *z,
-                self.terms)
+                self.terms if terms is None else terms)
 
     def _kernel(self, mode: int, levels: int, blocks: int, waves: np.ndarray,
-                tapped: np.ndarray) -> None:
+                tapped: np.ndarray, h: dict[str, np.ndarray] | None = None,
+                terms: tuple[pml.Term, ...] | None = None) -> None:
         rows, scales = self.sources.arrays()
         tiles = self._tiles(levels if mode == kernels.BOTH else 0)
-        arguments = (*self.arguments(), tiles, levels, blocks, mode, rows, scales, waves,
-                     self.taps.array(), tapped)
+        arguments = (*self.arguments(h, terms), tiles, levels, blocks, mode, rows, scales,
+                     waves, self.taps.array(), tapped)
         kernels.leap(*arguments)
 
     def _tiles(self, levels: int) -> np.ndarray:
@@ -330,9 +333,8 @@ class Simulation:
             port.driven.extend(np.zeros(len(tapped)) if waveform is None else
                                port.port.amplitude * waves[self.sources.row(waveform)])
         for name, recorder in self.monitors.items():
-            columns, box = self.planes[name]
             shape = recorder.array[recorder.where].shape
-            for s, values in enumerate(tapped[:, columns]):
+            for s, values in enumerate(tapped[:, self.planes[name]]):
                 step = self.steps + s
                 recorder.record(step, step * self.dt, self.dt, values.reshape(shape))
 
@@ -366,14 +368,8 @@ class Simulation:
         after = {k: v.copy() for k, v in self.h.items()}
         no_pml = pml.terms(g, [(0, 0)] * 3, self.dt, self.lo, self.hi, self.runs, self.dtype,
                            (), ())
-        x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
-        # no sources or taps, each empty array of the type a run passes (another type
-        # would compile the kernel again)
-        kernels.leap(e["ex"], e["ey"], e["ez"], after["hx"], after["hy"], after["hz"],
-                     *self.inverse, self.dtype.type(self.dt / self.mu), *self.inverse_dual,
-                     self.lo, self.hi, *x, *y, *z, no_pml, np.array([0, g.shape[0] + 1]), 1, 1,
-                     kernels.H_ONLY, np.zeros((0, 5), np.int64), np.zeros(0), np.zeros((0, 1)),
-                     np.zeros((0, 8), np.int64), np.zeros((1, 0), self.dtype))
+        self._kernel(kernels.H_ONLY, 1, 1, self.sources.values(self.steps, 1, self.dt),
+                     np.empty((1, self.taps.columns), self.dtype), after, no_pml)
         volume = {"ex": (dx, ddy, ddz), "ey": (ddx, dy, ddz), "ez": (ddx, ddy, dz),
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]

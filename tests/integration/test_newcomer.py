@@ -226,7 +226,9 @@ def test_login_and_listings_through_the_cli(running: Platform, tmp_path: Path):
         assert json.loads(types.stdout) == [
             {"name": "data analysis", "services": ["kriging"]},
             {"name": "3D simulation", "services": ["model", "modeling", "cartesian-mesh",
-                                                  "tet-mesh", "visualization", "fit-td"]}]
+                                                  "tet-mesh", "visualization", "fit-td"]},
+            {"name": "geochemistry", "services": ["model", "phreeqc", "kriging",
+                                                  "visualization"]}]
         assert "kriging" in cli("session", "types").stdout
         nodes = cli("node", "list")
         assert nodes.returncode == 0, nodes.stderr

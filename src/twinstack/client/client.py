@@ -48,7 +48,7 @@ import aiohttp
 from aiohttp import WSCloseCode
 
 from twinstack.client.credentials import Credentials, load_credentials
-from twinstack.client.model import Meshing, Model, Modeling, Solver, Visualization
+from twinstack.client.model import Geochemistry, Meshing, Model, Modeling, Solver, Visualization
 from twinstack.pki.tls import TLS12_CIPHERS
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
@@ -355,6 +355,7 @@ class Session:
         self.meshing = Meshing(self)
         self.visualization = Visualization(self)
         self.solver = Solver(self)
+        self.geochemistry = Geochemistry(self)
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._ids = itertools.count(1)
         self._replies: dict[int, tuple[asyncio.Future[dict[str, Any]], str]] = {}

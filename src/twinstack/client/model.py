@@ -7,6 +7,7 @@ session also gets it as a `model_changed` event.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -265,25 +266,89 @@ class Solver:
     def wait(self, job: str, timeout: float = 600.0,
              progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """The job's last event (done, failed or cancelled), passing each `running` one to
-        `progress`. Events are news that can be lost (the model service restarting as the
-        job ends): every STATUS_EVERY seconds without one, it asks the job's status."""
-        def ended(event: dict[str, Any]) -> bool:
-            if event.get("type") != "job" or event.get("job") != job:
-                return False
-            if event["status"] == "running":
-                if progress is not None:
-                    progress(event)
-                return False
-            return True
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                return self._session.wait_for_event(ended, max(0.0, min(left, STATUS_EVERY)))
-            except TimeoutError:
-                now = self.status(job)
-                if now["status"] != "running":
-                    return now
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"job {job} still running after {timeout:g} s "
-                                       f"(step {now['step']} of {now['steps']})") from None
+        `progress`."""
+        return wait_for_job(self._session, "fit-td", job, timeout, progress)
+
+
+def wait_for_job(session: Session, service: str, job: str, timeout: float,
+                 progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """A `service` job's last event (done, failed or cancelled), passing each `running` one
+    to `progress`. Events are news that can be lost (the model service restarting as the job
+    ends): every STATUS_EVERY seconds without one, it asks the job's status."""
+    def ended(event: dict[str, Any]) -> bool:
+        if event.get("type") != "job" or event.get("job") != job:
+            return False
+        if event["status"] == "running":
+            if progress is not None:
+                progress(event)
+            return False
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return session.wait_for_event(ended, max(0.0, min(left, STATUS_EVERY)))
+        except TimeoutError:
+            now = dict(session.call(service, "status", job=job, idempotent=True))
+            if now["status"] != "running":
+                return now
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job} still running after {timeout:g} s "
+                                   f"(step {now['step']} of {now['steps']})") from None
+
+
+class Geochemistry:
+    """PHREEQC (the phreeqc service): speciate samples in batches, run inputs as jobs, upload
+    databases. Every result is an entity naming the database (and its SHA-256) it used."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def databases(self) -> dict[str, Any]:
+        return dict(self._session.call("phreeqc", "databases", idempotent=True))
+
+    def upload_database(self, name: str, text: str) -> dict[str, Any]:
+        """A database file as an entity ({id, sha256}); 422 with PHREEQC's error if it does
+        not load."""
+        return dict(self._session.call("phreeqc", "upload_database", name=name, text=text))
+
+    def speciate(self, samples: list[dict[str, Any]] | None = None, *, csv: str | None = None,
+                 **options: Any) -> dict[str, Any]:
+        """Samples ({x, y, name, pH, pe, temp, element: concentration}) or a CSV of them,
+        speciated in one call: {id, columns, rows, failed, database, database_sha256};
+        options: phases, units, database, name."""
+        return dict(self._session.call("phreeqc", "speciate", samples=samples, csv=csv,
+                                       **options))
+
+    def start(self, input: str, **options: Any) -> dict[str, Any]:
+        """Start a PHREEQC input as a job: {job, steps, database, database_sha256}; options:
+        database, name."""
+        return dict(self._session.call("phreeqc", "run", input=input, **options))
+
+    def status(self, job: str | None = None) -> dict[str, Any]:
+        return dict(self._session.call("phreeqc", "status", job=job, idempotent=True))
+
+    def cancel(self, job: str | None = None) -> dict[str, Any]:
+        return dict(self._session.call("phreeqc", "cancel", job=job))
+
+    def wait(self, job: str, timeout: float = 600.0,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        return wait_for_job(self._session, "phreeqc", job, timeout, progress)
+
+    def run(self, input: str, timeout: float = 600.0,
+            progress: Callable[[dict[str, Any]], None] | None = None, **options: Any
+            ) -> list[dict[str, Any]]:
+        """Run an input to its end: its SELECTED_OUTPUT tables ({columns, rows} each, as
+        stored); ActionError 422 with PHREEQC's message and line if it refuses the input."""
+        from twinstack.wire.errors import ActionError
+
+        end = self.wait(self.start(input, **options)["job"], timeout, progress)
+        if end["status"] != "done":
+            raise ActionError(422 if end["status"] == "failed" else 409, end["status"],
+                              str(end.get("reason")))
+        return [self.table(entity_id) for entity_id in end["results"][1:]]
+
+    def table(self, entity_id: str) -> dict[str, Any]:
+        """A result table's {columns, rows}."""
+        entity = self._session.model.get(entity_id)
+        return dict(json.loads(self._session.blob(entity["blobs"]["table"])))

@@ -16,6 +16,7 @@ SERVICES: dict[str, str] = {
     "tet-mesh": "twinstack.services.tet_mesh:TetMeshService",
     "visualization": "twinstack.services.visualization:VisualizationService",
     "fit-td": "twinstack.services.fit_td:FitTdService",
+    "phreeqc": "twinstack.services.phreeqc:PhreeqcService",
     "lss": "twinstack.services.lss:LssService",
     "gss": "twinstack.services.gss:GssService",
     "auth": "twinstack.services.auth:AuthService",

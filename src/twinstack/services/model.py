@@ -46,7 +46,8 @@ EVALUATED = frozenset({"feature", "parameters", "inputs"})
 # The session's services that make blobs for the project without naming them in a commit
 # (exports, pictures): users cannot claim a blob for the project by its hash.
 BLOB_MAKERS = ("modeling", "cartesian-mesh", "tet-mesh", "visualization", "admin")
-JOB_REPORTERS = ("fit-td", "admin")  # services whose long jobs report progress to the session
+# services whose long jobs report progress to the session
+JOB_REPORTERS = ("fit-td", "phreeqc", "admin")
 
 
 class EntitiesParams(BaseModel):

@@ -22,6 +22,7 @@ from typing import Any
 DEFAULT_DATABASE = "phreeqc.dat"
 DEFAULT_PHASES = ("Calcite", "Dolomite", "Gypsum", "Halite")
 NOT_INPUT = ("name", "x", "y", "units")  # a sample's fields that are not SOLUTION lines
+CHUNK = 200  # samples per PHREEQC input (see speciate)
 NO_VALUE = -999.999  # what PHREEQC writes for an SI of a phase whose elements are absent
 
 
@@ -85,14 +86,15 @@ class Engine:
         from phreeqc import Phreeqc
 
         self.phreeqc = Phreeqc()
-        self.phreeqc.SetOutputStringOn(True)
         if self.phreeqc.LoadDatabaseString(database) != 0:
             raise ValueError(f"the database does not load: {_errors(self.phreeqc)}")
 
-    def run(self, text: str, selected_file: str | None = None) -> Outcome:
+    def run(self, text: str, selected_file: str | None = None, echo: bool = True) -> Outcome:
         """Run an input; its selected output as tables. `selected_file`: where SELECTED_OUTPUT
-        1 is also written as it goes (a run's progress)."""
+        1 is also written as it goes (a run's progress). `echo`: keep PHREEQC's printed
+        output, which locates an error's line (speciating without it is ~1.5x faster)."""
         p = self.phreeqc
+        p.SetOutputStringOn(echo)
         p.SetSelectedOutputFileOn(selected_file is not None)
         if selected_file is not None:
             p.SetSelectedOutputFileName(selected_file)
@@ -186,14 +188,26 @@ class Speciation:
 def speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str]) -> Speciation:
     """Every sample's speciation; a sample PHREEQC cannot solve gets its error, the others
     their row. Raises InputError for what is wrong with every sample (an unknown element or
-    phase)."""
+    phase). In inputs of CHUNK samples: PHREEQC slows down as an input's solutions pile up
+    (5,000 in one input: 8.6k samples/s; in inputs of 200: 11.9k/s)."""
+    found = Speciation([], [], {})
+    for start in range(0, len(samples), CHUNK):
+        part = _speciate(engine, samples[start:start + CHUNK], phases)
+        found.columns = found.columns or part.columns
+        found.rows += part.rows
+        found.errors |= {start + n: message for n, message in part.errors.items()}
+    return found
+
+
+def _speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str]) -> Speciation:
     rows: list[list[Any] | None] = [None] * len(samples)
     errors: dict[int, str] = {}
     columns: list[str] = []
     first = 0
     while first < len(samples):
         try:
-            outcome, failed = engine.run(speciation_input(samples, phases, first)), None
+            outcome, failed = engine.run(speciation_input(samples, phases, first),
+                                         echo=False), None
         except InputError as exc:
             outcome, failed = Outcome(engine.tables(), engine.warnings()), exc
         unknown = [w for w in outcome.warnings

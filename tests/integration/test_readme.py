@@ -39,6 +39,8 @@ EXPECTED = {
                        "wrote fill.png, part.glb, quality.png, tets.glb"],
     "solver.setup": ["cavity TE101: 2.39", "patch: S11 -", "patch: done",
                      "wrote cavity_probe.png, patch_field.png, patch_s11.png"],
+    "geochemistry": ["speciated 500 wells with phreeqc.dat", "0 failed", "calcite SI:",
+                     "step 5: pH", "wrote calcite_si.png"],
     "openapi.json": ['"openapi":"3.1.0"', '"service":"gss"'],
     "certs show": ["CN=gss", "gss.example.org", "Revoked:     YES", "next update"],
     "serve --help": ["usage: twinstack serve"],

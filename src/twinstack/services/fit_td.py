@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from twinstack.services.geometry import blob_bytes
-from twinstack.services.project import CALLERS, ProjectService
+from twinstack.services.project import CALLERS, JobParams, ProjectService, the_job
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports
@@ -117,12 +117,6 @@ class RunParams(BaseModel):
     model_config = {"extra": "forbid"}
 
     id: str = Field(description="a simulation (solver entity)")
-
-
-class JobParams(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    job: str | None = Field(None, description="default: the current or last job")
 
 
 @dataclass
@@ -281,7 +275,7 @@ class FitTdService(ProjectService):
     async def cancel(self, call: Call, params: JobParams) -> dict[str, Any]:
         """Stop the running job after its current chunk (its results are not made)."""
         self._editor(call)
-        job = self._job(params.job)
+        job = the_job(self.job, params.job)
         if job.status != "running":
             raise ActionError(409, "not_running", f"job {job.id} is {job.status}", "params.job")
         job.cancel = True
@@ -291,16 +285,10 @@ class FitTdService(ProjectService):
     async def status(self, call: Call, params: JobParams) -> dict[str, Any]:
         """Where a job is: running (step of steps), done (its results), failed (why),
         cancelled."""
-        job = self._job(params.job)
+        job = the_job(self.job, params.job)
         return {"job": job.id, "simulation": job.simulation, "status": job.status,
                 "step": job.step, "steps": job.steps, "reason": job.reason,
                 "results": job.results, "resumed_from": job.resumed_from, "device": job.device}
-
-    def _job(self, wanted: str | None) -> Job:
-        if self.job is None or (wanted is not None and wanted != self.job.id):
-            what = f"job {wanted}" if wanted else "job"
-            raise ActionError(404, "not_found", f"no {what} in this session", "params.job")
-        return self.job
 
     async def _setup(self, sim_id: str, state: int | None
                      ) -> tuple[int | None, tuple[Any, ...]]:

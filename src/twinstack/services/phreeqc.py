@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from twinstack.services.project import CALLERS, ProjectService
+from twinstack.services.project import CALLERS, JobParams, ProjectService, the_job
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import NoParams, Ports
@@ -78,12 +78,6 @@ class UploadParams(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     text: str = Field(min_length=1, description="the database file's text")
-
-
-class JobParams(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    job: str | None = Field(None, description="default: the current or last job")
 
 
 @dataclass
@@ -320,7 +314,7 @@ class PhreeqcService(ProjectService):
     async def cancel(self, call: Call, params: JobParams) -> dict[str, Any]:
         """End the running job now (its worker process is ended; nothing is committed)."""
         self._editor(call)
-        job = self._job(params.job)
+        job = the_job(self.job, params.job)
         if job.status != "running":
             raise ActionError(409, "not_running", f"job {job.id} is {job.status}", "params.job")
         job.cancel = True
@@ -330,16 +324,10 @@ class PhreeqcService(ProjectService):
 
     @action(allow=CALLERS)
     async def status(self, call: Call, params: JobParams) -> dict[str, Any]:
-        job = self._job(params.job)
+        job = the_job(self.job, params.job)
         return {"job": job.id, "simulation": job.solver, "status": job.status,
                 "step": job.step, "steps": job.steps, "reason": job.reason, "line": job.line,
                 "results": job.results}
-
-    def _job(self, wanted: str | None) -> Job:
-        if self.job is None or (wanted is not None and wanted != self.job.id):
-            what = f"job {wanted}" if wanted else "job"
-            raise ActionError(404, "not_found", f"no {what} in this session", "params.job")
-        return self.job
 
     async def _drive(self, job: Job, database: Database, params: RunParams) -> None:
         """Run the job's worker, reporting rows written until it answers; commit the

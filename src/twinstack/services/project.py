@@ -14,7 +14,9 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, Field
 
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.store.blobs import BlobStore
@@ -111,3 +113,26 @@ class ProjectService(ServiceBase):
             await asyncio.to_thread(self.blobs.remember, name, digest)
         await self._model("keep_blobs", blobs=[digest])  # its participants may download it
         return digest, made
+
+
+class JobParams(BaseModel):
+    """Which job a status or cancel call is about (a service with jobs runs one at a time)."""
+
+    model_config = {"extra": "forbid"}
+
+    job: str | None = Field(None, description="default: the current or last job")
+
+
+class HasId(Protocol):
+    id: str
+
+
+J = TypeVar("J", bound=HasId)
+
+
+def the_job(job: J | None, wanted: str | None) -> J:
+    """The session's current or last job, if it is the one `wanted` (None: any), or 404."""
+    if job is None or (wanted is not None and wanted != job.id):
+        what = f"job {wanted}" if wanted else "job"
+        raise ActionError(404, "not_found", f"no {what} in this session", "params.job")
+    return job

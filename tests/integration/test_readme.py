@@ -32,7 +32,7 @@ FRONT_DOOR = 7400  # the examples name https://127.0.0.1:7400
 # What a block's output must show besides a zero exit status, keyed by a phrase of the block.
 EXPECTED = {
     "session types": ["data analysis", "kriging"],
-    "interpolate": ["2.50", "variogram:", "events:"],
+    "\"survey\", \"data analysis\"": ["2.50", "variogram:", "events:"],
     "smaller ball": ["part: 1.6163", "smaller ball: 2.6258"],
     "project history": ["* 1", "<- head", "ball: radius=1.1"],
     "mesh.cartesian": ["voxel volume: 7.48", "tet volume: 7.48", "min dihedral angle:",

@@ -22,7 +22,9 @@ from twinstack.client import Session
 
 LONG = 120.0  # a hang guard, never the thing tested
 # Seawater (the PHREEQC manual's example 1 composition) with its saturation indices selected
-SEAWATER = """TITLE seawater
+PHASES = ["Calcite", "Aragonite", "Dolomite", "Gypsum", "Anhydrite", "Halite", "Sylvite",
+          "Chalcedony", "Quartz", "Hematite", "Goethite"]
+SEAWATER = f"""TITLE seawater
 SOLUTION 1 seawater
     units     ppm
     pH        8.22
@@ -45,11 +47,9 @@ SOLUTION 1 seawater
     O(0)      1.0       O2(g) -0.7
 SELECTED_OUTPUT 1
     -reset false
-    -saturation_indices Calcite Aragonite Dolomite Gypsum Anhydrite Halite Sylvite \
-Chalcedony Quartz Hematite Goethite
+    -saturation_indices {" ".join(PHASES)}
 END
 """
-PHASES = SEAWATER.split("-saturation_indices")[1].replace("\\\n", "").split("END")[0].split()
 BAD = "SOLUTION 1\n  temp 25\n  Ca 1\n  pH seven\nEND\n"
 
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twinstack.wire.errors import ActionError
+
 if TYPE_CHECKING:
     from twinstack.client.client import Session
 
@@ -237,12 +239,53 @@ class Visualization:
         return self._file("plot", id=entity_id, format=format)
 
 
-class Solver:
-    """FIT-TD simulations (fit-td): a setup is entities (a simulation with its ports, probes
-    and planes); a run is a job whose progress arrives as `job` events."""
+class JobService:
+    """A service whose long work runs as jobs (one at a time per session) that report to the
+    session as `job` events."""
+
+    service: str
 
     def __init__(self, session: Session) -> None:
         self._session = session
+
+    def status(self, job: str | None = None) -> dict[str, Any]:
+        return dict(self._session.call(self.service, "status", job=job, idempotent=True))
+
+    def cancel(self, job: str | None = None) -> dict[str, Any]:
+        return dict(self._session.call(self.service, "cancel", job=job))
+
+    def wait(self, job: str, timeout: float = 600.0,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The job's last event (done, failed or cancelled), passing each `running` one to
+        `progress`. Events are news that can be lost (the model service restarting as the
+        job ends): every STATUS_EVERY seconds without one, it asks the job's status."""
+        def ended(event: dict[str, Any]) -> bool:
+            if event.get("type") != "job" or event.get("job") != job:
+                return False
+            if event["status"] == "running":
+                if progress is not None:
+                    progress(event)
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._session.wait_for_event(ended, max(0.0, min(left, STATUS_EVERY)))
+            except TimeoutError:
+                now = self.status(job)
+                if now["status"] != "running":
+                    return now
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {job} still running after {timeout:g} s "
+                                       f"(step {now['step']} of {now['steps']})") from None
+
+
+class Solver(JobService):
+    """FIT-TD simulations (fit-td): a setup is entities (a simulation with its ports, probes
+    and planes); a run is a job whose progress arrives as `job` events."""
+
+    service = "fit-td"
 
     def setup(self, mesh_id: str, f_min: float, f_max: float, **options: Any
               ) -> dict[str, Any]:
@@ -257,52 +300,12 @@ class Solver:
         """Start it: {job, steps, cells, bytes}."""
         return dict(self._session.call("fit-td", "run", id=simulation_id))
 
-    def status(self, job: str | None = None) -> dict[str, Any]:
-        return dict(self._session.call("fit-td", "status", job=job, idempotent=True))
 
-    def cancel(self, job: str | None = None) -> dict[str, Any]:
-        return dict(self._session.call("fit-td", "cancel", job=job))
-
-    def wait(self, job: str, timeout: float = 600.0,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """The job's last event (done, failed or cancelled), passing each `running` one to
-        `progress`."""
-        return wait_for_job(self._session, "fit-td", job, timeout, progress)
-
-
-def wait_for_job(session: Session, service: str, job: str, timeout: float,
-                 progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    """A `service` job's last event (done, failed or cancelled), passing each `running` one
-    to `progress`. Events are news that can be lost (the model service restarting as the job
-    ends): every STATUS_EVERY seconds without one, it asks the job's status."""
-    def ended(event: dict[str, Any]) -> bool:
-        if event.get("type") != "job" or event.get("job") != job:
-            return False
-        if event["status"] == "running":
-            if progress is not None:
-                progress(event)
-            return False
-        return True
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            return session.wait_for_event(ended, max(0.0, min(left, STATUS_EVERY)))
-        except TimeoutError:
-            now = dict(session.call(service, "status", job=job, idempotent=True))
-            if now["status"] != "running":
-                return now
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job} still running after {timeout:g} s "
-                                   f"(step {now['step']} of {now['steps']})") from None
-
-
-class Geochemistry:
+class Geochemistry(JobService):
     """PHREEQC (the phreeqc service): speciate samples in batches, run inputs as jobs, upload
     databases. Every result is an entity naming the database (and its SHA-256) it used."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    service = "phreeqc"
 
     def databases(self) -> dict[str, Any]:
         return dict(self._session.call("phreeqc", "databases", idempotent=True))
@@ -325,23 +328,11 @@ class Geochemistry:
         database, name."""
         return dict(self._session.call("phreeqc", "run", input=input, **options))
 
-    def status(self, job: str | None = None) -> dict[str, Any]:
-        return dict(self._session.call("phreeqc", "status", job=job, idempotent=True))
-
-    def cancel(self, job: str | None = None) -> dict[str, Any]:
-        return dict(self._session.call("phreeqc", "cancel", job=job))
-
-    def wait(self, job: str, timeout: float = 600.0,
-             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        return wait_for_job(self._session, "phreeqc", job, timeout, progress)
-
     def run(self, input: str, timeout: float = 600.0,
             progress: Callable[[dict[str, Any]], None] | None = None, **options: Any
             ) -> list[dict[str, Any]]:
         """Run an input to its end: its SELECTED_OUTPUT tables ({columns, rows} each, as
         stored); ActionError 422 with PHREEQC's message and line if it refuses the input."""
-        from twinstack.wire.errors import ActionError
-
         end = self.wait(self.start(input, **options)["job"], timeout, progress)
         if end["status"] != "done":
             raise ActionError(422 if end["status"] == "failed" else 409, end["status"],

@@ -275,9 +275,7 @@ class FitTdService(ProjectService):
     async def cancel(self, call: Call, params: JobParams) -> dict[str, Any]:
         """Stop the running job after its current chunk (its results are not made)."""
         self._editor(call)
-        job = the_job(self.job, params.job)
-        if job.status != "running":
-            raise ActionError(409, "not_running", f"job {job.id} is {job.status}", "params.job")
+        job = the_job(self.job, params.job, running=True)
         job.cancel = True
         return {"job": job.id, "status": "cancelling"}
 

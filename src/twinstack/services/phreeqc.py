@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from twinstack.services.project import CALLERS, JobParams, ProjectService, the_job
+from twinstack.sim import geochem
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import NoParams, Ports
@@ -115,12 +116,16 @@ class Worker:
         self.lock = asyncio.Lock()
 
     async def request(self, database: Database, **request: Any) -> dict[str, Any]:
+        """`request` (op and its fields) against `database`, loaded first where it is not
+        (just loaded without an op)."""
         async with self.lock:
             try:
                 if self.loaded != database.digest:
                     await self._exchange({"op": "load", "digest": database.digest,
                                           "text": database.text})
                     self.loaded = database.digest
+                if not request:
+                    return {"ok": True}
                 return await self._exchange({"digest": database.digest, **request})
             except BaseException:
                 await self.end()
@@ -139,7 +144,7 @@ class Worker:
                               f"{self.memory_mb:,} MB (compute_memory_mb)?")
         reply: dict[str, Any] = json.loads(line)
         if not reply["ok"]:
-            raise PhreeqcRefused(reply)
+            raise geochem.InputError(reply["error"], reply["line"], reply["text"])
         return reply
 
     async def _process(self) -> asyncio.subprocess.Process:
@@ -158,37 +163,26 @@ class Worker:
             await process.wait()
 
 
-class PhreeqcRefused(Exception):
-    def __init__(self, reply: dict[str, Any]) -> None:
-        self.message, self.line, self.text = reply["error"], reply["line"], reply["text"]
-        where = f"line {self.line} ({self.text.strip()!r}): " if self.line and self.text else ""
-        super().__init__(f"{where}{self.message}")
-
-
 class PhreeqcService(ProjectService):
     name: ClassVar[str] = "phreeqc"
     ports: ClassVar[Ports] = Ports(internal=7520, health=7521)
 
     async def start(self) -> None:
         await super().start()
-        from twinstack.sim import geochem
-
         s = self.settings
         self.worker = Worker(s.compute_memory_mb, s.max_message_bytes)
         self.version = await self._compute(geochem.version)
         self.job: Job | None = None
         self.runner: asyncio.Task[None] | None = None
         self.job_worker: Worker | None = None
+        self.built_in: dict[str, Database] = {}  # read and hashed once
         self.warming = asyncio.create_task(self._warm())
 
     async def _warm(self) -> None:
         """Start the worker with the default database loaded (~0.4 s), so the first call
         does not wait for it."""
-        from twinstack.sim import geochem
-
         try:
-            await self.worker.request(await self._database(geochem.DEFAULT_DATABASE),
-                                      op="run", input="END\n")
+            await self.worker.request(await self._database(geochem.DEFAULT_DATABASE))
         except asyncio.CancelledError:
             raise
         except Exception:  # the first call starts it again and says what is wrong
@@ -207,26 +201,22 @@ class PhreeqcService(ProjectService):
     @action(allow=CALLERS)
     async def databases(self, call: Call, params: NoParams) -> dict[str, Any]:
         """The built-in databases and the project's uploaded ones; PHREEQC's version."""
-        from twinstack.sim import geochem
-
         _, entities = await self._entities()
         uploaded = [{"id": e["id"], "name": e["name"],
                      "sha256": e["properties"]["database_sha256"]}
                     for e in entities if e["kind"] == "data"
                     and e["properties"].get("role") == DATABASE_ROLE]
-        return {"built_in": geochem.built_in_databases(), "uploaded": uploaded,
+        return {"built_in": list(geochem.built_in_databases()), "uploaded": uploaded,
                 "default": geochem.DEFAULT_DATABASE, "phreeqc": self.version}
 
     @action(allow=CALLERS)
     async def upload_database(self, call: Call, params: UploadParams) -> dict[str, Any]:
         """A database as an entity, once PHREEQC has loaded it (422 with its error if not)."""
-        from twinstack.sim import geochem
-
         author = self._editor(call)
         database = Database(params.name, geochem.digest(params.text), params.text)
         try:
-            await self.worker.request(database, op="run", input="END\n")
-        except PhreeqcRefused as exc:
+            await self.worker.request(database)
+        except geochem.InputError as exc:
             raise ActionError(422, "invalid_database", f"PHREEQC does not load "
                               f"{params.name}: {exc}", "params.text") from exc
         blob = await asyncio.to_thread(self.blobs.put, params.text.encode())
@@ -239,11 +229,12 @@ class PhreeqcService(ProjectService):
         return {"id": entity["id"], "sha256": database.digest, "head": result["head"]}
 
     async def _database(self, wanted: str) -> Database:
-        from twinstack.sim import geochem
-
+        if wanted in self.built_in:
+            return self.built_in[wanted]
         if wanted.endswith(".dat") and wanted in geochem.built_in_databases():
             text = await asyncio.to_thread(geochem.built_in_text, wanted)
-            return Database(wanted, geochem.digest(text), text)
+            self.built_in[wanted] = Database(wanted, geochem.digest(text), text)
+            return self.built_in[wanted]
         _, found = await self._entities([wanted])
         if not found or found[0]["kind"] != "data" \
                 or found[0]["properties"].get("role") != DATABASE_ROLE:
@@ -268,14 +259,15 @@ class PhreeqcService(ProjectService):
         try:
             reply = await self.worker.request(database, op="speciate", samples=samples,
                                               phases=params.phases)
-        except PhreeqcRefused as exc:
+        except geochem.InputError as exc:
             raise ActionError(422, "invalid_samples", str(exc), "params.phases"
                               if "phase" in exc.message else "params.samples") from exc
         took = time.perf_counter() - started
         columns = ["sample", "x", "y", *reply["columns"]]
-        rows = [[s.get("name", str(n + 1)), s.get("x"), s.get("y"), *(row or [None] *
-                 len(reply["columns"]))] for n, (s, row) in enumerate(zip(samples, reply["rows"],
-                                                                          strict=True))]
+        failed_row = [None] * len(reply["columns"])
+        rows = [[sample.get("name", str(n + 1)), sample.get("x"), sample.get("y"),
+                 *(row or failed_row)]
+                for n, (sample, row) in enumerate(zip(samples, reply["rows"], strict=True))]
         errors: dict[str, str] = reply["errors"]  # by sample index, from 0
         table = {"columns": columns, "rows": rows}
         blob = await asyncio.to_thread(self.blobs.put, json.dumps(table).encode())
@@ -301,10 +293,10 @@ class PhreeqcService(ProjectService):
         entities, or, if PHREEQC refuses it, the job fails with its message and line and the
         project is unchanged."""
         author = self._editor(call)
-        if self.job is not None and self.job.status == "running":
+        database = await self._database(params.database)
+        if self.job is not None and self.job.status == "running":  # no await from here on
             raise ActionError(409, "busy", f"job {self.job.id} is running: cancel it or wait",
                               "params.input")
-        database = await self._database(params.database)
         job = Job(uuid.uuid4().hex, uuid.uuid4().hex, author, _expected_rows(params.input))
         self.job = job
         self.runner = asyncio.create_task(self._drive(job, database, params))
@@ -314,9 +306,7 @@ class PhreeqcService(ProjectService):
     async def cancel(self, call: Call, params: JobParams) -> dict[str, Any]:
         """End the running job now (its worker process is ended; nothing is committed)."""
         self._editor(call)
-        job = the_job(self.job, params.job)
-        if job.status != "running":
-            raise ActionError(409, "not_running", f"job {job.id} is {job.status}", "params.job")
+        job = the_job(self.job, params.job, running=True)
         job.cancel = True
         if self.job_worker is not None:
             await self.job_worker.end()
@@ -336,12 +326,13 @@ class PhreeqcService(ProjectService):
                                           self.settings.max_message_bytes)
         with tempfile.TemporaryDirectory(prefix="phreeqc-") as folder:
             selected = os.path.join(folder, "selected.txt")
+            written = RowsWritten(selected)
             running = asyncio.create_task(worker.request(database, op="run", input=params.input,
                                                          selected_file=selected))
             try:
                 while not running.done():
                     await asyncio.wait([running], timeout=PROGRESS_EVERY)
-                    job.step = await asyncio.to_thread(_rows_written, selected)
+                    job.step = await asyncio.to_thread(written.count)
                     if not running.done():
                         await self._announce(job, "running")
                 reply = running.result()
@@ -351,7 +342,7 @@ class PhreeqcService(ProjectService):
             except asyncio.CancelledError:
                 running.cancel()
                 raise
-            except PhreeqcRefused as exc:
+            except geochem.InputError as exc:
                 job.line = exc.line
                 await self._finish(job, "failed", f"PHREEQC: {exc}")
             except Exception as exc:  # a failed job is a state with a reason, not a dead task
@@ -407,13 +398,23 @@ def _expected_rows(text: str) -> int:
     return steps + sum(int(n) for n in SHIFTS.findall(text))
 
 
-def _rows_written(path: str) -> int:
-    try:
-        with open(path, "rb") as written:
-            return max(0, sum(chunk.count(b"\n") for chunk in iter(lambda: written.read(2**20),
-                                                                     b"")) - 1)
-    except FileNotFoundError:
-        return 0
+class RowsWritten:
+    """The rows (after the header) of a file PHREEQC is writing, reading only what is new
+    since the last count."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.offset, self.lines = path, 0, 0
+
+    def count(self) -> int:
+        try:
+            with open(self.path, "rb") as written:
+                written.seek(self.offset)
+                new = written.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(new)
+        self.lines += new.count(b"\n")
+        return max(0, self.lines - 1)
 
 
 def _samples(params: SpeciateParams) -> list[dict[str, Any]]:

@@ -123,16 +123,20 @@ class JobParams(BaseModel):
     job: str | None = Field(None, description="default: the current or last job")
 
 
-class HasId(Protocol):
+class JobLike(Protocol):
     id: str
+    status: str
 
 
-J = TypeVar("J", bound=HasId)
+J = TypeVar("J", bound=JobLike)
 
 
-def the_job(job: J | None, wanted: str | None) -> J:
-    """The session's current or last job, if it is the one `wanted` (None: any), or 404."""
+def the_job(job: J | None, wanted: str | None, running: bool = False) -> J:
+    """The session's current or last job, if it is the one `wanted` (None: any), or 404;
+    409 if it must be `running` and is not."""
     if job is None or (wanted is not None and wanted != job.id):
         what = f"job {wanted}" if wanted else "job"
         raise ActionError(404, "not_found", f"no {what} in this session", "params.job")
+    if running and job.status != "running":
+        raise ActionError(409, "not_running", f"job {job.id} is {job.status}", "params.job")
     return job

@@ -12,6 +12,7 @@ sample.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -53,9 +54,11 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def built_in_databases() -> list[str]:
-    return sorted(p.name for p in resources.files("phreeqc").joinpath("databases").iterdir()
-                  if p.name.endswith(".dat"))
+@functools.cache
+def built_in_databases() -> tuple[str, ...]:
+    """The package's database files (listed once: they are part of the installed package)."""
+    return tuple(sorted(p.name for p in resources.files("phreeqc").joinpath("databases")
+                        .iterdir() if p.name.endswith(".dat")))
 
 
 def built_in_text(name: str) -> str:

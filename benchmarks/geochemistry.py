@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' platform helpers
 
 from benchmarks.timing import machine
-from tests.integration.test_geochemistry import samples_csv
+from tests.geochem_samples import samples_csv
 from tests.platform_fixtures import running_platform
 from twinstack.services.phreeqc import SpeciateParams, _samples
 from twinstack.sim import geochem

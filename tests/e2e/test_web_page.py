@@ -1,8 +1,8 @@
 """The web page in a real browser (Debian's chromium driven by Playwright) against a real
 platform (`twinstack up`): log in and out, projects, the project view (shapes, booleans,
-parameters, history, meshing, files, materials, kriging), two users live in one session, a
-relay restart, the admin view. The console stays free of errors. `make screenshots` runs this
-file with TWINSTACK_SCREENSHOTS set to keep the pictures it takes."""
+parameters, history, meshing, files, materials, kriging, the solver, geochemistry), two users
+live in one session, a relay restart, the admin view. The console stays free of errors. `make
+screenshots` runs this file with TWINSTACK_SCREENSHOTS set to keep the pictures it takes."""
 
 from __future__ import annotations
 
@@ -539,4 +539,114 @@ def test_solver_panel_sets_up_runs_and_shows_results(platform: Platform, page, s
         expect(page.locator("#solver-results")).to_contain_text(name)
     page.locator("#solver-results").scroll_into_view_if_needed()
     shoot(page, "solver")
+    assert page.problems == []
+
+
+def test_geochemistry_panel_speciates_maps_runs_plots_and_points_at_errors(platform: Platform,
+                                                                           page, shoot):
+    """Samples from a CSV file shown, speciated and their calcite saturation index kriged into
+    a map; the editor's reaction path run with its table and plot; a long path's progress and
+    Cancel; a refused input's line selected in the editor. Numbers are PHREEQC's own."""
+    from playwright.sync_api import expect
+
+    from tests.geochem_samples import samples_csv
+    from twinstack.sim import geochem
+
+    platform.add_user("fay")
+    fay = platform.client("fay")
+    project = fay.create_project("aquifer", "geochemistry")
+    page.goto(platform.url + "/")
+    log_in(page, "fay", PASSWORD)
+    open_in_page(page, "aquifer")
+    expect(page.get_by_role("tab", name="Geochemistry")).to_have_attribute("aria-selected", "true")
+    for absent in ("#view-panel", "#feature-form"):  # no shapes in this session type
+        expect(page.locator(absent)).to_be_hidden()
+    expect(page.get_by_role("combobox", name="Database", exact=True)).to_have_value("phreeqc.dat")
+
+    csv = samples_csv(300)
+    page.get_by_label("Samples (CSV: name, x, y, temp, pH, elements)").set_input_files(
+        {"name": "wells.csv", "mimeType": "text/csv", "buffer": csv.encode()})
+    preview = page.locator("#geochem-samples-table table")
+    expect(preview.locator("caption")).to_have_text("wells.csv: 300 samples, the first 10 shown")
+    expect(preview.locator("tbody tr")).to_have_count(10)
+    page.get_by_label("Phases", exact=True).fill("Calcite, Gypsum")
+    page.get_by_role("button", name="Speciate").click()
+    expect(page.get_by_role("alert")).to_contain_text("300 samples speciated with phreeqc.dat")
+    results = page.locator("#geochem-results select")
+    expect(results.locator("option:checked")).to_have_text(
+        "speciation of wells.csv (300 samples)")
+    table = page.locator("#geochem-table table")
+    expect(table.locator("tbody tr")).to_have_count(200)
+    expect(page.locator("#geochem-facts")).to_contain_text("300 rows · phreeqc.dat (sha256 ")
+    columns = table.locator("thead th").all_inner_texts()
+    first = dict(zip(columns, table.locator("tbody tr").first.locator("td").all_inner_texts(),
+                     strict=True))
+    direct = geochem.Engine(geochem.built_in_text("phreeqc.dat"))
+    sample = dict(zip(csv.splitlines()[0].split(","), csv.splitlines()[1].split(","),
+                      strict=True))
+    speciated = geochem.speciate(direct, [{k: float(v) for k, v in sample.items()
+                                           if k != "name"}], ["Calcite", "Gypsum"])
+    expected = dict(zip(speciated.columns, speciated.rows[0], strict=True))
+    assert first["sample"] == "w0"
+    for column in ("pH", "si_Calcite", "si_Gypsum"):
+        assert float(first[column]) == pytest.approx(expected[column], abs=1e-4)
+
+    chart = page.locator("#geochem-map")
+    expect(chart).to_have_attribute("data-points", "300")
+    expect(chart).to_have_attribute("data-column", "si_Calcite")
+    east_minus_west = page.evaluate("""() => {
+        const c = document.getElementById('geochem-map');
+        const d = c.getContext('2d').getImageData(0, 0, c.width - 70, c.height).data;
+        const w = c.width - 70;
+        const light = (x) => { let s = 0; for (let y = 0; y < c.height; y += 7) {
+            const i = (y * w + x) * 4; s += d[i] + d[i + 1] + d[i + 2]; } return s; };
+        return light(w - 3) - light(2);
+    }""")
+    assert east_minus_west > 0  # more calcium to the east: nearer yellow (saturated)
+    page.locator("#geochem-map-panel").scroll_into_view_if_needed()
+    shoot(page, "geochemistry-map")
+
+    editor = page.get_by_label("Input", exact=True)
+    path_input = editor.input_value()
+    assert "REACTION 1" in path_input  # the editor starts with a path to run as it is
+    page.get_by_label("Run name", exact=True).fill("calcite and CO2")
+    page.get_by_role("button", name="Run", exact=True).click()
+    status = page.locator("#geochem-status")
+    expect(status).to_have_text("done: 2 results", timeout=60_000)
+    expect(results.locator("option:checked")).to_have_text(
+        "calcite and CO2: selected output 1 (21 rows)")
+    expect(page.locator("#geochem-plot-panel")).to_be_visible()
+    plot = page.locator("#geochem-plot")
+    expect(plot.get_by_role("combobox", name="Along")).to_have_value("step")
+    plot.get_by_role("listbox", name="Plot").select_option(["pH", "si_Calcite"])
+    expect(page.locator("#geochem-chart")).to_have_attribute("data-points", "40")  # 20 steps each
+    [table_direct] = direct.run(path_input).tables
+    last = table.locator("tbody tr").last.locator("td").all_inner_texts()
+    assert [float(v) for v in last] == pytest.approx(table_direct.rows[-1], rel=1e-4)
+    page.locator("#geochem-plot-panel").scroll_into_view_if_needed()
+    shoot(page, "geochemistry-path")
+
+    # a long path: its progress, then Cancel; nothing is committed
+    head = fay.open_session(project["id"])
+    with head as session:
+        before = session.model.head()
+        editor.fill(path_input.replace("0.02 mol in 20 steps", "1 mol in 5000000 steps"))
+        page.get_by_role("button", name="Run", exact=True).click()
+        expect(status).to_contain_text("of 5,000,000 rows written", timeout=60_000)
+        expect(page.locator("#geochem-progress")).to_have_attribute("data-status", "running")
+        page.get_by_role("button", name="Cancel").click()
+        expect(status).to_have_text("cancelled: cancelled by a user", timeout=60_000)
+        assert session.model.head() == before
+
+    # a keyword block goes in at the cursor's line; a refused input's line is selected
+    editor.fill("")
+    page.get_by_role("combobox", name="Insert a keyword").select_option("SOLUTION")
+    assert editor.input_value().startswith("SOLUTION 1\n    units mg/L")
+    editor.fill("SOLUTION 1\n    temp 25\n    Ca 40\n    pH seven\nEND\n")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(status).to_contain_text("failed: PHREEQC: line 4", timeout=60_000)
+    expect(page.locator("#geochem-error")).to_have_attribute("data-line", "4")
+    assert editor.evaluate("e => e.value.slice(e.selectionStart, e.selectionEnd)") == \
+        "    pH seven"
+    expect(page.locator("#geochem-cursor")).to_have_text("line 4")
     assert page.problems == []

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from phreeqc import Phreeqc
 
+from tests.geochem_samples import samples_csv
 from tests.model_checks import refused
 from tests.platform_fixtures import running_platform, session_processes
 from twinstack.client import Session
@@ -141,18 +142,6 @@ def test_a_long_reaction_path_reports_progress_and_can_be_cancelled(session):
     # the service goes on: a short path afterwards runs to its end
     [table] = session.geochemistry.run(long_path.replace("5000000", "10"), timeout=LONG)
     assert len(table["rows"]) == 11  # the initial solution and 10 steps
-
-
-def samples_csv(count: int, seed: int = 3) -> str:
-    """Groundwater samples over a 1 km square whose calcium rises to the east."""
-    rng = np.random.default_rng(seed)
-    lines = ["name,x,y,temp,pH,Ca,Mg,Na,K,Cl,Alkalinity,S(6)"]
-    for n in range(count):
-        x, y = rng.uniform(0, 1000, 2)
-        lines.append(f"w{n},{x:.1f},{y:.1f},12,{rng.uniform(7.0, 7.6):.3f},"
-                     f"{30 + 0.1 * x + rng.normal(0, 3):.2f},12,25,2,35,"
-                     f"{220 + rng.normal(0, 10):.1f},40")
-    return "\n".join(lines) + "\n"
 
 
 def test_a_thousand_samples_are_speciated_in_one_call_and_kriged_into_a_map(session):

@@ -4,6 +4,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { parseValue, shownValue } from "../../src/twinstack/web/src/dom.js";
+import {
+  KEYWORDS, MAX_SAMPLES, lineSpan, parseCsv, plotDefaults, ticks,
+} from "../../src/twinstack/web/src/geochemistry.js";
 import { lanes } from "../../src/twinstack/web/src/history.js";
 import { colour, parsePoints } from "../../src/twinstack/web/src/kriging.js";
 import { progressText, setupFromForm } from "../../src/twinstack/web/src/solver.js";
@@ -92,4 +95,43 @@ test("a job's progress reads as steps, simulated time, speed and time left", () 
   assert.equal(progressText({ step: 0, steps: 10 }), "step 0 of 10");
   assert.equal(progressText({ step: 0, steps: 10, device: "gpu" }), "step 0 of 10 · on the GPU");
   assert.equal(progressText({ step: 0, steps: 10, device: "cpu" }), "step 0 of 10");
+});
+
+test("a samples file: its header and rows, quoted commas kept, too many refused", () => {
+  const { header, rows } = parseCsv('name,x,y,pH\r\n"well, north",1,2,7.1\n\nw2,3,4,"7.3"\n');
+  assert.deepEqual(header, ["name", "x", "y", "pH"]);
+  assert.deepEqual(rows, [["well, north", "1", "2", "7.1"], ["w2", "3", "4", "7.3"]]);
+  assert.deepEqual(parseCsv('name\n"say ""hi"""\n').rows, [['say "hi"']]);
+  assert.throws(() => parseCsv("name,x,y\n"), /a header line and at least one sample/);
+  const many = `x\n${"1\n".repeat(MAX_SAMPLES + 1)}`;
+  assert.throws(() => parseCsv(many), /20,001 samples; one call takes up to 20,000/);
+});
+
+test("a line of the input by its number, as PHREEQC counts them", () => {
+  const text = "SOLUTION 1\n    pH seven\nEND";
+  assert.deepEqual(lineSpan(text, 1), [0, 10]);
+  assert.equal(text.slice(...lineSpan(text, 2)), "    pH seven");
+  assert.equal(text.slice(...lineSpan(text, 3)), "END");
+  assert.equal(lineSpan(text, 4), null);
+});
+
+test("axis ticks are round numbers inside the range", () => {
+  assert.deepEqual(ticks(0, 10), [0, 2, 4, 6, 8, 10]);
+  assert.deepEqual(ticks(1, 20), [5, 10, 15, 20]);
+  assert.deepEqual(ticks(-0.43, 0.24), [-0.4, -0.2, 0, 0.2]);
+  assert.deepEqual(ticks(3, 3), [3]);
+});
+
+test("a run's table is plotted along its steps, distance or time", () => {
+  assert.deepEqual(plotDefaults(["step", "pH", "si_Calcite"]), { along: "step", plotted: ["pH"] });
+  assert.deepEqual(plotDefaults(["soln", "dist_x", "Ca(mol/kgw)"]),
+                   { along: "dist_x", plotted: ["Ca(mol/kgw)"] });
+  assert.deepEqual(plotDefaults(["a", "b"]), { along: "a", plotted: ["b"] });
+});
+
+test("every keyword block starts with its keyword and ends a line", () => {
+  for (const [keyword, block] of Object.entries(KEYWORDS)) {
+    assert.ok(block.endsWith("\n"), keyword);
+    assert.ok(block.startsWith(keyword) || (keyword === "KINETICS" && block.startsWith("RATES")), keyword);
+  }
 });

@@ -1,5 +1,5 @@
 """The web page's pure functions (parameter parsing, history lanes, CSV points, the colour
-map) under node's test runner: tests/js/page_functions.test.mjs imports the page's own
+map, the solver form, samples files, input lines, plot ticks) under node's test runner: tests/js/page_functions.test.mjs imports the page's own
 modules, unbundled."""
 
 from __future__ import annotations
@@ -16,4 +16,4 @@ def test_the_pages_functions_under_node():
     done = subprocess.run([tool("node"), "--test", str(TESTS)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "# pass 7" in done.stdout and "# fail 0" in done.stdout
+    assert "# pass 12" in done.stdout and "# fail 0" in done.stdout

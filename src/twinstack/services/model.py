@@ -139,6 +139,8 @@ class JobEvent(BaseModel):
     steps: int = Field(ge=0)
     resumed_from: int = Field(0, ge=0)
     reason: str | None = Field(None, max_length=4000)
+    line: int | None = Field(None, ge=1, description="the input line a failed run's error "
+                             "points at")
     results: list[str] = Field([], max_length=1000)
     simulated_s: float | None = Field(None, allow_inf_nan=False)
     cell_updates_per_s: float | None = Field(None, allow_inf_nan=False)

@@ -384,7 +384,8 @@ class PhreeqcService(ProjectService):
 
     async def _announce(self, job: Job, status: str) -> None:
         event = {"job": job.id, "simulation": job.solver, "status": status, "step": job.step,
-                 "steps": job.steps, "reason": job.reason, "results": job.results}
+                 "steps": job.steps, "reason": job.reason, "line": job.line,
+                 "results": job.results}
         try:
             await self._model("announce", **event)
         except ActionError as exc:  # progress is news, not state: the job goes on

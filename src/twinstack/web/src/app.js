@@ -172,7 +172,20 @@ onSubmit("material-form", (v, form) => v.createMaterial(form));
 onSubmit("kriging-form", (v, form) => v.krige(form));
 onSubmit("solver-form", (v, form) => v.solver.setup(form));
 onSubmit("solver-run", (v, form) => v.solver.run(form));
-$("solver-cancel").addEventListener("click", () => view()?.solver.cancel());
+$("solver-cancel").addEventListener("click", () => view()?.solver.jobs.cancel());
+const geochemistry = () => view()?.geochemistry;
+onSubmit("geochem-database", (v, form) => v.geochemistry.uploadDatabase(form));
+onSubmit("geochem-samples", (v, form) => v.geochemistry.speciate(form));
+$("geochem-samples").elements.file.addEventListener("change", (event) => geochemistry()?.preview(event.target.form));
+onSubmit("geochem-run", (v, form) => v.geochemistry.run(form));
+$("geochem-run").elements.keyword.addEventListener("change", (event) => geochemistry()?.insertKeyword(event.target));
+for (const type of ["click", "keyup"]) {
+  $("geochem-run").elements.input.addEventListener(type, () => geochemistry()?.showCursor());
+}
+$("geochem-cancel").addEventListener("click", () => geochemistry()?.jobs.cancel());
+$("geochem-results").elements.table.addEventListener("change", (event) => geochemistry()?.showTable(view().byId(event.target.value)));
+$("geochem-plot").addEventListener("change", () => geochemistry()?.plot());
+onSubmit("geochem-map-form", (v) => v.geochemistry.krige());
 onSubmit("label-form", async (v, form) => {
   if (await v.call("model", "label", { name: form.elements.label.value.trim() })) form.reset();
 });

@@ -11,6 +11,13 @@ export function button(text, onClick) {
   return element;
 }
 
+// A select's options as [value, label] pairs, keeping what was chosen where it is still there.
+export function keepChoice(select, options) {
+  const chosen = select.value;
+  select.replaceChildren(...options.map(([value, label]) => new Option(label, value)));
+  if (options.some(([value]) => value === chosen)) select.value = chosen;
+}
+
 export function tableRow(values) {
   const row = document.createElement("tr");
   for (const value of values) {

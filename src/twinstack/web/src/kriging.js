@@ -28,7 +28,12 @@ export function parsePoints(text) {
     values.push(numbers[2]);
   });
   if (values.length < 3) throw new Error(`kriging needs at least 3 points, the file has ${values.length}`);
-  if (values.length > MAX_POINTS) throw new Error(`the file has ${values.length} points; the page takes up to ${MAX_POINTS}`);
+  return pointSet(xy, values);
+}
+
+// Points and their values with the ranges a map spans; at most MAX_POINTS.
+export function pointSet(xy, values) {
+  if (values.length > MAX_POINTS) throw new Error(`${values.length} points; the page kriges up to ${MAX_POINTS}`);
   const xs = xy.map((p) => p[0]);
   const ys = xy.map((p) => p[1]);
   return { xy, values, xRange: [Math.min(...xs), Math.max(...xs)],

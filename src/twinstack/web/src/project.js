@@ -1,9 +1,10 @@
 // An opened project: its session starting, then the entity tree, the 3D view, the toolbar of
-// features, the property panel, meshing, files, materials, kriging, the history graph, the log
-// and the session's facts. Every change anyone makes comes back as a `model_changed` event on
-// the session's socket, and the page redraws from the model then: what another user does
-// shows the same way as what this one does.
+// features, the property panel, meshing, files, materials, the solver, geochemistry, kriging,
+// the history graph, the log and the session's facts. Every change anyone makes comes back as
+// a `model_changed` event on the session's socket, and the page redraws from the model then:
+// what another user does shows the same way as what this one does.
 import { PlatformError, SessionSocket, call, fetchBlob, state } from "./api.js";
+import { GeochemistryPanel } from "./geochemistry.js";
 import { drawHistory } from "./history.js";
 import { krigingMap, parsePoints } from "./kriging.js";
 import { SolverPanel } from "./solver.js";
@@ -30,6 +31,7 @@ export class ProjectView {
     this.reconnects = 0;
     this.refreshing = Promise.resolve();
     this.solver = new SolverPanel(this);
+    this.geochemistry = this.services.includes("phreeqc") ? new GeochemistryPanel(this) : null;
     this.reloadWaiting = false;
     this.meshShown = null;  // a mesh drawn in the view instead of the shapes
   }
@@ -54,7 +56,8 @@ export class ProjectView {
     document.querySelector("#tabs [role=tab]:not([hidden])")?.click();
     $("workspace").classList.toggle("no-model", !this.services.includes("model"));
     for (const id of ["tree", "log", "mesh-stats", "property-form", "solver-results",
-                      "solver-status"]) $(id).replaceChildren();
+                      "solver-status", "geochem-samples-table", "geochem-status",
+                      "geochem-facts", "geochem-table"]) $(id).replaceChildren();
     $("history-graph").replaceChildren();
     $("session-state").textContent = `Session ${this.record.state}…`;
     this.showServices();
@@ -119,7 +122,9 @@ export class ProjectView {
       $("session-state").textContent =
         `Waiting for a free session node: place ${event.place} in the queue`;
     }
-    if (event.type === "job") this.solver.onJob(event);
+    if (event.type === "job") {
+      (event.service === "phreeqc" ? this.geochemistry : this.solver)?.jobs.onJob(event);
+    }
     if (event.type === "model_changed") {
       const described = event.head?.state?.description || "";
       this.log("model", "info", `${event.author}: ${event.operation} ${described}`);
@@ -211,6 +216,7 @@ export class ProjectView {
     this.showProperties();
     this.suggestMeshSizes();
     if (this.services.includes("fit-td")) this.solver.show(this.entities);
+    await this.geochemistry?.show(this.entities);
     drawHistory($("history-graph"), graph, (s) => this.checkout(s));
     $("undo").disabled = !graph.head || !graph.states.find((s) => s.id === graph.head)?.parent_id;
     $("redo").disabled = graph.head === graph.tip;
@@ -244,7 +250,7 @@ export class ProjectView {
   }
 
   async draw() {
-    if (!this.services.includes("visualization")) return;
+    if (!this.services.includes("modeling")) return;  // the view draws shapes and their meshes
     const { key, action, params } = this.drawing();
     if (key === this.drawnKey) return;
     this.drawnKey = key;

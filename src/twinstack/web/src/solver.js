@@ -4,7 +4,8 @@
 // Setups and results are entities, so every page of the session sees them; progress arrives
 // as `job` events, so every page shows the run too.
 
-import { $ } from "./dom.js";
+import { $, keepChoice } from "./dom.js";
+import { JobTracker } from "./jobs.js";
 
 const GHZ = 1e9;
 const FACES = ["x-", "x+", "y-", "y+", "z-", "z+"];
@@ -12,12 +13,6 @@ const FACES = ["x-", "x+", "y-", "y+", "z-", "z+"];
 function numbers(text) {
   const values = text.split(/[\s,]+/).filter(Boolean).map(Number);
   return values.length === 3 && values.every(Number.isFinite) ? values : null;
-}
-
-function keepChoice(select, options) {
-  const chosen = select.value;
-  select.replaceChildren(...options.map(([value, label]) => new Option(label, value)));
-  if (options.some(([value]) => value === chosen)) select.value = chosen;
 }
 
 // The setup `fit-td.setup` takes from the form's fields, or a message saying what is missing.
@@ -63,12 +58,11 @@ export function progressText(event) {
   return parts.join(" · ");
 }
 
-const STATUS_AFTER_MS = 5000;
-
 export class SolverPanel {
   constructor(view) {
     this.view = view;
-    this.job = null;
+    this.jobs = new JobTracker(view, "fit-td", "solver", {
+      running: progressText, ended: (event) => event.status === "done" && this.showResults(event.results) });
   }
 
   show(entities) {
@@ -96,36 +90,7 @@ export class SolverPanel {
   async run(form) {
     const started = await this.view.call("fit-td", "run", { id: form.elements.simulation.value });
     if (!started) return;
-    this.onJob({ job: started.job, status: "running", step: 0, steps: started.steps });
-  }
-
-  async askStatus(job) {
-    const now = await this.view.call("fit-td", "status", { job });
-    if (now && now.job === this.job) this.onJob(now);
-  }
-
-  async cancel() {
-    if (this.job) await this.view.call("fit-td", "cancel", { job: this.job });
-  }
-
-  onJob(event) {
-    this.job = event.job;
-    // events are news that can be lost (a service restarting as the job ends): after
-    // STATUS_AFTER_MS without one, the job's status says where it is
-    clearTimeout(this.quiet);
-    if (event.status === "running") {
-      this.quiet = setTimeout(() => this.askStatus(event.job), STATUS_AFTER_MS);
-    }
-    const bar = $("solver-progress");
-    bar.max = event.steps || 1;
-    bar.value = event.step;
-    bar.dataset.status = event.status;
-    $("solver-cancel").disabled = event.status !== "running";
-    $("solver-status").textContent = event.status === "running" ? progressText(event)
-      : event.status === "done" ? `done: ${event.results.length} results${
-        event.reason ? ` (${event.reason})` : ""}`
-        : `${event.status}${event.reason ? `: ${event.reason}` : ""}`;
-    if (event.status === "done") this.showResults(event.results);
+    this.jobs.onJob({ job: started.job, status: "running", step: 0, steps: started.steps });
   }
 
   async showResults(ids) {

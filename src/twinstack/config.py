@@ -205,6 +205,10 @@ class Settings(BaseSettings):
     compute_memory_mb: int = Field(
         512, ge=64, description="memory one compute action may plan to use; larger requests "
         "are refused before anything is allocated")
+    compute_workers: int = Field(
+        0, ge=0, le=64, description="worker processes one compute service may run side by "
+        "side for one action (phreeqc splits a speciation batch between them); 0: one per "
+        "core it may use, up to 4")
     compute_work_gflop: float = Field(
         200.0, gt=0, description="floating-point work (GFLOP) one compute action may plan to "
         "do; larger requests are refused before they start")

@@ -49,8 +49,8 @@ SESSION_TYPE_NEEDS: dict[str, SessionType] = {
         services=("model", "modeling", "cartesian-mesh", "tet-mesh", "visualization",
                   "fit-td"),
         cpus=0.25, memory_mb=2304),
-    # The model service, phreeqc (~60 MB, and a worker process with PHREEQC and a database,
-    # ~40 MB, plus one for a running job), kriging (~120 MB) and visualization (~150 MB) and
+    # The model service, phreeqc (~60 MB, and worker processes with PHREEQC and a database,
+    # ~40 MB each: one per core up to 4, plus one for a running job), kriging (~120 MB) and visualization (~150 MB) and
     # one action's planned memory. Speciating and kriging are short bursts of one core.
     "geochemistry": SessionType(
         services=("model", "phreeqc", "kriging", "visualization"), cpus=0.25,

@@ -20,6 +20,8 @@ from tests.geochem_samples import samples_csv
 from tests.model_checks import refused
 from tests.platform_fixtures import running_platform, session_processes
 from twinstack.client import Session
+from twinstack.services.phreeqc import SpeciateParams, _samples
+from twinstack.sim import geochem
 
 LONG = 120.0  # a hang guard, never the thing tested
 # Seawater (the PHREEQC manual's example 1 composition) with its saturation indices selected
@@ -54,9 +56,15 @@ END
 BAD = "SOLUTION 1\n  temp 25\n  Ca 1\n  pH seven\nEND\n"
 
 
+WORKERS = 3  # warm workers a speciation is split between, whatever the machine's cores
+
+
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    with running_platform(tmp_path_factory.mktemp("geochemistry"), "ada") as platform:
+    """A session on a node told to give each compute action WORKERS processes (the node
+    passes its limits on to the services it starts)."""
+    with running_platform(tmp_path_factory.mktemp("geochemistry"), "ada",
+                          env={"TWINSTACK_COMPUTE_WORKERS": str(WORKERS)}) as platform:
         tw = platform.client("ada")
         project = tw.create_project("aquifer", "geochemistry")["id"]
         with tw.open_session(project) as opened:
@@ -125,8 +133,8 @@ def test_a_long_reaction_path_reports_progress_and_can_be_cancelled(session):
                  " 1 mol in 5000000 steps\nSELECTED_OUTPUT 1\n -reset false\n -step true\n"
                  " -si Calcite Gypsum\nEND\n")
     session.geochemistry.speciate([{"pH": 7.2, "Ca": 40, "Alkalinity": 120}])
-    warm = worker_processes(session)  # the worker short calls use
-    assert len(warm) == 1
+    warm = worker_processes(session)  # the workers short calls use
+    assert len(warm) == WORKERS
     before = session.model.head()
     started = session.geochemistry.start(long_path, name="long path")
     assert started["steps"] == 5_000_000
@@ -163,6 +171,29 @@ def test_a_thousand_samples_are_speciated_in_one_call_and_kriged_into_a_map(sess
     field = np.array(kriged["estimates"])
     assert field.shape == (31, 41)
     assert field[:, -1].mean() > field[:, 0].mean() + 0.2  # the map shows it too
+
+
+def test_a_batch_split_between_workers_keeps_its_order_and_names_failed_samples(session):
+    """Split between WORKERS processes, a batch's rows are those of the batch speciated in one
+    process, in order, and a sample PHREEQC cannot solve is named by its own number."""
+    lines = samples_csv(1000).splitlines()
+    for n in (150, 850):  # an acid sample early and late: its alkalinity cannot converge
+        cells = lines[n + 1].split(",")
+        cells[4] = "2.0"
+        lines[n + 1] = ",".join(cells)
+    csv = "\n".join(lines)
+    found = session.geochemistry.speciate(csv=csv)
+    assert sorted(found["failed"], key=int) == ["150", "850"]
+    assert "initial solution  851." in found["failed"]["850"]
+    engine = geochem.Engine(geochem.built_in_text(geochem.DEFAULT_DATABASE))
+    direct = geochem.speciate(engine, _samples(SpeciateParams(csv=csv)),
+                              SpeciateParams().phases)
+    assert found["columns"][3:] == direct.columns
+    for got, expected in zip(found["rows"], direct.rows, strict=True):
+        if expected is None:
+            assert got[3:] == [None] * len(direct.columns)
+        else:
+            assert got[3:] == pytest.approx(expected, rel=1e-9)
 
 
 def test_bad_samples_are_refused_naming_what_is_wrong(session):

@@ -32,6 +32,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
+from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
@@ -45,6 +46,8 @@ from twinstack.wire.runtime import Ports, ServiceBase
 log = logging.getLogger(__name__)
 
 GPU_SERVICES = frozenset({"fit-td"})  # solver services that get the LSS's GPUs
+COMPUTE_LIMITS = ("max_message_bytes", "max_json_depth", "compute_memory_mb",
+                  "compute_work_gflop", "compute_workers")  # passed on to compute services
 CERT_DAYS = 1.0  # compute services' certificates; renewed at half-life, reloaded in place
 CERT_CHECK_SECONDS = 300.0  # how often a session's certificates are checked for renewal
 STATE_FILE = "state.json"  # in a session's folder: what its services are, for a new LSS
@@ -139,8 +142,16 @@ class SessionRunner:
         spec = ServiceSpec(service=service, session=self.session,
                            identity=identity, workdir=self.workdir / service,
                            logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0,
-                           extra_args=self._data_args(service))
+                           extra_args=(*self._data_args(service), *self._limit_args()))
         return self.lss.spawner_for(spec)
+
+    def _limit_args(self) -> tuple[str, ...]:
+        """The node's limits on what one request and one compute action may use, where they
+        are not the defaults: its compute services are held to them too."""
+        s = self.lss.settings
+        return tuple(item for name in COMPUTE_LIMITS
+                     if getattr(s, name) != Settings.model_fields[name].default
+                     for item in ("--" + name.replace("_", "-"), str(getattr(s, name))))
 
     def _data_args(self, service: str) -> tuple[str, ...]:
         """Where a session with a model keeps its data: the model service writes the project's

@@ -1,9 +1,11 @@
 """The phreeqc service: PHREEQC geochemistry (sim/geochem.py) with results as versioned entities.
 
-PHREEQC runs in worker processes (phreeqc_worker.py), never on the service's own loop: one warm
-worker answers the short calls (`speciate`, a database check) one at a time; each `run` is a
-job in a worker of its own, whose progress is the rows PHREEQC has written of SELECTED_OUTPUT 1
-(a `job` event about twice a second) and which `cancel` ends by its PID.
+PHREEQC runs in worker processes (phreeqc_worker.py), never on the service's own loop: warm
+workers (`compute_workers`; by default one per core the service may use, up to
+SPECIATION_WORKERS) answer the short calls (`speciate` splits a batch between them, a
+database check); each `run` is a job in a worker of its own, whose progress is the rows
+PHREEQC has written of SELECTED_OUTPUT 1 (a `job` event about twice a second) and which
+`cancel` ends by its PID.
 
 Every result names the database it was computed with (its name and SHA-256) and PHREEQC's
 version. The databases are the package's own (phreeqc.dat by default) and any a user uploads:
@@ -32,6 +34,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from twinstack.services.project import CALLERS, JobParams, ProjectService, the_job
+from twinstack.sessiontypes import machine_resources
 from twinstack.sim import geochem
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError
@@ -43,6 +46,7 @@ DATABASE_ROLE = "phreeqc database"
 PROGRESS_EVERY = 0.5  # seconds between a job's progress events
 MAX_SAMPLES = 20_000  # per speciate call: ~0.2 ms each, so a call stays under ~5 s
 MAX_PHASES = 64
+SPECIATION_WORKERS = 4  # by default at most: PHREEQC is one thread; a batch is split among them
 STEPS = re.compile(r"\bin\s+(\d+)\s+steps?\b|^\s*-steps\s+(\d+)", re.I | re.M)
 COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9()+\-]{0,31}")  # an element, or x, y, pH ...
 SHIFTS = re.compile(r"^\s*-shifts\s+(\d+)", re.I | re.M)
@@ -127,6 +131,8 @@ class Worker:
                 if not request:
                     return {"ok": True}
                 return await self._exchange({"digest": database.digest, **request})
+            except geochem.InputError:
+                raise  # PHREEQC refused the request: the worker goes on
             except BaseException:
                 await self.end()
                 raise
@@ -170,7 +176,9 @@ class PhreeqcService(ProjectService):
     async def start(self) -> None:
         await super().start()
         s = self.settings
-        self.worker = Worker(s.compute_memory_mb, s.max_message_bytes)
+        count = s.compute_workers or max(1, min(SPECIATION_WORKERS,
+                                                int(machine_resources()[0])))
+        self.workers = [Worker(s.compute_memory_mb, s.max_message_bytes) for _ in range(count)]
         self.version = await self._compute(geochem.version)
         self.job: Job | None = None
         self.runner: asyncio.Task[None] | None = None
@@ -179,10 +187,11 @@ class PhreeqcService(ProjectService):
         self.warming = asyncio.create_task(self._warm())
 
     async def _warm(self) -> None:
-        """Start the worker with the default database loaded (~0.4 s), so the first call
+        """Start the workers with the default database loaded (~0.4 s), so the first call
         does not wait for it."""
         try:
-            await self.worker.request(await self._database(geochem.DEFAULT_DATABASE))
+            database = await self._database(geochem.DEFAULT_DATABASE)
+            await asyncio.gather(*(worker.request(database) for worker in self.workers))
         except asyncio.CancelledError:
             raise
         except Exception:  # the first call starts it again and says what is wrong
@@ -193,7 +202,7 @@ class PhreeqcService(ProjectService):
         if self.runner is not None:
             self.runner.cancel()
             await asyncio.gather(self.runner, return_exceptions=True)
-        await self.worker.end()
+        await asyncio.gather(*(worker.end() for worker in self.workers))
         await super().stop()
 
     # databases --------------------------------------------------------------------------------
@@ -215,7 +224,7 @@ class PhreeqcService(ProjectService):
         author = self._editor(call)
         database = Database(params.name, geochem.digest(params.text), params.text)
         try:
-            await self.worker.request(database)
+            await self.workers[0].request(database)
         except geochem.InputError as exc:
             raise ActionError(422, "invalid_database", f"PHREEQC does not load "
                               f"{params.name}: {exc}", "params.text") from exc
@@ -257,18 +266,17 @@ class PhreeqcService(ProjectService):
         database = await self._database(params.database)
         started = time.perf_counter()
         try:
-            reply = await self.worker.request(database, op="speciate", samples=samples,
-                                              phases=params.phases)
+            found = await self._speciate(database, samples, params.phases)
         except geochem.InputError as exc:
             raise ActionError(422, "invalid_samples", str(exc), "params.phases"
                               if "phase" in exc.message else "params.samples") from exc
         took = time.perf_counter() - started
-        columns = ["sample", "x", "y", *reply["columns"]]
-        failed_row = [None] * len(reply["columns"])
+        columns = ["sample", "x", "y", *found.columns]
+        failed_row = [None] * len(found.columns)
         rows = [[sample.get("name", str(n + 1)), sample.get("x"), sample.get("y"),
                  *(row or failed_row)]
-                for n, (sample, row) in enumerate(zip(samples, reply["rows"], strict=True))]
-        errors: dict[str, str] = reply["errors"]  # by sample index, from 0
+                for n, (sample, row) in enumerate(zip(samples, found.rows, strict=True))]
+        errors = {str(n): message for n, message in found.errors.items()}  # from 0
         table = {"columns": columns, "rows": rows}
         blob = await asyncio.to_thread(self.blobs.put, json.dumps(table).encode())
         name = params.name or f"speciation of {len(samples):,} samples"
@@ -283,6 +291,23 @@ class PhreeqcService(ProjectService):
         log.info("speciated %d samples in %.3f s", len(samples), took)
         return {"id": entity["id"], "head": result["head"], **table, "failed": errors,
                 **database.named(), "phreeqc": self.version, "seconds": round(took, 4)}
+
+    async def _speciate(self, database: Database, samples: list[dict[str, Any]],
+                        phases: list[str]) -> geochem.Speciation:
+        """The samples split into a part per worker (of at least geochem.CHUNK), speciated
+        side by side and joined in their order."""
+        parts = max(1, min(len(self.workers), len(samples) // geochem.CHUNK))
+        size = -(-len(samples) // parts)
+        replies = await asyncio.gather(*(
+            worker.request(database, op="speciate", samples=samples[start:start + size],
+                           phases=phases, number_from=start + 1)
+            for worker, start in zip(self.workers, range(0, len(samples), size), strict=False)))
+        found = geochem.Speciation(next((r["columns"] for r in replies if r["columns"]), []),
+                                   [], {})
+        for n, reply in enumerate(replies):
+            found.rows += reply["rows"]
+            found.errors |= {n * size + int(k): v for k, v in reply["errors"].items()}
+        return found
 
     # runs -------------------------------------------------------------------------------------
 

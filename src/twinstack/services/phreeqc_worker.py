@@ -6,7 +6,7 @@ One JSON request per line on stdin, one JSON reply per line on stdout:
   {"op": "load", "digest": d, "text": database}                 -> {"ok": true}
   {"op": "run", "digest": d, "input": text, "selected_file": p}  -> {"ok": true, "tables",
                                                                      "warnings"}
-  {"op": "speciate", "digest": d, "samples": [...], "phases": [...]}
+  {"op": "speciate", "digest": d, "samples": [...], "phases": [...], "number_from": n}
                                                 -> {"ok": true, "columns", "rows", "errors"}
   a refusal: {"ok": false, "error": message, "line": n or null, "text": the line or null}
 The address space is capped at MEMORY_MB: a run that needs more fails in PHREEQC, not the host.
@@ -32,7 +32,8 @@ def handle(engines: dict[str, geochem.Engine], request: dict[str, Any]) -> dict[
         outcome = engine.run(request["input"], request.get("selected_file"))
         return {"ok": True, "tables": [t.as_dict() for t in outcome.tables],
                 "warnings": outcome.warnings}
-    found = geochem.speciate(engine, request["samples"], request["phases"])
+    found = geochem.speciate(engine, request["samples"], request["phases"],
+                             request.get("number_from", 1))
     return {"ok": True, "columns": found.columns, "rows": found.rows,
             "errors": {str(k): v for k, v in found.errors.items()}}
 

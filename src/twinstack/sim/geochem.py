@@ -164,17 +164,19 @@ def located_error(text: str, output: str, message: str) -> InputError:
 
 # batches of samples ----------------------------------------------------------------------------
 
-def speciation_input(samples: list[dict[str, Any]], phases: list[str], first: int = 0) -> str:
+def speciation_input(samples: list[dict[str, Any]], phases: list[str], first: int = 0,
+                     number_from: int = 1) -> str:
     """One input speciating `samples[first:]`: SELECTED_OUTPUT 1 with pH, ionic strength,
     charge-balance error and the phases' SIs, then a SOLUTION per sample numbered by its
-    index + 1, a line per field (temp, pH, pe, density, elements' concentrations)."""
+    index + number_from, a line per field (temp, pH, pe, density, elements'
+    concentrations)."""
     head = ("SELECTED_OUTPUT 1\n -reset false\n -solution true\n -temperature true\n"
             " -pH true\n -pe true\n -ionic_strength true\n -percent_error true\n"
             f" -saturation_indices {' '.join(phases)}\n")
     blocks = [head]
     for n in range(first, len(samples)):
         sample = samples[n]
-        lines = [f"SOLUTION {n + 1}", f" units {sample.get('units', 'mg/L')}"]
+        lines = [f"SOLUTION {n + number_from}", f" units {sample.get('units', 'mg/L')}"]
         lines += [f" {key} {value!r}" for key, value in sample.items()
                   if key not in NOT_INPUT and value is not None]
         blocks.append("\n".join(lines) + "\nEND\n")
@@ -188,29 +190,32 @@ class Speciation:
     errors: dict[int, str]  # sample index: PHREEQC's message
 
 
-def speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str]) -> Speciation:
+def speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str],
+             number_from: int = 1) -> Speciation:
     """Every sample's speciation; a sample PHREEQC cannot solve gets its error, the others
     their row. Raises InputError for what is wrong with every sample (an unknown element or
     phase). In inputs of CHUNK samples: PHREEQC slows down as an input's solutions pile up
-    (5,000 in one input: 8.6k samples/s; in inputs of 200: 11.9k/s)."""
+    (5,000 in one input: 8.6k samples/s; in inputs of 200: 11.9k/s). Sample n is SOLUTION
+    n + number_from, the number PHREEQC's messages name (a batch's later part numbers on)."""
     found = Speciation([], [], {})
     for start in range(0, len(samples), CHUNK):
-        part = _speciate(engine, samples[start:start + CHUNK], phases)
+        part = _speciate(engine, samples[start:start + CHUNK], phases, number_from + start)
         found.columns = found.columns or part.columns
         found.rows += part.rows
         found.errors |= {start + n: message for n, message in part.errors.items()}
     return found
 
 
-def _speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str]) -> Speciation:
+def _speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str],
+              number_from: int) -> Speciation:
     rows: list[list[Any] | None] = [None] * len(samples)
     errors: dict[int, str] = {}
     columns: list[str] = []
     first = 0
     while first < len(samples):
         try:
-            outcome, failed = engine.run(speciation_input(samples, phases, first),
-                                         echo=False), None
+            outcome, failed = engine.run(speciation_input(samples, phases, first,
+                                                          number_from), echo=False), None
         except InputError as exc:
             outcome, failed = Outcome(engine.tables(), engine.warnings()), exc
         unknown = [w for w in outcome.warnings
@@ -219,10 +224,12 @@ def _speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str]) 
             raise InputError(unknown[0].removeprefix("WARNING:").strip(), None)
         table = outcome.tables[0] if outcome.tables else Table(1, [], [])
         columns = columns or table.columns
-        stop = len(samples) if failed is None else _failed_sample(failed.message, table, first)
+        stop = len(samples) if failed is None else \
+            _failed_sample(failed.message, table, first, number_from)
         for row in table.rows:
-            if int(row[0]) - 1 < stop:
-                rows[int(row[0]) - 1] = [None if v == NO_VALUE else v for v in row[1:]]
+            if int(row[0]) - number_from < stop:
+                rows[int(row[0]) - number_from] = [None if v == NO_VALUE else v
+                                                   for v in row[1:]]
         if failed is None:
             break
         errors[stop] = failed.message
@@ -230,10 +237,10 @@ def _speciate(engine: Engine, samples: list[dict[str, Any]], phases: list[str]) 
     return Speciation(columns[1:], rows, errors)
 
 
-def _failed_sample(message: str, table: Table, first: int) -> int:
+def _failed_sample(message: str, table: Table, first: int, number_from: int) -> int:
     """The index of the sample a batch stopped at: the solution PHREEQC names, else the one
     after its last row."""
     named = re.search(r"solution\s+(\d+)", message)
     if named is not None:
-        return int(named.group(1)) - 1
-    return max([first - 1] + [int(r[0]) - 1 for r in table.rows]) + 1
+        return int(named.group(1)) - number_from
+    return max([first - 1] + [int(r[0]) - number_from for r in table.rows]) + 1

@@ -11,9 +11,7 @@ default (a batch split between a worker process per core, up to 4) and with one 
 each of its rates over each direct one (goal: >= 0.8). Needs phreeqpython (`pip install -e
 '.[bench]'`).
 
-    .venv/bin/python benchmarks/geochemistry.py [--samples 1000] [--repeats 5] > geochemistry.json
-
-(Not named phreeqc.py: run as a script, it would shadow the phreeqc package.)
+    .venv/bin/python benchmarks/phreeqc.py [--samples 1000] [--repeats 5] > phreeqc.json
 """
 
 from __future__ import annotations
@@ -28,7 +26,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' platform helpers
+# the repository instead of this folder, where this file would stand in for the phreeqc package
+sys.path.pop(0)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.timing import machine
 from tests.geochem_samples import samples_csv

@@ -50,8 +50,9 @@ SESSION_TYPE_NEEDS: dict[str, SessionType] = {
                   "fit-td"),
         cpus=0.25, memory_mb=2304),
     # The model service, phreeqc (~60 MB, and worker processes with PHREEQC and a database,
-    # ~40 MB each: one per core up to 4, plus one for a running job), kriging (~120 MB) and visualization (~150 MB) and
-    # one action's planned memory. Speciating and kriging are short bursts of one core.
+    # ~40 MB each: one per core up to 4, plus one for a running job), kriging (~120 MB) and
+    # visualization (~150 MB) and one action's planned memory. Speciating and kriging are
+    # short bursts of one core (a speciation of many samples, of each worker's).
     "geochemistry": SessionType(
         services=("model", "phreeqc", "kriging", "visualization"), cpus=0.25,
         memory_mb=1536),

@@ -1,6 +1,6 @@
 """The web page's pure functions (parameter parsing, history lanes, CSV points, the colour
-map, the solver form, samples files, input lines, plot ticks) under node's test runner: tests/js/page_functions.test.mjs imports the page's own
-modules, unbundled."""
+map, the solver form, samples files, input lines, plot ticks) under node's test runner:
+tests/js/page_functions.test.mjs imports the page's own modules, unbundled."""
 
 from __future__ import annotations
 

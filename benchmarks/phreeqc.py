@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -30,29 +29,13 @@ from typing import Any
 sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.timing import machine
+from benchmarks.timing import interleaved, machine
 from tests.geochem_samples import samples_csv
 from tests.platform_fixtures import running_platform
 from twinstack.services.phreeqc import SpeciateParams, _samples
 from twinstack.sim import geochem
 
 PHASES = ["Calcite", "Dolomite", "Gypsum", "Halite"]
-
-
-def rates(count: int, candidates: dict[str, Callable[[], Any]], repeats: int
-          ) -> dict[str, float]:
-    """Speciations per second of each candidate: the best of `repeats` rounds that run each
-    once in turn (after one untimed call each), so that the machine slowing down or speeding
-    up mid-run moves them all."""
-    for fn in candidates.values():
-        fn()
-    best = dict.fromkeys(candidates, float("inf"))
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            started = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return {name: count / seconds for name, seconds in best.items()}
 
 
 def phreeqpython_batch(samples: list[dict[str, Any]]) -> Callable[[], Any]:
@@ -89,7 +72,8 @@ def main() -> int:
             tw = platform.client("ada")
             with tw.open_session(tw.create_project("bench", "geochemistry")["id"]) as session:
                 speciate = partial(session.geochemistry.speciate, csv=csv, phases=PHASES)
-                measured = rates(args.samples, {label: speciate, **direct}, args.repeats)
+                timed = interleaved({label: speciate, **direct}, args.repeats)
+                measured = {name: args.samples / (t["min_ms"] / 1000) for name, t in timed.items()}
         ratio |= {f"{label}/{name}": round(measured[label] / measured[name], 2)
                   for name in direct}
         found[label] = measured[label]

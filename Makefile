@@ -10,7 +10,7 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 RUN_EXTRAS := compute,cad,mesh
 TEST_EXTRAS := compute,cad,mesh,kubernetes,test
 
-.PHONY: up web test screenshots lint system-packages clean
+.PHONY: up web kernels test screenshots lint system-packages clean
 .NOTPARALLEL:
 
 $(BIN)/python:
@@ -31,7 +31,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 web:  # the page gss serves at /, bundled by npm tools (scripts/build-web.sh)
 	@scripts/build-web.sh || echo "warning: the web page is not built; the API and the Python client work without it"
 
-up: $(VENV)/.installed-run web
+kernels:  # compile numba's kernels into its cache now, not in a user's first call
+	@$(BIN)/python -m twinstack.sim.kriging_local
+
+up: $(VENV)/.installed-run web kernels
 	$(BIN)/twinstack up --data-dir $(DATA)$(if $(PORT), --port $(PORT))
 
 system-packages:
@@ -41,7 +44,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
-test: system-packages lint
+test: system-packages lint kernels
 	$(BIN)/python -m pytest -m 'not alone'
 	$(BIN)/python -m pytest -m alone -n 0
 

@@ -283,38 +283,23 @@ def _kriging_global(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
     return KrigingResult(estimates, variances)
 
 
-def _pair_distances(near: np.ndarray) -> np.ndarray:
-    """Distances between the k neighbours of each target, (c, k, k), with two temporaries.
-
-    The same operations in the same order as np.linalg.norm over the coordinate axis.
-    """
-    dx = near[:, :, None, 0] - near[:, None, :, 0]
-    dy = near[:, :, None, 1] - near[:, None, :, 1]
-    dx *= dx
-    dy *= dy
-    dx += dy
-    return np.sqrt(dx, out=dx)
-
-
 def _kriging_local(points: np.ndarray, values: np.ndarray, targets: np.ndarray,
                    variogram: Variogram, k: int, stop: Callable[[], bool]) -> KrigingResult:
+    from twinstack.sim import kriging_local  # numba: only where local kriging is asked for
+
     tree = cKDTree(points)
     estimates = np.empty(targets.shape[0])
     variances = np.empty(targets.shape[0])
-    chunk = max(1, CHUNK_ELEMENTS // (k + 1) ** 2)
-    for start in range(0, targets.shape[0], chunk):
+    model = kriging_local.MODELS.index(variogram.model)
+    params = np.array(variogram.params, float)
+    chunk = max(1, CHUNK_ELEMENTS // k)  # targets whose neighbours' indices and distances
+    for start in range(0, targets.shape[0], chunk):  # fill a block
         if stop():
             raise Stopped(start, targets.shape[0])
         part = slice(start, start + chunk)
         distances, index = tree.query(targets[part], k=k)
-        a = np.ones((index.shape[0], k + 1, k + 1))
-        a[:, :k, :k] = _semivariance(variogram, _pair_distances(points[index]))
-        a[:, k, k] = 0.0
-        b = np.ones((index.shape[0], k + 1))
-        b[:, :k] = _semivariance(variogram, distances)
-        x = np.linalg.solve(a, b[:, :, None])[:, :, 0]
-        estimates[part] = np.einsum("ck,ck->c", x[:, :k], values[index])
-        variances[part] = np.einsum("ck,ck->c", x, b)
+        kriging_local.krige_targets(points, values, index, distances, model, params,
+                                    ZERO_DISTANCE, estimates[part], variances[part])
     return KrigingResult(estimates, variances)
 
 
@@ -360,8 +345,8 @@ def kriging_cost(n_points: int, n_targets: int, *, neighbours: int | None = None
 
     A pure function of the request's sizes, so a service can refuse a request before it
     allocates anything. Global kriging holds the (n+1)^2 system and factors it in O(n^3); local
-    kriging holds a k-d tree and solves one (k+1)^2 system per target. Both work through
-    CHUNK_ELEMENTS-sized blocks. Inputs and results (points, values, targets, estimates,
+    kriging holds a k-d tree and solves one (k+1)^2 system per target and thread. Both work
+    through CHUNK_ELEMENTS-sized blocks. Inputs and results (points, values, targets, estimates,
     variances) are counted; a grid's targets count with the two coordinate planes they are
     built from.
     """
@@ -377,8 +362,10 @@ def kriging_cost(n_points: int, n_targets: int, *, neighbours: int | None = None
     if uses_neighbours(n, neighbours):
         assert neighbours is not None
         k = neighbours
-        phases.append(_TREE_BYTES * n + _BLOCK_ARRAYS * max(chunk, 8 * (k + 1) ** 2))
-        per_target = (2 / 3 * (k + 1) ** 3 + 2 * (k + 1) ** 2 + _GAMMA_FLOP * k * (k + 1)
+        # the tree, a block's neighbour indices and distances, and a system, a right-hand
+        # side and LAPACK's copies of them per thread (kriging_local)
+        phases.append(_TREE_BYTES * n + 2 * chunk + threads * 24 * (k + 2) ** 2)
+        per_target = (2 / 3 * (k + 1) ** 3 + 2 * (k + 1) ** 2 + _GAMMA_FLOP * k * (k + 1) / 2
                       + _SEARCH_FLOP * k * math.log2(n + 1))
         flop += 20.0 * n * math.log2(n + 1) + m * per_target
     else:

@@ -235,3 +235,24 @@ def test_a_stop_request_ends_the_work_between_blocks(neighbours):
                          stop=stop)
     assert 0 < stopped.value.done < stopped.value.total == 200_000
     assert len(asked) == 2
+
+
+def test_bounded_variograms_use_covariances_unless_they_are_not_positive_definite(data):
+    """Spherical, exponential and gaussian variograms are kriged in covariance form (Cholesky),
+    the others, and a covariance matrix Cholesky refuses, through the bordered system: the
+    same answers either way."""
+    from twinstack.sim import kriging
+
+    points, values = data
+    targets = np.random.default_rng(4).uniform(0, 100, (500, 2))
+    for variogram in CASES[:3]:
+        assert kriging._inverse_cholesky(points, variogram) is not None
+        bordered = kriging._kriging_bordered(points, values, targets, variogram, lambda: False)
+        got = ordinary_kriging(points, values, targets, variogram)
+        assert rel_error(got.estimates, bordered.estimates) < 1e-9
+        assert rel_error(got.variances, bordered.variances) < 1e-9
+    smooth = Variogram("gaussian", (1.0, 300.0, 0.0))  # no nugget, a long range: not SPD
+    assert kriging._inverse_cholesky(points, smooth) is None
+    got = ordinary_kriging(points, values, targets, smooth)
+    bordered = kriging._kriging_bordered(points, values, targets, smooth, lambda: False)
+    assert np.array_equal(got.estimates, bordered.estimates)

@@ -256,3 +256,35 @@ def test_bounded_variograms_use_covariances_unless_they_are_not_positive_definit
     got = ordinary_kriging(points, values, targets, smooth)
     bordered = kriging._kriging_bordered(points, values, targets, smooth, lambda: False)
     assert np.array_equal(got.estimates, bordered.estimates)
+
+
+def test_a_small_call_runs_on_one_blas_thread_and_a_large_one_on_all(monkeypatch):
+    """The kriging service's numerics see one BLAS thread in a small call (more would spin
+    around small LAPACK calls for nothing) and every thread BLAS has in a large one."""
+    from threadpoolctl import threadpool_info
+
+    from twinstack.services import kriging as service
+    from twinstack.sim import kriging
+
+    seen: list[int] = []
+    real = kriging.ordinary_kriging
+
+    def observed(*args, **kwargs):
+        seen.append(max(lib["num_threads"] for lib in threadpool_info()
+                        if lib["user_api"] == "blas"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kriging, "ordinary_kriging", observed)
+    budget = service.Budget(512, 200.0, 16 * 2**20, 32)
+    rng = np.random.default_rng(2)
+    all_threads = max(lib["num_threads"] for lib in threadpool_info()
+                      if lib["user_api"] == "blas")
+    for n, side in ((30, 5), (1500, 60)):
+        points = rng.uniform(0, 100, (n, 2))
+        params = service.InterpolateParams(
+            points=points.tolist(), values=np.sin(points[:, 0] / 10).tolist(),
+            grid={"x": [0, 100, side], "y": [0, 100, side]},
+            variogram={"model": "spherical", "psill": 1.0, "range": 30.0, "nugget": 0.01})
+        planned = budget.check(service.Size.of(params), "params.grid")
+        service._interpolate(params, service.blas_threads(planned))
+    assert seen == [1, all_threads]

@@ -170,6 +170,19 @@ def open_in_page(page, name: str) -> None:
     expect(page.locator("#session-state")).to_have_text("Session ready", timeout=60_000)
 
 
+def new_user_in_project(platform: Platform, page, user: str, project: str, session_type: str
+                        ) -> tuple[Any, dict[str, Any]]:
+    """A new user, a project of theirs, and the page logged in as them with it open: their
+    client and the project."""
+    platform.add_user(user)
+    client = platform.client(user)
+    made = client.create_project(project, session_type)
+    page.goto(platform.url + "/")
+    log_in(page, user, PASSWORD)
+    open_in_page(page, project)
+    return client, made
+
+
 def test_build_edit_undo_mesh_share_reconnect(platform: Platform, page, browser_page, shoot):
     """The issue's main flow: two primitives and a boolean drawn, a radius edited in the
     property panel, undone in the history graph, both meshers' statistics; a viewer in a
@@ -351,11 +364,7 @@ def test_kriging_points_from_a_csv_file_make_a_map(platform: Platform, page, sho
     import numpy as np
     from playwright.sync_api import expect
 
-    platform.add_user("cy")
-    platform.client("cy").create_project("wells", "data analysis")
-    page.goto(platform.url + "/")
-    log_in(page, "cy", PASSWORD)
-    open_in_page(page, "wells")
+    new_user_in_project(platform, page, "cy", "wells", "data analysis")
     expect(page.get_by_role("tab", name="Kriging")).to_have_attribute("aria-selected", "true")
     rng = np.random.default_rng(7)
     xy = rng.uniform(0, 100, (40, 2))
@@ -390,12 +399,7 @@ def test_files_materials_visibility_section_pick_and_keyboard(platform: Platform
                                                                tmp_path: Path, shoot):
     from playwright.sync_api import expect
 
-    platform.add_user("dee")
-    dee = platform.client("dee")
-    project = dee.create_project("bench", "3D simulation")
-    page.goto(platform.url + "/")
-    log_in(page, "dee", PASSWORD)
-    open_in_page(page, "bench")
+    dee, project = new_user_in_project(platform, page, "dee", "bench", "3D simulation")
     add_shape(page, "box", "block", size="2, 2, 2")
     add_shape(page, "sphere", "ball", radius="0.5", center="5, 5, 5")
     shape_and_pixels(page, "ball,block")
@@ -494,11 +498,7 @@ def test_solver_panel_sets_up_runs_and_shows_results(platform: Platform, page, s
     plane with its colour bar)."""
     from playwright.sync_api import expect
 
-    platform.add_user("eve")
-    platform.client("eve").create_project("line", "3D simulation")
-    page.goto(platform.url + "/")
-    log_in(page, "eve", PASSWORD)
-    open_in_page(page, "line")
+    new_user_in_project(platform, page, "eve", "line", "3D simulation")
     add_shape(page, "box", "line", size="0.01, 0.01, 0.2")
     page.get_by_role("tab", name="Meshing").click()
     page.get_by_label("Cell size").fill("0.002")
@@ -552,12 +552,7 @@ def test_geochemistry_panel_speciates_maps_runs_plots_and_points_at_errors(platf
     from tests.geochem_samples import samples_csv
     from twinstack.sim import geochem
 
-    platform.add_user("fay")
-    fay = platform.client("fay")
-    project = fay.create_project("aquifer", "geochemistry")
-    page.goto(platform.url + "/")
-    log_in(page, "fay", PASSWORD)
-    open_in_page(page, "aquifer")
+    fay, project = new_user_in_project(platform, page, "fay", "aquifer", "geochemistry")
     expect(page.get_by_role("tab", name="Geochemistry")).to_have_attribute("aria-selected", "true")
     for absent in ("#view-panel", "#feature-form"):  # no shapes in this session type
         expect(page.locator(absent)).to_be_hidden()
@@ -591,8 +586,8 @@ def test_geochemistry_panel_speciates_maps_runs_plots_and_points_at_errors(platf
     for column in ("pH", "si_Calcite", "si_Gypsum"):
         assert float(first[column]) == pytest.approx(expected[column], abs=1e-4)
 
-    chart = page.locator("#geochem-map")
-    expect(chart).to_have_attribute("data-points", "300")
+    chart = page.locator("#geochem-map")  # local kriging: numba's kernel, compiled if not cached
+    expect(chart).to_have_attribute("data-points", "300", timeout=60_000)
     expect(chart).to_have_attribute("data-column", "si_Calcite")
     east_minus_west = page.evaluate("""() => {
         const c = document.getElementById('geochem-map');

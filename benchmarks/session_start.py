@@ -17,7 +17,9 @@ directory that is removed afterwards:
 * TwinStack: `twinstack up`, one user, then per run a new project of the one-service session
   type ("data analysis": a kriging service); the time is `Client.open_session` (request to
   "ready"); the session is then closed and the script waits until the platform reports it
-  closed before the next run.
+  closed before the next run. Once per spawner (`--spawners`): `process` starts each service
+  as a new interpreter, `forked` forks it from the LSS's warm parent. With each open session,
+  the proportional set size (PSS) of its compute processes is taken.
 * JupyterHub: a real hub (`SimpleLocalProcessSpawner`, configurable-http-proxy, an API token of
   a service with admin scopes); the time is `POST /hub/api/users/NAME/server` until the hub says
   the server is ready (the POST's 201, or the `ready` event of the progress stream after a
@@ -190,33 +192,54 @@ def wait_twinstack_closed(tw: Client, session_id: str) -> None:
     raise RuntimeError(f"session {session_id} not closed after {STOP_TIMEOUT:g} s")
 
 
-def time_twinstack_session(tw: Client, run: int) -> float:
+def session_pss_mib(session_id: str) -> float:
+    """The proportional set size of a session's compute service processes (their command
+    line names the session), summed: shared pages count by the share each process has."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or session_id.encode() not in \
+                    (entry / "cmdline").read_bytes():
+                continue
+            rollup = (entry / "smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in rollup.splitlines()
+                      if line.startswith("Pss:"))
+    return total / 1024
+
+
+def time_twinstack_session(tw: Client, run: int, pss: list[float]) -> float:
     project = tw.create_project(f"bench-{run}", SESSION_TYPE)
     started = time.perf_counter()
     session = tw.open_session(project["id"], timeout=START_TIMEOUT)
     elapsed = time.perf_counter() - started
+    pss.append(session_pss_mib(session.id))
     session.close()
     wait_twinstack_closed(tw, session.id)
     return elapsed
 
 
-def measure_twinstack(workdir: Path, runs: int, warmup: int) -> dict[str, Any]:
-    data_dir = workdir / "twinstack"
+def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str) -> dict[str, Any]:
+    data_dir = workdir / f"twinstack-{spawner}"
     data_dir.mkdir()
     port = port_block(20)
-    log_file = workdir / "twinstack-up.log"
+    log_file = workdir / f"twinstack-{spawner}-up.log"
     cmd = twinstack("up", "--data-dir", str(data_dir), "--port", str(port))
-    with running(cmd, log_file) as proc:
+    env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
+    pss: list[float] = []
+    with running(cmd, log_file, env=env) as proc:
         up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
                           "twinstack up", proc, log_file)
-        log(f"twinstack: platform up on port {port} in {up_s:.2f} s")
+        log(f"twinstack ({spawner} spawner): platform up on port {port} in {up_s:.2f} s")
         add_twinstack_user(data_dir)
         with Client(f"https://127.0.0.1:{port}", ca=data_dir / "pki" / "ca.pem") as tw:
             tw.login(USER, PASSWORD)
-            samples = run_series("twinstack", runs, warmup,
-                                 lambda run: time_twinstack_session(tw, run))
-    return {**summarize(samples), "platform_start_s": round(up_s, 2),
-            "service_import_s": import_seconds(TWINSTACK_SERVICE_MODULES)}
+            samples = run_series(f"twinstack ({spawner})", runs, warmup,
+                                 lambda run: time_twinstack_session(tw, run, pss))
+    return {**summarize(samples), "spawner": spawner, "platform_start_s": round(up_s, 2),
+            "service_import_s": import_seconds(TWINSTACK_SERVICE_MODULES),
+            "pss_mib_per_session_median": round(statistics.median(pss[warmup:]), 1)}
 
 
 def run_series(name: str, runs: int, warmup: int, once: Callable[[int], float]) -> list[float]:
@@ -395,6 +418,10 @@ def parse_args() -> argparse.Namespace:
                         help="configurable-http-proxy executable (default: from PATH)")
     parser.add_argument("--skip-jupyterhub", action="store_true",
                         help="measure TwinStack only")
+    parser.add_argument("--spawners", type=lambda text: text.split(","),
+                        default=["process", "forked"],
+                        help="TwinStack's spawners to measure, comma-separated "
+                        "(process,forked)")
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0:
         parser.error("--runs must be ≥ 1 and --warmup ≥ 0")
@@ -406,16 +433,19 @@ def main() -> int:
     result: dict[str, Any] = {"runs": args.runs, "warmup": args.warmup, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="twinstack-bench-") as tmp:
         workdir = Path(tmp)
-        ts = guarded("twinstack", lambda: measure_twinstack(workdir, args.runs, args.warmup))
+        ts = {spawner: guarded(f"twinstack ({spawner})", lambda spawner=spawner:
+                               measure_twinstack(workdir, args.runs, args.warmup, spawner))
+              for spawner in args.spawners}
         jh = ({"error": "skipped (--skip-jupyterhub)"} if args.skip_jupyterhub else
               guarded("jupyterhub",
                       lambda: measure_jupyterhub(workdir, args.runs, args.warmup, args.proxy)))
     result.update(twinstack=ts, jupyterhub=jh)
-    result["ratio_median"] = (round(jh["median_s"] / ts["median_s"], 3)
-                              if "median_s" in ts and "median_s" in jh else None)
+    result["ratio_median"] = {spawner: round(jh["median_s"] / ts[spawner]["median_s"], 3)
+                              for spawner in ts
+                              if "median_s" in ts[spawner] and "median_s" in jh}
     result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
-    return 0 if "error" not in ts else 1
+    return 0 if all("error" not in t for t in ts.values()) else 1
 
 
 if __name__ == "__main__":

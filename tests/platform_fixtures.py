@@ -70,7 +70,8 @@ def session_processes(session_id: str) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            # NULs between arguments; spaces where a forked service set its title
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").split()
             status = (entry / "status").read_text()
         except OSError:
             continue

@@ -162,9 +162,10 @@ class Settings(BaseSettings):
     session_ca: Path | None = Field(
         None, description="PKI directory with intermediate.pem and intermediate-key.pem, "
         "used to sign the compute services' certificates")
-    spawner: Literal["process", "kubernetes"] = Field(
-        "process", description="how the LSS runs compute services: local processes, or one "
-        "pod each (from inside a cluster)")
+    spawner: Literal["process", "forked", "kubernetes"] = Field(
+        "process", description="how the LSS runs compute services: local processes, local "
+        "processes forked from a warm parent that has imported the platform once, or one pod "
+        "each (from inside a cluster)")
     namespace: str = Field("twinstack", description="Kubernetes namespace for compute pods")
     compute_image: str = Field(
         "twinstack-compute:0.1.0", description="image of compute pods (kubernetes spawner)")

@@ -37,6 +37,7 @@ from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
+from twinstack.spawners.forked import ForkedSpawner, WarmParent, adopt_orphans
 from twinstack.spawners.process import ProcessSpawner
 from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases, together
 from twinstack.wire.client import ClientPool, Link, LinkKeeper, ServiceClient
@@ -346,6 +347,10 @@ class LssService(ServiceBase):
         self.background: set[asyncio.Task[None]] = set()  # stops and tunnelled calls
         self.tunnelled: dict[int, asyncio.Task[None]] = {}  # by gss's call id, to cancel
         self.kube: Any = None
+        self.warm_parent: WarmParent | None = None
+        if s.spawner == "forked":
+            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent")
+            adopt_orphans()
         self.restart_policy = RestartPolicy.from_settings(s)
         self.lease_renewer = asyncio.create_task(renew_leases(
             lambda: [r.lease for r in self.runners.values()], s.lease_seconds))
@@ -423,9 +428,12 @@ class LssService(ServiceBase):
     def spawner_for(self, spec: ServiceSpec) -> Spawner:
         if self.factory is not None:
             return self.factory(spec, self)
+        lease = self.sessions_dir / spec.session / LEASE_FILE
+        if self.warm_parent is not None:
+            return ForkedSpawner(spec, self.warm_parent, host=self.settings.spawn_host,
+                                 lease=lease, lease_seconds=self.settings.lease_seconds)
         if self.kube is None:
-            return ProcessSpawner(spec, host=self.settings.spawn_host,
-                                  lease=self.sessions_dir / spec.session / LEASE_FILE,
+            return ProcessSpawner(spec, host=self.settings.spawn_host, lease=lease,
                                   lease_seconds=self.settings.lease_seconds)
         from twinstack.spawners.kubernetes import KubernetesSpawner
 
@@ -444,6 +452,8 @@ class LssService(ServiceBase):
         with contextlib.suppress(asyncio.CancelledError):
             await self.control
         await asyncio.gather(*(r.stop() for r in self.runners.values()))
+        if self.warm_parent is not None:
+            await self.warm_parent.close()
         await self.gss.close()
         for keeper in self.compute_links.values():
             await keeper.close()

@@ -57,17 +57,21 @@ class ProcessSpawner(Spawner):
             cmd += ["--logger-url", s.logger_url]
         return [*cmd, *s.extra_args]
 
-    async def start(self, timeout: float = 60.0) -> str:
-        self.ready_file.unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+    async def _launch(self, env: dict[str, str]) -> None:
+        """Start the process (setting pid and started)."""
         with self.output.open("ab") as out:
             proc = self._proc = await asyncio.create_subprocess_exec(
                 *self._command(), stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
                 env=env, start_new_session=True)
         self.pid, self.started = proc.pid, process_start_time(proc.pid)
+
+    async def start(self, timeout: float = 60.0) -> str:
+        self.ready_file.unlink(missing_ok=True)
+        await self._launch({k: v for k, v in os.environ.items()
+                            if not k.startswith("TWINSTACK_")})
         try:
             ready = await wait_ready(lambda: read_ready_file(self.ready_file), timeout=timeout,
-                                     what=self.spec.service, exited=lambda: proc.returncode)
+                                     what=self.spec.service, exited=self.poll)
         except NotReady as exc:
             await self.stop()
             raise SpawnError(str(exc), exc.exit_code, self.output_tail()) from exc

@@ -1,0 +1,259 @@
+"""Compute services forked from a warm parent (`--spawner forked`), not started cold.
+
+A fresh `twinstack serve` spends most of its start importing the platform and its numerics.
+The warm parent (`python -m twinstack.spawners.forked SOCKET`, one per LSS, started on first
+use and again whenever it has died) imports them once, before any thread of its own starts,
+then forks a child per request on its Unix socket; copy-on-write shares the imported pages.
+The child leaves the parent's session (setsid), keeps only its output as stdout and stderr and
+closes every other descriptor, and runs `twinstack serve` with the arguments a process
+spawner's child gets: its certificate, session and sockets are its own, made after the fork.
+
+The parent reaps its children and writes each one's exit code beside its output
+(SERVICE.exit), so `poll()` can say why a service ended. If the parent dies, its children go
+on (re-parented by the kernel); the LSS supervises them by pid and start time, as it does the
+services an earlier LSS started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from setproctitle import setproctitle
+
+from twinstack.spawners.base import ServiceSpec
+from twinstack.spawners.process import ProcessSpawner
+from twinstack.supervision import process_start_time
+
+READY_LINE = b"warm parent ready\n"
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+MAX_REQUEST = 1 << 20
+# imported once in the parent: the platform's runtime and what compute services import first
+PRELOAD = ("twinstack.cli", "twinstack.wire.runtime", "twinstack.services.project", "uvloop",
+           "numpy", "scipy.linalg", "scipy.spatial", "scipy.optimize")
+
+
+def adopt_orphans() -> None:
+    """Make this process (the LSS) the subreaper of its descendants: services whose warm
+    parent died become its children, so it can reap them and learn their exit codes
+    (otherwise they go to init, which in a container may never reap them)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+class WarmParent:
+    """The LSS's side: one warm parent process, started when first needed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.socket = folder / "warm-parent.sock"
+        self.process: asyncio.subprocess.Process | None = None
+        self.lock = asyncio.Lock()
+
+    async def fork(self, argv: list[str], output: Path, env: dict[str, str]
+                   ) -> tuple[int, int]:
+        """A child running `twinstack ARGV` with its output appended to `output`: its pid, and
+        the parent's."""
+        parent = await self._running()
+        reader, writer = await asyncio.open_unix_connection(str(self.socket))
+        try:
+            request = {"argv": argv, "output": str(output), "env": env}
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            reply = json.loads(await reader.readline() or b"{}")
+        finally:
+            writer.close()
+        if "pid" not in reply:
+            raise OSError(f"the warm parent did not fork: {reply.get('error', 'no answer')}")
+        return int(reply["pid"]), parent
+
+    def is_running(self, pid: int | None) -> bool:
+        """Whether the parent process `pid` is this one's, and runs."""
+        return self.process is not None and self.process.returncode is None \
+            and self.process.pid == pid
+
+    async def _running(self) -> int:
+        """The parent's pid, started first if it is not running."""
+        async with self.lock:
+            if self.process is not None and self.process.returncode is None:
+                return self.process.pid
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.socket.unlink(missing_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+            with (self.folder / "warm-parent.out").open("ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "twinstack.spawners.forked", str(self.socket),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=log, env=env, start_new_session=True)
+            assert self.process.stdout is not None
+            if await self.process.stdout.readline() != READY_LINE:
+                code = await self.process.wait()
+                raise OSError(f"the warm parent exited ({code}) before it was ready: see "
+                              f"{self.folder / 'warm-parent.out'}")
+            return self.process.pid
+
+    async def close(self) -> None:
+        """End the parent (its children, the services, go on)."""
+        process, self.process = self.process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
+class ForkedSpawner(ProcessSpawner):
+    """A process spawner whose processes come from the warm parent."""
+
+    def __init__(self, spec: ServiceSpec, parent: WarmParent, host: str = "127.0.0.1", *,
+                 lease: Path | None = None, lease_seconds: float = 20.0) -> None:
+        super().__init__(spec, host, lease=lease, lease_seconds=lease_seconds)
+        self.parent = parent
+        self.exit_file = spec.workdir / f"{spec.service}.exit"
+        self.forked_by: int | None = None  # the warm parent's pid: it writes the exit file
+        self.exit_code: int | None = None  # once this process reaped it itself
+
+    async def _launch(self, env: dict[str, str]) -> None:
+        self.exit_file.unlink(missing_ok=True)
+        self._proc = None  # not our child: watched by pid and start time
+        self.exit_code = None
+        pid, self.forked_by = await self.parent.fork(self._command()[3:], self.output, env)
+        self.pid, self.started = pid, process_start_time(pid) or 0  # 0: it has ended already
+
+    def poll(self) -> int | None:
+        if self.pid is None:
+            return -1
+        if self.exit_code is not None:
+            return self.exit_code
+        if process_start_time(self.pid) == self.started:
+            return None
+        try:  # orphaned by a warm parent that died: the LSS, their subreaper, reaps it
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.exit_code = os.waitstatus_to_exitcode(status)
+                return self.exit_code
+        except ChildProcessError:
+            pass  # the warm parent's child still
+        try:
+            written_pid, code = self.exit_file.read_text().split()
+        except (OSError, ValueError):
+            # ended, not reaped yet (its parent writes its exit code in a moment), or adopted
+            # from an earlier LSS (the code is lost: -1)
+            return None if self.parent.is_running(self.forked_by) else -1
+        return int(code) if int(written_pid) == self.pid else -1
+
+
+# --- the warm parent process ----------------------------------------------------------------
+
+def serve(path: str) -> None:
+    """Fork a child per request until SIGTERM; reap children as they end."""
+    for module in PRELOAD:
+        importlib.import_module(module)
+    from twinstack.services import SERVICES
+
+    for target in SERVICES.values():
+        importlib.import_module(target.partition(":")[0])
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    signal.set_wakeup_fd(wake_write.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
+    outputs: dict[int, str] = {}
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    sys.stdout.buffer.write(READY_LINE)
+    sys.stdout.flush()
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is wake_read:
+                _drain(wake_read)
+            else:
+                conn, _ = listener.accept()
+                with conn:
+                    _answer(conn, outputs)
+        _reap(outputs)
+
+
+def _drain(wake: socket.socket) -> None:
+    try:
+        while wake.recv(512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _answer(conn: socket.socket, outputs: dict[int, str]) -> None:
+    conn.settimeout(5.0)
+    try:
+        data = conn.makefile("rb").readline(MAX_REQUEST)
+        request: dict[str, Any] = json.loads(data)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)  # never returns
+        outputs[pid] = request["output"]
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    except (OSError, ValueError, KeyError) as exc:
+        conn.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
+
+
+def _child(request: dict[str, Any]) -> None:
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the parent's sockets stay there
+        sys.argv = ["twinstack", *request["argv"]]
+        setproctitle(" ".join(sys.argv))  # what ps shows; before environ changes, which it uses
+        os.environ.clear()
+        os.environ.update(request["env"])
+        from twinstack.cli import run
+
+        code = run(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(outputs: dict[int, str]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        output = outputs.pop(pid, None)
+        if output is not None:
+            exit_file = Path(output).with_suffix(".exit")
+            exit_file.write_text(f"{pid} {os.waitstatus_to_exitcode(status)}\n")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(sys.argv[1])

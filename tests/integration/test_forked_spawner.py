@@ -1,0 +1,154 @@
+"""Compute services forked from the LSS's warm parent (`--spawner forked`), on a real platform:
+each session's services are children of the warm parent, serve their own certificate and
+refuse another session's peers; none holds a descriptor of the parent; a service that dies is
+restarted with its exit code known; killing the parent leaves the services running, and the
+next session gets a new parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.platform_fixtures import Platform, running_platform, session_processes, wait_until
+from twinstack.client import Session
+from twinstack.pki.tls import TlsFiles, client_context
+
+POINTS = {"points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
+          "targets": [[0.5, 0.5]]}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("forked"), "ada",
+                          env={"TWINSTACK_SPAWNER": "forked"}) as running:
+        yield running
+
+
+def warm_parents() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"twinstack.spawners.forked" in \
+                    (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("\nPPid:\t", 1)[1].split()[0])
+
+
+def sockets_of(pid: int) -> set[str]:
+    """The socket inodes a process holds ("socket:[1234]")."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            held.add(target)
+    return held
+
+
+def service_files(platform: Platform, session: str, service: str) -> Path:
+    [folder] = [p for p in platform.data.rglob(f"sessions/{session}/{service}") if p.is_dir()]
+    return folder
+
+
+def served_certificate(address: str, identity: TlsFiles) -> bytes:
+    host, port = address.rsplit(":", 1)
+    context = client_context(identity)
+    context.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw) as tls:
+        served = tls.getpeercert(binary_form=True)
+    assert served is not None
+    return served
+
+
+def identity_of(folder: Path, ca: Path) -> TlsFiles:
+    return TlsFiles(folder / "identity-chain.pem", folder / "identity-key.pem", ca)
+
+
+def kriging_pid(session: Session) -> int:
+    [pid] = [p for p in session_processes(session.id)
+             if b" kriging " in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")]
+    return pid
+
+
+def test_services_are_forked_with_their_own_identity_and_no_parent_descriptor(platform):
+    tw = platform.client("ada")
+    with tw.open_session(tw.create_project("one", "data analysis")["id"]) as one, \
+            tw.open_session(tw.create_project("two", "data analysis")["id"]) as two:
+        [parent] = warm_parents()
+        pids = [kriging_pid(one), kriging_pid(two)]
+        assert [parent_of(pid) for pid in pids] == [parent, parent]
+        assert one.call("kriging", "interpolate", **POINTS)["estimates"] == [pytest.approx(2.5)]
+
+        ca = platform.data / "pki" / "ca.pem"
+        folders = [service_files(platform, s.id, "kriging") for s in (one, two)]
+        ready = json.loads((folders[0] / "kriging.ready").read_text())
+        certificate = x509.load_pem_x509_certificate(  # the chain's first: the service's own
+            (folders[0] / "identity-chain.pem").read_bytes())
+        assert certificate.subject.get_attributes_for_oid(
+            x509.NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == f"session:{one.id}"
+        served = served_certificate(ready["internal"], identity_of(folders[0], ca))
+        assert served == certificate.public_bytes(Encoding.DER)  # its own, not the parent's
+
+        other = client_context(identity_of(folders[1], ca))  # session two's kriging
+        other.check_hostname = False
+        request = urllib.request.Request(f"https://{ready['internal']}/execute",
+                                         data=json.dumps({"action": "interpolate",
+                                                          "params": POINTS}).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, context=other, timeout=10)
+        assert refused.value.code == 403
+        assert "another session" in json.loads(refused.value.read())["error"]["message"]
+
+        parents_sockets = sockets_of(parent)
+        for pid in pids:
+            assert not sockets_of(pid) & parents_sockets
+
+
+def test_a_dead_service_is_restarted_and_a_dead_parent_leaves_services_running(platform):
+    tw = platform.client("ada")
+    with tw.open_session(tw.create_project("three", "data analysis")["id"]) as session:
+        first = kriging_pid(session)
+        os.kill(first, signal.SIGKILL)
+        restarted = session.wait_for_event(
+            lambda e: e.get("type") == "restarting" and e.get("service") == "kriging", 60)
+        assert restarted["exit_code"] == -9  # the warm parent reaped it and wrote the code
+        session.wait_for_event(lambda e: e.get("type") == "restarted"
+                               and e.get("service") == "kriging", 60)
+        second = kriging_pid(session)
+        assert second != first
+
+        [parent] = warm_parents()
+        os.kill(parent, signal.SIGKILL)
+        wait_until(lambda: parent not in warm_parents(), what="the warm parent gone")
+        assert session.call("kriging", "interpolate", **POINTS)["estimates"] == \
+            [pytest.approx(2.5)]
+        assert parent_of(second) != parent  # re-parented: to the LSS, its subreaper
+        with tw.open_session(tw.create_project("four", "data analysis")["id"]) as later:
+            assert later.call("kriging", "interpolate", **POINTS)["estimates"] == \
+                [pytest.approx(2.5)]
+            [new_parent] = warm_parents()
+            assert new_parent != parent and parent_of(kriging_pid(later)) == new_parent
+        os.kill(second, signal.SIGKILL)  # orphaned and dead: the LSS reaps it, knows its code
+        restarted = session.wait_for_event(
+            lambda e: e.get("type") == "restarting" and e.get("service") == "kriging", 60)
+        assert restarted["exit_code"] == -9

@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,10 @@ MIB = 2**20
 # 0.5 MB per target. Kriging weights fall off fast with distance (screening), so a few dozen
 # neighbours carry nearly all the weight; past a few hundred, global kriging is the tool.
 MAX_NEIGHBOURS = 256
+# Local kriging's numba kernel (sim/kriging_local.py), loaded at the first local call and kept:
+# numba, llvmlite and the cached kernel, measured 105 MB resident.
+LOCAL_KERNEL = "twinstack.sim.kriging_local"
+NUMBA_BYTES = 112 * 2**20
 SMALL_CALL_FLOP = 1e8  # planned work below which a call runs on one BLAS thread (~2 ms)
 SUGGESTED_NEIGHBOURS = 50
 # A reply number: the longest repr of a float (-2.2250738585072014e-308, 24 characters) and
@@ -166,7 +171,7 @@ class Budget:
     process_bytes: int
 
     def estimate(self, size: Size) -> Estimate:
-        from twinstack.sim.kriging import kriging_cost
+        from twinstack.sim.kriging import kriging_cost, uses_neighbours
 
         numerics = kriging_cost(size.points, size.targets, neighbours=size.neighbours,
                                 fit=size.fit)
@@ -180,6 +185,8 @@ class Budget:
         replying = REPLY_ITEM_BYTES * size.targets + 5 * reply + 8 * MIB
         kept = self.message_bytes
         memory = self.process_bytes + kept + request + max(numerics.bytes, replying)
+        if uses_neighbours(size.points, size.neighbours) or LOCAL_KERNEL in sys.modules:
+            memory += NUMBA_BYTES  # resident from the first local call on
         return Estimate(memory, numerics.flop, reply)
 
     def fits(self, size: Size) -> bool:
@@ -397,10 +404,8 @@ def _warm_up() -> int:
     rng = np.random.default_rng(0)
     points, values = rng.uniform(0, 1, (300, 2)), rng.uniform(0, 1, 300)
     variogram = kriging.fit_variogram(points, values, "spherical")
-    for neighbours in (None, 16):
-        kriging.ordinary_kriging(points, values, points[:50] + 0.001, variogram,
-                                 neighbours=neighbours)
-    return _peak_rss()
+    kriging.ordinary_kriging(points, values, points[:50] + 0.001, variogram)  # not local:
+    return _peak_rss()  # numba would add ~0.4 s and 105 MB to every start (see NUMBA_BYTES)
 
 
 def _peak_rss() -> int:

@@ -351,6 +351,7 @@ class LssService(ServiceBase):
         if s.spawner == "forked":
             self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent")
             adopt_orphans()
+            self._in_background(self._warm_up(self.warm_parent))
         self.restart_policy = RestartPolicy.from_settings(s)
         self.lease_renewer = asyncio.create_task(renew_leases(
             lambda: [r.lease for r in self.runners.values()], s.lease_seconds))
@@ -424,6 +425,17 @@ class LssService(ServiceBase):
         from twinstack.spawners.kubernetes import pod_host
 
         return [pod_host(self.pod_settings, session, service)]
+
+    @staticmethod
+    async def _warm_up(parent: WarmParent) -> None:
+        """Start the warm parent now (it imports for a second or two), not at the first
+        session's start; if it fails, the first start tries again and says why."""
+        try:
+            await parent.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the warm parent did not start")
 
     def spawner_for(self, spec: ServiceSpec) -> Spawner:
         if self.factory is not None:

@@ -65,7 +65,7 @@ class WarmParent:
                    ) -> tuple[int, int]:
         """A child running `twinstack ARGV` with its output appended to `output`: its pid, and
         the parent's."""
-        parent = await self._running()
+        parent = await self.start()
         reader, writer = await asyncio.open_unix_connection(str(self.socket))
         try:
             request = {"argv": argv, "output": str(output), "env": env}
@@ -83,7 +83,7 @@ class WarmParent:
         return self.process is not None and self.process.returncode is None \
             and self.process.pid == pid
 
-    async def _running(self) -> int:
+    async def start(self) -> int:
         """The parent's pid, started first if it is not running."""
         async with self.lock:
             if self.process is not None and self.process.returncode is None:
@@ -104,11 +104,12 @@ class WarmParent:
             return self.process.pid
 
     async def close(self) -> None:
-        """End the parent (its children, the services, go on)."""
-        process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            await process.wait()
+        """End the parent (its children, the services, go on); after a start under way."""
+        async with self.lock:
+            process, self.process = self.process, None
+            if process is not None and process.returncode is None:
+                process.terminate()
+                await process.wait()
 
 
 class ForkedSpawner(ProcessSpawner):
@@ -138,11 +139,13 @@ class ForkedSpawner(ProcessSpawner):
             return None
         try:  # orphaned by a warm parent that died: the LSS, their subreaper, reaps it
             pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid == self.pid:
-                self.exit_code = os.waitstatus_to_exitcode(status)
-                return self.exit_code
         except ChildProcessError:
             pass  # the warm parent's child still
+        else:
+            if pid == 0:
+                return None  # ours, and still ending: not waitable yet
+            self.exit_code = os.waitstatus_to_exitcode(status)
+            return self.exit_code
         try:
             written_pid, code = self.exit_file.read_text().split()
         except (OSError, ValueError):

@@ -1,17 +1,19 @@
 """Compute services forked from a warm parent (`--spawner forked`), not started cold.
 
 A fresh `twinstack serve` spends most of its start importing the platform and its numerics.
-The warm parent (`python -m twinstack.spawners.forked SOCKET`, one per LSS, started on first
-use and again whenever it has died) imports them once, before any thread of its own starts,
-then forks a child per request on its Unix socket; copy-on-write shares the imported pages.
+The warm parent (`python -m twinstack.spawners.forked SOCKET`, one per LSS, started with the
+LSS and again by the next start after it has died) imports them once, before any thread of
+its own starts, then forks a child per request on its Unix socket; copy-on-write shares the
+imported pages.
 The child leaves the parent's session (setsid), keeps only its output as stdout and stderr and
 closes every other descriptor, and runs `twinstack serve` with the arguments a process
 spawner's child gets: its certificate, session and sockets are its own, made after the fork.
 
 The parent reaps its children and writes each one's exit code beside its output
 (SERVICE.exit), so `poll()` can say why a service ended. If the parent dies, its children go
-on (re-parented by the kernel); the LSS supervises them by pid and start time, as it does the
-services an earlier LSS started.
+on: the LSS is their subreaper (PR_SET_CHILD_SUBREAPER), so they become its children, and it
+reaps them and learns their exit codes itself. It supervises them by pid and start time, as
+it does the services an earlier LSS started.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def adopt_orphans() -> None:
 
 
 class WarmParent:
-    """The LSS's side: one warm parent process, started when first needed."""
+    """The LSS's side: one warm parent process, started again when it has died."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

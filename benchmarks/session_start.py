@@ -19,7 +19,8 @@ directory that is removed afterwards:
   "ready"); the session is then closed and the script waits until the platform reports it
   closed before the next run. Once per spawner (`--spawners`): `process` starts each service
   as a new interpreter, `forked` forks it from the LSS's warm parent. With each open session,
-  the proportional set size (PSS) of its compute processes is taken.
+  the memory of its compute processes is taken: PSS (shared pages split between the processes
+  that map them) and USS (the pages only they map: what one more session adds).
 * JupyterHub: a real hub (`SimpleLocalProcessSpawner`, configurable-http-proxy, an API token of
   a service with admin scopes); the time is `POST /hub/api/users/NAME/server` until the hub says
   the server is ready (the POST's 201, or the `ready` event of the progress stream after a
@@ -192,10 +193,11 @@ def wait_twinstack_closed(tw: Client, session_id: str) -> None:
     raise RuntimeError(f"session {session_id} not closed after {STOP_TIMEOUT:g} s")
 
 
-def session_pss_mib(session_id: str) -> float:
-    """The proportional set size of a session's compute service processes (their command
-    line names the session), summed: shared pages count by the share each process has."""
-    total = 0
+def session_memory_mib(session_id: str) -> tuple[float, float]:
+    """The memory of a session's compute service processes (their command line names the
+    session), summed: proportional (PSS: shared pages count by the share each process has)
+    and unique (USS: pages no other process maps, what the session adds)."""
+    pss = uss = 0
     for entry in Path("/proc").iterdir():
         try:
             if not entry.name.isdigit() or session_id.encode() not in \
@@ -204,17 +206,18 @@ def session_pss_mib(session_id: str) -> float:
             rollup = (entry / "smaps_rollup").read_text()
         except OSError:
             continue
-        total += next(int(line.split()[1]) for line in rollup.splitlines()
-                      if line.startswith("Pss:"))
-    return total / 1024
+        sizes = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
+        pss += sizes["Pss"]
+        uss += sizes["Private_Clean"] + sizes["Private_Dirty"]
+    return pss / 1024, uss / 1024
 
 
-def time_twinstack_session(tw: Client, run: int, pss: list[float]) -> float:
+def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float]]) -> float:
     project = tw.create_project(f"bench-{run}", SESSION_TYPE)
     started = time.perf_counter()
     session = tw.open_session(project["id"], timeout=START_TIMEOUT)
     elapsed = time.perf_counter() - started
-    pss.append(session_pss_mib(session.id))
+    memory.append(session_memory_mib(session.id))
     session.close()
     wait_twinstack_closed(tw, session.id)
     return elapsed
@@ -227,7 +230,7 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str) -> di
     log_file = workdir / f"twinstack-{spawner}-up.log"
     cmd = twinstack("up", "--data-dir", str(data_dir), "--port", str(port))
     env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
-    pss: list[float] = []
+    memory: list[tuple[float, float]] = []
     with running(cmd, log_file, env=env) as proc:
         up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
                           "twinstack up", proc, log_file)
@@ -236,10 +239,13 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str) -> di
         with Client(f"https://127.0.0.1:{port}", ca=data_dir / "pki" / "ca.pem") as tw:
             tw.login(USER, PASSWORD)
             samples = run_series(f"twinstack ({spawner})", runs, warmup,
-                                 lambda run: time_twinstack_session(tw, run, pss))
+                                 lambda run: time_twinstack_session(tw, run, memory))
     return {**summarize(samples), "spawner": spawner, "platform_start_s": round(up_s, 2),
             "service_import_s": import_seconds(TWINSTACK_SERVICE_MODULES),
-            "pss_mib_per_session_median": round(statistics.median(pss[warmup:]), 1)}
+            "pss_mib_per_session_median": round(statistics.median(
+                m[0] for m in memory[warmup:]), 1),
+            "uss_mib_per_session_median": round(statistics.median(
+                m[1] for m in memory[warmup:]), 1)}
 
 
 def run_series(name: str, runs: int, warmup: int, once: Callable[[int], float]) -> list[float]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -167,6 +168,7 @@ def serve(path: str) -> None:
 
     for target in SERVICES.values():
         importlib.import_module(target.partition(":")[0])
+    gc.freeze()  # the imported objects out of the collector's reach: its passes would copy
     wake_read, wake_write = socket.socketpair()
     wake_read.setblocking(False)
     wake_write.setblocking(False)

@@ -61,7 +61,7 @@ from twinstack.client import Client
 
 USER = "bench"
 PASSWORD = "bench-password-123"
-SESSION_TYPE = "data analysis"  # one compute service: kriging
+SESSION_TYPE = "data analysis"  # one compute service, kriging (--session-type)
 # What `twinstack serve kriging` (the session's one service) imports before it can listen.
 TWINSTACK_SERVICE_MODULES = ("twinstack.cli, twinstack.logs, twinstack.wire.runtime, "
                              "twinstack.services.kriging")
@@ -212,8 +212,9 @@ def session_memory_mib(session_id: str) -> tuple[float, float]:
     return pss / 1024, uss / 1024
 
 
-def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float]]) -> float:
-    project = tw.create_project(f"bench-{run}", SESSION_TYPE)
+def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float]],
+                           session_type: str) -> float:
+    project = tw.create_project(f"bench-{run}", session_type)
     started = time.perf_counter()
     session = tw.open_session(project["id"], timeout=START_TIMEOUT)
     elapsed = time.perf_counter() - started
@@ -223,7 +224,8 @@ def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float
     return elapsed
 
 
-def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str) -> dict[str, Any]:
+def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
+                      session_type: str) -> dict[str, Any]:
     data_dir = workdir / f"twinstack-{spawner}"
     data_dir.mkdir()
     port = port_block(20)
@@ -239,8 +241,10 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str) -> di
         with Client(f"https://127.0.0.1:{port}", ca=data_dir / "pki" / "ca.pem") as tw:
             tw.login(USER, PASSWORD)
             samples = run_series(f"twinstack ({spawner})", runs, warmup,
-                                 lambda run: time_twinstack_session(tw, run, memory))
-    return {**summarize(samples), "spawner": spawner, "platform_start_s": round(up_s, 2),
+                                 lambda run: time_twinstack_session(tw, run, memory,
+                                                                    session_type))
+    return {**summarize(samples), "spawner": spawner, "session_type": session_type,
+            "platform_start_s": round(up_s, 2),
             "service_import_s": import_seconds(TWINSTACK_SERVICE_MODULES),
             "pss_mib_per_session_median": round(statistics.median(
                 m[0] for m in memory[warmup:]), 1),
@@ -424,6 +428,8 @@ def parse_args() -> argparse.Namespace:
                         help="configurable-http-proxy executable (default: from PATH)")
     parser.add_argument("--skip-jupyterhub", action="store_true",
                         help="measure TwinStack only")
+    parser.add_argument("--session-type", default=SESSION_TYPE,
+                        help=f"TwinStack's session type to open ({SESSION_TYPE!r})")
     parser.add_argument("--spawners", type=lambda text: text.split(","),
                         default=["process", "forked"],
                         help="TwinStack's spawners to measure, comma-separated "
@@ -440,7 +446,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="twinstack-bench-") as tmp:
         workdir = Path(tmp)
         ts = {spawner: guarded(f"twinstack ({spawner})", lambda spawner=spawner:
-                               measure_twinstack(workdir, args.runs, args.warmup, spawner))
+                               measure_twinstack(workdir, args.runs, args.warmup, spawner,
+                                                 args.session_type))
               for spawner in args.spawners}
         jh = ({"error": "skipped (--skip-jupyterhub)"} if args.skip_jupyterhub else
               guarded("jupyterhub",

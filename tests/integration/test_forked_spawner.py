@@ -2,7 +2,7 @@
 each session's services are children of the warm parent, serve their own certificate and
 refuse another session's peers; none holds a descriptor of the parent; a service that dies is
 restarted with its exit code known; killing the parent leaves the services running, and the
-next session gets a new parent."""
+next session gets a new parent; CAD works in a child of a parent that imported OpenCascade."""
 
 from __future__ import annotations
 
@@ -152,3 +152,22 @@ def test_a_dead_service_is_restarted_and_a_dead_parent_leaves_services_running(p
         restarted = session.wait_for_event(
             lambda e: e.get("type") == "restarting" and e.get("service") == "kriging", 60)
         assert restarted["exit_code"] == -9
+
+
+def test_cad_works_in_a_service_forked_after_the_parent_imported_the_kernel(platform):
+    """The warm parent imports OpenCascade before it forks: a "3D simulation" session's
+    modeling service, forked from it, builds and subtracts solids with the right volume."""
+    import math
+
+    tw = platform.client("ada")
+    with tw.open_session(tw.create_project("cad", "3D simulation")["id"]) as session:
+        [parent] = warm_parents()
+        assert "/OCP/" in Path(f"/proc/{parent}/maps").read_text()  # the kernel, preloaded
+        box = session.call("modeling", "create", feature="box", inputs=[],
+                           parameters={"size": [2, 2, 2]})
+        ball = session.call("modeling", "create", feature="sphere", inputs=[],
+                            parameters={"radius": 1.2})
+        cut = session.call("modeling", "create", feature="difference",
+                           inputs=[box["id"], ball["id"]], parameters={})
+        volume = session.model.get(cut["id"])["properties"]["volume"]
+        assert volume == pytest.approx(8 - math.pi * 1.2**3 / 6, rel=1e-6)  # an octant less

@@ -19,6 +19,7 @@ it does the services an earlier LSS started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -44,6 +45,9 @@ MAX_REQUEST = 1 << 20
 # imported once in the parent: the platform's runtime and what compute services import first
 PRELOAD = ("twinstack.cli", "twinstack.wire.runtime", "twinstack.services.project", "uvloop",
            "numpy", "scipy.linalg", "scipy.spatial", "scipy.optimize")
+# and where their extras are installed: what a service imports as it starts (modeling's CAD
+# kernel, ~1 s of a "3D simulation" session's start)
+PRELOAD_IF_INSTALLED = ("twinstack.sim.cad",)
 
 
 def adopt_orphans() -> None:
@@ -164,6 +168,9 @@ def serve(path: str) -> None:
     """Fork a child per request until SIGTERM; reap children as they end."""
     for module in PRELOAD:
         importlib.import_module(module)
+    for module in PRELOAD_IF_INSTALLED:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     from twinstack.services import SERVICES
 
     for target in SERVICES.values():

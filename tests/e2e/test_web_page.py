@@ -503,7 +503,7 @@ def test_solver_panel_sets_up_runs_and_shows_results(platform: Platform, page, s
     page.get_by_role("tab", name="Meshing").click()
     page.get_by_label("Cell size").fill("0.002")
     page.get_by_role("button", name="Cartesian mesh").click()
-    expect(page.locator("#mesh-stats")).to_contain_text("2,500")
+    expect(page.locator("#mesh-stats")).to_contain_text("2,500", timeout=60_000)  # a compile
 
     page.get_by_role("tab", name="Solver").click()
     form = page.locator("#solver-form")

@@ -36,7 +36,7 @@ from typing import Any
 from setproctitle import setproctitle
 
 from twinstack.spawners.base import ServiceSpec
-from twinstack.spawners.process import ProcessSpawner
+from twinstack.spawners.process import ProcessSpawner, child_environment
 from twinstack.supervision import process_start_time
 
 READY_LINE = b"warm parent ready\n"
@@ -97,7 +97,7 @@ class WarmParent:
                 return self.process.pid
             self.folder.mkdir(parents=True, exist_ok=True)
             self.socket.unlink(missing_ok=True)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+            env = child_environment()
             with (self.folder / "warm-parent.out").open("ab") as log:
                 self.process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "twinstack.spawners.forked", str(self.socket),
@@ -134,7 +134,7 @@ class ForkedSpawner(ProcessSpawner):
         self.exit_file.unlink(missing_ok=True)
         self._proc = None  # not our child: watched by pid and start time
         self.exit_code = None
-        pid, self.forked_by = await self.parent.fork(self._command()[3:], self.output, env)
+        pid, self.forked_by = await self.parent.fork(self._serve_args(), self.output, env)
         self.pid, self.started = pid, process_start_time(pid) or 0  # 0: it has ended already
 
     def poll(self) -> int | None:

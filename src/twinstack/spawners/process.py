@@ -27,6 +27,12 @@ from twinstack.supervision import (
 )
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment without its TWINSTACK_* settings: a compute service takes
+    its settings from its flags alone."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+
+
 class ProcessSpawner(Spawner):
     def __init__(self, spec: ServiceSpec, host: str = "127.0.0.1", *,
                  lease: Path | None = None, lease_seconds: float = 20.0) -> None:
@@ -43,8 +49,12 @@ class ProcessSpawner(Spawner):
         self.ready_file = spec.workdir / f"{spec.service}.ready"
 
     def _command(self) -> list[str]:
+        return [sys.executable, "-m", "twinstack", *self._serve_args()]
+
+    def _serve_args(self) -> list[str]:
+        """`twinstack serve SERVICE` and its flags: the service's identity, session, sockets."""
         s = self.spec
-        cmd = [sys.executable, "-m", "twinstack", "serve", s.service,
+        cmd = ["serve", s.service,
                "--bind", f"{self.host}:{self.port}", "--health-bind", f"{self.host}:0",
                "--cert", str(s.identity.cert), "--key", str(s.identity.key),
                "--ca", str(s.identity.ca), "--session", s.session,
@@ -67,8 +77,7 @@ class ProcessSpawner(Spawner):
 
     async def start(self, timeout: float = 60.0) -> str:
         self.ready_file.unlink(missing_ok=True)
-        await self._launch({k: v for k, v in os.environ.items()
-                            if not k.startswith("TWINSTACK_")})
+        await self._launch(child_environment())
         try:
             ready = await wait_ready(lambda: read_ready_file(self.ready_file), timeout=timeout,
                                      what=self.spec.service, exited=self.poll)

@@ -197,7 +197,9 @@ class Device:
                        put(np.asarray(sim.lo)), put(np.asarray(sim.hi)))
         self.spacings = tuple(put(np.ascontiguousarray(a)) for a in
                               (*sim.inverse, *sim.inverse_dual))
-        self.fields = {name: put(a) for name, a in (*sim.e.items(), *sim.h.items())}
+        # the host's fields are views into padded stores (solver.py): copied contiguous
+        self.fields = {name: put(np.ascontiguousarray(a))
+                       for name, a in (*sim.e.items(), *sim.h.items())}
         self.psi = [put(_nonempty(term[3])) for term in sim.terms]
         self.edges = [put(_nonempty(term[4])) for term in sim.terms[6:]]
         # sources and taps are fixed once the simulation is set up: on the device once
@@ -213,7 +215,7 @@ class Device:
         sim = self.sim
         if self.stale:
             for name, array in (*sim.e.items(), *sim.h.items()):
-                self.fields[name].copy_to_device(array)
+                self.fields[name].copy_to_device(np.ascontiguousarray(array))
             for psi, term in zip(self.psi, sim.terms, strict=True):
                 if term[3].size:
                     psi.copy_to_device(term[3])
@@ -238,7 +240,7 @@ class Device:
                 drive[_blocks((sources,)), 128](*e, rows_d, scales_d, waves_d, s)
         tapped_d.copy_to_host(tapped)
         for name, array in (*sim.e.items(), *sim.h.items()):
-            f[name].copy_to_host(array)
+            array[...] = f[name].copy_to_host()
         for psi, term in zip(self.psi, sim.terms, strict=True):
             if term[3].size:
                 psi.copy_to_host(term[3])

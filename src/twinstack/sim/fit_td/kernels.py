@@ -1,22 +1,27 @@
-"""The leapfrog's loops (numba, parallel over x). The E update walks runs of one material
-class along z (materials.EdgeRuns), so its inner loop has scalar coefficients; the medium is
-non-magnetic and uniform for H. The spacings enter as inverse-length arrays so graded grids
-cost nothing extra.
+"""The leapfrog's loops (numba, parallel over x). Every field lives in a padded store of
+(nx + 2) planes of (ny + 2) rows of (nz + 2) values, so that a plane is one flat array in which
+a neighbour along y or z is a fixed offset for all six components: each bulk update is one loop
+over a whole plane (rows of 100 cost ~70 ns each in loop set-up and tails, more than their cells
+at that length). The positions such a loop writes outside a component's real edges or faces
+(ghosts, PEC walls, padding) are set back to 0 after it (`_clear`). The E update walks runs of
+one material class along the flat plane (materials.EdgeRuns), so its inner loop has scalar
+coefficients; the medium is non-magnetic and uniform for H. The spacings enter as inverse
+lengths: a scalar along a uniform axis, else a plane of them (`_at`).
 
-Shapes for nx * ny * nz cells: ex (nx, ny+1, nz+1), ey (nx+1, ny, nz+1), ez (nx+1, ny+1, nz).
-H has a ghost layer on both sides of the two axes its curl is taken along, always 0:
-hx (nx+1, ny+2, nz+2), hy (nx+2, ny+1, nz+2), hz (nx+2, ny+2, nz+1); the H of cell face
-(i, j, k) is hx[i, j+1, k+1], hy[i+1, j, k+1], hz[i+1, j+1, k]. The ghosts make a PMC wall
-(tangential H = 0 on it) by just updating E on it; on a PEC wall tangential E is never updated
-and stays 0. `lo`/`hi`: the first and last E index along x, y, z updated (0 and n on PMC walls,
-1 and n-1 on PEC ones).
+Indices (the store's, the same as the public views' in solver.py) for nx * ny * nz cells: ex
+(i, j, k) for i < nx, j <= ny, k <= nz, and so on; H has a ghost layer on both sides of the two
+axes its curl is taken along, always 0: the H of cell face (i, j, k) is hx[i, j+1, k+1],
+hy[i+1, j, k+1], hz[i+1, j+1, k]. The ghosts make a PMC wall (tangential H = 0 on it) by just
+updating E on it; on a PEC wall tangential E stays 0. `lo`/`hi`: the first and last E index
+along x, y, z updated (0 and n on PMC walls, 1 and n-1 on PEC ones).
 
 The loops are per plane of x: H on node plane i (hx) and cell plane i (hy, hz), E on cell
 plane i (ex) and node plane i (ey, ez). `leap` does H, or E, or several whole steps in one
-sweep, temporally blocked (a plane's steps while it is in cache). The CPML's
-curl terms (pml.py: twelve, each a map or list of the slab's indices, b, c, psi, and for E
-the edges' cb) are done on the rows the update has just written: a separate pass over them
-cost as much as the update.
+sweep, temporally blocked (a plane's steps while it is in cache). The CPML's curl terms
+(pml.py: twelve, each a map or list of the slab's indices, b, c, psi, and for E the edges'
+cb) are done on the rows the update has just written: a separate pass over them cost as much
+as the update. Each plane's bulk loop is a function of its own, not inlined: inlined into the
+wavefront (whose plane index is p - level) numba's loops ran 3x slower, measured.
 """
 
 from __future__ import annotations
@@ -25,7 +30,121 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
+
+U = np.uint64  # flat indices unsigned: numba then checks none for being negative, and the
+# loops vectorize (4x faster than signed indices)
+
+
+def _at(factor: Any, q: Any) -> Any:
+    """An inverse spacing at flat position q: the scalar of a uniform axis, else the plane's."""
+    raise NotImplementedError("only inside numba")
+
+
+@overload(_at, inline="always")
+def _at_overload(factor: Any, q: Any) -> Any:
+    def element(factor: Any, q: Any) -> Any:
+        return factor[q]
+
+    def scalar(factor: Any, q: Any) -> Any:
+        return factor
+
+    return element if isinstance(factor, types.Array) else scalar
+
+
+@numba.njit(inline="always")
+def _clear(plane: np.ndarray, row0: int, row1: int, k0: int, k1: int, width: int) -> None:
+    """Zero what a flat loop over rows row0..row1 (columns k0..k1 of each) wrote between
+    them: the columns after k1 of one row and before k0 of the next."""
+    for row in range(row0, row1):
+        for q in range(row * width + k1 + 1, (row + 1) * width + k0):
+            plane[q] = 0
+
+
+@numba.njit(cache=True)
+def _hx_plane(hx: np.ndarray, ey: np.ndarray, ez: np.ndarray, ch: float, fy: Any, fz: Any,
+              ny: int, nz: int) -> None:
+    """hx on a node plane, faces (j, k) at flat (j+1) w + k+1 (w = nz + 2)."""
+    w = U(nz + 2)
+    for r in range(U(0), U((ny - 1) * (nz + 2) + nz)):
+        q = r + w + U(1)
+        hx[q] -= ch * ((ez[r + w] - ez[r]) * _at(fy, q) - (ey[r + U(1)] - ey[r]) * _at(fz, q))
+    _clear(hx, 1, ny, 1, nz, nz + 2)
+
+
+@numba.njit(cache=True)
+def _hyz_plane(hy: np.ndarray, hz: np.ndarray, ex: np.ndarray, ey0: np.ndarray,
+               ey1: np.ndarray, ez0: np.ndarray, ez1: np.ndarray, ch: float, fy: Any,
+               fz: Any, fx: float, ny: int, nz: int) -> None:
+    """hy and hz on a cell plane (from E on its node planes 0 and 1): faces (j, k) at flat
+    j w + k+1 and (j+1) w + k."""
+    w = U(nz + 2)
+    for r in range(U(0), U(ny * (nz + 2) + nz)):
+        q = r + U(1)
+        hy[q] -= ch * ((ex[q] - ex[r]) * _at(fz, q) - (ez1[r] - ez0[r]) * fx)
+    _clear(hy, 0, ny, 1, nz, nz + 2)
+    for r in range(U(0), U((ny - 1) * (nz + 2) + nz + 1)):
+        q = r + w
+        hz[q] -= ch * ((ey1[r] - ey0[r]) * fx - (ex[q] - ex[r]) * _at(fy, q))
+    _clear(hz, 1, ny, 0, nz, nz + 2)
+
+
+@numba.njit(inline="always")
+def _span(r: int, end: int, q0: np.ndarray, size: int, first: int, last: int
+          ) -> tuple[np.uint64, np.uint64]:
+    """Run r's flat range, within first..last."""
+    stop = q0[r + 1] if r + 1 < end else size
+    return U(max(q0[r], first)), U(min(stop, last + 1))
+
+
+@numba.njit(cache=True)
+def _ex_plane(ex: np.ndarray, hy: np.ndarray, hz: np.ndarray, fy: Any, fz: Any,
+              runs: tuple[int, int], q0: np.ndarray, klass: np.ndarray, ca: np.ndarray,
+              cb: np.ndarray, lo: np.ndarray, hi: np.ndarray, nz: int) -> None:
+    """ex on a cell plane (H of cell plane i + 1 in the store): edge (j, k) at flat j w + k."""
+    w = nz + 2
+    first, last = lo[1] * w + lo[2], hi[1] * w + hi[2]
+    for r in range(runs[0], runs[1]):
+        a, b = _span(r, runs[1], q0, ex.size, first, last)
+        c, d = ca[klass[r]], cb[klass[r]]
+        for q in range(a, b):
+            ex[q] = c * ex[q] + d * ((hz[q + U(w)] - hz[q]) * _at(fy, q)
+                                     - (hy[q + U(1)] - hy[q]) * _at(fz, q))
+    _clear(ex, lo[1], hi[1], lo[2], hi[2], w)
+
+
+@numba.njit(cache=True)
+def _ey_plane(ey: np.ndarray, hx: np.ndarray, hz0: np.ndarray, hz1: np.ndarray, fz: Any,
+              fx: float, runs: tuple[int, int], q0: np.ndarray, klass: np.ndarray,
+              ca: np.ndarray, cb: np.ndarray, lo: np.ndarray, hi: np.ndarray, ny: int,
+              nz: int) -> None:
+    """ey on a node plane."""
+    w = nz + 2
+    first, last = lo[2], (ny - 1) * w + hi[2]
+    for r in range(runs[0], runs[1]):
+        a, b = _span(r, runs[1], q0, ey.size, first, last)
+        c, d = ca[klass[r]], cb[klass[r]]
+        for q in range(a, b):
+            p = q + U(w)
+            ey[q] = c * ey[q] + d * ((hx[p + U(1)] - hx[p]) * _at(fz, q) - (hz1[p] - hz0[p]) * fx)
+    _clear(ey, 0, ny - 1, lo[2], hi[2], w)
+
+
+@numba.njit(cache=True)
+def _ez_plane(ez: np.ndarray, hx: np.ndarray, hy0: np.ndarray, hy1: np.ndarray, fy: Any,
+              fx: float, runs: tuple[int, int], q0: np.ndarray, klass: np.ndarray,
+              ca: np.ndarray, cb: np.ndarray, lo: np.ndarray, hi: np.ndarray, nz: int) -> None:
+    """ez on a node plane."""
+    w = nz + 2
+    first, last = lo[1] * w, hi[1] * w + nz - 1
+    for r in range(runs[0], runs[1]):
+        a, b = _span(r, runs[1], q0, ez.size, first, last)
+        c, d = ca[klass[r]], cb[klass[r]]
+        for q in range(a, b):
+            p = q + U(1)
+            ez[q] = c * ez[q] + d * ((hy1[p] - hy0[p]) * fx - (hx[p + U(w)] - hx[p]) * _at(fy, q))
+    _clear(ez, lo[1], hi[1], 0, nz - 1, w)
 
 
 @numba.njit(inline="always")
@@ -49,15 +168,12 @@ def _absorb_e(out: np.ndarray, high: np.ndarray, low: np.ndarray, psi: np.ndarra
 
 
 @numba.njit(inline="always")
-def _h_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, idy: np.ndarray,
-            idz: np.ndarray, ch: float, terms: Any) -> None:
-    """hx on node plane i, with its CPML terms across y and z."""
-    ny, nz = ey.shape[1], ez.shape[2]
+def _h_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, ch: float,
+            terms: Any) -> None:
+    """hx's CPML terms across y and z on node plane i."""
+    ny, nz = hx.shape[1] - 2, hx.shape[2] - 2
     (ymap, yb, yc, ypsi, _), (zk, zb, zc, zpsi, _) = terms[0], terms[1]
     for j in range(ny):
-        for k in range(nz):
-            hx[i, j + 1, k + 1] -= ch * ((ez[i, j + 1, k] - ez[i, j, k]) * idy[j]
-                                         - (ey[i, j, k + 1] - ey[i, j, k]) * idz[k])
         s = ymap[j]
         if s >= 0:
             _absorb(hx[i, j + 1, 1:nz + 1], ez[i, j + 1], ez[i, j], ypsi[i, s], yb[s], yc[s],
@@ -71,16 +187,12 @@ def _h_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, idy: np.ndar
 
 @numba.njit(inline="always")
 def _h_cell(i: int, ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hy: np.ndarray,
-            hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
-            terms: Any) -> None:
-    """hy and hz on cell plane i, with their CPML terms."""
-    ny, nz = ey.shape[1], ez.shape[2]
+            hz: np.ndarray, ch: float, terms: Any) -> None:
+    """hy's and hz's CPML terms on cell plane i."""
+    ny, nz = hy.shape[1] - 2, hy.shape[2] - 2
     (zk, zb, zc, zpsi, _), (xmap, xb, xc, xpsi, _) = terms[2], terms[3]
     (x2map, x2b, x2c, x2psi, _), (ymap, yb, yc, ypsi, _) = terms[4], terms[5]
     for j in range(ny + 1):
-        for k in range(nz):
-            hy[i + 1, j, k + 1] -= ch * ((ex[i, j, k + 1] - ex[i, j, k]) * idz[k]
-                                         - (ez[i + 1, j, k] - ez[i, j, k]) * idx[i])
         for t in range(zk.size):
             k = zk[t]
             value = zb[t] * zpsi[i, j, t] + zc[t] * (ex[i, j, k + 1] - ex[i, j, k])
@@ -91,9 +203,6 @@ def _h_cell(i: int, ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hy: np.ndarr
             _absorb(hy[i + 1, j, 1:nz + 1], ez[i + 1, j], ez[i, j], xpsi[s, j], xb[s], xc[s],
                     ch)
     for j in range(ny):
-        for k in range(nz + 1):
-            hz[i + 1, j + 1, k] -= ch * ((ey[i + 1, j, k] - ey[i, j, k]) * idx[i]
-                                         - (ex[i, j + 1, k] - ex[i, j, k]) * idy[j])
         s = x2map[i]
         if s >= 0:
             _absorb(hz[i + 1, j + 1], ey[i + 1, j], ey[i, j], x2psi[s, j], x2b[s], x2c[s], -ch)
@@ -102,37 +211,13 @@ def _h_cell(i: int, ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hy: np.ndarr
             _absorb(hz[i + 1, j + 1], ex[i, j + 1], ex[i, j], ypsi[i, s], yb[s], yc[s], ch)
 
 
-ONE = np.uint64(1)
-
-
 @numba.njit(inline="always")
-def _run(r: int, end: int, k0: np.ndarray, nk: int, first: int, last: int
-         ) -> tuple[np.uint64, np.uint64]:
-    """Run r's k range, within first..last, as unsigned indices: numba then checks none for
-    being negative and the loop vectorizes (1.3x faster at 100 cells a row than views of the
-    run, 4x faster than signed indices)."""
-    stop = k0[r + 1] if r + 1 < end else nk
-    return np.uint64(max(k0[r], first)), np.uint64(min(stop, last + 1))
-
-
-@numba.njit(inline="always")
-def _e_cell(i: int, ex: np.ndarray, hy: np.ndarray, hz: np.ndarray, idyd: np.ndarray,
-            idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray, xs: np.ndarray, xk: np.ndarray,
-            xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
-            terms: Any) -> None:
-    """ex on cell plane i (runs of one class along z), with its CPML terms."""
-    ny, nz = hz.shape[1] - 2, hy.shape[2] - 2
+def _e_cell(i: int, ex: np.ndarray, hy: np.ndarray, hz: np.ndarray, lo: np.ndarray,
+            hi: np.ndarray, terms: Any) -> None:
+    """ex's CPML terms on cell plane i."""
     (ymap, yb, yc, ypsi, ycb), (zk, zb, zc, zpsi, zcb) = terms[6], terms[7]
     k0, k1 = lo[2], hi[2] + 1
     for j in range(lo[1], hi[1] + 1):
-        line = i * (ny + 1) + j
-        for r in range(xs[line], xs[line + 1]):
-            first, stop = _run(r, xs[line + 1], xk, nz + 1, lo[2], hi[2])
-            ca, cb = xa[xc[r]], xb[xc[r]]
-            for k in range(first, stop):
-                ex[i, j, k] = ca * ex[i, j, k] + cb * (
-                    (hz[i + 1, j + 1, k] - hz[i + 1, j, k]) * idyd[j]
-                    - (hy[i + 1, j, k + ONE] - hy[i + 1, j, k]) * idzd[k])
         s = ymap[j]
         if s >= 0:
             _absorb_e(ex[i, j, k0:k1], hz[i + 1, j + 1, k0:k1], hz[i + 1, j, k0:k1],
@@ -146,25 +231,13 @@ def _e_cell(i: int, ex: np.ndarray, hy: np.ndarray, hz: np.ndarray, idyd: np.nda
 
 @numba.njit(inline="always")
 def _e_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-            hz: np.ndarray, idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray,
-            lo: np.ndarray, hi: np.ndarray,
-            ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
-            zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
-            terms: Any) -> None:
-    """ey and ez on node plane i (runs of one class along z), with their CPML terms."""
-    ny, nz = ey.shape[1], ez.shape[2]
+            hz: np.ndarray, lo: np.ndarray, hi: np.ndarray, terms: Any) -> None:
+    """ey's and ez's CPML terms on node plane i."""
+    ny, nz = hx.shape[1] - 2, hx.shape[2] - 2
     (pk, pb, pc, ppsi, pcb), (xmap, xb, xc, xpsi, xcb) = terms[8], terms[9]
     (x2map, x2b, x2c, x2psi, x2cb), (ymap, mb, mc, ypsi, ycb) = terms[10], terms[11]
     k0, k1 = lo[2], hi[2] + 1
     for j in range(ny):
-        line = i * ny + j
-        for r in range(ys[line], ys[line + 1]):
-            first, stop = _run(r, ys[line + 1], yk, nz + 1, lo[2], hi[2])
-            ca, cb = ya[yc[r]], yb[yc[r]]
-            for k in range(first, stop):
-                ey[i, j, k] = ca * ey[i, j, k] + cb * (
-                    (hx[i, j + 1, k + ONE] - hx[i, j + 1, k]) * idzd[k]
-                    - (hz[i + 1, j + 1, k] - hz[i, j + 1, k]) * idxd[i])
         for t in range(pk.size):
             k = pk[t]
             value = pb[t] * ppsi[i, j, t] + pc[t] * (hx[i, j + 1, k + 1] - hx[i, j + 1, k])
@@ -175,14 +248,6 @@ def _e_node(i: int, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarr
             _absorb_e(ey[i, j, k0:k1], hz[i + 1, j + 1, k0:k1], hz[i, j + 1, k0:k1],
                       xpsi[s, j, k0:k1], xb[s], xc[s], xcb[s, j, k0:k1], -1.0)
     for j in range(lo[1], hi[1] + 1):
-        line = i * (ny + 1) + j
-        for r in range(zs[line], zs[line + 1]):
-            first, stop = _run(r, zs[line + 1], zk, nz, 0, nz - 1)
-            ca, cb = za[zc[r]], zb[zc[r]]
-            for k in range(first, stop):
-                ez[i, j, k] = ca * ez[i, j, k] + cb * (
-                    (hy[i + 1, j, k + ONE] - hy[i, j, k + ONE]) * idxd[i]
-                    - (hx[i, j + 1, k + ONE] - hx[i, j, k + ONE]) * idyd[j])
         s = x2map[i]
         if s >= 0:
             _absorb_e(ez[i, j], hy[i + 1, j, 1:nz + 1], hy[i, j, 1:nz + 1], x2psi[s, j],
@@ -227,19 +292,21 @@ H_ONLY, E_ONLY, BOTH = 1, 2, 3  # what `leap` updates
 
 @numba.njit(parallel=True, cache=True)
 def leap(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.ndarray,
-         hz: np.ndarray, idx: np.ndarray, idy: np.ndarray, idz: np.ndarray, ch: float,
-         idxd: np.ndarray, idyd: np.ndarray, idzd: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-         xs: np.ndarray, xk: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
-         ys: np.ndarray, yk: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
-         zs: np.ndarray, zk: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
+         hz: np.ndarray, idx: np.ndarray, fy: Any, fz: Any, ch: float,
+         idxd: np.ndarray, fyd: Any, fzd: Any, lo: np.ndarray, hi: np.ndarray,
+         xs: np.ndarray, xq: np.ndarray, xc: np.ndarray, xa: np.ndarray, xb: np.ndarray,
+         ys: np.ndarray, yq: np.ndarray, yc: np.ndarray, ya: np.ndarray, yb: np.ndarray,
+         zs: np.ndarray, zq: np.ndarray, zc: np.ndarray, za: np.ndarray, zb: np.ndarray,
          terms: Any, starts: np.ndarray, levels: int, blocks: int, mode: int,
          sources: np.ndarray, scales: np.ndarray, waves: np.ndarray, taps: np.ndarray,
          tapped: np.ndarray) -> None:
     """`blocks` * `levels` time steps (BOTH), or one step's H (H_ONLY: H(n+1/2) = H(n-1/2)
     - dt/mu curl E(n)) or E (E_ONLY: E(n+1) = ca E(n) + cb curl H(n+1/2) over the edges from
     `lo` to `hi`, each component's coefficients constant along a run: materials.EdgeRuns).
-    `terms`: the CPML's twelve (pml.terms). Monitors read E through `taps` before each step,
-    sources add to it after (see _tap, _drive).
+    The fields are the padded stores (nx + 2, ny + 2, nz + 2); `fy`, `fz` the inverse
+    spacings along y and z at H's faces, `fyd`, `fzd` at E's edges (each a scalar, or a
+    plane of the store's shape: `_at`). `terms`: the CPML's twelve (pml.terms). Monitors read
+    E through `taps` before each step, sources add to it after (see _tap, _drive).
 
     BOTH is temporally blocked: the x planes are cut into tiles at `starts`; a tile takes
     `levels` steps at once as a wavefront, at position p the plane p - l to step l (each
@@ -249,7 +316,10 @@ def leap(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.
     block) run in parallel. Each plane sees the same operations on the same values as in
     step-by-step updates: the fields are bit for bit the same. Tiles must be wider than
     `levels` + 1 planes."""
-    nx = ex.shape[0]
+    nx, ny, nz = ex.shape[0] - 2, ex.shape[1] - 2, ex.shape[2] - 2
+    size = ex.shape[1] * ex.shape[2]
+    exf, eyf, ezf = ex.reshape(nx + 2, size), ey.reshape(nx + 2, size), ez.reshape(nx + 2, size)
+    hxf, hyf, hzf = hx.reshape(nx + 2, size), hy.reshape(nx + 2, size), hz.reshape(nx + 2, size)
     tiles = starts.size - 1
     # a tuple of arrays cannot enter a parallel loop (numba's gufuncs take arrays): in as
     # arrays, rebuilt as a tuple inside
@@ -281,14 +351,21 @@ def leap(ex: np.ndarray, ey: np.ndarray, ez: np.ndarray, hx: np.ndarray, hy: np.
                         continue
                     if mode != E_ONLY:
                         _tap(i, s, ex, ey, ez, taps, tapped)
-                        _h_node(i, ey, ez, hx, idy, idz, ch, inside)
+                        _hx_plane(hxf[i], eyf[i], ezf[i], ch, fy, fz, ny, nz)
+                        _h_node(i, ey, ez, hx, ch, inside)
                         if i < nx:
-                            _h_cell(i, ex, ey, ez, hy, hz, idx, idy, idz, ch, inside)
+                            _hyz_plane(hyf[i + 1], hzf[i + 1], exf[i], eyf[i], eyf[i + 1],
+                                       ezf[i], ezf[i + 1], ch, fy, fz, idx[i], ny, nz)
+                            _h_cell(i, ex, ey, ez, hy, hz, ch, inside)
                     if mode != H_ONLY:
                         if i < nx:
-                            _e_cell(i, ex, hy, hz, idyd, idzd, lo, hi, xs, xk, xc, xa, xb,
-                                    inside)
+                            _ex_plane(exf[i], hyf[i + 1], hzf[i + 1], fyd, fzd,
+                                      (xs[i], xs[i + 1]), xq, xc, xa, xb, lo, hi, nz)
+                            _e_cell(i, ex, hy, hz, lo, hi, inside)
                         if lo[0] <= i <= hi[0]:
-                            _e_node(i, ey, ez, hx, hy, hz, idxd, idyd, idzd, lo, hi, ys, yk,
-                                    yc, ya, yb, zs, zk, zc, za, zb, inside)
+                            _ey_plane(eyf[i], hxf[i], hzf[i], hzf[i + 1], fzd, idxd[i],
+                                      (ys[i], ys[i + 1]), yq, yc, ya, yb, lo, hi, ny, nz)
+                            _ez_plane(ezf[i], hxf[i], hyf[i], hyf[i + 1], fyd, idxd[i],
+                                      (zs[i], zs[i + 1]), zq, zc, za, zb, lo, hi, nz)
+                            _e_node(i, ey, ez, hx, hy, hz, lo, hi, inside)
                         _drive(i, s, ex, ey, ez, sources, scales, waves)

@@ -1,6 +1,7 @@
 """Materials on the grid: a small table, a material index per cell, and what the E update
 needs — each edge's class (its averaged permittivity and conductivity) as runs of one class
-along z, the fastest axis, so the inner loop sees two scalar coefficients."""
+along the kernels' flat planes (kernels.py: rows of nz + 2 along z), so the inner loop sees two
+scalar coefficients and a plane of one material is one run."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ class Material:
 
 @dataclass(frozen=True)
 class EdgeRuns:
-    """One E component's edges as runs along z: the runs of line (i, j) are
-    `start[line]` .. `start[line + 1]` (line = i * nj + j), run r begins at k = `k0[r]` and
-    has class `klass[r]`; `ca[c]`, `cb[c]` are the class's update coefficients."""
+    """One E component's edges as runs along each flat plane of the kernels' store
+    ((ny + 2) * (nz + 2) values a plane): the runs of plane i are `start[i]` ..
+    `start[i + 1]`, run r begins at flat position `q0[r]` and has class `klass[r]`; `ca[c]`,
+    `cb[c]` are the class's update coefficients. The store's padding takes the class before
+    it, so that it does not cut a run (the kernels set it back to 0)."""
 
     start: np.ndarray
-    k0: np.ndarray
+    q0: np.ndarray
     klass: np.ndarray
     ca: np.ndarray
     cb: np.ndarray
@@ -59,7 +62,7 @@ def edge_runs(eps_r: np.ndarray, sigma: np.ndarray, component: str, dt: float,
               pec: np.ndarray | None = None) -> EdgeRuns:
     """The runs of `component` edges, each edge taking the mean permittivity and conductivity
     of the (up to four) cells around it, plus `extra_sigma` (lumped resistors); `pec` edges
-    are held at 0."""
+    are held at 0. The store's rows are those of a grid of `eps_r`'s shape."""
     axis = COMPONENTS.index(component)
     eps_edge, sigma_edge = (_around_edges(v, axis) for v in (eps_r, sigma))
     if extra_sigma is not None:
@@ -75,12 +78,18 @@ def edge_runs(eps_r: np.ndarray, sigma: np.ndarray, component: str, dt: float,
     loss = unique[:, 1] * dt / (2 * eps)
     ca = np.where(conductor, 0.0, (1 - loss) / (1 + loss))
     cb = np.where(conductor, 0.0, dt / eps / (1 + loss))
-    ni, nj, nk = (int(n) for n in eps_edge.shape)
-    change = np.ones(classes.shape, bool)
-    change[:, :, 1:] = classes[:, :, 1:] != classes[:, :, :-1]
-    line, k0 = np.nonzero(change.reshape(ni * nj, nk))
-    start = np.searchsorted(line, np.arange(ni * nj + 1)).astype(np.int64)
-    return EdgeRuns(start, k0.astype(np.int32), classes.reshape(ni * nj, nk)[line, k0],
+    planes, rows, columns = (int(n) for n in eps_edge.shape)
+    ny, nz = eps_r.shape[1], eps_r.shape[2]
+    flat = np.full((planes, ny + 2, nz + 2), -1, np.int64)
+    flat[:, :rows, :columns] = classes
+    flat = flat.reshape(planes, -1)
+    at = np.where(flat >= 0, np.arange(flat.shape[1]), 0)  # padding: the class before it
+    flat = np.take_along_axis(flat, np.maximum.accumulate(at, axis=1), axis=1)
+    change = np.ones(flat.shape, bool)
+    change[:, 1:] = flat[:, 1:] != flat[:, :-1]
+    plane, q0 = np.nonzero(change)
+    start = np.searchsorted(plane, np.arange(planes + 1)).astype(np.int64)
+    return EdgeRuns(start, q0.astype(np.int64), flat[plane, q0].astype(np.int32),
                     ca.astype(dtype), cb.astype(dtype), eps, classes)
 
 

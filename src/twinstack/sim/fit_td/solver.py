@@ -141,7 +141,6 @@ class Simulation:
             self.walls[face] = wall
         self.grid = grid
         self.dtype = np.dtype(dtype)
-        nx, ny, nz = grid.shape
         cells = np.zeros(grid.shape, np.uint8) if cells is None else np.asarray(cells)
         if cells.shape != grid.shape:
             raise ValueError(f"cells has shape {cells.shape}, the grid {grid.shape}")
@@ -152,11 +151,8 @@ class Simulation:
         self.mu = MU0 * mu_r
         eps_r, sigma = cell_properties(cells, list(materials), fill)
         self.dt = grid.stable_dt(courant, float(eps_r.min()), mu_r)
-        zeros = lambda *s: np.zeros(s, self.dtype)  # noqa: E731
-        self.e = {"ex": zeros(nx, ny + 1, nz + 1), "ey": zeros(nx + 1, ny, nz + 1),
-                  "ez": zeros(nx + 1, ny + 1, nz)}
-        self.h = {"hx": zeros(nx + 1, ny + 2, nz + 2), "hy": zeros(nx + 2, ny + 1, nz + 2),
-                  "hz": zeros(nx + 2, ny + 2, nz + 1)}
+        self.stores = _stores(grid.shape, self.dtype)
+        self.e, self.h = _views(self.stores, grid.shape)
         # the E indices updated along each axis: the walls' planes too where they are PMC
         self.lo = np.array([0 if self.walls[f"{a}-"] == "pmc" else 1 for a in "xyz"])
         self.hi = np.array([n if self.walls[f"{a}+"] == "pmc" else n - 1
@@ -173,6 +169,8 @@ class Simulation:
         self.inverse_dual = _inverse(grid.dual, self.dtype)
         self.terms = pml.terms(grid, self.pml_cells, self.dt, self.lo, self.hi, self.runs,
                                self.dtype, self.inverse, self.inverse_dual)
+        self.factors = _factors(self.inverse, self.inverse_dual, self.lo, self.hi,
+                                    grid.shape)
         self.steps = 0
         self.levels = LEVELS
         self.sources = _Sources()
@@ -295,14 +293,14 @@ class Simulation:
 
     def arguments(self, h: dict[str, np.ndarray] | None = None,
                   terms: tuple[pml.Term, ...] | None = None) -> tuple[Any, ...]:
-        """kernels.leap's first arguments: fields, spacings, walls, runs and CPML terms (other
-        H or terms where given)."""
-        e, h = self.e, self.h if h is None else h
-        (ix, iy, iz), (dx, dy, dz) = self.inverse, self.inverse_dual
+        """kernels.leap's first arguments: the fields' stores, spacings, walls, runs and CPML
+        terms (other H stores or terms where given)."""
+        f = self.stores if h is None else {**self.stores, **h}
+        fy, fz, fyd, fzd = self.factors
         x, y, z = (_run_arrays(self.runs[c]) for c in COMPONENTS)
-        return (e["ex"], e["ey"], e["ez"], h["hx"], h["hy"], h["hz"], ix, iy, iz,
-                self.dtype.type(self.dt / self.mu), dx, dy, dz, self.lo, self.hi, *x, *y, *z,
-                self.terms if terms is None else terms)
+        return (f["ex"], f["ey"], f["ez"], f["hx"], f["hy"], f["hz"], self.inverse[0], fy, fz,
+                self.dtype.type(self.dt / self.mu), self.inverse_dual[0], fyd, fzd, self.lo,
+                self.hi, *x, *y, *z, self.terms if terms is None else terms)
 
     def _kernel(self, mode: int, levels: int, blocks: int, waves: np.ndarray,
                 tapped: np.ndarray, h: dict[str, np.ndarray] | None = None,
@@ -365,7 +363,7 @@ class Simulation:
         1/2 mu H(n-1/2).H(n+1/2) over the cells' edge and face volumes."""
         g, e = self.grid, self.e
         (dx, dy, dz), (ddx, ddy, ddz) = g.spacing, g.dual
-        after = {k: v.copy() for k, v in self.h.items()}
+        after = {k: self.stores[k].copy() for k in self.h}
         no_pml = pml.terms(g, [(0, 0)] * 3, self.dt, self.lo, self.hi, self.runs, self.dtype,
                            (), ())
         self._kernel(kernels.H_ONLY, 1, 1, self.sources.values(self.steps, 1, self.dt),
@@ -374,9 +372,10 @@ class Simulation:
                   "hx": (ddx, dy, dz), "hy": (dx, ddy, dz), "hz": (dx, dy, ddz)}
         electric = sum(np.einsum("ijk,i,j,k->", self.runs[c].eps[self.runs[c].classes]
                                  * e[c].astype(np.float64) ** 2, *volume[c]) for c in e)
+        later = _views(after, g.shape)[1]
         magnetic = sum(np.einsum("ijk,i,j,k->", self.h[c][INNER[c]].astype(np.float64)
-                                 * after[c][INNER[c]].astype(np.float64), *volume[c])
-                       for c in after)
+                                 * later[c][INNER[c]].astype(np.float64), *volume[c])
+                       for c in later)
         return 0.5 * (electric + self.mu * magnetic)
 
     # checkpoints ------------------------------------------------------------------------------
@@ -437,7 +436,49 @@ def _port_sigma(ports: list[tuple[LumpedPort, PortEdges]], component: str,
 
 def _run_arrays(runs: EdgeRuns
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return runs.start, runs.k0, runs.klass, runs.ca, runs.cb
+    return runs.start, runs.q0, runs.klass, runs.ca, runs.cb
+
+
+def _stores(shape: tuple[int, int, int], dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The kernels' padded stores (kernels.py), one a component, all of one shape."""
+    nx, ny, nz = shape
+    return {c: np.zeros((nx + 2, ny + 2, nz + 2), dtype) for c in (*COMPONENTS, *INNER)}
+
+
+def _views(stores: dict[str, np.ndarray], shape: tuple[int, int, int]
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each component's own extent in its store (E's edges, H's faces with their ghosts),
+    for the stores given."""
+    nx, ny, nz = shape
+    extents = {"ex": (nx, ny + 1, nz + 1), "ey": (nx + 1, ny, nz + 1), "ez": (nx + 1, ny + 1, nz),
+               "hx": (nx + 1, ny + 2, nz + 2), "hy": (nx + 2, ny + 1, nz + 2),
+               "hz": (nx + 2, ny + 2, nz + 1)}
+    views = {c: stores[c][:a, :b, :d] for c, (a, b, d) in extents.items() if c in stores}
+    return ({c: v for c, v in views.items() if c in COMPONENTS},
+            {c: v for c, v in views.items() if c in INNER})
+
+
+def _factors(inverse: tuple[np.ndarray, ...], inverse_dual: tuple[np.ndarray, ...],
+             lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int, int]
+             ) -> tuple[Any, Any, Any, Any]:
+    """The inverse spacings along y and z as the kernels take them: at H's faces (row j + 1
+    and column k + 1 of a plane hold face (j, k)'s) and at E's edges (row j, column k), each a
+    scalar where it is one value over the faces or edges updated (CPML's kappa included),
+    else a plane."""
+    _, ny, nz = shape
+    plane = (ny + 2, nz + 2)
+
+    def factor(values: np.ndarray, axis: int, shift: int, used: np.ndarray) -> Any:
+        if np.all(used == used[0]):
+            return values.dtype.type(used[0])
+        spread = np.zeros(plane[axis], values.dtype)
+        spread[shift:shift + values.size] = values
+        rows = spread[:, None] if axis == 0 else spread[None, :]
+        return np.ascontiguousarray(np.broadcast_to(rows, plane).ravel())
+
+    (_, iy, iz), (_, dy, dz) = inverse, inverse_dual
+    return (factor(iy, 0, 1, iy), factor(iz, 1, 1, iz),
+            factor(dy, 0, 0, dy[lo[1]:hi[1] + 1]), factor(dz, 1, 0, dz[lo[2]:hi[2] + 1]))
 
 
 def _inverse(lengths: tuple[np.ndarray, np.ndarray, np.ndarray], dtype: np.dtype

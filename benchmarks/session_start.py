@@ -26,6 +26,12 @@ directory that is removed afterwards:
   the server is ready (the POST's 201, or the `ready` event of the progress stream after a
   202); the server is then stopped with `DELETE` and the script waits until it is gone.
 
+Then, for each N of `--concurrent` (10 and 30 by default), on each platform N other users open
+one session (one server) each at the same moment (threads released together); each open is
+timed as above and the N times summarized; all are closed, and the script waits until they
+are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its default here, from 2 cores,
+would admit 8 sessions; JupyterHub has no such limit), and each user has their own client.
+
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
 fails, its entry is `{"error": ...}` and the TwinStack figure is still printed; the exit status
 is non-zero only when the TwinStack measurement fails.
@@ -37,6 +43,7 @@ server (`jsonschema_iri_checker` in the result): see benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import importlib.util
 import json
@@ -50,6 +57,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -178,9 +186,56 @@ def twinstack(*args: str) -> list[str]:
     return [sys.executable, "-m", "twinstack", *args]
 
 
-def add_twinstack_user(data_dir: Path) -> None:
-    subprocess.run(twinstack("user", "add", USER, "--password-stdin", "--data-dir", str(data_dir)),
+def add_twinstack_user(data_dir: Path, name: str = USER) -> None:
+    subprocess.run(twinstack("user", "add", name, "--password-stdin", "--data-dir", str(data_dir)),
                    input=f"{PASSWORD}\n", text=True, check=True, capture_output=True)
+
+
+def at_once(count: int, prepare: Callable[[int], Any], timed: Callable[[Any], float]
+            ) -> list[float]:
+    """`prepare(n)` for n < count in threads, then `timed(prepared)` in all of them released
+    at the same moment: the seconds each took."""
+    gate = threading.Barrier(count)
+
+    def one(n: int) -> float:
+        prepared = prepare(n)
+        gate.wait(timeout=START_TIMEOUT)
+        return timed(prepared)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def twinstack_at_once(url: str, ca: Path, tw: Client, count: int, session_type: str
+                      ) -> dict[str, Any]:
+    """`count` users (added before) each open a session of a new project at once."""
+    opened: list[tuple[Client, Any]] = []
+    lock = threading.Lock()
+
+    def prepare(n: int) -> tuple[Client, str]:
+        client = Client(url, ca=ca)
+        client.login(f"{USER}-{n}", PASSWORD)
+        return client, client.create_project(f"at-once-{count}-{n}", session_type)["id"]
+
+    def timed(prepared: tuple[Client, str]) -> float:
+        client, project = prepared
+        started = time.perf_counter()
+        session = client.open_session(project, timeout=START_TIMEOUT)
+        elapsed = time.perf_counter() - started
+        with lock:
+            opened.append((client, session))
+        return elapsed
+
+    try:
+        samples = at_once(count, prepare, timed)
+    finally:
+        for client, session in opened:
+            session.close()
+            wait_twinstack_closed(tw, session.id)
+            client.close()
+    log(f"twinstack: {count} at once: median {statistics.median(samples):.3f} s, "
+        f"max {max(samples):.3f} s")
+    return summarize(samples)
 
 
 def wait_twinstack_closed(tw: Client, session_id: str) -> None:
@@ -225,25 +280,32 @@ def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float
 
 
 def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
-                      session_type: str) -> dict[str, Any]:
+                      session_type: str, concurrent: list[int]) -> dict[str, Any]:
     data_dir = workdir / f"twinstack-{spawner}"
     data_dir.mkdir()
     port = port_block(20)
     log_file = workdir / f"twinstack-{spawner}-up.log"
     cmd = twinstack("up", "--data-dir", str(data_dir), "--port", str(port))
     env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
+    if concurrent:
+        env["TWINSTACK_CAPACITY"] = str(max(concurrent))
     memory: list[tuple[float, float]] = []
     with running(cmd, log_file, env=env) as proc:
         up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
                           "twinstack up", proc, log_file)
         log(f"twinstack ({spawner} spawner): platform up on port {port} in {up_s:.2f} s")
-        add_twinstack_user(data_dir)
-        with Client(f"https://127.0.0.1:{port}", ca=data_dir / "pki" / "ca.pem") as tw:
+        for name in (USER, *(f"{USER}-{n}" for n in range(max(concurrent, default=0)))):
+            add_twinstack_user(data_dir, name)
+        url, ca = f"https://127.0.0.1:{port}", data_dir / "pki" / "ca.pem"
+        with Client(url, ca=ca) as tw:
             tw.login(USER, PASSWORD)
             samples = run_series(f"twinstack ({spawner})", runs, warmup,
                                  lambda run: time_twinstack_session(tw, run, memory,
                                                                     session_type))
+            together = {str(n): twinstack_at_once(url, ca, tw, n, session_type)
+                        for n in concurrent}
     return {**summarize(samples), "spawner": spawner, "session_type": session_type,
+            "concurrent": together,
             "platform_start_s": round(up_s, 2),
             "service_import_s": import_seconds(TWINSTACK_SERVICE_MODULES),
             "pss_mib_per_session_median": round(statistics.median(
@@ -327,7 +389,7 @@ def find_singleuser() -> str:
     return found
 
 
-def hub_config(workdir: Path, proxy: str, token: str) -> tuple[str, str]:
+def hub_config(workdir: Path, proxy: str, token: str, users: int) -> tuple[str, str]:
     """The hub's config file text and its public URL; every port on 127.0.0.1."""
     public_port, hub_port, proxy_api_port = free_port(), free_port(), free_port()
     args = ["--allow-root"] if os.geteuid() == 0 else []
@@ -343,7 +405,7 @@ def hub_config(workdir: Path, proxy: str, token: str) -> tuple[str, str]:
         "JupyterHub.services": [{"name": "bench", "api_token": token}],
         "JupyterHub.load_roles": [{"name": "bench", "services": ["bench"],
                                    "scopes": ["admin:users", "admin:servers"]}],
-        "Authenticator.allowed_users": {USER},
+        "Authenticator.allowed_users": {USER, *(f"{USER}-{n}" for n in range(users))},
         "ConfigurableHTTPProxy.command": [proxy],
         "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{proxy_api_port}",
         "ConfigurableHTTPProxy.pid_file": str(workdir / "proxy.pid"),
@@ -357,31 +419,59 @@ def hub_config(workdir: Path, proxy: str, token: str) -> tuple[str, str]:
     return text, f"http://127.0.0.1:{public_port}"
 
 
-def wait_hub_stopped(api: HubApi) -> None:
+def wait_hub_stopped(api: HubApi, name: str = USER) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        _, user = api.json("GET", f"/users/{USER}")
+        _, user = api.json("GET", f"/users/{name}")
         if not user.get("servers") and user.get("pending") is None:
             return
         time.sleep(0.05)
-    raise RuntimeError(f"the server of {USER} not stopped after {STOP_TIMEOUT:g} s")
+    raise RuntimeError(f"the server of {name} not stopped after {STOP_TIMEOUT:g} s")
 
 
-def time_hub_spawn(api: HubApi) -> float:
+def hub_spawn_seconds(api: HubApi, name: str = USER) -> float:
+    """POST a user's server until the hub says it is ready; it is left running."""
     started = time.perf_counter()
-    status, _ = api.json("POST", f"/users/{USER}/server")
+    status, _ = api.json("POST", f"/users/{name}/server")
     if status == 202:  # still starting after the hub's slow_spawn_timeout: follow its progress
-        api.wait_progress_ready(USER)
+        api.wait_progress_ready(name)
     elapsed = time.perf_counter() - started
-    _, user = api.json("GET", f"/users/{USER}")
+    _, user = api.json("GET", f"/users/{name}")
     if not user["servers"].get("", {}).get("ready"):
         raise RuntimeError(f"hub answered {status} but the server is not ready: {user}")
-    api.json("DELETE", f"/users/{USER}/server")
-    wait_hub_stopped(api)
     return elapsed
 
 
-def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None) -> dict[str, Any]:
+def hub_stop(api: HubApi, name: str = USER) -> None:
+    api.json("DELETE", f"/users/{name}/server")
+    wait_hub_stopped(api, name)
+
+
+def time_hub_spawn(api: HubApi) -> float:
+    elapsed = hub_spawn_seconds(api)
+    hub_stop(api)
+    return elapsed
+
+
+def hub_at_once(api: HubApi, count: int) -> dict[str, Any]:
+    """`count` users (created through the API where new) each spawn their server at once."""
+    names = [f"{USER}-{n}" for n in range(count)]
+    known = {user["name"] for user in api.json("GET", "/users")[1]}
+    for name in names:
+        if name not in known:
+            api.json("POST", f"/users/{name}")
+    try:
+        samples = at_once(count, lambda n: names[n], lambda name: hub_spawn_seconds(api, name))
+    finally:
+        for name in names:
+            hub_stop(api, name)
+    log(f"jupyterhub: {count} at once: median {statistics.median(samples):.3f} s, "
+        f"max {max(samples):.3f} s")
+    return summarize(samples)
+
+
+def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None,
+                       concurrent: list[int]) -> dict[str, Any]:
     version = jupyterhub_version()
     if not proxy:
         raise RuntimeError("configurable-http-proxy not found: npm install "
@@ -389,7 +479,7 @@ def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None)
     hub_dir = workdir / "jupyterhub"
     hub_dir.mkdir()
     token = secrets.token_hex(32)
-    config, url = hub_config(hub_dir, proxy, token)
+    config, url = hub_config(hub_dir, proxy, token, max(concurrent, default=0))
     (hub_dir / "jupyterhub_config.py").write_text(config)
     log_file = workdir / "jupyterhub.log"
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")]
@@ -398,7 +488,9 @@ def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None)
         up_s = wait_until(api.up, "jupyterhub", proc, log_file)
         log(f"jupyterhub {version}: hub up at {url} in {up_s:.2f} s")
         samples = run_series("jupyterhub", runs, warmup, lambda _: time_hub_spawn(api))
+        together = {str(n): hub_at_once(api, n) for n in concurrent}
     return {**summarize(samples), "spawner": "SimpleLocalProcessSpawner", "version": version,
+            "concurrent": together,
             "platform_start_s": round(up_s, 2),
             "service_import_s": import_seconds("jupyterhub.singleuser"),
             "jsonschema_iri_checker": jsonschema_iri_checker()}
@@ -434,9 +526,12 @@ def parse_args() -> argparse.Namespace:
                         default=["process", "forked"],
                         help="TwinStack's spawners to measure, comma-separated "
                         "(process,forked)")
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[10, 30],
+                        help="sessions opened at once, each by its own user, after the runs "
+                        "one at a time (10 30; none: skip)")
     args = parser.parse_args()
-    if args.runs < 1 or args.warmup < 0:
-        parser.error("--runs must be ≥ 1 and --warmup ≥ 0")
+    if args.runs < 1 or args.warmup < 0 or any(n < 1 for n in args.concurrent):
+        parser.error("--runs and each --concurrent must be ≥ 1, --warmup ≥ 0")
     return args
 
 
@@ -447,15 +542,21 @@ def main() -> int:
         workdir = Path(tmp)
         ts = {spawner: guarded(f"twinstack ({spawner})", lambda spawner=spawner:
                                measure_twinstack(workdir, args.runs, args.warmup, spawner,
-                                                 args.session_type))
+                                                 args.session_type, args.concurrent))
               for spawner in args.spawners}
         jh = ({"error": "skipped (--skip-jupyterhub)"} if args.skip_jupyterhub else
               guarded("jupyterhub",
-                      lambda: measure_jupyterhub(workdir, args.runs, args.warmup, args.proxy)))
+                      lambda: measure_jupyterhub(workdir, args.runs, args.warmup, args.proxy,
+                                                 args.concurrent)))
     result.update(twinstack=ts, jupyterhub=jh)
     result["ratio_median"] = {spawner: round(jh["median_s"] / ts[spawner]["median_s"], 3)
                               for spawner in ts
                               if "median_s" in ts[spawner] and "median_s" in jh}
+    result["ratio_p95_at_once"] = {  # JupyterHub's p95 over TwinStack's, N opened at once
+        spawner: {n: round(jh["concurrent"][n]["p95_s"] / ts[spawner]["concurrent"][n]["p95_s"],
+                           3)
+                  for n in ts[spawner].get("concurrent", {}) if n in jh.get("concurrent", {})}
+        for spawner in ts if "concurrent" in ts[spawner]}
     result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
     return 0 if all("error" not in t for t in ts.values()) else 1

@@ -29,8 +29,8 @@ directory that is removed afterwards:
 Then, for each N of `--concurrent` (10 and 30 by default), on each platform N other users open
 one session (one server) each at the same moment (threads released together); each open is
 timed as above and the N times summarized; all are closed, and the script waits until they
-are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its default here, from 2 cores,
-would admit 8 sessions; JupyterHub has no such limit), and each user has their own client.
+are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its default here, from
+2 cores, would admit 8 sessions; JupyterHub has no such limit); each user has their own client.
 
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
 fails, its entry is `{"error": ...}` and the TwinStack figure is still printed; the exit status

@@ -460,25 +460,26 @@ def _views(stores: dict[str, np.ndarray], shape: tuple[int, int, int]
 
 def _factors(inverse: tuple[np.ndarray, ...], inverse_dual: tuple[np.ndarray, ...],
              lo: np.ndarray, hi: np.ndarray, shape: tuple[int, int, int]
-             ) -> tuple[Any, Any, Any, Any]:
+             ) -> tuple[Any, ...]:
     """The inverse spacings along y and z as the kernels take them: at H's faces (row j + 1
-    and column k + 1 of a plane hold face (j, k)'s) and at E's edges (row j, column k), each a
-    scalar where it is one value over the faces or edges updated (CPML's kappa included),
-    else a plane."""
+    and column k + 1 of a plane hold face (j, k)'s) and at E's edges (row j, column k). Four
+    scalars where each is one value over the faces or edges updated, else four planes: one
+    kind or the other, not a mix, as numba compiles the kernel (~30 s) for each."""
     _, ny, nz = shape
     plane = (ny + 2, nz + 2)
+    (_, iy, iz), (_, dy, dz) = inverse, inverse_dual
+    spreads = ((iy, 0, 1), (iz, 1, 1), (dy, 0, 0), (dz, 1, 0))
+    used = (iy, iz, dy[lo[1]:hi[1] + 1], dz[lo[2]:hi[2] + 1])
+    if all(np.all(values == values[0]) for values in used):
+        return tuple(values.dtype.type(values[0]) for values in used)
 
-    def factor(values: np.ndarray, axis: int, shift: int, used: np.ndarray) -> Any:
-        if np.all(used == used[0]):
-            return values.dtype.type(used[0])
-        spread = np.zeros(plane[axis], values.dtype)
-        spread[shift:shift + values.size] = values
-        rows = spread[:, None] if axis == 0 else spread[None, :]
+    def spread(values: np.ndarray, axis: int, shift: int) -> np.ndarray:
+        line = np.zeros(plane[axis], values.dtype)
+        line[shift:shift + values.size] = values
+        rows = line[:, None] if axis == 0 else line[None, :]
         return np.ascontiguousarray(np.broadcast_to(rows, plane).ravel())
 
-    (_, iy, iz), (_, dy, dz) = inverse, inverse_dual
-    return (factor(iy, 0, 1, iy), factor(iz, 1, 1, iz),
-            factor(dy, 0, 0, dy[lo[1]:hi[1] + 1]), factor(dz, 1, 0, dz[lo[2]:hi[2] + 1]))
+    return tuple(spread(*s) for s in spreads)
 
 
 def _inverse(lengths: tuple[np.ndarray, np.ndarray, np.ndarray], dtype: np.dtype

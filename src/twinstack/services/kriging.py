@@ -396,8 +396,8 @@ def _release_freed_memory() -> None:
 def _warm_up() -> int:
     """Import and run the numerics once (BLAS, LAPACK, k-d tree, fit); the peak RSS after.
     A small call, so on one BLAS thread (blas_threads): BLAS's other threads spin after a
-    call, and 30 services starting at once on 2 cores spent 0.6 s of CPU each, 0.08 with one
-    thread (measured: 30 sessions opened at once, p95 10.5 s -> 2.2 s)."""
+    call, and 30 services starting at once on 2 cores spent 0.6 s of CPU each, 0.13 with one
+    thread (measured: 30 sessions opened at once, p95 10.5 s -> 3.1 s)."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 

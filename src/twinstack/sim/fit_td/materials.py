@@ -80,10 +80,11 @@ def edge_runs(eps_r: np.ndarray, sigma: np.ndarray, component: str, dt: float,
     cb = np.where(conductor, 0.0, dt / eps / (1 + loss))
     planes, rows, columns = (int(n) for n in eps_edge.shape)
     ny, nz = eps_r.shape[1], eps_r.shape[2]
-    flat = np.full((planes, ny + 2, nz + 2), -1, np.int64)
+    flat = np.full((planes, ny + 2, nz + 2), -1, np.int32)  # int32: 4 bytes a cell at setup
     flat[:, :rows, :columns] = classes
     flat = flat.reshape(planes, -1)
-    at = np.where(flat >= 0, np.arange(flat.shape[1]), 0)  # padding: the class before it
+    # the padding takes the class before it
+    at = np.where(flat >= 0, np.arange(flat.shape[1], dtype=np.int32), np.int32(0))
     flat = np.take_along_axis(flat, np.maximum.accumulate(at, axis=1), axis=1)
     change = np.ones(flat.shape, bool)
     change[:, 1:] = flat[:, 1:] != flat[:, :-1]

@@ -169,8 +169,7 @@ class Simulation:
         self.inverse_dual = _inverse(grid.dual, self.dtype)
         self.terms = pml.terms(grid, self.pml_cells, self.dt, self.lo, self.hi, self.runs,
                                self.dtype, self.inverse, self.inverse_dual)
-        self.factors = _factors(self.inverse, self.inverse_dual, self.lo, self.hi,
-                                    grid.shape)
+        self.factors = _factors(self.inverse, self.inverse_dual, self.lo, self.hi, grid.shape)
         self.steps = 0
         self.levels = LEVELS
         self.sources = _Sources()

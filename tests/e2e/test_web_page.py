@@ -160,7 +160,13 @@ def add_shape(page, feature: str, name: str, *inputs: str, **parameters: str) ->
         toolbar.get_by_label(key, exact=True).fill(value)
     toolbar.get_by_label("Shape name").fill(name)
     toolbar.get_by_role("button", name="Add").click()
-    expect(page.locator("#tree")).to_contain_text(name, timeout=60_000)
+    try:
+        expect(page.locator("#tree")).to_contain_text(name, timeout=60_000)
+    except AssertionError as missing:  # say what the page told the user, and its log
+        said = page.locator("#message").text_content()
+        log = page.locator("#log").text_content()
+        raise AssertionError(f"{name} never showed; the page said {said!r}; log: {log}"
+                             ) from missing
 
 
 def open_in_page(page, name: str) -> None:

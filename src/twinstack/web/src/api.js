@@ -44,6 +44,7 @@ export async function fetchBlob(sessionId, hash) {
 
 const RETRY_MS = [250, 500, 1000, 2000, 4000];  // then every 4 s
 const TOKEN_CLOSE = new Set([4401, 4403]);  // the token was revoked, the access withdrawn
+const DOWN = "the session's connection is down; it reconnects by itself";
 
 // One WebSocket to the relay for a session: events arrive as {"event": ...}, calls are
 // {"id", "service", "action", "params"} answered by {"id", "result" | "error"}. When the
@@ -71,9 +72,8 @@ export class SessionSocket {
         this.onLink("connected");
         resolve();
       }, { once: true });
-      socket.addEventListener("close", () => reject(new PlatformError(0,
-        { message: "the session's connection is down; it reconnects by itself" })),
-      { once: true });
+      socket.addEventListener("close", () => reject(new PlatformError(0, { message: DOWN })),
+                              { once: true });
     });
     this.opened.catch(() => undefined);  // a caller that never waited is not an error
     socket.addEventListener("message", (message) => this.receive(JSON.parse(message.data)));
@@ -109,6 +109,11 @@ export class SessionSocket {
 
   async call(service, action, params = {}) {
     await this.opened;
+    // closed but not yet connecting again, `opened` is the last connection's: a message sent
+    // now would be dropped and its call never answered
+    if (this.socket.readyState !== WebSocket.OPEN) {
+      throw new PlatformError(0, { message: DOWN });
+    }
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });

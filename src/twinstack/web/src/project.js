@@ -267,9 +267,12 @@ export class ProjectView {
       return;
     }
     const made = await this.call("visualization", action, params);
-    if (!made || key !== this.drawnKey) return;  // a newer draw is under way
-    const glb = await this.blob(made.blob);
-    if (!glb || key !== this.drawnKey) return;
+    const glb = made && key === this.drawnKey && await this.blob(made.blob);
+    if (key !== this.drawnKey) return;  // a newer draw is under way
+    if (!glb) {
+      this.drawnKey = null;  // it failed (and said why): the next refresh draws it again
+      return;
+    }
     await this.viewer.show(glb);
     this.viewer.select(this.selected.map((id) => this.byId(id)?.name));
     $("view").dataset.parts = this.viewer.parts().sort().join(",");

@@ -82,9 +82,9 @@ def _h_planes(hx: np.ndarray, hy: np.ndarray, hz: np.ndarray, ex: np.ndarray, ey
     (j+1) w + k. One loop for the three (where all three have faces) reads E once for them:
     fewer streams through the caches, 7-11 % faster on two threads than a loop each."""
     w = U(nz + 2)
-    for q in range(U(1), w + U(1)):  # hy's first row, before hx's and hz's
-        hy[q] -= ch * ((ex[q] - ex[q - U(1)]) * _at(fz, q)
-                       - (ez1[q - U(1)] - ez0[q - U(1)]) * fx)
+    for f in range(U(1), w + U(1)):  # hy's first row, before hx's and hz's
+        hy[f] -= ch * ((ex[f] - ex[f - U(1)]) * _at(fz, f)
+                       - (ez1[f - U(1)] - ez0[f - U(1)]) * fx)
     hz[w] -= ch * ((ey1[0] - ey0[0]) * fx - (ex[w] - ex[0]) * _at(fy, w))
     for r in range(U(0), U((ny - 1) * (nz + 2) + nz)):
         q, qk, qj = r + w + U(1), r + w, r + U(1)  # at k - 1, at j - 1

@@ -28,8 +28,11 @@ directory that is removed afterwards:
 
 Then, for each N of `--concurrent` (10 and 30 by default), on each platform N other users open
 one session (one server) each at the same moment (threads released together); each open is
-timed as above and the N times summarized; all are closed, and the script waits until they
-are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its default here, from
+timed as above and the N times summarized. With all N open, the PSS of every compute process
+(TwinStack: with the warm parent; JupyterHub: its single-user servers) gives what one more
+compute service adds, `pss_mib_added_per_service`: the growth of that total from one session
+open (the runs above) to N, over the services added. All are closed, and the script waits
+until they are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its default here, from
 2 cores, would admit 8 sessions; JupyterHub has no such limit); each user has their own client.
 
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
@@ -66,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from twinstack.client import Client
+from twinstack.sessiontypes import SESSION_TYPES
 
 USER = "bench"
 PASSWORD = "bench-password-123"
@@ -75,6 +79,8 @@ TWINSTACK_SERVICE_MODULES = ("twinstack.cli, twinstack.logs, twinstack.wire.runt
                              "twinstack.services.kriging")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
+WARM_PARENT = b"twinstack.spawners.forked"  # in the command line of the LSS's warm parent
+SINGLE_USER = b"jupyterhub-singleuser"  # and of JupyterHub's servers
 
 
 def log(message: str) -> None:
@@ -208,7 +214,8 @@ def at_once(count: int, prepare: Callable[[int], Any], timed: Callable[[Any], fl
 
 def twinstack_at_once(url: str, ca: Path, tw: Client, count: int, session_type: str
                       ) -> dict[str, Any]:
-    """`count` users (added before) each open a session of a new project at once."""
+    """`count` users (added before) each open a session of a new project at once; with all
+    open, the PSS of their compute processes and the warm parent's."""
     opened: list[tuple[Client, Any]] = []
     lock = threading.Lock()
 
@@ -228,6 +235,7 @@ def twinstack_at_once(url: str, ca: Path, tw: Client, count: int, session_type: 
 
     try:
         samples = at_once(count, prepare, timed)
+        pss = memory_mib(WARM_PARENT, *(session.id.encode() for _, session in opened))[0]
     finally:
         for client, session in opened:
             session.close()
@@ -235,7 +243,7 @@ def twinstack_at_once(url: str, ca: Path, tw: Client, count: int, session_type: 
             client.close()
     log(f"twinstack: {count} at once: median {statistics.median(samples):.3f} s, "
         f"max {max(samples):.3f} s")
-    return summarize(samples)
+    return {**summarize(samples), "compute_pss_mib": round(pss, 1)}
 
 
 def wait_twinstack_closed(tw: Client, session_id: str) -> None:
@@ -248,15 +256,15 @@ def wait_twinstack_closed(tw: Client, session_id: str) -> None:
     raise RuntimeError(f"session {session_id} not closed after {STOP_TIMEOUT:g} s")
 
 
-def session_memory_mib(session_id: str) -> tuple[float, float]:
-    """The memory of a session's compute service processes (their command line names the
-    session), summed: proportional (PSS: shared pages count by the share each process has)
-    and unique (USS: pages no other process maps, what the session adds)."""
+def memory_mib(*marks: bytes) -> tuple[float, float]:
+    """The memory of the processes whose command line holds one of `marks`, summed:
+    proportional (PSS: shared pages count by the share each process has) and unique (USS:
+    pages no other process maps)."""
     pss = uss = 0
     for entry in Path("/proc").iterdir():
         try:
-            if not entry.name.isdigit() or session_id.encode() not in \
-                    (entry / "cmdline").read_bytes():
+            if not entry.name.isdigit() or not any(
+                    mark in (entry / "cmdline").read_bytes() for mark in marks):
                 continue
             rollup = (entry / "smaps_rollup").read_text()
         except OSError:
@@ -267,13 +275,21 @@ def session_memory_mib(session_id: str) -> tuple[float, float]:
     return pss / 1024, uss / 1024
 
 
-def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float]],
+def added_per_service(one: float, many: float, sessions: int, services: int) -> float:
+    """PSS (MiB) that one more compute service adds: the growth of the total from one session
+    open to `sessions` open, over the services added."""
+    return round((many - one) / ((sessions - 1) * services), 1)
+
+
+def time_twinstack_session(tw: Client, run: int, memory: list[tuple[float, float, float]],
                            session_type: str) -> float:
     project = tw.create_project(f"bench-{run}", session_type)
     started = time.perf_counter()
     session = tw.open_session(project["id"], timeout=START_TIMEOUT)
     elapsed = time.perf_counter() - started
-    memory.append(session_memory_mib(session.id))
+    # the session's processes (their command line names it), then with the warm parent
+    memory.append((*memory_mib(session.id.encode()),
+                   memory_mib(session.id.encode(), WARM_PARENT)[0]))
     session.close()
     wait_twinstack_closed(tw, session.id)
     return elapsed
@@ -289,7 +305,7 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
     env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
     if concurrent:
         env["TWINSTACK_CAPACITY"] = str(max(concurrent))
-    memory: list[tuple[float, float]] = []
+    memory: list[tuple[float, float, float]] = []
     with running(cmd, log_file, env=env) as proc:
         up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
                           "twinstack up", proc, log_file)
@@ -304,6 +320,10 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
                                                                     session_type))
             together = {str(n): twinstack_at_once(url, ca, tw, n, session_type)
                         for n in concurrent}
+    alone = statistics.median(m[2] for m in memory[warmup:])
+    for n, figures in together.items():
+        figures["pss_mib_added_per_service"] = added_per_service(
+            alone, figures["compute_pss_mib"], int(n), len(SESSION_TYPES[session_type]))
     return {**summarize(samples), "spawner": spawner, "session_type": session_type,
             "concurrent": together,
             "platform_start_s": round(up_s, 2),
@@ -447,8 +467,9 @@ def hub_stop(api: HubApi, name: str = USER) -> None:
     wait_hub_stopped(api, name)
 
 
-def time_hub_spawn(api: HubApi) -> float:
+def time_hub_spawn(api: HubApi, memory: list[float]) -> float:
     elapsed = hub_spawn_seconds(api)
+    memory.append(memory_mib(SINGLE_USER)[0])
     hub_stop(api)
     return elapsed
 
@@ -462,12 +483,13 @@ def hub_at_once(api: HubApi, count: int) -> dict[str, Any]:
             api.json("POST", f"/users/{name}")
     try:
         samples = at_once(count, lambda n: names[n], lambda name: hub_spawn_seconds(api, name))
+        pss = memory_mib(SINGLE_USER)[0]
     finally:
         for name in names:
             hub_stop(api, name)
     log(f"jupyterhub: {count} at once: median {statistics.median(samples):.3f} s, "
         f"max {max(samples):.3f} s")
-    return summarize(samples)
+    return {**summarize(samples), "compute_pss_mib": round(pss, 1)}
 
 
 def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None,
@@ -487,12 +509,18 @@ def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None,
     with running(cmd, log_file, cwd=hub_dir) as proc:
         up_s = wait_until(api.up, "jupyterhub", proc, log_file)
         log(f"jupyterhub {version}: hub up at {url} in {up_s:.2f} s")
-        samples = run_series("jupyterhub", runs, warmup, lambda _: time_hub_spawn(api))
+        memory: list[float] = []
+        samples = run_series("jupyterhub", runs, warmup, lambda _: time_hub_spawn(api, memory))
         together = {str(n): hub_at_once(api, n) for n in concurrent}
+    alone = statistics.median(memory[warmup:])
+    for n, figures in together.items():  # a single-user server is the one "service"
+        figures["pss_mib_added_per_service"] = added_per_service(
+            alone, figures["compute_pss_mib"], int(n), 1)
     return {**summarize(samples), "spawner": "SimpleLocalProcessSpawner", "version": version,
             "concurrent": together,
             "platform_start_s": round(up_s, 2),
             "service_import_s": import_seconds("jupyterhub.singleuser"),
+            "pss_mib_per_server_median": round(statistics.median(memory[warmup:]), 1),
             "jsonschema_iri_checker": jsonschema_iri_checker()}
 
 

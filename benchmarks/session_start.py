@@ -32,8 +32,9 @@ timed as above and the N times summarized. With all N open, the PSS of every com
 (TwinStack: with the warm parent; JupyterHub: its single-user servers) gives what one more
 compute service adds, `pss_mib_added_per_service`: the growth of that total from one session
 open (the runs above) to N, over the services added. All are closed, and the script waits
-until they are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its default here, from
-2 cores, would admit 8 sessions; JupyterHub has no such limit); each user has their own client.
+until they are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its
+default here, from 2 cores, would admit 8 sessions; JupyterHub has no such limit); each user
+has their own client.
 
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
 fails, its entry is `{"error": ...}` and the TwinStack figure is still printed; the exit status
@@ -81,6 +82,7 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 WARM_PARENT = b"twinstack.spawners.forked"  # in the command line of the LSS's warm parent
 SINGLE_USER = b"jupyterhub-singleuser"  # and of JupyterHub's servers
+POOL = 2  # waiting children of each compute service kind with `--spawners pooled`
 
 
 def log(message: str) -> None:
@@ -303,6 +305,8 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
     log_file = workdir / f"twinstack-{spawner}-up.log"
     cmd = twinstack("up", "--data-dir", str(data_dir), "--port", str(port))
     env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
+    if spawner == "pooled":  # forked, from a warm pool of POOL waiting children per kind
+        env.update(TWINSTACK_SPAWNER="forked", TWINSTACK_WARM_POOL=str(POOL))
     if concurrent:
         env["TWINSTACK_CAPACITY"] = str(max(concurrent))
     memory: list[tuple[float, float, float]] = []
@@ -553,7 +557,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--spawners", type=lambda text: text.split(","),
                         default=["process", "forked"],
                         help="TwinStack's spawners to measure, comma-separated "
-                        "(process,forked)")
+                        f"(process,forked; pooled: forked with --warm-pool {POOL})")
     parser.add_argument("--concurrent", type=int, nargs="*", default=[10, 30],
                         help="sessions opened at once, each by its own user, after the runs "
                         "one at a time (10 30; none: skip)")

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
         "process", description="how the LSS runs compute services: local processes, local "
         "processes forked from a warm parent that has imported the platform once, or one pod "
         "each (from inside a cluster)")
+    warm_pool: int = Field(
+        0, ge=0, le=16, description="forked spawner: this many waiting, warmed-up children of "
+        "each compute service kind, which sessions claim instead of a new fork (one each)")
     namespace: str = Field("twinstack", description="Kubernetes namespace for compute pods")
     compute_image: str = Field(
         "twinstack-compute:0.1.0", description="image of compute pods (kubernetes spawner)")

@@ -2,7 +2,10 @@
 each session's services are children of the warm parent, serve their own certificate and
 refuse another session's peers; none holds a descriptor of the parent; a service that dies is
 restarted with its exit code known; killing the parent leaves the services running, and the
-next session gets a new parent; CAD works in a child of a parent that imported OpenCascade."""
+next session gets a new parent; CAD works in a child of a parent that imported OpenCascade.
+With a warm pool (`--warm-pool`): sessions opened at once each claim a different waiting
+worker, which then serves that session's identity alone, and the pool refills; waiting workers
+end with their parent, claimed ones go on."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,14 +38,37 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield running
 
 
-def warm_parents() -> set[int]:
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with running_platform(tmp_path_factory.mktemp("pooled"), "ada",
+                          env={"TWINSTACK_SPAWNER": "forked",
+                               "TWINSTACK_WARM_POOL": "1"}) as running:
+        yield running
+
+
+def warm_parents(platform: Platform) -> set[int]:
+    """The platform's warm parents (their socket is in its data directory)."""
     found = set()
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"twinstack.spawners.forked" in \
-                    (entry / "cmdline").read_bytes():
-                found.add(int(entry.name))
+            cmdline = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
         except OSError:
+            continue
+        if b"twinstack.spawners.forked" in cmdline and str(platform.data).encode() in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def waiting_workers(parent: int, kind: str) -> set[int]:
+    """The warm parent's waiting children of one kind (their title: `twinstack pool KIND`)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().replace(
+                    b"\0", b" ").strip() == f"twinstack pool {kind}".encode() \
+                    and parent_of(int(entry.name)) == parent:
+                found.add(int(entry.name))
+        except (OSError, IndexError):
             continue
     return found
 
@@ -94,7 +121,7 @@ def test_services_are_forked_with_their_own_identity_and_no_parent_descriptor(pl
     tw = platform.client("ada")
     with tw.open_session(tw.create_project("one", "data analysis")["id"]) as one, \
             tw.open_session(tw.create_project("two", "data analysis")["id"]) as two:
-        [parent] = warm_parents()
+        [parent] = warm_parents(platform)
         pids = [kriging_pid(one), kriging_pid(two)]
         assert [parent_of(pid) for pid in pids] == [parent, parent]
         assert one.call("kriging", "interpolate", **POINTS)["estimates"] == [pytest.approx(2.5)]
@@ -137,16 +164,16 @@ def test_a_dead_service_is_restarted_and_a_dead_parent_leaves_services_running(p
         second = kriging_pid(session)
         assert second != first
 
-        [parent] = warm_parents()
+        [parent] = warm_parents(platform)
         os.kill(parent, signal.SIGKILL)
-        wait_until(lambda: parent not in warm_parents(), what="the warm parent gone")
+        wait_until(lambda: parent not in warm_parents(platform), what="the warm parent gone")
         assert session.call("kriging", "interpolate", **POINTS)["estimates"] == \
             [pytest.approx(2.5)]
         assert parent_of(second) != parent  # re-parented: to the LSS, its subreaper
         with tw.open_session(tw.create_project("four", "data analysis")["id"]) as later:
             assert later.call("kriging", "interpolate", **POINTS)["estimates"] == \
                 [pytest.approx(2.5)]
-            [new_parent] = warm_parents()
+            [new_parent] = warm_parents(platform)
             assert new_parent != parent and parent_of(kriging_pid(later)) == new_parent
         os.kill(second, signal.SIGKILL)  # orphaned and dead: the LSS reaps it, knows its code
         restarted = session.wait_for_event(
@@ -161,7 +188,7 @@ def test_cad_works_in_a_service_forked_after_the_parent_imported_the_kernel(plat
 
     tw = platform.client("ada")
     with tw.open_session(tw.create_project("cad", "3D simulation")["id"]) as session:
-        [parent] = warm_parents()
+        [parent] = warm_parents(platform)
         assert "/OCP/" in Path(f"/proc/{parent}/maps").read_text()  # the kernel, preloaded
         box = session.call("modeling", "create", feature="box", inputs=[],
                            parameters={"size": [2, 2, 2]})
@@ -171,3 +198,68 @@ def test_cad_works_in_a_service_forked_after_the_parent_imported_the_kernel(plat
                            inputs=[box["id"], ball["id"]], parameters={})
         volume = session.model.get(cut["id"])["properties"]["volume"]
         assert volume == pytest.approx(8 - math.pi * 1.2**3 / 6, rel=1e-6)  # an octant less
+
+
+def test_sessions_at_once_each_claim_their_own_waiting_worker_and_the_pool_refills(pooled):
+    [parent] = warm_parents(pooled)
+    wait_until(lambda: len(waiting_workers(parent, "kriging")) == 1, what="the pool filled")
+    [waiting] = waiting_workers(parent, "kriging")
+    users = [pooled.client("ada") for _ in range(3)]
+    projects = [tw.create_project(f"pool-{n}", "data analysis")["id"]
+                for n, tw in enumerate(users)]
+    sessions: list[Session] = []
+    gate = threading.Barrier(len(users))
+
+    def open_one(n: int) -> None:
+        gate.wait(timeout=30)
+        sessions.append(users[n].open_session(projects[n]))
+
+    threads = [threading.Thread(target=open_one, args=(n,)) for n in range(len(users))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert len(sessions) == 3
+        pids = [kriging_pid(session) for session in sessions]
+        assert len(set(pids)) == 3 and waiting in pids  # the waiting one went to one session
+        claimed = sessions[pids.index(waiting)]
+        for session in sessions:
+            assert session.call("kriging", "interpolate", **POINTS)["estimates"] == \
+                [pytest.approx(2.5)]
+        # the claimed worker is that session's service alone, with its identity
+        ca = pooled.data / "pki" / "ca.pem"
+        folder = service_files(pooled, claimed.id, "kriging")
+        ready = json.loads((folder / "kriging.ready").read_text())
+        certificate = x509.load_pem_x509_certificate((folder / "identity-chain.pem").read_bytes())
+        assert served_certificate(ready["internal"], identity_of(folder, ca)) == \
+            certificate.public_bytes(Encoding.DER)
+        assert [s.id for s in sessions
+                if s.id.encode() in Path(f"/proc/{waiting}/cmdline").read_bytes()] == [claimed.id]
+        assert parent_of(waiting) == parent and not sockets_of(waiting) & sockets_of(parent)
+        wait_until(lambda: len(waiting_workers(parent, "kriging")) == 1, what="the pool refilled")
+        assert not waiting_workers(parent, "kriging") & set(pids)  # a new one, not a used one
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def test_waiting_workers_end_with_their_parent_and_claimed_ones_go_on(pooled):
+    tw = pooled.client("ada")
+    [parent] = warm_parents(pooled)
+    wait_until(lambda: len(waiting_workers(parent, "modeling")) == 1, what="the pool filled")
+    waiting = waiting_workers(parent, "kriging") | waiting_workers(parent, "modeling")
+    with tw.open_session(tw.create_project("kept", "data analysis")["id"]) as session:
+        claimed = kriging_pid(session)
+        os.kill(parent, signal.SIGKILL)
+        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in
+                                   Path(f"/proc/{pid}/status").read_text()
+                                   for pid in waiting - {claimed}),
+                   what="the waiting workers gone with their parent")
+        assert session.call("kriging", "interpolate", **POINTS)["estimates"] == \
+            [pytest.approx(2.5)]
+        with tw.open_session(tw.create_project("next", "data analysis")["id"]) as later:
+            [new_parent] = warm_parents(pooled)
+            assert new_parent != parent and parent_of(kriging_pid(later)) == new_parent
+            wait_until(lambda: len(waiting_workers(new_parent, "kriging")) == 1,
+                       what="a new pool")

@@ -393,6 +393,7 @@ def _release_freed_memory() -> None:
         trim(0)
 
 
+@functools.cache  # once a process: a pooled worker did it before its session claimed it
 def _warm_up() -> int:
     """Import and run the numerics once (BLAS, LAPACK, k-d tree, fit); the peak RSS after.
     A small call, so on one BLAS thread (blas_threads): BLAS's other threads spin after a
@@ -429,6 +430,10 @@ class KrigingService(ServiceBase):
     name: ClassVar[str] = "kriging"
     ports: ClassVar[Ports] = Ports(internal=7450, health=7451)
     budget: Budget
+
+    @staticmethod
+    def warm_up() -> int:
+        return _warm_up()
 
     async def start(self) -> None:
         """Fail at start, not at the first call, where the numerics are not installed or

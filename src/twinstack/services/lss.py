@@ -36,6 +36,7 @@ from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
+from twinstack.sessiontypes import SESSION_TYPES
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.forked import ForkedSpawner, WarmParent, adopt_orphans
 from twinstack.spawners.process import ProcessSpawner
@@ -349,7 +350,9 @@ class LssService(ServiceBase):
         self.kube: Any = None
         self.warm_parent: WarmParent | None = None
         if s.spawner == "forked":
-            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent")
+            kinds = sorted({name for services in SESSION_TYPES.values() for name in services})
+            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent", s.warm_pool,
+                                          tuple(kinds))
             adopt_orphans()
             self._in_background(self._warm_up(self.warm_parent))
         self.restart_policy = RestartPolicy.from_settings(s)

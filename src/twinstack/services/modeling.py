@@ -18,6 +18,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import functools
 import logging
 import uuid
 from typing import Any, ClassVar, Literal
@@ -158,6 +159,10 @@ def dependants(geometry: dict[str, dict[str, Any]], changed: str) -> list[str]:
 class ModelingService(ProjectService):
     name: ClassVar[str] = "modeling"
     ports: ClassVar[Ports] = Ports(internal=7470, health=7471)
+
+    @staticmethod
+    def warm_up() -> None:
+        _warm_up()
 
     async def start(self) -> None:
         await super().start()
@@ -456,6 +461,7 @@ def _free_name(feature: str, entities: list[dict[str, Any]]) -> str:
                 if f"{feature}{n}" not in taken)
 
 
+@functools.cache  # once a process: a pooled worker did it before its session claimed it
 def _warm_up() -> None:
     """Load the kernel and build one shape, so the first call is not the slow one."""
     from twinstack.sim import cad

@@ -9,6 +9,13 @@ The child leaves the parent's session (setsid), keeps only its output as stdout 
 closes every other descriptor, and runs `twinstack serve` with the arguments a process
 spawner's child gets: its certificate, session and sockets are its own, made after the fork.
 
+With a warm pool (`--warm-pool N`), the parent also keeps N forked children of each compute
+service kind waiting, session-less: each has done its kind's warm-up (`ServiceBase.warm_up`,
+e.g. kriging's first solve) and waits on a socket of its own for a session's request. A request
+for that kind goes to one of them, which is then no longer in the pool (one worker, one
+session), and the parent forks its replacement; with none waiting, it forks a child as
+without a pool. A waiting child exits when its socket closes: when the parent dies.
+
 The parent reaps its children and writes each one's exit code beside its output
 (SERVICE.exit), so `poll()` can say why a service ended. If the parent dies, its children go
 on: the LSS is their subreaper (PR_SET_CHILD_SUBREAPER), so they become its children, and it
@@ -60,22 +67,25 @@ def adopt_orphans() -> None:
 
 
 class WarmParent:
-    """The LSS's side: one warm parent process, started again when it has died."""
+    """The LSS's side: one warm parent process, started again when it has died; `pool`
+    waiting children of each of `kinds` (the compute services) once it runs."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, pool: int = 0, kinds: tuple[str, ...] = ()) -> None:
         self.folder = folder
         self.socket = folder / "warm-parent.sock"
+        self.pool = pool
+        self.kinds = kinds
         self.process: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
 
-    async def fork(self, argv: list[str], output: Path, env: dict[str, str]
+    async def fork(self, service: str, argv: list[str], output: Path, env: dict[str, str]
                    ) -> tuple[int, int]:
-        """A child running `twinstack ARGV` with its output appended to `output`: its pid, and
-        the parent's."""
+        """A child running `twinstack ARGV` (serving `service`) with its output appended to
+        `output`: its pid, and the parent's."""
         parent = await self.start()
         reader, writer = await asyncio.open_unix_connection(str(self.socket))
         try:
-            request = {"argv": argv, "output": str(output), "env": env}
+            request = {"service": service, "argv": argv, "output": str(output), "env": env}
             writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()
             reply = json.loads(await reader.readline() or b"{}")
@@ -101,6 +111,7 @@ class WarmParent:
             with (self.folder / "warm-parent.out").open("ab") as log:
                 self.process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "twinstack.spawners.forked", str(self.socket),
+                    str(self.pool), ",".join(self.kinds),
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                     stderr=log, env=env, start_new_session=True)
             assert self.process.stdout is not None
@@ -134,7 +145,8 @@ class ForkedSpawner(ProcessSpawner):
         self.exit_file.unlink(missing_ok=True)
         self._proc = None  # not our child: watched by pid and start time
         self.exit_code = None
-        pid, self.forked_by = await self.parent.fork(self._serve_args(), self.output, env)
+        pid, self.forked_by = await self.parent.fork(self.spec.service, self._serve_args(),
+                                                     self.output, env)
         self.pid, self.started = pid, process_start_time(pid) or 0  # 0: it has ended already
 
     def poll(self) -> int | None:
@@ -164,8 +176,49 @@ class ForkedSpawner(ProcessSpawner):
 
 # --- the warm parent process ----------------------------------------------------------------
 
-def serve(path: str) -> None:
-    """Fork a child per request until SIGTERM; reap children as they end."""
+class Pool:
+    """The waiting children (the parent's side): a socket to each, by service kind."""
+
+    def __init__(self, size: int, kinds: list[str]) -> None:
+        self.size = size
+        self.waiting: dict[str, list[tuple[int, socket.socket]]] = {kind: [] for kind in kinds}
+
+    def fill(self, kind: str) -> None:
+        """Fork waiting children of `kind` until there are `size`."""
+        while len(self.waiting[kind]) < self.size:
+            ours, theirs = socket.socketpair()
+            pid = os.fork()
+            if pid == 0:
+                ours.close()
+                _wait_for_a_session(kind, theirs)  # never returns
+            theirs.close()
+            self.waiting[kind].append((pid, ours))
+
+    def hand_over(self, request: dict[str, Any]) -> int | None:
+        """Give the request to a waiting child of its kind, which leaves the pool: its pid,
+        or None if none took it."""
+        waiting = self.waiting.get(request.get("service", ""), [])
+        while waiting:
+            pid, link = waiting.pop(0)
+            with link:
+                try:
+                    link.sendall(json.dumps(request).encode() + b"\n")
+                except OSError:  # it died waiting (reaped below)
+                    continue
+            return pid
+        return None
+
+    def forget(self, pid: int) -> None:
+        """A waiting child ended (it failed its warm-up): no longer in the pool."""
+        for waiting in self.waiting.values():
+            for entry in [e for e in waiting if e[0] == pid]:
+                waiting.remove(entry)
+                entry[1].close()
+
+
+def serve(path: str, pool: Pool) -> None:
+    """Fork a child per request (or hand it to a waiting one) until SIGTERM; reap children as
+    they end."""
     for module in PRELOAD:
         importlib.import_module(module)
     for module in PRELOAD_IF_INSTALLED:
@@ -191,6 +244,8 @@ def serve(path: str) -> None:
     selector.register(wake_read, selectors.EVENT_READ)
     sys.stdout.buffer.write(READY_LINE)
     sys.stdout.flush()
+    for kind in pool.waiting:
+        pool.fill(kind)
     while True:
         for key, _ in selector.select():
             if key.fileobj is wake_read:
@@ -198,8 +253,10 @@ def serve(path: str) -> None:
             else:
                 conn, _ = listener.accept()
                 with conn:
-                    _answer(conn, outputs)
-        _reap(outputs)
+                    asked = _answer(conn, outputs, pool)
+                if asked in pool.waiting:
+                    pool.fill(asked)  # after the answer: the claim does not wait for it
+        _reap(outputs, pool)
 
 
 def _drain(wake: socket.socket) -> None:
@@ -210,27 +267,87 @@ def _drain(wake: socket.socket) -> None:
         pass
 
 
-def _answer(conn: socket.socket, outputs: dict[int, str]) -> None:
+def _answer(conn: socket.socket, outputs: dict[int, str], pool: Pool) -> str | None:
+    """Fork (or hand over) the request on `conn` and answer with the child's pid; the kind
+    of service asked for."""
     conn.settimeout(5.0)
+    service = None
     try:
-        data = conn.makefile("rb").readline(MAX_REQUEST)
-        request: dict[str, Any] = json.loads(data)
-        pid = os.fork()
-        if pid == 0:
-            _child(request)  # never returns
-        outputs[pid] = request["output"]
+        request = json.loads(conn.makefile("rb").readline(MAX_REQUEST))
+        output, service = str(request["output"]), request.get("service")
+        pid = pool.hand_over(request)
+        if pid is None:
+            pid = os.fork()
+            if pid == 0:
+                _new_child(request)  # never returns
+        outputs[pid] = output
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         conn.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
+    return service if isinstance(service, str) else None
+
+
+def _leave_the_parent() -> None:
+    """In a new child: a session of its own, default signal handling."""
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _new_child(request: dict[str, Any]) -> None:
+    try:
+        _leave_the_parent()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    _child(request)
+
+
+def _wait_for_a_session(kind: str, link: socket.socket) -> None:
+    """A waiting child: warm up, then run the request the parent sends on `link`; exit when
+    the parent closes it instead (or has died)."""
+    try:
+        _leave_the_parent()
+        setproctitle(f"twinstack pool {kind}")  # what ps shows until a session claims it
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)  # not the LSS's pipe from the parent; stderr: the parent's log
+        keep = link.fileno()
+        os.closerange(3, keep)  # the parent's listener, wake-up pipe, other children's links
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        from twinstack.services import load_service
+
+        load_service(kind).warm_up()
+        data = _receive(link)
+        link.close()
+        request = json.loads(data) if data else None
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    if request is None:  # the parent closed the link, or died: no session came
+        os._exit(0)
+    _child(request)
+
+
+def _receive(link: socket.socket) -> bytes:
+    """One line from `link` (up to MAX_REQUEST bytes), or b"" if it closes first."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = link.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError(f"a request over {MAX_REQUEST} bytes")
+    return data
 
 
 def _child(request: dict[str, Any]) -> None:
+    """Become the service: its output as stdout and stderr, nothing else of the parent's
+    open, its environment, `twinstack ARGV`."""
     code = 1
     try:
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -254,7 +371,7 @@ def _child(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def _reap(outputs: dict[int, str]) -> None:
+def _reap(outputs: dict[int, str], pool: Pool) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -262,6 +379,7 @@ def _reap(outputs: dict[int, str]) -> None:
             return
         if pid == 0:
             return
+        pool.forget(pid)
         output = outputs.pop(pid, None)
         if output is not None:
             exit_file = Path(output).with_suffix(".exit")
@@ -270,4 +388,4 @@ def _reap(outputs: dict[int, str]) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(sys.argv[1])
+    serve(sys.argv[1], Pool(int(sys.argv[2]), [k for k in sys.argv[3].split(",") if k]))

@@ -81,6 +81,12 @@ class ServiceBase:
         self.runtime = runtime
         self.settings = runtime.settings
 
+    @staticmethod
+    def warm_up() -> object:
+        """Work of no session's that a waiting child of the forked spawner's pool does before
+        a session claims it, so that start() finds it done (a cached function); none here."""
+        return None
+
     async def start(self) -> None:
         """Open what the service needs; raise FatalError to refuse to start."""
 

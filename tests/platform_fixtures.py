@@ -164,15 +164,17 @@ def start_platform(tmp: Path, *args: str, env: dict[str, str] | None = None,
 
 
 def stop_platform(platform: Platform) -> None:
-    for tw in platform.clients:
-        tw.close()
-    if platform.proc.poll() is None:
-        platform.proc.send_signal(signal.SIGTERM)
     try:
-        platform.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        platform.proc.kill()
-        platform.proc.wait()
+        for tw in platform.clients:
+            tw.close()
+    finally:  # the platform stops whatever a client did
+        if platform.proc.poll() is None:
+            platform.proc.send_signal(signal.SIGTERM)
+        try:
+            platform.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            platform.proc.kill()
+            platform.proc.wait()
 
 
 @contextlib.contextmanager

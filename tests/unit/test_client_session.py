@@ -244,3 +244,11 @@ def test_a_call_that_times_out_is_cancelled(pki: Any):
 
     relay = run_client(pki, [websocket(silent)], as_a_user)
     assert len(relay.received) == 3
+
+
+def test_a_client_closed_twice_stays_closed(pki: Any):
+    tw = Client("https://127.0.0.1:9", ca=pki.ca)
+    tw.close()
+    tw.close()  # as a `with` block's exit after an explicit close
+    with pytest.raises(RuntimeError, match="this client is closed"):
+        tw.projects()

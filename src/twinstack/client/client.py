@@ -146,6 +146,9 @@ class _Loop:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self.loop.is_closed():
+            coro.close()
+            raise RuntimeError("this client is closed: make a new one")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
@@ -195,7 +198,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Drop every session connection (the sessions keep running) and the HTTP pool."""
+        """Drop every session connection (the sessions keep running) and the HTTP pool; a
+        second call does nothing."""
+        if self._loop.loop.is_closed():
+            return
         for session in list(self.attached):
             session.detach()
         self._loop.run(self._http.close())

@@ -47,7 +47,8 @@ def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 
 def warm_parents(platform: Platform) -> set[int]:
-    """The platform's warm parents (their socket is in its data directory)."""
+    """The platform's warm parents (their socket is in its data directory); not a child
+    just forked from one, which has its parent's command line until it sets its title."""
     found = set()
     for entry in Path("/proc").iterdir():
         try:
@@ -56,7 +57,14 @@ def warm_parents(platform: Platform) -> set[int]:
             continue
         if b"twinstack.spawners.forked" in cmdline and str(platform.data).encode() in cmdline:
             found.add(int(entry.name))
-    return found
+    return {pid for pid in found if _parent_or_none(pid) not in found}
+
+
+def _parent_or_none(pid: int) -> int | None:
+    try:
+        return parent_of(pid)
+    except (OSError, IndexError):  # ended meanwhile
+        return None
 
 
 def waiting_workers(parent: int, kind: str) -> set[int]:

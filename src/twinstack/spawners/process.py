@@ -34,6 +34,8 @@ def child_environment() -> dict[str, str]:
 
 
 class ProcessSpawner(Spawner):
+    ready_polls = (0.005, 0.1)  # the first and the longest wait between looks for ready
+
     def __init__(self, spec: ServiceSpec, host: str = "127.0.0.1", *,
                  lease: Path | None = None, lease_seconds: float = 20.0) -> None:
         super().__init__(spec)
@@ -79,8 +81,10 @@ class ProcessSpawner(Spawner):
         self.ready_file.unlink(missing_ok=True)
         await self._launch(child_environment())
         try:
+            first, longest = self.ready_polls
             ready = await wait_ready(lambda: read_ready_file(self.ready_file), timeout=timeout,
-                                     what=self.spec.service, exited=self.poll)
+                                     what=self.spec.service, exited=self.poll, first=first,
+                                     longest=longest)
         except NotReady as exc:
             await self.stop()
             raise SpawnError(str(exc), exc.exit_code, self.output_tail()) from exc

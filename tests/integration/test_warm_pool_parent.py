@@ -1,0 +1,96 @@
+"""The warm parent's pool on its own (`python -m twinstack.spawners.forked SOCKET 1 KINDS`),
+with real processes and no platform: a waiting child whose warm-up fails ends and is never
+handed out, and a request for its kind gets a new fork instead; a request for a kind with a
+waiting child gets that child, which runs it and leaves the pool, and a new one takes its
+place; SIGTERM to the parent ends the waiting children."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.platform_fixtures import wait_until
+from twinstack.spawners.forked import READY_LINE
+from twinstack.spawners.process import child_environment
+
+
+def waiting(parent: int) -> dict[int, str]:
+    """The parent's waiting children: pid -> kind (their title: `twinstack pool KIND`)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        ppid = int(status.split("\nPPid:\t", 1)[1].split()[0])
+        if title.startswith(b"twinstack pool ") and ppid == parent and "State:\tZ" not in status:
+            found[int(entry.name)] = title.split()[-1].decode()
+    return found
+
+
+@pytest.fixture
+def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    sock = tmp_path / "parent.sock"
+    with (tmp_path / "parent.out").open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "twinstack.spawners.forked", str(sock),
+                                 "1", "kriging,nowhere"], stdout=subprocess.PIPE, stderr=log,
+                                env=child_environment(), start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == READY_LINE
+        yield proc, sock
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+
+
+def ask(sock: Path, service: str, output: Path) -> int:
+    """One request to the parent: `twinstack --version` as `service`; the child's pid."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(sock))
+        conn.sendall(json.dumps({"service": service, "argv": ["--version"],
+                                 "output": str(output), "env": child_environment()}).encode()
+                     + b"\n")
+        reply = json.loads(conn.makefile("rb").readline())
+    return int(reply["pid"])
+
+
+def test_a_failed_warm_up_is_never_handed_out_and_a_claimed_child_is_replaced(parent, tmp_path):
+    proc, sock = parent
+    # "nowhere" is no service: its waiting child fails its warm-up and ends
+    wait_until(lambda: list(waiting(proc.pid).values()) == ["kriging"],
+               what="the kriging child waiting, the failed one gone")
+    assert "unknown service 'nowhere'" in (tmp_path / "parent.out").read_text()
+    [first] = waiting(proc.pid)
+
+    claimed = ask(sock, "kriging", tmp_path / "one.out")
+    assert claimed == first  # the waiting child took it
+    wait_until(lambda: (tmp_path / "one.exit").exists(), what="its exit code")
+    assert (tmp_path / "one.exit").read_text().split() == [str(first), "0"]
+    assert "twinstack" in (tmp_path / "one.out").read_text()  # it ran the request
+    wait_until(lambda: len(waiting(proc.pid)) == 1 and first not in waiting(proc.pid),
+               what="a new waiting kriging child")
+    [second] = waiting(proc.pid)
+
+    fresh = ask(sock, "nowhere", tmp_path / "two.out")  # none waiting: a new fork
+    assert fresh not in (first, second)
+    wait_until(lambda: (tmp_path / "two.exit").exists(), what="its exit code")
+    assert (tmp_path / "two.exit").read_text().split() == [str(fresh), "0"]
+    assert waiting(proc.pid) == {second: "kriging"}  # and no waiting child for "nowhere"
+
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    wait_until(lambda: not Path(f"/proc/{second}").exists()
+               or "State:\tZ" in Path(f"/proc/{second}/status").read_text(),
+               what="the waiting child gone with its parent")

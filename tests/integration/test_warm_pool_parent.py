@@ -2,7 +2,8 @@
 with real processes and no platform: a waiting child whose warm-up fails ends and is never
 handed out, and a request for its kind gets a new fork instead; a request for a kind with a
 waiting child gets that child, which runs it and leaves the pool, and a new one takes its
-place; SIGTERM to the parent ends the waiting children."""
+place; SIGTERM to the parent ends the waiting children; so does the end of its stdin (the
+LSS's pipe: the LSS has gone), and the parent with them."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     sock = tmp_path / "parent.sock"
     with (tmp_path / "parent.out").open("ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "twinstack.spawners.forked", str(sock),
-                                 "1", "kriging,nowhere"], stdout=subprocess.PIPE, stderr=log,
-                                env=child_environment(), start_new_session=True)
+                                 "1", "kriging,nowhere"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=log, env=child_environment(),
+                                start_new_session=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == READY_LINE
         yield proc, sock
@@ -53,6 +55,9 @@ def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
         if proc.poll() is None:
             proc.terminate()
         proc.wait(timeout=30)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def ask(sock: Path, service: str, output: Path) -> int:
@@ -91,6 +96,19 @@ def test_a_failed_warm_up_is_never_handed_out_and_a_claimed_child_is_replaced(pa
 
     os.kill(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
-    wait_until(lambda: not Path(f"/proc/{second}").exists()
-               or "State:\tZ" in Path(f"/proc/{second}/status").read_text(),
-               what="the waiting child gone with its parent")
+    wait_until(lambda: gone(second), what="the waiting child gone with its parent")
+
+
+def gone(pid: int) -> bool:
+    path = Path(f"/proc/{pid}/status")
+    return not path.exists() or "State:\tZ" in path.read_text()
+
+
+def test_the_parent_and_its_waiting_children_end_when_the_lss_has_gone(parent):
+    proc, _ = parent
+    wait_until(lambda: list(waiting(proc.pid).values()) == ["kriging"], what="a waiting child")
+    [child] = waiting(proc.pid)
+    assert proc.stdin is not None
+    proc.stdin.close()  # as when the LSS dies: its end of the pipe closes
+    assert proc.wait(timeout=30) == 0
+    wait_until(lambda: gone(child), what="the waiting child gone with its parent")

@@ -20,7 +20,9 @@ The parent reaps its children and writes each one's exit code beside its output
 (SERVICE.exit), so `poll()` can say why a service ended. If the parent dies, its children go
 on: the LSS is their subreaper (PR_SET_CHILD_SUBREAPER), so they become its children, and it
 reaps them and learns their exit codes itself. It supervises them by pid and start time, as
-it does the services an earlier LSS started.
+it does the services an earlier LSS started. If the LSS dies, the parent ends too (its stdin, a
+pipe from the LSS, closes), and its waiting children with it; the services go on until their
+lease runs out or a new LSS adopts them.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ class WarmParent:
                 self.process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "twinstack.spawners.forked", str(self.socket),
                     str(self.pool), ",".join(self.kinds),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=log, env=env, start_new_session=True)
             assert self.process.stdout is not None
             if await self.process.stdout.readline() != READY_LINE:
@@ -251,6 +253,7 @@ def serve(path: str, pool: Pool) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_read, selectors.EVENT_READ)
+    selector.register(0, selectors.EVENT_READ)  # the LSS's pipe, never written to
     sys.stdout.buffer.write(READY_LINE)
     sys.stdout.flush()
     for kind in pool.waiting:
@@ -259,6 +262,9 @@ def serve(path: str, pool: Pool) -> None:
         for key, _ in selector.select():
             if key.fileobj is wake_read:
                 _drain(wake_read)
+            elif key.fileobj == 0:
+                if not os.read(0, 512):
+                    return  # the LSS has gone (its end of the pipe closed): so do we
             else:
                 conn, _ = listener.accept()
                 with conn:

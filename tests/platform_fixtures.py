@@ -81,6 +81,35 @@ def session_processes(session_id: str) -> list[int]:
     return pids
 
 
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("\nPPid:\t", 1)[1].split()[0])
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has ended (a zombie not reaped yet counts as ended)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
+def pool_children(parent: int) -> dict[int, str]:
+    """A warm parent's waiting children (their title: `twinstack pool KIND`): pid -> kind."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            if title.startswith(b"twinstack pool ") and parent_of(int(entry.name)) == parent \
+                    and not gone(int(entry.name)):
+                found[int(entry.name)] = title.split()[-1].decode()
+        except (OSError, IndexError):
+            continue
+    return found
+
+
 def wait_until(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "") -> None:
     """Poll until `predicate` holds; `timeout` is a hang guard, never the thing tested."""
     deadline = time.monotonic() + timeout

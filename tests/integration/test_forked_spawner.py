@@ -23,7 +23,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.platform_fixtures import Platform, running_platform, session_processes, wait_until
+from tests.platform_fixtures import (
+    Platform,
+    gone,
+    parent_of,
+    pool_children,
+    running_platform,
+    session_processes,
+    wait_until,
+)
 from twinstack.client import Session
 from twinstack.pki.tls import TlsFiles, client_context
 
@@ -68,22 +76,8 @@ def _parent_or_none(pid: int) -> int | None:
 
 
 def waiting_workers(parent: int, kind: str) -> set[int]:
-    """The warm parent's waiting children of one kind (their title: `twinstack pool KIND`)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().replace(
-                    b"\0", b" ").strip() == f"twinstack pool {kind}".encode() \
-                    and parent_of(int(entry.name)) == parent:
-                found.add(int(entry.name))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
-def parent_of(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("\nPPid:\t", 1)[1].split()[0])
+    """The warm parent's waiting children of one kind."""
+    return {pid for pid, of in pool_children(parent).items() if of == kind}
 
 
 def sockets_of(pid: int) -> set[str]:
@@ -260,9 +254,7 @@ def test_waiting_workers_end_with_their_parent_and_claimed_ones_go_on(pooled):
     with tw.open_session(tw.create_project("kept", "data analysis")["id"]) as session:
         claimed = kriging_pid(session)
         os.kill(parent, signal.SIGKILL)
-        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in
-                                   Path(f"/proc/{pid}/status").read_text()
-                                   for pid in waiting - {claimed}),
+        wait_until(lambda: all(gone(pid) for pid in waiting - {claimed}),
                    what="the waiting workers gone with their parent")
         assert session.call("kriging", "interpolate", **POINTS)["estimates"] == \
             [pytest.approx(2.5)]

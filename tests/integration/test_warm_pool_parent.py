@@ -18,26 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform_fixtures import wait_until
+from tests.platform_fixtures import gone, pool_children, wait_until
 from twinstack.spawners.forked import READY_LINE
 from twinstack.spawners.process import child_environment
-
-
-def waiting(parent: int) -> dict[int, str]:
-    """The parent's waiting children: pid -> kind (their title: `twinstack pool KIND`)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if not entry.name.isdigit():
-                continue
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        ppid = int(status.split("\nPPid:\t", 1)[1].split()[0])
-        if title.startswith(b"twinstack pool ") and ppid == parent and "State:\tZ" not in status:
-            found[int(entry.name)] = title.split()[-1].decode()
-    return found
 
 
 @pytest.fixture
@@ -73,41 +56,42 @@ def ask(sock: Path, service: str, output: Path) -> int:
 
 def test_a_failed_warm_up_is_never_handed_out_and_a_claimed_child_is_replaced(parent, tmp_path):
     proc, sock = parent
-    # "nowhere" is no service: its waiting child fails its warm-up and ends
-    wait_until(lambda: list(waiting(proc.pid).values()) == ["kriging"],
+    # "nowhere" is no service: its waiting child fails its warm-up (it says so in the
+    # parent's log) and ends
+    failed = "unknown service 'nowhere'"
+    wait_until(lambda: failed in (tmp_path / "parent.out").read_text()
+               and list(pool_children(proc.pid).values()) == ["kriging"],
                what="the kriging child waiting, the failed one gone")
-    assert "unknown service 'nowhere'" in (tmp_path / "parent.out").read_text()
-    [first] = waiting(proc.pid)
+    assert failed in (tmp_path / "parent.out").read_text()
+    [first] = pool_children(proc.pid)
 
     claimed = ask(sock, "kriging", tmp_path / "one.out")
     assert claimed == first  # the waiting child took it
     wait_until(lambda: (tmp_path / "one.exit").exists(), what="its exit code")
     assert (tmp_path / "one.exit").read_text().split() == [str(first), "0"]
     assert "twinstack" in (tmp_path / "one.out").read_text()  # it ran the request
-    wait_until(lambda: len(waiting(proc.pid)) == 1 and first not in waiting(proc.pid),
+    wait_until(lambda: len(pool_children(proc.pid)) == 1 and first not in pool_children(proc.pid),
                what="a new waiting kriging child")
-    [second] = waiting(proc.pid)
+    [second] = pool_children(proc.pid)
 
     fresh = ask(sock, "nowhere", tmp_path / "two.out")  # none waiting: a new fork
     assert fresh not in (first, second)
     wait_until(lambda: (tmp_path / "two.exit").exists(), what="its exit code")
     assert (tmp_path / "two.exit").read_text().split() == [str(fresh), "0"]
-    assert waiting(proc.pid) == {second: "kriging"}  # and no waiting child for "nowhere"
+    assert pool_children(proc.pid) == {second: "kriging"}  # and no waiting child for "nowhere"
 
     os.kill(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
     wait_until(lambda: gone(second), what="the waiting child gone with its parent")
 
 
-def gone(pid: int) -> bool:
-    path = Path(f"/proc/{pid}/status")
-    return not path.exists() or "State:\tZ" in path.read_text()
-
-
 def test_the_parent_and_its_waiting_children_end_when_the_lss_has_gone(parent):
     proc, _ = parent
-    wait_until(lambda: list(waiting(proc.pid).values()) == ["kriging"], what="a waiting child")
-    [child] = waiting(proc.pid)
+    def kriging() -> list[int]:  # the "nowhere" child may come and go meanwhile
+        return [pid for pid, kind in pool_children(proc.pid).items() if kind == "kriging"]
+
+    wait_until(lambda: len(kriging()) == 1, what="a waiting kriging child")
+    [child] = kriging()
     assert proc.stdin is not None
     proc.stdin.close()  # as when the LSS dies: its end of the pipe closes
     assert proc.wait(timeout=30) == 0

@@ -145,8 +145,12 @@ class _Loop:
                                        name="twinstack-client")
         self.thread.start()
 
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self.loop.is_closed():
+        if self.closed:
             coro.close()
             raise RuntimeError("this client is closed: make a new one")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -200,7 +204,7 @@ class Client:
     def close(self) -> None:
         """Drop every session connection (the sessions keep running) and the HTTP pool; a
         second call does nothing."""
-        if self._loop.loop.is_closed():
+        if self._loop.closed:
             return
         for session in list(self.attached):
             session.detach()

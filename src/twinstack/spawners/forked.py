@@ -216,9 +216,11 @@ class Pool:
     def forget(self, pid: int) -> None:
         """A waiting child ended (it failed its warm-up): no longer in the pool."""
         for waiting in self.waiting.values():
-            for entry in [e for e in waiting if e[0] == pid]:
-                waiting.remove(entry)
-                entry[1].close()
+            for entry in waiting:
+                if entry[0] == pid:
+                    waiting.remove(entry)
+                    entry[1].close()
+                    return
 
 
 def serve(path: str, pool: Pool) -> None:

@@ -183,14 +183,15 @@ def test_a_dead_service_is_restarted_and_a_dead_parent_leaves_services_running(p
         assert restarted["exit_code"] == -9
 
 
-def test_cad_works_in_a_service_forked_after_the_parent_imported_the_kernel(platform):
+def test_cad_works_in_a_service_forked_after_the_parent_imported_the_kernel(pooled):
     """The warm parent imports OpenCascade before it forks: a "3D simulation" session's
-    modeling service, forked from it, builds and subtracts solids with the right volume."""
+    services, each from the pool (the model and modeling warmed up before the claim: an ORM
+    read, a first solid), build and subtract solids with the right volume."""
     import math
 
-    tw = platform.client("ada")
+    tw = pooled.client("ada")
     with tw.open_session(tw.create_project("cad", "3D simulation")["id"]) as session:
-        [parent] = warm_parents(platform)
+        [parent] = warm_parents(pooled)
         assert "/OCP/" in Path(f"/proc/{parent}/maps").read_text()  # the kernel, preloaded
         box = session.call("modeling", "create", feature="box", inputs=[],
                            parameters={"size": [2, 2, 2]})

@@ -15,6 +15,7 @@ the user it names.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -26,11 +27,11 @@ from sqlalchemy.orm import Session
 
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.services.database import ServiceDatabase
-from twinstack.store import Project
+from twinstack.store import Database, Project
 from twinstack.store import history as hist
 from twinstack.store.blobs import BlobStore, is_sha256
 from twinstack.store.errors import Conflict, NotFound
-from twinstack.store.models import new_id
+from twinstack.store.models import Base, new_id
 from twinstack.wire.actions import Call, action, editing_user
 from twinstack.wire.blobhttp import blob_response
 from twinstack.wire.errors import ActionError, forbidden, malformed
@@ -204,6 +205,10 @@ def _descendants(views: list[hist.EntityView], roots: list[str]) -> list[str]:
 class ModelService(ServiceBase):
     name: ClassVar[str] = "model"
     ports: ClassVar[Ports] = Ports(internal=7460, health=7461)
+
+    @staticmethod
+    def warm_up() -> None:
+        _warm_up()
 
     async def start(self) -> None:
         s = self.settings
@@ -525,3 +530,18 @@ class ModelService(ServiceBase):
                 yield event
         finally:
             self.subscribers.discard(queue)
+
+
+@functools.cache  # once a process: a pooled worker does it before its session claims it
+def _warm_up() -> None:
+    """Import both database drivers and read a project through the ORM once (an in-memory
+    database): a model service's start then only connects (~30 ms less)."""
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401  (the driver of --database-url)
+
+    db = Database("sqlite://")
+    try:
+        with db.transaction() as session:
+            Base.metadata.create_all(session.connection())
+            session.get(Project, "warm-up")
+    finally:
+        db.dispose()

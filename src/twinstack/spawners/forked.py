@@ -13,8 +13,9 @@ With a warm pool (`--warm-pool N`), the parent also keeps N forked children of e
 service kind waiting, session-less: each has done its kind's warm-up (`ServiceBase.warm_up`,
 e.g. kriging's first solve) and waits on a socket of its own for a session's request. A request
 for that kind goes to one of them, which is then no longer in the pool (one worker, one
-session), and the parent forks its replacement; with none waiting, it forks a child as
-without a pool. A waiting child exits when its socket closes: when the parent dies.
+session), and the parent forks its replacement once no request has come for a moment (a
+session's other services are claimed first); with none waiting, it forks a child as without a
+pool. A waiting child exits when its socket closes: when the parent dies.
 
 The parent reaps its children and writes each one's exit code beside its output
 (SERVICE.exit), so `poll()` can say why a service ended. If the parent dies, its children go
@@ -38,6 +39,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,11 @@ from twinstack.supervision import process_start_time
 READY_LINE = b"warm parent ready\n"
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 MAX_REQUEST = 1 << 20
+# A claimed child is replaced once no request has come for this long: a fork (~10 ms of the
+# parent's CPU, its page tables) and the new child's warm-up would otherwise hold up the other
+# services of a session starting, and compete with their start for the cores.
+REFILL_QUIET_SECONDS = 0.25
+REFILL_LATEST_SECONDS = 2.0  # but no later than this after the first claim, however busy
 # imported once in the parent: the platform's runtime and what compute services import first
 PRELOAD = ("twinstack.cli", "twinstack.wire.runtime", "twinstack.services.project", "uvloop",
            "numpy", "scipy.linalg", "scipy.spatial", "scipy.optimize")
@@ -223,6 +230,36 @@ class Pool:
                     return
 
 
+class Refills:
+    """The kinds whose claimed children are still to be replaced, and when: once no claim has
+    come for REFILL_QUIET_SECONDS (a session's services are all claimed first), and no later
+    than REFILL_LATEST_SECONDS after the first of them."""
+
+    def __init__(self) -> None:
+        self.kinds: set[str] = set()
+        self.first = self.last = 0.0
+
+    def claimed(self, kind: str) -> None:
+        self.last = time.monotonic()
+        if not self.kinds:
+            self.first = self.last
+        self.kinds.add(kind)
+
+    def wait(self) -> float | None:
+        """How long until refills are due (None: none are pending)."""
+        if not self.kinds:
+            return None
+        due = min(self.last + REFILL_QUIET_SECONDS, self.first + REFILL_LATEST_SECONDS)
+        return max(0.0, due - time.monotonic())
+
+    def due(self) -> set[str]:
+        """The kinds to refill now (and forget)."""
+        if self.wait() != 0.0:
+            return set()
+        due, self.kinds = self.kinds, set()
+        return due
+
+
 def serve(path: str, pool: Pool) -> None:
     """Fork a child per request (or hand it to a waiting one) until SIGTERM; reap children as
     they end."""
@@ -234,10 +271,11 @@ def serve(path: str, pool: Pool) -> None:
     from twinstack.cli import build_parser
     from twinstack.config import load_settings
     from twinstack.exitcodes import FatalError
-    from twinstack.services import SERVICES
+    from twinstack.services import SERVICES, load_service
+    from twinstack.wire.actions import declared_actions
 
-    for target in SERVICES.values():
-        importlib.import_module(target.partition(":")[0])
+    for name in SERVICES:
+        declared_actions(load_service(name))  # imports it; its actions' type hints, cached
     build_parser()  # cached: the children parse their arguments with it
     with contextlib.suppress(FatalError):  # a bad setting: each child says so itself
         load_settings({})  # pydantic's first validation costs 4 ms more than the next
@@ -260,8 +298,11 @@ def serve(path: str, pool: Pool) -> None:
     sys.stdout.flush()
     for kind in pool.waiting:
         pool.fill(kind)
+    refills = Refills()
     while True:
-        for key, _ in selector.select():
+        for kind in refills.due():
+            pool.fill(kind)
+        for key, _ in selector.select(refills.wait()):
             if key.fileobj is wake_read:
                 _drain(wake_read)
             elif key.fileobj == 0:
@@ -272,7 +313,7 @@ def serve(path: str, pool: Pool) -> None:
                 with conn:
                     asked = _answer(conn, outputs, pool)
                 if asked in pool.waiting:
-                    pool.fill(asked)  # after the answer: the claim does not wait for it
+                    refills.claimed(asked)
         _reap(outputs, pool)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -31,6 +32,18 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} in {address!r} is outside 0-65535")
     return host.strip("[]"), port
+
+
+def join_host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def published_address(host: str, port: int) -> str:
+    """Where others reach a listener bound to host:port: the machine's name for a wildcard."""
+    if host in ("0.0.0.0", "::"):
+        return f"{socket.gethostname()}:{port}"
+    return join_host_port(host, port)
 
 
 def _valid_address(address: str) -> str:
@@ -77,6 +90,10 @@ class Settings(BaseSettings):
     bind: Address | None = Field(
         None, description="internal (mutual TLS) listener, host:port; port 0 picks a free port; "
         "default 0.0.0.0 and the service's own port")
+    bind_fd: int | None = Field(
+        None, ge=0, description="internal listener: a listening socket inherited as this file "
+        "descriptor (from the LSS, which knows its address before the service starts), instead "
+        "of --bind")
     publish: Address | None = Field(
         None, description="address other services use to reach the internal listener "
         "(host:port); default: this machine's host name and the bound port")

@@ -24,6 +24,7 @@ def test_clean_stop_on_sigterm_and_sigint(services: Services, pki: Pki):
     (["--log-level", "loud"], {}, "log_level"),
     ([], {"TWINSTACK_CERT_RELOAD_SECONDS": "-1"}, "cert_reload_seconds"),
     (["--bind", "localhost"], {}, "is not host:port"),
+    (["--bind-fd", "1"], {}, "--bind-fd 1: Socket operation on non-socket"),  # its stdout
 ])
 def test_bad_configuration(services: Services, pki: Pki, args, env, message):
     code, output = services.run_to_exit("logger", pki.identity("logger"), *args, env=env)

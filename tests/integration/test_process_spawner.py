@@ -1,10 +1,12 @@
-"""The process spawner on its own: start, crash, restart at the same endpoint, adopt, stop."""
+"""The process spawner on its own: start, crash, restart at the same endpoint (the same socket:
+a connection made meanwhile is served by the restarted process), adopt, stop."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import socket
 
 import pytest
 
@@ -28,7 +30,9 @@ def test_start_crash_restart_adopt_stop(pki: Pki, tmp_path):
 
     async def scenario() -> None:
         spawner = ProcessSpawner(spec_for(pki, tmp_path))
+        planned = spawner.endpoint()  # known before it starts: the LSS holds its listener
         endpoint = await spawner.start()
+        assert endpoint == planned
         assert spawner.poll() is None
         async with ServiceClient(f"https://{endpoint}", client_context(lss)) as client:
             info = await client.call("info")
@@ -38,8 +42,14 @@ def test_start_crash_restart_adopt_stop(pki: Pki, tmp_path):
             while spawner.poll() is None:
                 await asyncio.sleep(0.02)
             assert spawner.poll() == -signal.SIGKILL
+            host, port = endpoint.rsplit(":", 1)
+            waiting = socket.create_connection((host, int(port)), timeout=10)  # not refused
             assert await spawner.start() == endpoint  # same port after a restart
             assert (await client.call("info", idempotent=True))["service"] == "kriging"
+            tls = client_context(lss)
+            tls.check_hostname = False
+            with await asyncio.to_thread(tls.wrap_socket, waiting) as served:
+                assert served.getpeercert()  # the restarted service took it from the backlog
 
         adopted = ProcessSpawner(spawner.spec)  # as a restarted LSS would
         adopted.load_state(spawner.get_state())
@@ -47,6 +57,9 @@ def test_start_crash_restart_adopt_stop(pki: Pki, tmp_path):
         await adopted.stop(grace=5)
         assert adopted.poll() == -1  # gone; its exit code went with the old parent
         assert any("kriging ready" in line for line in spawner.output_tail())
+        await spawner.stop()  # and its listener is closed: nobody waits for a stopped service
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=10).close()
 
     asyncio.run(scenario())
 

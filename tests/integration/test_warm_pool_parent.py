@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Pki
 from tests.platform_fixtures import gone, pool_children, wait_until
 from twinstack.spawners.forked import READY_LINE
 from twinstack.spawners.process import child_environment
@@ -43,11 +45,11 @@ def parent(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
                 pipe.close()
 
 
-def ask(sock: Path, service: str, output: Path) -> int:
-    """One request to the parent: `twinstack --version` as `service`; the child's pid."""
+def ask(sock: Path, service: str, output: Path, argv: tuple[str, ...] = ("--version",)) -> int:
+    """One request to the parent: `twinstack ARGV` as `service`; the child's pid."""
     with socket.socket(socket.AF_UNIX) as conn:
         conn.connect(str(sock))
-        conn.sendall(json.dumps({"service": service, "argv": ["--version"],
+        conn.sendall(json.dumps({"service": service, "argv": list(argv),
                                  "output": str(output), "env": child_environment()}).encode()
                      + b"\n")
         reply = json.loads(conn.makefile("rb").readline())
@@ -96,3 +98,27 @@ def test_the_parent_and_its_waiting_children_end_when_the_lss_has_gone(parent):
     proc.stdin.close()  # as when the LSS dies: its end of the pipe closes
     assert proc.wait(timeout=30) == 0
     wait_until(lambda: gone(child), what="the waiting child gone with its parent")
+
+
+def test_a_service_whose_session_folder_went_before_it_ended_leaves_the_parent_serving(
+        parent, pki: Pki, tmp_path):
+    """A session whose start failed is removed with its folder while a service forked for it
+    may still run; when that one ends, its exit code has nowhere to go: the parent goes on."""
+    proc, sock = parent
+    folder = tmp_path / "session"
+    folder.mkdir()
+    identity = pki.identity("kriging", session="s-1", issuer="intermediate")
+    pid = ask(sock, "kriging", folder / "kriging.out", (
+        "serve", "kriging", "--cert", str(identity.cert), "--key", str(identity.key),
+        "--ca", str(identity.ca), "--session", "s-1", "--bind", "127.0.0.1:0",
+        "--health-bind", "127.0.0.1:0", "--data-dir", str(folder / "data"),
+        "--ready-file", str(folder / "kriging.ready")))
+    wait_until(lambda: (folder / "kriging.ready").exists(), what="the service ready")
+    shutil.rmtree(folder)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the parent reaped it")
+
+    again = ask(sock, "nowhere", tmp_path / "next.out")  # the parent still answers
+    wait_until(lambda: (tmp_path / "next.exit").exists(), what="its exit code")
+    assert (tmp_path / "next.exit").read_text().split() == [str(again), "0"]
+    assert proc.poll() is None

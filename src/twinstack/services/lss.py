@@ -26,7 +26,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -89,6 +89,20 @@ class SessionFailure(Exception):
                  output: list[str] | None = None) -> None:
         super().__init__(reason)
         self.reason, self.exit_code, self.output = reason, exit_code, output or []
+
+
+@contextlib.contextmanager
+def _failing_session(service: str, spawner: Spawner | None = None) -> Iterator[None]:
+    """Any fault in starting `service` as the session's failure, saying why."""
+    try:
+        yield
+    except SessionFailure:
+        raise
+    except SpawnError as exc:
+        raise SessionFailure(str(exc), exc.exit_code, exc.output_tail) from exc
+    except Exception as exc:
+        raise SessionFailure(f"{service} could not start: {type(exc).__name__}: {exc}", None,
+                             spawner.output_tail() if spawner else []) from exc
 
 
 @dataclass
@@ -177,10 +191,7 @@ class SessionRunner:
         """Start every service, report ready, supervise; report failed on any fault."""
         try:
             if not self.ready:
-                if MODEL in self.services:  # the others are told where it is
-                    await self._start(MODEL)
-                await together(*(self._start(name) for name in self.services
-                                 if name not in self.children))
+                await self._start_services()
                 self.ready = True
                 self.save()
                 self.report_ready()
@@ -201,21 +212,30 @@ class SessionRunner:
             name: {"endpoint": child.endpoint, **via} for name, child in self.children.items()},
             **detail)
 
+    async def _start_services(self) -> None:
+        """Start every service together. The others are told where the model is: where its
+        endpoint is known only once it runs (start() says), it starts first."""
+        first: list[str] = []
+        if MODEL in self.services and not (await self._prepare(MODEL)).endpoint:
+            await self._start(MODEL)
+            first.append(MODEL)
+        await together(*(self._start(name) for name in self.services if name not in first))
+
+    async def _prepare(self, service: str) -> Supervised:
+        """The service's spawner (its certificate issued), once; its endpoint already where
+        the spawner knows it before the start."""
+        if service not in self.children:
+            with _failing_session(service):
+                spawner = await asyncio.to_thread(self._spawner, service)
+                self.children[service] = Supervised(
+                    spawner, RestartCounter(self.lss.restart_policy), spawner.endpoint() or "")
+        return self.children[service]
+
     async def _start(self, service: str) -> None:
         self.lss.report(self.session, "spawning", service=service)
-        child: Supervised | None = None
-        try:
-            spawner = await asyncio.to_thread(self._spawner, service)
-            child = self.children[service] = Supervised(
-                spawner, RestartCounter(self.lss.restart_policy))
-            child.endpoint = await spawner.start(self.lss.settings.ready_timeout_seconds)
-        except SessionFailure:
-            raise
-        except SpawnError as exc:
-            raise SessionFailure(str(exc), exc.exit_code, exc.output_tail) from exc
-        except Exception as exc:
-            raise SessionFailure(f"{service} could not start: {type(exc).__name__}: {exc}",
-                                 None, child.spawner.output_tail() if child else []) from exc
+        child = await self._prepare(service)
+        with _failing_session(service, child.spawner):
+            child.endpoint = await child.spawner.start(self.lss.settings.ready_timeout_seconds)
         child.restarts.started()
         self.save()
         self.lss.report(self.session, "service_ready", service=service, endpoint=child.endpoint)

@@ -54,6 +54,11 @@ class Spawner(ABC):
         ready within `timeout`; nothing is left running then.
         """
 
+    def endpoint(self) -> str | None:
+        """The endpoint start() will return, where it is known before the service starts (the
+        LSS then tells others where it is while it starts); None where only start() knows."""
+        return None
+
     @abstractmethod
     def poll(self) -> int | None:
         """None while the service runs; its exit code once it has stopped (-1 when it is not

@@ -53,6 +53,7 @@ from twinstack.supervision import process_start_time
 READY_LINE = b"warm parent ready\n"
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 MAX_REQUEST = 1 << 20
+INHERITED_FD = 3  # where a child finds the listener that came with its request
 # A claimed child is replaced once no request has come for this long: a fork (~10 ms of the
 # parent's CPU, its page tables) and the new child's warm-up would otherwise hold up the other
 # services of a session starting, and compete with their start for the cores.
@@ -87,22 +88,26 @@ class WarmParent:
         self.process: asyncio.subprocess.Process | None = None
         self.lock = asyncio.Lock()
 
-    async def fork(self, service: str, argv: list[str], output: Path, env: dict[str, str]
-                   ) -> tuple[int, int]:
+    async def fork(self, service: str, argv: list[str], output: Path, env: dict[str, str],
+                   listener: socket.socket) -> tuple[int, int]:
         """A child running `twinstack ARGV` (serving `service`) with its output appended to
-        `output`: its pid, and the parent's."""
+        `output` and `listener` as descriptor INHERITED_FD: its pid, and the parent's."""
         parent = await self.start()
-        reader, writer = await asyncio.open_unix_connection(str(self.socket))
-        try:
-            request = {"service": service, "argv": argv, "output": str(output), "env": env}
-            writer.write(json.dumps(request).encode() + b"\n")
-            await writer.drain()
-            reply = json.loads(await reader.readline() or b"{}")
-        finally:
-            writer.close()
+        request = {"service": service, "argv": argv, "output": str(output), "env": env}
+        reply = await asyncio.to_thread(self._ask, request, listener.fileno())
         if "pid" not in reply:
             raise OSError(f"the warm parent did not fork: {reply.get('error', 'no answer')}")
         return int(reply["pid"]), parent
+
+    def _ask(self, request: dict[str, Any], fd: int) -> dict[str, Any]:
+        """Send one request with `fd` attached (SCM_RIGHTS: asyncio's streams cannot); the
+        parent's answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(30.0)
+            conn.connect(str(self.socket))
+            send_line(conn, json.dumps(request).encode(), fd)
+            answer: dict[str, Any] = json.loads(conn.makefile("rb").readline() or b"{}")
+            return answer
 
     def is_running(self, pid: int | None) -> bool:
         """Whether the parent process `pid` is this one's, and runs."""
@@ -153,12 +158,15 @@ class ForkedSpawner(ProcessSpawner):
         self.forked_by: int | None = None  # the warm parent's pid: it writes the exit file
         self.exit_code: int | None = None  # once this process reaped it itself
 
+    def _listener_fd(self) -> int:
+        return INHERITED_FD
+
     async def _launch(self, env: dict[str, str]) -> None:
         self.exit_file.unlink(missing_ok=True)
         self._proc = None  # not our child: watched by pid and start time
         self.exit_code = None
         pid, self.forked_by = await self.parent.fork(self.spec.service, self._serve_args(),
-                                                     self.output, env)
+                                                     self.output, env, self._listener())
         self.pid, self.started = pid, process_start_time(pid) or 0  # 0: it has ended already
 
     def poll(self) -> int | None:
@@ -206,15 +214,15 @@ class Pool:
             theirs.close()
             self.waiting[kind].append((pid, ours))
 
-    def hand_over(self, request: dict[str, Any]) -> int | None:
-        """Give the request to a waiting child of its kind, which leaves the pool: its pid,
-        or None if none took it."""
+    def hand_over(self, request: dict[str, Any], listener: int | None) -> int | None:
+        """Give the request (and its listener) to a waiting child of its kind, which leaves
+        the pool: its pid, or None if none took it."""
         waiting = self.waiting.get(request.get("service", ""), [])
         while waiting:
             pid, link = waiting.pop(0)
             with link:
                 try:
-                    link.sendall(json.dumps(request).encode() + b"\n")
+                    send_line(link, json.dumps(request).encode(), listener)
                 except OSError:  # it died waiting (reaped below)
                     continue
             return pid
@@ -329,19 +337,23 @@ def _answer(conn: socket.socket, outputs: dict[int, str], pool: Pool) -> str | N
     """Fork (or hand over) the request on `conn` and answer with the child's pid; the kind
     of service asked for."""
     conn.settimeout(5.0)
-    service = None
+    service, listener = None, None
     try:
-        request = json.loads(conn.makefile("rb").readline(MAX_REQUEST))
+        data, listener = receive_line(conn)
+        request = json.loads(data)
         output, service = str(request["output"]), request.get("service")
-        pid = pool.hand_over(request)
+        pid = pool.hand_over(request, listener)
         if pid is None:
             pid = os.fork()
             if pid == 0:
-                _new_child(request)  # never returns
+                _new_child(request, listener)  # never returns
         outputs[pid] = output
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         conn.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
+    finally:
+        if listener is not None:
+            os.close(listener)  # the child has its own
     return service if isinstance(service, str) else None
 
 
@@ -353,13 +365,13 @@ def _leave_the_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _new_child(request: dict[str, Any]) -> None:
+def _new_child(request: dict[str, Any], listener: int | None) -> None:
     try:
         _leave_the_parent()
     except BaseException:
         traceback.print_exc()
         os._exit(1)
-    _child(request)
+    _child(request, listener)
 
 
 def _wait_for_a_session(kind: str, link: socket.socket) -> None:
@@ -378,7 +390,7 @@ def _wait_for_a_session(kind: str, link: socket.socket) -> None:
 
         load_service(kind).warm_up()
         _rehearse(kind)
-        data = _receive(link)
+        data, listener = receive_line(link)
         link.close()
         request = json.loads(data) if data else None
     except BaseException:
@@ -386,7 +398,7 @@ def _wait_for_a_session(kind: str, link: socket.socket) -> None:
         os._exit(1)
     if request is None:  # the parent closed the link, or died: no session came
         os._exit(0)
-    _child(request)
+    _child(request, listener)
 
 
 def _rehearse(kind: str) -> None:
@@ -398,22 +410,37 @@ def _rehearse(kind: str) -> None:
     load_settings(vars(build_parser().parse_args(["serve", kind])))
 
 
-def _receive(link: socket.socket) -> bytes:
-    """One line from `link` (up to MAX_REQUEST bytes), or b"" if it closes first."""
-    data = b""
+def send_line(conn: socket.socket, data: bytes, fd: int | None) -> None:
+    """`data` and a newline on `conn`, with descriptor `fd` attached to its first bytes."""
+    line = data + b"\n"
+    sent = socket.send_fds(conn, [line], [fd]) if fd is not None else 0
+    if sent < len(line):  # not an empty send: the peer may have answered and closed (EPIPE)
+        conn.sendall(line[sent:])
+
+
+def receive_line(conn: socket.socket) -> tuple[bytes, int | None]:
+    """One line from `conn` (up to MAX_REQUEST bytes), or b"" if it closes first, and the
+    descriptor that came with it, if one did (any more are closed)."""
+    data, fds = b"", []
     while not data.endswith(b"\n"):
-        chunk = link.recv(65536)
+        chunk, received, _, _ = socket.recv_fds(conn, 65536, 4)
+        fds += received
         if not chunk:
-            return b""
+            data = b""
+            break
         data += chunk
         if len(data) > MAX_REQUEST:
+            for fd in fds:
+                os.close(fd)
             raise ValueError(f"a request over {MAX_REQUEST} bytes")
-    return data
+    for fd in fds[1:]:
+        os.close(fd)
+    return data, (fds[0] if fds else None)
 
 
-def _child(request: dict[str, Any]) -> None:
-    """Become the service: its output as stdout and stderr, nothing else of the parent's
-    open, its environment, `twinstack ARGV`."""
+def _child(request: dict[str, Any], listener: int | None) -> None:
+    """Become the service: its output as stdout and stderr, its listener (if one came) as
+    INHERITED_FD, nothing else of the parent's open, its environment, `twinstack ARGV`."""
     code = 1
     try:
         output = os.open(request["output"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -421,7 +448,10 @@ def _child(request: dict[str, Any]) -> None:
         os.dup2(null, 0)
         os.dup2(output, 1)
         os.dup2(output, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the parent's sockets stay there
+        if listener is not None and listener != INHERITED_FD:
+            os.dup2(listener, INHERITED_FD)
+        # the parent's sockets stay there
+        os.closerange(3 if listener is None else INHERITED_FD + 1, os.sysconf("SC_OPEN_MAX"))
         sys.argv = ["twinstack", *request["argv"]]
         setproctitle(" ".join(sys.argv))  # what ps shows; before environ changes, which it uses
         os.environ.clear()
@@ -451,7 +481,8 @@ def _reap(outputs: dict[int, str], pool: Pool) -> None:
         output = outputs.pop(pid, None)
         if output is not None:
             exit_file = Path(output).with_suffix(".exit")
-            exit_file.write_text(f"{pid} {os.waitstatus_to_exitcode(status)}\n")
+            with contextlib.suppress(FileNotFoundError):  # its session has ended: none asks
+                exit_file.write_text(f"{pid} {os.waitstatus_to_exitcode(status)}\n")
 
 
 if __name__ == "__main__":

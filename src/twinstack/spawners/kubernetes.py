@@ -405,6 +405,9 @@ class KubernetesSpawner(Spawner):
                          _request_timeout=self.timeout)
         await create(self.settings.namespace, body, _request_timeout=self.timeout)
 
+    def endpoint(self) -> str:
+        return endpoint(self.settings, self.spec)  # the pod's stable name: known before
+
     async def start(self, timeout: float = 120.0) -> str:
         """Create the pod and wait until it is ready (or has exited, or `timeout` s passed).
 
@@ -464,7 +467,7 @@ class KubernetesSpawner(Spawner):
             raise SpawnError(f"{self.spec.service} pod {self.name} "
                              f"{'exited with ' + str(code) if code is not None else 'not ready'}"
                              f" (after up to {timeout:g} s)", code, self._tail)
-        return endpoint(self.settings, self.spec)
+        return self.endpoint()
 
     def poll(self) -> int | None:
         """None while the pod runs (or before the first list: unknown is not dead)."""

@@ -3,8 +3,15 @@
 The child holds a lease (--lease-file) that the LSS renews: it outlives a restart of its LSS,
 which re-adopts it from get_state() (pid and /proc start time), but stops itself when the LSS
 is gone for longer than the lease. It writes its output to WORKDIR/SERVICE.out and its bound
-addresses to a ready file. A restart reuses the first port, so the endpoint the relay knows
-stays valid. Every signal is sent only after /proc confirms the pid is still our process.
+addresses to a ready file. Every signal is sent only after /proc confirms the pid is still our
+process.
+
+The spawner binds the service's internal listener itself and hands it to the process
+(--bind-fd): so its endpoint is known before it starts (a session's model service and the
+services that are told where it is start together), and a restart gets the same socket: the
+endpoint the relay knows stays valid, and connections made meanwhile wait in its backlog
+instead of being refused. It is closed with stop(); a later start binds the same port again,
+as does the restart of a service adopted from an earlier LSS.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from twinstack.config import join_host_port, published_address
 from twinstack.spawners.base import ServiceSpec, Spawner, SpawnError
 from twinstack.supervision import (
     NotReady,
@@ -42,7 +51,8 @@ class ProcessSpawner(Spawner):
         self.host = host
         self.lease = lease
         self.lease_seconds = lease_seconds
-        self.port = 0
+        self.port = 0  # the internal listener's, once bound: a restart binds it again
+        self._listening: socket.socket | None = None
         self.pid: int | None = None
         self.started: int | None = None  # /proc start time of pid: the two name one process
         self._proc: asyncio.subprocess.Process | None = None
@@ -50,14 +60,35 @@ class ProcessSpawner(Spawner):
         self.output = spec.workdir / f"{spec.service}.out"
         self.ready_file = spec.workdir / f"{spec.service}.ready"
 
+    def endpoint(self) -> str:
+        return published_address(self.host, self._listener().getsockname()[1])
+
+    def _listener(self) -> socket.socket:
+        """The service's internal listener, bound (to the port it had, if any) on first use."""
+        if self._listening is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            try:
+                self._listening = socket.create_server((self.host, self.port), family=family,
+                                                       backlog=512)
+            except OSError as exc:
+                why = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise SpawnError(f"cannot bind {join_host_port(self.host, self.port)} for "
+                                 f"{self.spec.service}: {why}", None, []) from exc
+            self.port = self._listening.getsockname()[1]
+        return self._listening
+
     def _command(self) -> list[str]:
         return [sys.executable, "-m", "twinstack", *self._serve_args()]
+
+    def _listener_fd(self) -> int:
+        """The descriptor the child finds its internal listener at."""
+        return self._listener().fileno()
 
     def _serve_args(self) -> list[str]:
         """`twinstack serve SERVICE` and its flags: the service's identity, session, sockets."""
         s = self.spec
         cmd = ["serve", s.service,
-               "--bind", f"{self.host}:{self.port}", "--health-bind", f"{self.host}:0",
+               "--bind-fd", str(self._listener_fd()), "--health-bind", f"{self.host}:0",
                "--cert", str(s.identity.cert), "--key", str(s.identity.key),
                "--ca", str(s.identity.ca), "--session", s.session,
                "--data-dir", str(s.workdir / "data"), "--ready-file", str(self.ready_file)]
@@ -74,7 +105,7 @@ class ProcessSpawner(Spawner):
         with self.output.open("ab") as out:
             proc = self._proc = await asyncio.create_subprocess_exec(
                 *self._command(), stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
-                env=env, start_new_session=True)
+                env=env, start_new_session=True, pass_fds=(self._listener_fd(),))
         self.pid, self.started = proc.pid, process_start_time(proc.pid)
 
     async def start(self, timeout: float = 60.0) -> str:
@@ -91,7 +122,6 @@ class ProcessSpawner(Spawner):
         except BaseException:  # cancelled, or a bad ready file: leave nothing running
             await self.stop()
             raise
-        self.port = int(ready["internal"].rsplit(":", 1)[1])
         return str(ready["publish"])
 
     def poll(self) -> int | None:
@@ -102,7 +132,16 @@ class ProcessSpawner(Spawner):
         return -1  # adopted and gone (its exit code died with the old LSS), or never started
 
     async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, wait up to `grace`, SIGKILL; each signal only to our own process."""
+        """SIGTERM, wait up to `grace`, SIGKILL; each signal only to our own process. The
+        listener is closed: nobody is to wait in its backlog for a service that is gone."""
+        try:
+            await self._end_process(grace)
+        finally:
+            if self._listening is not None:
+                self._listening.close()
+                self._listening = None
+
+    async def _end_process(self, grace: float) -> None:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             if self.pid is None or self.poll() is not None:
                 return

@@ -32,7 +32,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel
 
 from twinstack import __version__
-from twinstack.config import Settings, split_host_port
+from twinstack.config import Settings, join_host_port, published_address, split_host_port
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.logs import LogForwarder, request_id
 from twinstack.metrics import ServiceMetrics
@@ -119,6 +119,19 @@ class ServiceBase:
         return {"service": self.name, "version": __version__, "session": self.settings.session,
                 "uptime_s": time.monotonic() - self.runtime.started,
                 "peer": str(call.peer) if call.peer else None}
+
+
+def _inherited_listener(fd: int) -> socket.socket:
+    """The listening TCP socket this process was given as descriptor `fd`."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise FatalError(ExitCode.CONFIG_ERROR, f"--bind-fd {fd}: {exc.strerror}") from exc
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET,
+                                                               socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise FatalError(ExitCode.CONFIG_ERROR, f"--bind-fd {fd} is not a listening socket")
+    return sock
 
 
 def _listen(address: str) -> socket.socket:
@@ -346,7 +359,8 @@ class Runtime:
         sockets: dict[str, socket.socket] = {}
         try:
             for channel, address in wanted.items():
-                sockets[channel] = _listen(address)
+                sockets[channel] = _inherited_listener(s.bind_fd) \
+                    if channel == "internal" and s.bind_fd is not None else _listen(address)
             await service.start()
         except BaseException:
             for sock in sockets.values():
@@ -359,13 +373,7 @@ class Runtime:
         await self._serve("health", self._health_app(), health, plain_ctx)
         if public is not None:
             await self._serve("public", self._public_app(), public, plain_ctx)
-        host, port = split_host_port(self.addresses["internal"])
-        if s.publish:
-            self.publish = s.publish
-        elif host in ("0.0.0.0", "::"):
-            self.publish = f"{socket.gethostname()}:{port}"
-        else:
-            self.publish = self.addresses["internal"]
+        self.publish = s.publish or published_address(*split_host_port(self.addresses["internal"]))
         self._tasks.append(asyncio.create_task(self._watch_certificates()))
         if s.lease_file is not None:
             self._tasks.append(asyncio.create_task(hold_lease(
@@ -449,8 +457,7 @@ class Runtime:
         await runner.setup()
         self._runners.append(runner)
         await web.SockSite(runner, sock, ssl_context=ctx).start()
-        host, port = sock.getsockname()[:2]
-        self.addresses[channel] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.addresses[channel] = join_host_port(*sock.getsockname()[:2])
 
     async def _watch_certificates(self) -> None:
         while True:

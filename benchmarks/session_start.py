@@ -33,7 +33,7 @@ timed as above and the N times summarized. With all N open, the PSS of every com
 compute service adds, `pss_mib_added_per_service`: the growth of that total from one session
 open (the runs above) to N, over the services added. All are closed, and the script waits
 until they are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its
-default here, from 2 cores, would admit 8 sessions; JupyterHub has no such limit); each user
+default here, from 2 cores, would admit 4 sessions; JupyterHub has no such limit); each user
 has their own client.
 
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or

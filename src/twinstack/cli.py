@@ -441,6 +441,13 @@ def _when(value: Any) -> str:
 
 
 # noun, verb -> (what the client fetches, the table's columns, what to say when it is empty)
+def _reserved(node: dict[str, Any]) -> str:
+    """What a node's live sessions reserve, of what its sessions may take (MB)."""
+    total = node.get("memory_mb")
+    reserved = f"{node.get('reserved_mb', 0):,.0f}"
+    return f"{reserved} / {total:,.0f} MB" if total else f"{reserved} MB"
+
+
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 LISTINGS: dict[tuple[str, str], tuple[Callable[[Client], Any], list[Column], str]] = {
     ("project", "list"): (
@@ -465,6 +472,7 @@ LISTINGS: dict[tuple[str, str], tuple[Callable[[Client], Any], list[Column], str
         lambda tw: tw.nodes(),
         [("NAME", lambda n: n["name"]), ("STATE", lambda n: n["state"]),
          ("SESSIONS", lambda n: f"{n['live_sessions']}/{n['capacity']}"),
+         ("RESERVED MEMORY", _reserved),
          ("CPU LOAD", lambda n: _percent(n["load"].get("cpu"))),
          ("MEMORY", lambda n: _percent(n["load"].get("memory"))),
          ("LAST HEARTBEAT (UTC)", lambda n: _when(n["last_heartbeat"]))],

@@ -175,6 +175,11 @@ class Settings(BaseSettings):
         "auto", ge=1, validate_default=True, description="sessions this LSS runs at most; "
         "'auto': as many as this machine's cores and memory hold at the session types' declared "
         "needs (twinstack.sessiontypes; give it for a Kubernetes LSS)")
+    session_memory_mb: float | None = Field(
+        None, gt=0, description="memory (MB) an LSS's sessions may take in all: gss places a "
+        "session only where what the live ones reserve (their session types' declared needs, "
+        "twinstack.sessiontypes) leaves room for it; default: this machine's memory less a "
+        "reserve (with the Kubernetes spawner, none: give it there)")
     gpus: int = Field(0, ge=0, description="GPUs this LSS offers to solver services")
     session_ca: Path | None = Field(
         None, description="PKI directory with intermediate.pem and intermediate-key.pem, "

@@ -1,8 +1,9 @@
-"""Session types: which compute services each runs, what one session of it needs, and how many
-sessions an LSS can hold by default.
+"""Session types: which compute services each runs, what each service and so one session of
+it needs, and how many sessions an LSS can hold by default.
 
-Kept free of service code so that the settings (an LSS's default `capacity`) and gss (which
-services to start) read the same declarations.
+Kept free of service code so that the settings (an LSS's default `capacity` and memory for
+sessions) and gss (which services to start; what a session reserves on its node) read the
+same declarations.
 
 Default capacity: every LSS may get a session of any type, so it is sized for the most
 demanding one:
@@ -12,8 +13,13 @@ demanding one:
 
 where `cores` and `memory_mb` are what this process may use (CPU affinity and the cgroup's
 cpu.max / memory.max where set, else the machine's), and `cpus` / `memory_mb_per` are the
-largest declared needs of any session type. An LSS whose sessions run elsewhere (the
-Kubernetes spawner) should be given `--capacity` explicitly: its own pod is not where they run.
+largest declared needs of any session type (each the sum of its services' and one action's
+memory). An LSS also tells gss the memory its sessions may take in all (`memory_mb -
+reserve_mb`, or `--session-memory-mb`): gss places a session only where what the sessions
+there reserve leaves room for it, so small sessions fill a node further than the capacity's
+count of the largest ones would say. An LSS whose sessions run elsewhere (the Kubernetes
+spawner) should be given `--capacity` (and `--session-memory-mb`) explicitly: its own pod is
+not where they run.
 """
 
 from __future__ import annotations
@@ -26,41 +32,51 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class SessionType:
-    """The compute services a session runs, and what one session needs on average."""
+class Needs:
+    """What a compute service, or a session, takes on average: cores and resident memory."""
 
-    services: tuple[str, ...]
     cpus: float
     memory_mb: int
 
+    def __add__(self, other: Needs) -> Needs:
+        return Needs(self.cpus + other.cpus, self.memory_mb + other.memory_mb)
 
-SESSION_TYPE_NEEDS: dict[str, SessionType] = {
-    # One kriging process: ~120 MB resident when idle, plus one action's planned memory
-    # (compute_memory_mb, 512 MB by default). Its sessions are interactive and idle between
-    # calls: a quarter of a core each on average (a busy one borrows idle cores; CPU shared
-    # too thinly slows sessions down, while memory shared too thinly kills them).
-    "data analysis": SessionType(services=("kriging",), cpus=0.25, memory_mb=768),
-    # The model service (~90 MB, idle but for the database), modeling (the OpenCascade kernel,
-    # ~200 MB with a few solids), the two meshers, visualization and fit-td (~150-250 MB each
-    # with their kernels loaded) and one action's planned memory. CAD and meshing are
-    # interactive: short bursts of one core; a solver run takes the cores it is given while
-    # it runs.
-    "3D simulation": SessionType(
-        services=("model", "modeling", "cartesian-mesh", "tet-mesh", "visualization",
-                  "fit-td"),
-        cpus=0.25, memory_mb=2304),
-    # The model service, phreeqc (~60 MB, and worker processes with PHREEQC and a database,
-    # ~40 MB each: one per core up to 4, plus one for a running job), kriging (~120 MB) and
-    # visualization (~150 MB) and one action's planned memory. Speciating and kriging are
-    # short bursts of one core (a speciation of many samples, of each worker's).
-    "geochemistry": SessionType(
-        services=("model", "phreeqc", "kriging", "visualization"), cpus=0.25,
-        memory_mb=1536),
+
+# Each compute service: resident memory idle with its kernels loaded, measured as a fresh
+# process (the process spawner; one forked from the warm parent adds 17-23 MB of its own), and
+# the cores it uses on average. Sessions are interactive and idle between calls: a busy one
+# borrows idle cores (CPU shared too thinly slows sessions down, while memory shared too
+# thinly kills them, so placement holds memory to what a node has and only weighs CPU).
+SERVICE_NEEDS: dict[str, Needs] = {
+    "kriging": Needs(cpus=0.25, memory_mb=125),        # 122 MB after its warm-up solve
+    "model": Needs(cpus=0.02, memory_mb=90),           # 88 MB: the project's history in SQL
+    "modeling": Needs(cpus=0.05, memory_mb=300),       # 302 MB: the OpenCascade kernel
+    "cartesian-mesh": Needs(cpus=0.03, memory_mb=150),  # 74 MB, and its numba kernels
+    "tet-mesh": Needs(cpus=0.03, memory_mb=150),       # 74 MB, and netgen's mesher
+    "visualization": Needs(cpus=0.05, memory_mb=150),  # 74 MB, and its renderer
+    "fit-td": Needs(cpus=0.1, memory_mb=250),          # 74 MB, and its numba kernels
+    "phreeqc": Needs(cpus=0.1, memory_mb=200),         # 68 MB and 128 MB in its workers
 }
+# One action at a time per session has its planned memory (compute_memory_mb's default).
+ACTION = Needs(cpus=0.0, memory_mb=512)
 
 # Which compute services a session of each type runs (what gss starts and tells clients).
 SESSION_TYPES: dict[str, tuple[str, ...]] = {
-    name: kind.services for name, kind in SESSION_TYPE_NEEDS.items()}
+    "data analysis": ("kriging",),
+    "3D simulation": ("model", "modeling", "cartesian-mesh", "tet-mesh", "visualization",
+                      "fit-td"),
+    "geochemistry": ("model", "phreeqc", "kriging", "visualization"),
+}
+
+
+def session_needs(services: Iterable[str]) -> Needs:
+    """What one session of these services needs: theirs, and one action's memory."""
+    return sum((SERVICE_NEEDS[name] for name in services), ACTION)
+
+
+# What one session of each type needs: placement reserves it on the node it goes to.
+SESSION_TYPE_NEEDS: dict[str, Needs] = {
+    name: session_needs(services) for name, services in SESSION_TYPES.items()}
 
 
 def reserved_memory_mb(memory_mb: float) -> float:
@@ -68,7 +84,7 @@ def reserved_memory_mb(memory_mb: float) -> float:
     return max(512.0, memory_mb / 10)
 
 
-def capacity_for(cores: float, memory_mb: float, types: Iterable[SessionType]) -> int:
+def capacity_for(cores: float, memory_mb: float, types: Iterable[Needs]) -> int:
     """How many sessions of the most demanding type fit in `cores` and `memory_mb` (>= 1)."""
     kinds = list(types)
     if not kinds:
@@ -116,6 +132,12 @@ def machine_resources(cgroup: Path = Path("/sys/fs/cgroup"),
             (cap := cgroup_memory_mb(text)) is not None:
         memory = min(memory, cap) if memory else cap
     return cores, memory
+
+
+def session_memory_mb() -> float:
+    """The memory this machine's sessions may take in all: what it has less the reserve."""
+    _, memory = machine_resources()
+    return max(0.0, memory - reserved_memory_mb(memory))
 
 
 def default_capacity() -> int:

@@ -232,8 +232,10 @@ def test_login_and_listings_through_the_cli(running: Platform, tmp_path: Path):
         assert "kriging" in cli("session", "types").stdout
         nodes = cli("node", "list")
         assert nodes.returncode == 0, nodes.stderr
-        assert any(line.split()[:2] == ["local", "connected"]
-                   for line in nodes.stdout.splitlines())
+        assert "RESERVED MEMORY" in nodes.stdout.splitlines()[0]
+        [local] = [line for line in nodes.stdout.splitlines()
+                   if line.split()[:2] == ["local", "connected"]]
+        assert " MB " in local  # what its live sessions reserve, of what they may take
     finally:
         session.close()
 

@@ -21,6 +21,8 @@ from tests.platform_fixtures import (
     wait_until,
 )
 from twinstack.client import ActionError, SessionFailed
+from twinstack.sessiontypes import SESSION_TYPE_NEEDS
+from twinstack.store import sqlite_url
 from twinstack.sim.kriging import Variogram, ordinary_kriging
 
 RNG = np.random.default_rng(5)
@@ -176,6 +178,32 @@ def test_two_lss_share_sessions_by_load_not_round_robin(workers):
         tw.open_session(project["id"])
     placed = {s["project"]: s["lss"] for s in tw.sessions()}
     assert [placed[p["id"]] for p in projects] == ["first"] + ["second"] * 4
+
+
+def test_a_session_waits_while_the_memory_it_needs_is_reserved_on_a_node_with_places(workers):
+    """A node of 8 places whose sessions may take 2000 MB: a "data analysis" session reserves
+    its declared 637 MB, so a "3D simulation" (1602 MB) waits in the queue though 7 places are
+    free, and starts there once the first one has closed."""
+    platform, add = workers
+    add("small", "--capacity", "8", "--session-memory-mb", "2000",  # and the platform's
+        "--database-url", sqlite_url(platform.data), "--blob-dir", str(platform.data / "blobs"))
+    _wait_for_nodes(platform, "small")
+    platform.add_user("ada")
+    tw = platform.client("ada")
+    analysis = tw.open_session(tw.create_project("survey", "data analysis")["id"])
+    simulation = tw.create_project("antenna", "3D simulation")["id"]
+    waiting = tw.gss("open_session", project=simulation)
+    assert (waiting["state"], waiting["lss"]) == ("queued", None)
+    [node] = platform.client("operator").gss("list_nodes")["nodes"]
+    assert (node["live_sessions"], node["capacity"]) == (1, 8)
+    assert (node["reserved_mb"], node["memory_mb"]) == (
+        SESSION_TYPE_NEEDS["data analysis"].memory_mb, 2000)
+
+    analysis.close()
+    started = tw.open_session(simulation)  # the queued one, once it has started
+    assert started.id == waiting["id"] and started.state == "ready"
+    assert {s["id"]: s["lss"] for s in tw.sessions()}[started.id] == "small"
+    started.close()
 
 
 def test_gss_restart_keeps_the_running_session(platform, ada):

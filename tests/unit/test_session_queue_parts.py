@@ -15,9 +15,11 @@ from alembic.config import Config
 from twinstack.config import Settings
 from twinstack.services.gss import queue_event, seconds_per_place
 from twinstack.sessiontypes import (
+    ACTION,
+    SERVICE_NEEDS,
     SESSION_TYPE_NEEDS,
     SESSION_TYPES,
-    SessionType,
+    Needs,
     capacity_for,
     cgroup_cpus,
     cgroup_memory_mb,
@@ -30,8 +32,8 @@ from twinstack.store import projects as prj
 from twinstack.store.db import MIGRATIONS
 from twinstack.store.models import SessionRecord, UtcDateTime, utcnow
 
-SMALL = SessionType(services=("kriging",), cpus=0.25, memory_mb=768)
-BIG = SessionType(services=("solver",), cpus=2.0, memory_mb=4096)
+SMALL = Needs(cpus=0.25, memory_mb=768)
+BIG = Needs(cpus=2.0, memory_mb=4096)
 
 # --- default capacity ----------------------------------------------------------------------
 
@@ -54,9 +56,17 @@ def test_capacity_needs_session_types():
         capacity_for(4, 4096, [])
 
 
-def test_every_session_type_declares_its_needs():
-    assert set(SESSION_TYPES) == set(SESSION_TYPE_NEEDS)
-    assert all(t.cpus > 0 and t.memory_mb > 0 and t.services for t in SESSION_TYPE_NEEDS.values())
+def test_a_session_type_needs_what_its_services_declare_and_one_actions_memory():
+    assert set(SERVICE_NEEDS) == {name for services in SESSION_TYPES.values()
+                                  for name in services}
+    assert all(n.cpus > 0 and n.memory_mb > 0 for n in SERVICE_NEEDS.values())
+    assert set(SESSION_TYPE_NEEDS) == set(SESSION_TYPES)
+    geochemistry = SESSION_TYPE_NEEDS["geochemistry"]
+    assert geochemistry.memory_mb == sum(SERVICE_NEEDS[name].memory_mb for name in
+                                         ("model", "phreeqc", "kriging", "visualization")) \
+        + ACTION.memory_mb
+    assert geochemistry.cpus == pytest.approx(sum(
+        SERVICE_NEEDS[name].cpus for name in ("model", "phreeqc", "kriging", "visualization")))
 
 
 def test_cgroup_limits_are_read_and_tighten_the_machine(tmp_path: Path):
@@ -113,14 +123,14 @@ def test_queue_is_first_come_first_served_and_one_per_project(db):
         assert prj.live_session(s, projects[0].id).id == ids[0]  # joined, not a second one
         assert [(r.id, t) for r, t in prj.queued_sessions(s)] == \
             [(sid, "data analysis") for sid in ids]
-        assert prj.live_session_counts(s) == {"lss-a": 0}  # waiting holds no capacity
+        assert prj.live_session_types(s) == {"lss-a": {}}  # waiting holds no capacity
 
         assert prj.place_session(s, ids[0], "lss-a")
         assert not prj.place_session(s, ids[0], "lss-a")  # placed once only
         placed = prj.get_session(s, ids[0])
         assert (placed.state, placed.lss_id) == ("starting", "lss-a")
         assert placed.placed_at is not None
-        assert prj.live_session_counts(s) == {"lss-a": 1}
+        assert prj.live_session_types(s) == {"lss-a": {"data analysis": 1}}
 
         assert prj.requeue_session(s, ids[0], "lss-a")  # its LSS went away before the start
         assert [r.id for r, _ in prj.queued_sessions(s)] == ids  # at its old place

@@ -55,7 +55,7 @@ def test_migrate_twice_is_a_noop(db):
     make_users(db, "ada")
     db.migrate()
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0005"
+        assert MigrationContext.configure(conn).get_current_revision() == "0006"
     with db.transaction() as s:
         assert [u.name for u in acc.list_users(s)] == ["ada"]
 
@@ -69,7 +69,7 @@ def test_services_migrate_at_the_same_moment(database_url):
     assert all(code == 0 for code, _ in outcomes), outcomes
     db = Database(database_url)
     with db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0005"
+        assert MigrationContext.configure(conn).get_current_revision() == "0006"
     db.dispose()
 
 
@@ -382,13 +382,16 @@ def test_lss_heartbeats_and_loss(db):
         s3 = prj.create_session(s, p3.id, bob, "lss-b")
         with pytest.raises(Invalid):
             prj.upsert_lss(s, "lss-c", -1, {})
+        with pytest.raises(Invalid, match="must be > 0 MB"):
+            prj.upsert_lss(s, "lss-c", 1, {}, memory_mb=0)
         with pytest.raises(NotFound, match="must connect"):
             prj.record_heartbeat(s, "lss-x", {})
     assert a.connected_at.tzinfo == UTC
     with db.transaction() as s:
         beat = prj.record_heartbeat(s, "lss-b", {"cpu": 0.9})
         assert beat.load == {"cpu": 0.9} and beat.last_heartbeat > beat.connected_at
-        assert prj.live_session_counts(s) == {"lss-a": 2, "lss-b": 1}
+        assert prj.live_session_types(s) == {"lss-a": {"3D simulation": 2},
+                                             "lss-b": {"3D simulation": 1}}
         assert [r.id for r in prj.sessions_of_lss(s, "lss-a")] == [s1.id, s2.id]
         prj.get_session(s, s1.id)  # loaded here: the bulk update below must refresh it
         s.get(type(a), "lss-a").last_heartbeat = utcnow() - timedelta(minutes=5)
@@ -404,7 +407,7 @@ def test_lss_heartbeats_and_loss(db):
         assert prj.get_session(s, done.id).reason is None
         assert prj.get_session(s, s3.id).state == "starting"
         assert [n.id for n in prj.connected_lss(s)] == ["lss-b"]
-        assert prj.live_session_counts(s) == {"lss-a": 0, "lss-b": 1}
+        assert prj.live_session_types(s) == {"lss-a": {}, "lss-b": {"3D simulation": 1}}
         assert prj.create_session(s, p1.id, ada, "lss-b").state == "starting"
         assert prj.upsert_lss(s, "lss-a", 4, {}).state == "connected"
 

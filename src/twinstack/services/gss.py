@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session as Tx
 from twinstack import __version__
 from twinstack.pki.crl import crl_routes
 from twinstack.services.database import ServiceDatabase
-from twinstack.sessiontypes import SESSION_TYPES
+from twinstack.sessiontypes import SESSION_TYPE_NEEDS, SESSION_TYPES, Needs
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, history, projects
 from twinstack.store.models import FINAL_STATES, SessionRecord, User, utcnow
 from twinstack.web import web_routes
@@ -50,23 +50,44 @@ class Principal:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An LSS as placement sees it."""
+    """An LSS as placement sees it: its room, what its live sessions reserve, its load."""
 
     name: str
     capacity: int
     live_sessions: int
     load: dict[str, float]
+    memory_mb: float | None = None  # what its sessions may take in all (None: it did not say)
+    reserved_mb: float = 0.0  # what its live sessions' types declare they need
+
+    def has_room_for(self, needs: Needs) -> bool:
+        return self.live_sessions < self.capacity and (
+            self.memory_mb is None or self.reserved_mb + needs.memory_mb <= self.memory_mb)
+
+    def with_session(self, needs: Needs) -> Candidate:
+        return replace(self, live_sessions=self.live_sessions + 1,
+                       reserved_mb=self.reserved_mb + needs.memory_mb)
+
+
+def reserved_mb(live: dict[str, int]) -> float:
+    """The memory live sessions (a count per session type) reserve; a type no longer offered
+    counts as the largest one."""
+    largest = max(needs.memory_mb for needs in SESSION_TYPE_NEEDS.values())
+    return sum(count * (SESSION_TYPE_NEEDS[t].memory_mb if t in SESSION_TYPE_NEEDS else largest)
+               for t, count in live.items())
 
 
 def load_score(node: Candidate) -> float:
-    """Lower is better: half sessions-vs-capacity, then CPU and memory from the heartbeat."""
-    return (0.5 * node.live_sessions / node.capacity + 0.3 * node.load.get("cpu", 0.0)
-            + 0.2 * node.load.get("memory", 0.0))
+    """Lower is better: half how full it is (sessions against capacity, or reserved memory
+    against its memory, whichever is fuller), then CPU and memory from the heartbeat."""
+    full = node.live_sessions / node.capacity
+    if node.memory_mb:
+        full = max(full, node.reserved_mb / node.memory_mb)
+    return 0.5 * full + 0.3 * node.load.get("cpu", 0.0) + 0.2 * node.load.get("memory", 0.0)
 
 
-def choose_lss(nodes: list[Candidate]) -> str | None:
-    """The least loaded LSS with room for one more session, or None."""
-    open_nodes = [n for n in nodes if n.live_sessions < n.capacity]
+def choose_lss(nodes: list[Candidate], needs: Needs) -> str | None:
+    """The least loaded LSS with room for one more session needing `needs`, or None."""
+    open_nodes = [n for n in nodes if n.has_room_for(needs)]
     return min(open_nodes, key=lambda n: (load_score(n), n.name)).name if open_nodes else None
 
 
@@ -158,6 +179,7 @@ class AccessChange(BaseModel):
 class LssHello(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     capacity: int = Field(ge=1)
+    memory_mb: float | None = Field(None, gt=0)  # what its sessions may take in all
     gpus: int = 0
     load: dict[str, float] = {}
     sessions: list[str] = []
@@ -376,8 +398,9 @@ class GssService(ServiceBase):
 
     async def _candidates(self) -> list[Candidate]:
         def read(s: Tx) -> list[Candidate]:
-            counts = projects.live_session_counts(s)
-            return [Candidate(n.id, n.capacity, counts.get(n.id, 0), n.load or {})
+            live = projects.live_session_types(s)
+            return [Candidate(n.id, n.capacity, sum(live.get(n.id, {}).values()), n.load or {},
+                              n.memory_mb, reserved_mb(live.get(n.id, {})))
                     for n in projects.connected_lss(s) if n.id in self.commands]
         return await self.db.run(read)
 
@@ -436,7 +459,8 @@ class GssService(ServiceBase):
         if services is None:
             raise ValueError(f"its project's session type {session_type!r} is not offered "
                              f"any more (known: {', '.join(SESSION_TYPES)})")
-        while (lss := choose_lss(nodes)) is not None:
+        needs = SESSION_TYPE_NEEDS[session_type]
+        while (lss := choose_lss(nodes, needs)) is not None:
             if not await self.db.run(lambda s: projects.place_session(s, session, lss)):
                 return True
             if self.command(lss, {"type": "start_session", "session": session,
@@ -444,8 +468,7 @@ class GssService(ServiceBase):
                 log.info("session %s placed on %s", session, lss)
                 self.publish(session, {"type": "placed", "session": session,
                                        "state": "starting"})
-                nodes[:] = [replace(n, live_sessions=n.live_sessions + 1) if n.name == lss
-                            else n for n in nodes]
+                nodes[:] = [n.with_session(needs) if n.name == lss else n for n in nodes]
                 return True
             # the LSS went away since `nodes` was read: back in the queue, try the others
             await self.db.run(lambda s: projects.requeue_session(s, session, lss))
@@ -542,10 +565,11 @@ class GssService(ServiceBase):
             raise forbidden("listing session nodes is for administrators")
 
         def read(s: Tx) -> list[dict[str, Any]]:
-            counts = projects.live_session_counts(s)
+            live = projects.live_session_types(s)
             return [{"name": n.id, "state": n.state, "capacity": n.capacity,
-                     "live_sessions": counts.get(n.id, 0), "load": n.load or {},
-                     "last_heartbeat": n.last_heartbeat.isoformat()}
+                     "live_sessions": sum(live.get(n.id, {}).values()),
+                     "memory_mb": n.memory_mb, "reserved_mb": reserved_mb(live.get(n.id, {})),
+                     "load": n.load or {}, "last_heartbeat": n.last_heartbeat.isoformat()}
                     for n in projects.all_lss(s)]
         return {"nodes": await self.db.run(read)}
 
@@ -653,7 +677,7 @@ class GssService(ServiceBase):
         running = set(params.sessions)
 
         def register(s: Tx) -> tuple[list[str], list[str]]:
-            projects.upsert_lss(s, params.name, params.capacity, params.load)
+            projects.upsert_lss(s, params.name, params.capacity, params.load, params.memory_mb)
             known = {r.id: r for r in projects.sessions_of_lss(s, params.name, states=LIVE_STATES)}
             vanished = [sid for sid in known if sid not in running]
             for sid in vanished:

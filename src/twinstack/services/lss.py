@@ -36,7 +36,7 @@ from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
-from twinstack.sessiontypes import SESSION_TYPES
+from twinstack.sessiontypes import SESSION_TYPES, session_memory_mb
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
 from twinstack.spawners.forked import ForkedSpawner, WarmParent, adopt_orphans
 from twinstack.spawners.process import ProcessSpawner
@@ -513,8 +513,15 @@ class LssService(ServiceBase):
 
     def _hello(self) -> dict[str, Any]:
         return {"name": self.lss_name, "capacity": self.settings.capacity,
-                "gpus": self.settings.gpus, "load": self._load(),
-                "sessions": sorted(self.runners)}
+                "memory_mb": self._session_memory_mb(), "gpus": self.settings.gpus,
+                "load": self._load(), "sessions": sorted(self.runners)}
+
+    def _session_memory_mb(self) -> float | None:
+        """What this node's sessions may take in all (None: not known here: a Kubernetes LSS's
+        own pod is not where they run)."""
+        if self.settings.session_memory_mb is not None or self.kube is not None:
+            return self.settings.session_memory_mb
+        return session_memory_mb()
 
     def _load(self) -> dict[str, Any]:
         return {**machine_load(), "sessions": len(self.runners),

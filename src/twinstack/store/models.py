@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     MetaData,
@@ -198,6 +199,8 @@ class LssNode(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default="connected")
     capacity: Mapped[int]
+    # what its sessions may take in all, in MB (None: it did not say)
+    memory_mb: Mapped[float | None] = mapped_column(Double)
     load: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)
     connected_at: Mapped[datetime] = mapped_column(default=utcnow)

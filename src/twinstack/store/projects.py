@@ -305,14 +305,18 @@ def sessions_visible_to(s: Session, user: User) -> list[SessionRecord]:
 
 # --- LSS nodes -------------------------------------------------------------------------------
 
-def upsert_lss(s: Session, lss_id: str, capacity: int, load: dict[str, Any]) -> LssNode:
+def upsert_lss(s: Session, lss_id: str, capacity: int, load: dict[str, Any],
+               memory_mb: float | None = None) -> LssNode:
     """Register an LSS that (re)connected: state connected, heartbeat and connect time now."""
     lss_id = _text("an LSS name", lss_id, 128)
     if not isinstance(capacity, int) or capacity < 0:
         raise Invalid(f"LSS capacity must be a whole number >= 0, not {capacity!r}")
+    if memory_mb is not None and not memory_mb > 0:
+        raise Invalid(f"the memory an LSS's sessions may take must be > 0 MB, not {memory_mb!r}")
     node = s.get(LssNode, lss_id) or LssNode(id=lss_id)
     now = utcnow()
     node.state, node.capacity, node.load = "connected", capacity, dict(load)
+    node.memory_mb = memory_mb
     node.connected_at = node.last_heartbeat = now
     s.add(node)
     s.flush()
@@ -359,12 +363,15 @@ def all_lss(s: Session) -> list[LssNode]:
     return list(s.scalars(select(LssNode).order_by(LssNode.id)))
 
 
-def live_session_counts(s: Session) -> dict[str, int]:
-    """Live (starting or ready) sessions per LSS id, 0 for every known node without any."""
-    counts = dict.fromkeys(s.scalars(select(LssNode.id)), 0)
-    rows = s.execute(select(SessionRecord.lss_id, func.count())
+def live_session_types(s: Session) -> dict[str, dict[str, int]]:
+    """Live (starting or ready) sessions per LSS id and session type; {} for every known node
+    without any."""
+    found: dict[str, dict[str, int]] = {lss_id: {} for lss_id in s.scalars(select(LssNode.id))}
+    rows = s.execute(select(SessionRecord.lss_id, Project.session_type, func.count())
+                     .join(Project, Project.id == SessionRecord.project_id)
                      .where(SessionRecord.state.in_(LIVE_STATES),
                             SessionRecord.lss_id.is_not(None))
-                     .group_by(SessionRecord.lss_id))
-    counts.update({str(lss_id): int(n) for lss_id, n in rows})
-    return counts
+                     .group_by(SessionRecord.lss_id, Project.session_type))
+    for lss_id, session_type, count in rows:
+        found.setdefault(str(lss_id), {})[session_type] = int(count)
+    return found

@@ -22,8 +22,8 @@ from tests.platform_fixtures import (
 )
 from twinstack.client import ActionError, SessionFailed
 from twinstack.sessiontypes import SESSION_TYPE_NEEDS
-from twinstack.store import sqlite_url
 from twinstack.sim.kriging import Variogram, ordinary_kriging
+from twinstack.store import sqlite_url
 
 RNG = np.random.default_rng(5)
 POINTS = RNG.uniform(0, 10, (40, 2))

@@ -55,9 +55,11 @@ PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 MAX_REQUEST = 1 << 20
 INHERITED_FD = 3  # where a child finds the listener that came with its request
 # A claimed child is replaced once no request has come for this long: a fork (~10 ms of the
-# parent's CPU, its page tables) and the new child's warm-up would otherwise hold up the other
-# services of a session starting, and compete with their start for the cores.
-REFILL_QUIET_SECONDS = 0.25
+# parent's CPU, its page tables) would otherwise hold up the claims of a session's other
+# services (they come 5-10 ms apart). Not much longer: the new child's warm-up (kriging's:
+# ~0.13 s of CPU) would then fall on the next session's start rather than this one's end
+# (0.25 s: "data analysis" pooled 96-138 ms median against 62-66 ms, measured side by side).
+REFILL_QUIET_SECONDS = 0.05
 REFILL_LATEST_SECONDS = 2.0  # but no later than this after the first claim, however busy
 # imported once in the parent: the platform's runtime and what compute services import first
 PRELOAD = ("twinstack.cli", "twinstack.wire.runtime", "twinstack.services.project", "uvloop",

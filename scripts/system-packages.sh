@@ -20,9 +20,10 @@ declare -A needed_by=(
     [nodejs]="tests/unit/test_scene.py (three.js loads our GLB; fails, not skipped, without it)"
     [npm]="tests/unit/test_scene.py (installs the pinned three.js: tests/js/package-lock.json)"
     [chromium]="tests/e2e (the web page in a real browser, driven by Playwright)"
+    [prometheus]="tests/integration/test_operator_metrics.py (promtool check metrics)"
 )
 packages=(python3-venv nftables iproute2 podman runc debootstrap uidmap testssl.sh nodejs npm
-          chromium)
+          chromium prometheus)
 command -v pg_ctl >/dev/null || command -v pg_ctlcluster >/dev/null || packages+=(postgresql)
 
 # Whether what a package provides is here (by command, so other ways of installing count too).
@@ -35,6 +36,7 @@ present() {
         testssl.sh) command -v testssl || command -v testssl.sh ;;
         nodejs) command -v node ;;
         postgresql) command -v pg_ctl || command -v pg_ctlcluster ;;
+        prometheus) command -v promtool ;;
         *) command -v "$1" ;;
     esac >/dev/null
 }

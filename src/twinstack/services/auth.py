@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session as Tx
 
+from twinstack.metrics import AuthMetrics
 from twinstack.services.database import ServiceDatabase
 from twinstack.store import accounts, throttle
 from twinstack.store.models import User, utcnow
@@ -146,6 +147,7 @@ class AuthService(ServiceBase):
         s = self.settings
         self.db = ServiceDatabase(s)
         await self.db.open()
+        self.stats = AuthMetrics(self.runtime.metrics.registry)
         self.policy = throttle.ThrottlePolicy(
             pair_free=s.login_free_failures, user_free=s.login_user_free_failures,
             address_free=s.login_address_free_failures, max_delay=s.login_max_delay_seconds,
@@ -228,6 +230,7 @@ class AuthService(ServiceBase):
 
         wait, keys = await self.db.run(begin)
         if wait is not None:
+            self.stats.logins.labels("throttled").inc()
             raise ActionError(429, "too_many_attempts",
                               f"too many failed logins for this user or from this address; "
                               f"try again in {math.ceil(wait)} s", retry_after=wait)
@@ -242,6 +245,7 @@ class AuthService(ServiceBase):
                     "user": {"name": user.name, "admin": user.admin}}
 
         reply = await self.db.run(check)
+        self.stats.logins.labels("ok" if reply else "wrong_credentials").inc()
         if reply is None:
             raise unauthorized("wrong user name or password, or the user is disabled")
         return reply

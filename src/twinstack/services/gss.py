@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session as Tx
 
 from twinstack import __version__
+from twinstack.metrics import GssMetrics
 from twinstack.pki.crl import crl_routes
 from twinstack.services.database import ServiceDatabase
 from twinstack.sessiontypes import SESSION_TYPE_NEEDS, SESSION_TYPES, Needs
@@ -215,6 +216,7 @@ class GssService(ServiceBase):
     async def start(self) -> None:
         self.db = ServiceDatabase(self.settings)
         await self.db.open()
+        self.stats = GssMetrics(self.runtime.metrics.registry)
         self.commands: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self.subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = \
             collections.defaultdict(set)
@@ -563,7 +565,14 @@ class GssService(ServiceBase):
         """The session nodes (LSS) with their state, capacity and load: for administrators."""
         if not call.principal.admin:
             raise forbidden("listing session nodes is for administrators")
+        return {"nodes": await self._nodes()}
 
+    async def refresh_metrics(self) -> None:
+        self.stats.set_sessions(await self.db.run(projects.session_counts))
+        self.stats.set_nodes(await self._nodes())
+
+    async def _nodes(self) -> list[dict[str, Any]]:
+        """Every session node with its state, capacity, reservations and load."""
         def read(s: Tx) -> list[dict[str, Any]]:
             live = projects.live_session_types(s)
             return [{"name": n.id, "state": n.state, "capacity": n.capacity,
@@ -571,7 +580,7 @@ class GssService(ServiceBase):
                      "memory_mb": n.memory_mb, "reserved_mb": reserved_mb(live.get(n.id, {})),
                      "load": n.load or {}, "last_heartbeat": n.last_heartbeat.isoformat()}
                     for n in projects.all_lss(s)]
-        return {"nodes": await self.db.run(read)}
+        return await self.db.run(read)
 
     # internal: the relay ----------------------------------------------------------------------
 
@@ -715,20 +724,28 @@ class GssService(ServiceBase):
         event = params.model_dump()
         new_state = {"ready": "ready", "failed": "failed", "closed": "closed"}.get(params.type)
 
-        def apply(s: Tx) -> str | None:
+        def apply(s: Tx) -> tuple[str, str | None, float] | None:
+            """The new state; and the session type and time since it was opened where this
+            ends its start (starting -> ready or failed)."""
             record = projects.get_session(s, params.session)
             if record.lss_id != params.lss:
                 raise forbidden(f"session {params.session} is not on LSS {params.lss}")
             if new_state is None or record.state not in (*LIVE_STATES, "closing"):
                 return None
+            start_ended = record.state == "starting" and new_state in ("ready", "failed")
             projects.set_session_state(s, params.session, new_state,
                                        reason=event.get("reason"),
                                        services=event.get("services"))
-            return new_state
+            session_type = projects.get_project(s, record.project_id).session_type
+            return (new_state, session_type if start_ended else None,
+                    (utcnow() - record.created_at).total_seconds())
 
         changed = await self.db.run(apply)
         if changed is not None:
-            event["state"] = changed
+            event["state"], session_type, seconds = changed
+            if session_type is not None:
+                self.stats.session_start_seconds.labels(session_type, event["state"]) \
+                    .observe(seconds)
         self.publish(params.session, event)
         return {"ok": True}
 

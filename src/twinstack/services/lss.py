@@ -34,6 +34,7 @@ from typing import Any, ClassVar, cast
 
 from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.metrics import LssMetrics
 from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.sessiontypes import SESSION_TYPES, session_memory_mb
@@ -252,6 +253,7 @@ class SessionRunner:
                                      "restarts", code, child.spawner.output_tail())
             log.warning("%s of session %s exited with %s; restart %d in %.1f s", name,
                         self.session, code, child.restarts.count, delay)
+            self.lss.stats.compute_restarts.labels(name).inc()
             self.lss.report(self.session, "restarting", service=name, exit_code=code,
                             restart=child.restarts.count, delay=delay)
             await asyncio.sleep(delay)
@@ -348,6 +350,7 @@ class LssService(ServiceBase):
 
     async def start(self) -> None:
         s = self.settings
+        self.stats = LssMetrics(self.runtime.metrics.registry)
         if s.gss_url is None:
             raise FatalError(ExitCode.CONFIG_ERROR, "the LSS needs --gss-url")
         if s.session_ca is None or not (s.session_ca / "intermediate-key.pem").exists():

@@ -36,6 +36,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.metrics import RelayMetrics
 from twinstack.store.blobs import is_sha256
 from twinstack.wire.actions import PARTICIPANT_HEADERS, call_key
 from twinstack.wire.blobhttp import CHUNK, REQUEST_HEADERS, RESPONSE_HEADERS
@@ -145,6 +146,7 @@ class RelayService(ServiceBase):
         if s.gss_url is None:
             raise FatalError(ExitCode.CONFIG_ERROR, "the relay needs --gss-url")
         self.tls_client = self.runtime.tls.client()
+        self.stats = RelayMetrics(self.runtime.metrics.registry)
         self.gss = LinkKeeper(self._client(s.gss_url))
         self.logger = LinkKeeper(self._client(s.logger_url)) if s.logger_url else None
         self.feeds: dict[str, Feed] = {}
@@ -262,6 +264,7 @@ class RelayService(ServiceBase):
             return error_response(err)
         usage = self.usage[access["user"]]
         usage.sockets += 1  # no await since the check in _admit: the cap holds
+        self.stats.sockets.inc()
         client = Attached(ws, token, request.query["id"], access["user"], access["token_id"],
                           access["project"], access["role"])
         feed = self._join(client, access)
@@ -285,6 +288,7 @@ class RelayService(ServiceBase):
             log.info("%s attached to session %s", client.user, client.session)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
+                    self.stats.passed("from_client", msg.data)
                     await self._accept(client, msg.data, background)
         finally:
             expiry.cancel()
@@ -294,6 +298,7 @@ class RelayService(ServiceBase):
             for link in client.links.values():
                 await link.close()
             usage.sockets -= 1
+            self.stats.sockets.dec()
             self._tidy(client.user)
         return ws
 
@@ -425,7 +430,9 @@ class RelayService(ServiceBase):
     async def _write_events(self, client: Attached) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
             while True:
-                await client.ws.send_str(await client.events.get())
+                text = await client.events.get()
+                await client.ws.send_str(text)
+                self.stats.passed("to_client", text)
 
     async def _follow(self, keeper: LinkKeeper, action: str, params: dict[str, Any],
                       on_item: Callable[[Any], None]) -> None:
@@ -475,6 +482,7 @@ class RelayService(ServiceBase):
     async def _send(self, client: Attached, text: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):  # gone: its handler cleans up
             await client.ws.send_str(text)
+            self.stats.passed("to_client", text)
 
     async def _refuse(self, client: Attached, call_id: Any, err: ActionError) -> None:
         await self._send(client, encode({"id": call_id, "error": err.in_message()}).decode())

@@ -363,6 +363,14 @@ def all_lss(s: Session) -> list[LssNode]:
     return list(s.scalars(select(LssNode).order_by(LssNode.id)))
 
 
+def session_counts(s: Session) -> dict[str, int]:
+    """How many sessions are in each state (0 for a state none is in)."""
+    counts = dict.fromkeys(SESSION_STATES, 0)
+    rows = s.execute(select(SessionRecord.state, func.count()).group_by(SessionRecord.state))
+    counts.update({str(state): int(n) for state, n in rows})
+    return counts
+
+
 def live_session_types(s: Session) -> dict[str, dict[str, int]]:
     """Live (starting or ready) sessions per LSS id and session type; {} for every known node
     without any."""

@@ -96,6 +96,9 @@ class ServiceBase:
     def is_ready(self) -> bool:
         return True
 
+    async def refresh_metrics(self) -> None:
+        """Bring gauges that are read, not counted, up to date: before each /metrics scrape."""
+
     def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
         """Background loops the service is useless without, by name: /healthz fails once
         one of them has ended, so whatever supervises the process restarts it."""
@@ -516,6 +519,11 @@ class Runtime:
             return json_response({"ready": ready}, status=200 if ready else 503)
 
         async def metrics(request: web.Request) -> web.Response:
+            if self.service is not None:
+                try:
+                    await self.service.refresh_metrics()
+                except Exception as exc:  # what was counted is still worth a scrape
+                    log.warning("metrics not refreshed: %s", exc)
             if self._forwarder is not None:
                 self.metrics.log_records_dropped.labels(self.service_cls.name).set(
                     self._forwarder.dropped)

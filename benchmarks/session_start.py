@@ -33,8 +33,10 @@ timed as above and the N times summarized. With all N open, the PSS of every com
 compute service adds, `pss_mib_added_per_service`: the growth of that total from one session
 open (the runs above) to N, over the services added. All are closed, and the script waits
 until they are gone. TwinStack runs with its LSS's `capacity` set to the largest N (its
-default here, from 2 cores, would admit 4 sessions; JupyterHub has no such limit); each user
-has their own client.
+default here, from 2 cores, would admit 4 sessions; JupyterHub has no such limit) and its
+`session_memory_mb` to N sessions' declared needs (from the warm parent each takes far less
+than a process's declared memory; the PSS figures say how much); each user has their own
+client.
 
 The JSON result goes to stdout, one progress line per run to stderr. If JupyterHub is missing or
 fails, its entry is `{"error": ...}` and the TwinStack figure is still printed; the exit status
@@ -70,7 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from twinstack.client import Client
-from twinstack.sessiontypes import SESSION_TYPES
+from twinstack.sessiontypes import SESSION_TYPE_NEEDS, SESSION_TYPES
 
 USER = "bench"
 PASSWORD = "bench-password-123"
@@ -307,8 +309,10 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
     env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
     if spawner == "pooled":  # forked, from a warm pool of POOL waiting children per kind
         env.update(TWINSTACK_SPAWNER="forked", TWINSTACK_WARM_POOL=str(POOL))
-    if concurrent:
+    if concurrent:  # all N admitted at once: what is measured is their start, not the queue
         env["TWINSTACK_CAPACITY"] = str(max(concurrent))
+        env["TWINSTACK_SESSION_MEMORY_MB"] = str(
+            max(concurrent) * SESSION_TYPE_NEEDS[session_type].memory_mb)
     memory: list[tuple[float, float, float]] = []
     with running(cmd, log_file, env=env) as proc:
         up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),

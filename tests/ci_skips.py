@@ -8,12 +8,22 @@ tests/conftest.py (`register`), and by the conftest of this plugin's own test.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
 
 def under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def required_tool(*names: str, install: str) -> str:
+    """The path of the first of `names` on PATH; else the test skips, saying how to `install`
+    it (which fails the run under CI)."""
+    for name in names:
+        if (found := shutil.which(name)) is not None:
+            return found
+    pytest.skip(f"needs {names[0]} ({install})")
 
 
 class SkipsFailUnderCi:

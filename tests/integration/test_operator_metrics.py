@@ -6,7 +6,6 @@ metrics` (Debian's prometheus package) finds nothing wrong with any exposition."
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.ci_skips import required_tool
 from tests.platform_fixtures import Platform, running_platform, session_processes
 from twinstack.client import ActionError
 from twinstack.pki.tls import client_context
@@ -30,17 +30,6 @@ PLATFORM_SERVICES = ("gss", "auth", "relay", "local")  # local: the platform's o
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     with running_platform(tmp_path_factory.mktemp("metrics"), "ada") as running:
         yield running
-
-
-def find_promtool() -> str:
-    """promtool's path; a missing one fails under CI and skips with an install hint elsewhere."""
-    found = shutil.which("promtool")
-    if found is None:
-        reason = "needs promtool (apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
 
 
 def scrape(platform: Platform, service: str) -> str:
@@ -70,7 +59,7 @@ def scrape_all(platform: Platform) -> dict[str, dict[tuple[str, tuple[tuple[str,
 
 
 def test_the_series_an_operator_watches_move_and_promtool_finds_nothing(platform: Platform):
-    promtool = find_promtool()
+    promtool = required_tool("promtool", install="apt-get install prometheus")
     before = scrape_all(platform)
     with pytest.raises(ActionError) as refused:
         platform.client().login("ada", "not her password")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from tests.ci_skips import required_tool
 from tests.platform_fixtures import Platform, start_platform, stop_platform
 
 pytestmark = pytest.mark.timeout(900)
@@ -81,17 +81,6 @@ class Scan:
                          f"{f['finding']}" for f in findings)
 
 
-def find_testssl() -> str:
-    """testssl's path; a missing one fails under CI and skips with an install hint elsewhere."""
-    found = shutil.which("testssl") or shutil.which("testssl.sh")
-    if found is None:
-        reason = "needs testssl.sh (apt-get install testssl.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
-
-
 def scan_command(binary: str, platform: Platform, port: int, out: Path) -> list[str]:
     return [binary, "--quiet", "--color", "0", "--warnings", "batch", "--nodns", "none",
             "--mapping", "iana", "--add-ca", str(platform.ca), "--jsonfile", str(out),
@@ -133,7 +122,7 @@ def run_scans(binary: str, platform: Platform, work: Path) -> dict[str, Scan]:
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Scan]]:
-    binary = find_testssl()
+    binary = required_tool("testssl", "testssl.sh", install="apt-get install testssl.sh")
     platform = start_platform(tmp_path_factory.mktemp("tls-audit"))
     try:
         yield run_scans(binary, platform, tmp_path_factory.mktemp("testssl"))

@@ -169,10 +169,12 @@ def test_a_dead_service_is_restarted_and_a_dead_parent_leaves_services_running(p
 
         [parent] = warm_parents(platform)
         os.kill(parent, signal.SIGKILL)
-        wait_until(lambda: parent not in warm_parents(platform), what="the warm parent gone")
+        # re-parented to the LSS, its subreaper (as the parent exits: its command line, gone
+        # with its memory, goes a moment before)
+        wait_until(lambda: parent_of(second) != parent, what="the service re-parented")
+        assert parent not in warm_parents(platform)
         assert session.call("kriging", "interpolate", **POINTS)["estimates"] == \
             [pytest.approx(2.5)]
-        assert parent_of(second) != parent  # re-parented: to the LSS, its subreaper
         with tw.open_session(tw.create_project("four", "data analysis")["id"]) as later:
             assert later.call("kriging", "interpolate", **POINTS)["estimates"] == \
                 [pytest.approx(2.5)]

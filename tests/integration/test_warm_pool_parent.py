@@ -122,3 +122,17 @@ def test_a_service_whose_session_folder_went_before_it_ended_leaves_the_parent_s
     wait_until(lambda: (tmp_path / "next.exit").exists(), what="its exit code")
     assert (tmp_path / "next.exit").read_text().split() == [str(again), "0"]
     assert proc.poll() is None
+
+
+def test_a_request_whose_sender_left_before_the_answer_leaves_the_parent_serving(parent,
+                                                                                  tmp_path):
+    """Half a request, then the connection closes: the parent's answer has no reader (EPIPE);
+    it goes on serving."""
+    proc, sock = parent
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(sock))
+        conn.sendall(b'{"service": ')  # no end of line: the parent reads on until it closes
+    again = ask(sock, "nowhere", tmp_path / "next.out")
+    wait_until(lambda: (tmp_path / "next.exit").exists(), what="its exit code")
+    assert (tmp_path / "next.exit").read_text().split() == [str(again), "0"]
+    assert proc.poll() is None

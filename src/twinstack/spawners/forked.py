@@ -10,12 +10,12 @@ closes every other descriptor, and runs `twinstack serve` with the arguments a p
 spawner's child gets: its certificate, session and sockets are its own, made after the fork.
 
 With a warm pool (`--warm-pool N`), the parent also keeps N forked children of each compute
-service kind waiting, session-less: each has done its kind's warm-up (`ServiceBase.warm_up`,
-e.g. kriging's first solve) and waits on a socket of its own for a session's request. A request
-for that kind goes to one of them, which is then no longer in the pool (one worker, one
-session), and the parent forks its replacement once no request has come for a moment (a
-session's other services are claimed first); with none waiting, it forks a child as without a
-pool. A waiting child exits when its socket closes: when the parent dies.
+service kind waiting, session-less: each does its kind's warm-up (`ServiceBase.warm_up`,
+e.g. kriging's first solve), says so, and waits on a socket of its own for a session's request.
+A request for that kind goes to one of them that has warmed up, which is then no longer in the
+pool (one worker, one session), and the parent forks its replacement once no request has come
+for a moment (a session's other services are claimed first); with none warmed up, it forks a
+child as without a pool. A waiting child exits when its socket closes: when the parent dies.
 
 The parent reaps its children and writes each one's exit code beside its output
 (SERVICE.exit), so `poll()` can say why a service ended. If the parent dies, its children go
@@ -54,6 +54,7 @@ READY_LINE = b"warm parent ready\n"
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 MAX_REQUEST = 1 << 20
 INHERITED_FD = 3  # where a child finds the listener that came with its request
+WARMED = b"+"  # what a waiting child sends its parent once it has warmed up
 # A claimed child is replaced once no request has come for this long: a fork (~10 ms of the
 # parent's CPU, its page tables) would otherwise hold up the claims of a session's other
 # services (they come 5-10 ms apart). Not much longer: the new child's warm-up (kriging's:
@@ -204,6 +205,7 @@ class Pool:
     def __init__(self, size: int, kinds: list[str]) -> None:
         self.size = size
         self.waiting: dict[str, list[tuple[int, socket.socket]]] = {kind: [] for kind in kinds}
+        self.warmed: set[int] = set()  # the waiting children that said they are warmed up
 
     def fill(self, kind: str) -> None:
         """Fork waiting children of `kind` until there are `size`."""
@@ -217,11 +219,17 @@ class Pool:
             self.waiting[kind].append((pid, ours))
 
     def hand_over(self, request: dict[str, Any], listener: int | None) -> int | None:
-        """Give the request (and its listener) to a waiting child of its kind, which leaves
-        the pool: its pid, or None if none took it."""
+        """Give the request (and its listener) to a warmed-up waiting child of its kind, which
+        leaves the pool: its pid, or None if none took it. One still warming up is passed
+        over: its warm-up may yet fail (the request would be lost with it), or take longer
+        than a fork."""
         waiting = self.waiting.get(request.get("service", ""), [])
-        while waiting:
-            pid, link = waiting.pop(0)
+        for entry in list(waiting):
+            pid, link = entry
+            if not self._warmed(pid, link):
+                continue
+            waiting.remove(entry)
+            self.warmed.discard(pid)
             with link:
                 try:
                     send_line(link, json.dumps(request).encode(), listener)
@@ -230,8 +238,17 @@ class Pool:
             return pid
         return None
 
+    def _warmed(self, pid: int, link: socket.socket) -> bool:
+        """Whether the child has said it is warmed up (a byte on its link, read once)."""
+        if pid not in self.warmed:
+            with contextlib.suppress(BlockingIOError):
+                if link.recv(1, socket.MSG_DONTWAIT) == WARMED:
+                    self.warmed.add(pid)
+        return pid in self.warmed
+
     def forget(self, pid: int) -> None:
         """A waiting child ended (it failed its warm-up): no longer in the pool."""
+        self.warmed.discard(pid)
         for waiting in self.waiting.values():
             for entry in waiting:
                 if entry[0] == pid:
@@ -350,12 +367,14 @@ def _answer(conn: socket.socket, outputs: dict[int, str], pool: Pool) -> str | N
             if pid == 0:
                 _new_child(request, listener)  # never returns
         outputs[pid] = output
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        reply: dict[str, Any] = {"pid": pid}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        conn.sendall(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode() + b"\n")
+        reply = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         if listener is not None:
             os.close(listener)  # the child has its own
+    with contextlib.suppress(OSError):  # the LSS gave up meanwhile: not the parent's end
+        conn.sendall(json.dumps(reply).encode() + b"\n")
     return service if isinstance(service, str) else None
 
 
@@ -381,7 +400,7 @@ def _wait_for_a_session(kind: str, link: socket.socket) -> None:
     the parent closes it instead (or has died)."""
     try:
         _leave_the_parent()
-        setproctitle(f"twinstack pool {kind}")  # what ps shows until a session claims it
+        setproctitle(f"twinstack warming {kind}")
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)  # not the LSS's pipe from the parent; stderr: the parent's log
@@ -392,6 +411,8 @@ def _wait_for_a_session(kind: str, link: socket.socket) -> None:
 
         load_service(kind).warm_up()
         _rehearse(kind)
+        link.sendall(WARMED)  # before the title: one that shows it can be claimed
+        setproctitle(f"twinstack pool {kind}")  # what ps shows until a session claims it
         data, listener = receive_line(link)
         link.close()
         request = json.loads(data) if data else None

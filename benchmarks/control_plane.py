@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import shutil
 import sys
 import tempfile
@@ -36,8 +35,8 @@ from session_start import (
     USER,
     HubApi,
     add_twinstack_user,
+    configured_hub,
     guarded,
-    hub_config,
     log,
     machine,
     port_block,
@@ -116,14 +115,7 @@ def measure_twinstack(workdir: Path, settle: float, threads: int, seconds: float
 
 
 def measure_jupyterhub(workdir: Path, settle: float, proxy: str | None) -> dict[str, Any]:
-    if not proxy:
-        raise RuntimeError("configurable-http-proxy not found: npm install "
-                           "configurable-http-proxy, then put its bin on PATH or pass --proxy")
-    hub_dir = workdir / "jupyterhub"
-    hub_dir.mkdir()
-    token = secrets.token_hex(32)
-    config, url = hub_config(hub_dir, proxy, token, 0)
-    (hub_dir / "jupyterhub_config.py").write_text(config)
+    hub_dir, url, token = configured_hub(workdir, proxy, 0)
     log_file = workdir / "jupyterhub.log"
     with running([sys.executable, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")],
                  log_file, cwd=hub_dir) as proc:

@@ -500,17 +500,24 @@ def hub_at_once(api: HubApi, count: int) -> dict[str, Any]:
     return {**summarize(samples), "compute_pss_mib": round(pss, 1)}
 
 
-def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None,
-                       concurrent: list[int]) -> dict[str, Any]:
-    version = jupyterhub_version()
+def configured_hub(workdir: Path, proxy: str | None, users: int) -> tuple[Path, str, str]:
+    """A hub's folder under `workdir` with its config file: the folder, the hub's URL and the
+    API token of the benchmark's service."""
     if not proxy:
         raise RuntimeError("configurable-http-proxy not found: npm install "
                            "configurable-http-proxy, then put its bin on PATH or pass --proxy")
     hub_dir = workdir / "jupyterhub"
     hub_dir.mkdir()
     token = secrets.token_hex(32)
-    config, url = hub_config(hub_dir, proxy, token, max(concurrent, default=0))
+    config, url = hub_config(hub_dir, proxy, token, users)
     (hub_dir / "jupyterhub_config.py").write_text(config)
+    return hub_dir, url, token
+
+
+def measure_jupyterhub(workdir: Path, runs: int, warmup: int, proxy: str | None,
+                       concurrent: list[int]) -> dict[str, Any]:
+    version = jupyterhub_version()
+    hub_dir, url, token = configured_hub(workdir, proxy, max(concurrent, default=0))
     log_file = workdir / "jupyterhub.log"
     cmd = [sys.executable, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")]
     api = HubApi(url, token)

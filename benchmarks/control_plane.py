@@ -39,9 +39,8 @@ from session_start import (
     guarded,
     log,
     machine,
-    port_block,
     running,
-    twinstack,
+    twinstack_up,
     wait_until,
 )
 
@@ -97,12 +96,7 @@ def logins_per_second(url: str, ca: Path, threads: int, seconds: float) -> float
 def measure_twinstack(workdir: Path, settle: float, threads: int, seconds: float
                       ) -> dict[str, Any]:
     data_dir = workdir / "twinstack"
-    port = port_block(20)
-    log_file = workdir / "twinstack-up.log"
-    with running(twinstack("up", "--data-dir", str(data_dir), "--port", str(port)),
-                 log_file) as proc:
-        wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
-                   "twinstack up", proc, log_file)
+    with twinstack_up(data_dir, workdir / "twinstack-up.log") as (port, _):
         add_twinstack_user(data_dir)
         time.sleep(settle)  # idle: what it holds at rest
         idle = footprint(str(data_dir).encode())

@@ -63,9 +63,8 @@ from session_start import (
     add_twinstack_user,
     free_port,
     log,
-    port_block,
     running,
-    twinstack,
+    twinstack_up,
     wait_until,
 )
 
@@ -469,12 +468,8 @@ def twinstack_session(workdir: Path) -> Iterator[Platform]:
     """`twinstack up`, a user, a "data analysis" project and its open session (closed after)."""
     data_dir = workdir / "twinstack"
     data_dir.mkdir()
-    port = port_block(20)
     log_file = workdir / "twinstack-up.log"
-    with running(twinstack("up", "--data-dir", str(data_dir), "--port", str(port)),
-                 log_file) as proc:
-        up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
-                          "twinstack up", proc, log_file)
+    with twinstack_up(data_dir, log_file) as (port, up_s):
         log(f"twinstack: platform up on port {port} in {up_s:.1f} s")
         add_twinstack_user(data_dir)
         with Client(f"https://127.0.0.1:{port}", ca=data_dir / "pki" / CA_CERT) as tw:

@@ -196,6 +196,19 @@ def twinstack(*args: str) -> list[str]:
     return [sys.executable, "-m", "twinstack", *args]
 
 
+@contextlib.contextmanager
+def twinstack_up(data_dir: Path, log_file: Path, env: dict[str, str] | None = None
+                 ) -> Iterator[tuple[int, float]]:
+    """`twinstack up` on a free block of ports for the duration of the block: its base port,
+    and the seconds it took to say it is up."""
+    port = port_block(20)
+    with running(twinstack("up", "--data-dir", str(data_dir), "--port", str(port)), log_file,
+                 env=env) as proc:
+        yield port, wait_until(
+            lambda: "TwinStack is up" in log_file.read_text(errors="replace"), "twinstack up",
+            proc, log_file)
+
+
 def add_twinstack_user(data_dir: Path, name: str = USER) -> None:
     subprocess.run(twinstack("user", "add", name, "--password-stdin", "--data-dir", str(data_dir)),
                    input=f"{PASSWORD}\n", text=True, check=True, capture_output=True)
@@ -303,9 +316,7 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
                       session_type: str, concurrent: list[int]) -> dict[str, Any]:
     data_dir = workdir / f"twinstack-{spawner}"
     data_dir.mkdir()
-    port = port_block(20)
     log_file = workdir / f"twinstack-{spawner}-up.log"
-    cmd = twinstack("up", "--data-dir", str(data_dir), "--port", str(port))
     env = {**os.environ, "TWINSTACK_SPAWNER": spawner}
     if spawner == "pooled":  # forked, from a warm pool of POOL waiting children per kind
         env.update(TWINSTACK_SPAWNER="forked", TWINSTACK_WARM_POOL=str(POOL))
@@ -314,9 +325,7 @@ def measure_twinstack(workdir: Path, runs: int, warmup: int, spawner: str,
         env["TWINSTACK_SESSION_MEMORY_MB"] = str(
             max(concurrent) * SESSION_TYPE_NEEDS[session_type].memory_mb)
     memory: list[tuple[float, float, float]] = []
-    with running(cmd, log_file, env=env) as proc:
-        up_s = wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
-                          "twinstack up", proc, log_file)
+    with twinstack_up(data_dir, log_file, env) as (port, up_s):
         log(f"twinstack ({spawner} spawner): platform up on port {port} in {up_s:.2f} s")
         for name in (USER, *(f"{USER}-{n}" for n in range(max(concurrent, default=0)))):
             add_twinstack_user(data_dir, name)

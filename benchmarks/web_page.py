@@ -34,11 +34,8 @@ from session_start import (
     add_twinstack_user,
     log,
     machine,
-    port_block,
-    running,
     summarize,
-    twinstack,
-    wait_until,
+    twinstack_up,
 )
 
 from twinstack.client import Client
@@ -110,13 +107,8 @@ def main() -> int:
         raise SystemExit("the page is not built: run scripts/build-web.sh (or make web) first")
     with tempfile.TemporaryDirectory(prefix="twinstack-web-bench-") as tmp:
         workdir = Path(tmp)
-        port = port_block(20)
-        log_file = workdir / "twinstack-up.log"
         data = workdir / "data"
-        with running(twinstack("up", "--data-dir", str(data), "--port", str(port)),
-                     log_file) as proc:
-            wait_until(lambda: "TwinStack is up" in log_file.read_text(errors="replace"),
-                       "twinstack up", proc, log_file)
+        with twinstack_up(data, workdir / "twinstack-up.log") as (port, _):
             add_twinstack_user(data)
             url = f"https://127.0.0.1:{port}/"
             with Client(url.rstrip("/"), ca=data / "pki" / "ca.pem") as tw, \

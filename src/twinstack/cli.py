@@ -440,7 +440,6 @@ def _when(value: Any) -> str:
     return str(value)[:19].replace("T", " ") if value else "-"
 
 
-# noun, verb -> (what the client fetches, the table's columns, what to say when it is empty)
 def _reserved(node: dict[str, Any]) -> str:
     """What a node's live sessions reserve, of what its sessions may take (MB)."""
     total = node.get("memory_mb")
@@ -448,6 +447,7 @@ def _reserved(node: dict[str, Any]) -> str:
     return f"{reserved} / {total:,.0f} MB" if total else f"{reserved} MB"
 
 
+# noun, verb -> (what the client fetches, the table's columns, what to say when it is empty)
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 LISTINGS: dict[tuple[str, str], tuple[Callable[[Client], Any], list[Column], str]] = {
     ("project", "list"): (

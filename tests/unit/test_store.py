@@ -406,7 +406,7 @@ def test_lss_heartbeats_and_loss(db):
             assert lost.closed_at is not None
         assert prj.get_session(s, done.id).reason is None
         assert prj.get_session(s, s3.id).state == "starting"
-        assert [n.id for n in prj.connected_lss(s)] == ["lss-b"]
+        assert [n.id for n in prj.all_lss(s) if n.state == "connected"] == ["lss-b"]
         assert prj.live_session_types(s) == {"lss-a": {}, "lss-b": {"3D simulation": 1}}
         assert prj.create_session(s, p1.id, ada, "lss-b").state == "starting"
         assert prj.upsert_lss(s, "lss-a", 4, {}).state == "connected"

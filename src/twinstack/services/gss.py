@@ -399,12 +399,11 @@ class GssService(ServiceBase):
         return session_view(record)
 
     async def _candidates(self) -> list[Candidate]:
-        def read(s: Tx) -> list[Candidate]:
-            live = projects.live_session_types(s)
-            return [Candidate(n.id, n.capacity, sum(live.get(n.id, {}).values()), n.load or {},
-                              n.memory_mb, reserved_mb(live.get(n.id, {})))
-                    for n in projects.connected_lss(s) if n.id in self.commands]
-        return await self.db.run(read)
+        """The connected nodes this gss holds a control link to, as placement sees them."""
+        return [Candidate(n["name"], n["capacity"], n["live_sessions"], n["load"],
+                          n["memory_mb"], n["reserved_mb"])
+                for n in await self._nodes()
+                if n["state"] == "connected" and n["name"] in self.commands]
 
     # the queue: sessions waiting for an LSS with room -----------------------------------------
 
@@ -736,8 +735,9 @@ class GssService(ServiceBase):
             projects.set_session_state(s, params.session, new_state,
                                        reason=event.get("reason"),
                                        services=event.get("services"))
-            session_type = projects.get_project(s, record.project_id).session_type
-            return (new_state, session_type if start_ended else None,
+            if not start_ended:
+                return new_state, None, 0.0
+            return (new_state, projects.get_project(s, record.project_id).session_type,
                     (utcnow() - record.created_at).total_seconds())
 
         changed = await self.db.run(apply)

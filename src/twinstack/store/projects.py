@@ -354,11 +354,6 @@ def mark_silent_lss_lost(s: Session, older_than: datetime) -> dict[str, list[str
     return lost
 
 
-def connected_lss(s: Session) -> list[LssNode]:
-    return list(s.scalars(select(LssNode).where(LssNode.state == "connected")
-                          .order_by(LssNode.id)))
-
-
 def all_lss(s: Session) -> list[LssNode]:
     return list(s.scalars(select(LssNode).order_by(LssNode.id)))
 

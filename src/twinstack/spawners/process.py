@@ -7,11 +7,11 @@ addresses to a ready file. Every signal is sent only after /proc confirms the pi
 process.
 
 The spawner binds the service's internal listener itself and hands it to the process
-(--bind-fd): so its endpoint is known before it starts (a session's model service and the
-services that are told where it is start together), and a restart gets the same socket: the
-endpoint the relay knows stays valid, and connections made meanwhile wait in its backlog
-instead of being refused. It is closed with stop(); a later start binds the same port again,
-as does the restart of a service adopted from an earlier LSS.
+(--bind-fd), so its endpoint is known before it starts (a session's model service and the
+services that are told where it is start together). Once the service is ready the spawner
+closes its own copy: a service that is down refuses connections at once (the relay says so)
+instead of leaving them to hang in a backlog nobody reads. A restart binds the same port again,
+so the endpoint the relay knows stays valid.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ class ProcessSpawner(Spawner):
         except BaseException:  # cancelled, or a bad ready file: leave nothing running
             await self.stop()
             raise
+        self._close_listener()  # the service holds it now
         return str(ready["publish"])
 
     def poll(self) -> int | None:
@@ -132,14 +133,17 @@ class ProcessSpawner(Spawner):
         return -1  # adopted and gone (its exit code died with the old LSS), or never started
 
     async def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, wait up to `grace`, SIGKILL; each signal only to our own process. The
-        listener is closed: nobody is to wait in its backlog for a service that is gone."""
+        """SIGTERM, wait up to `grace`, SIGKILL; each signal only to our own process (and the
+        listener closed, if it was bound for a start that did not finish)."""
         try:
             await self._end_process(grace)
         finally:
-            if self._listening is not None:
-                self._listening.close()
-                self._listening = None
+            self._close_listener()
+
+    def _close_listener(self) -> None:
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
 
     async def _end_process(self, grace: float) -> None:
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):

@@ -12,24 +12,35 @@ Install as for session_start.py (JupyterHub and configurable-http-proxy). Run:
   RSS.
 * Logins per second: `--threads` clients logging in to TwinStack over and over for
   `--seconds` (each a password check, argon2id, and a token written).
+* One against two replicas of the front door (gss, auth, relay: `twinstack up --replicas N`)
+  on a PostgreSQL database made for the run on `--postgres` (default the server on
+  127.0.0.1:5432) and dropped after it: idle footprint, logins per second, and session opens
+  per second (`--sessions` "data analysis" sessions opened by `--threads` clients, until ready).
+  Each client starts at a random replica, so the load spreads over them.
 
-Not measured yet: two gss replicas (gss runs as one process today) and JupyterHub's logins
-(its form login needs a browser's XSRF cookie dance).
+Not measured: JupyterHub's logins (its form login needs a browser's XSRF cookie dance) and
+its replicas (one hub only).
 The JSON result goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from session_start import (
     PASSWORD,
     USER,
@@ -43,8 +54,10 @@ from session_start import (
     twinstack_up,
     wait_until,
 )
+from sqlalchemy import make_url
 
 from twinstack.client import Client
+from twinstack.launcher import REPLICA_PORTS
 
 GOAL_RSS_MIB = 250
 
@@ -93,19 +106,81 @@ def logins_per_second(url: str, ca: Path, threads: int, seconds: float) -> float
     return round(sum(counts) / (time.monotonic() - started), 1)
 
 
-def measure_twinstack(workdir: Path, settle: float, threads: int, seconds: float
+def opens_per_second(url: str, ca: Path, threads: int, sessions: int) -> float:
+    """Sessions opened (until ready) per second by `threads` clients, one project each."""
+    clients = [Client(url, ca=ca) for _ in range(threads)]
+    try:
+        for client in clients:
+            client.login(USER, PASSWORD)
+        projects = [(clients[n % threads], clients[n % threads].create_project(
+            f"p{n}", "data analysis")["id"]) for n in range(sessions)]
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+            opened = list(pool.map(lambda job: job[0].open_session(job[1]), projects))
+        rate = sessions / (time.monotonic() - started)
+        for session in opened:
+            session.close()
+        return round(rate, 2)
+    finally:
+        for client in clients:
+            client.close()
+
+
+@contextlib.contextmanager
+def postgres_database(server: str) -> Iterator[str]:
+    """A new database on `server` for one run, dropped afterwards."""
+    name = f"twinstack_bench_{uuid.uuid4().hex[:12]}"
+    conninfo = make_url(server).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure_twinstack(workdir: Path, settle: float, threads: int, seconds: float,
+                      replicas: int = 1, database_url: str | None = None, sessions: int = 0
                       ) -> dict[str, Any]:
-    data_dir = workdir / "twinstack"
-    with twinstack_up(data_dir, workdir / "twinstack-up.log") as (port, _):
+    data_dir = workdir / f"twinstack-{replicas}-{'pg' if database_url else 'sqlite'}"
+    args = ("--replicas", str(replicas),
+            *(("--database-url", database_url) if database_url else ()))
+    env = {**os.environ, "TWINSTACK_CAPACITY": str(max(sessions, 4)),
+           "TWINSTACK_SESSION_MEMORY_MB": "100000"}  # every session placed, none queued
+    with twinstack_up(data_dir, workdir / f"{data_dir.name}.log", env, args,
+                      ports=24 + REPLICA_PORTS * (replicas - 1)):
         add_twinstack_user(data_dir)
         time.sleep(settle)  # idle: what it holds at rest
         idle = footprint(str(data_dir).encode())
-        log(f"twinstack idle: {idle['rss_mib']} MiB RSS, {idle['pss_mib']} MiB PSS")
-        rate = logins_per_second(f"https://127.0.0.1:{port}", data_dir / "pki" / "ca.pem",
-                                 threads, seconds)
-        log(f"twinstack: {rate} logins/s")
-    return {"idle": idle, "logins_per_s": rate, "gss_replicas": 1,
-            "goal_idle_rss_mib": GOAL_RSS_MIB}
+        log(f"twinstack ({data_dir.name}) idle: {idle['rss_mib']} MiB RSS, "
+            f"{idle['pss_mib']} MiB PSS")
+        url = json.loads((data_dir / "platform.json").read_text())["url"]  # every gss replica
+        ca = data_dir / "pki" / "ca.pem"
+        rate = logins_per_second(url, ca, threads, seconds)
+        log(f"twinstack ({data_dir.name}): {rate} logins/s")
+        result = {"idle": idle, "logins_per_s": rate, "replicas": replicas,
+                  "database": "postgresql" if database_url else "sqlite"}
+        if sessions:
+            result["session_opens_per_s"] = opens_per_second(url, ca, threads, sessions)
+            log(f"twinstack ({data_dir.name}): {result['session_opens_per_s']} opens/s")
+    return result
+
+
+def measure_replicas(workdir: Path, server: str, settle: float, threads: int, seconds: float,
+                     sessions: int) -> dict[str, Any]:
+    """One and two replicas of the front door, each on a fresh PostgreSQL database."""
+    result: dict[str, Any] = {}
+    for replicas in (1, 2):
+        with postgres_database(server) as url:
+            result[str(replicas)] = measure_twinstack(workdir, settle, threads, seconds,
+                                                      replicas, url, sessions)
+    one, two = result["1"], result["2"]
+    result["logins_ratio_2_to_1"] = round(two["logins_per_s"] / one["logins_per_s"], 2)
+    result["opens_ratio_2_to_1"] = round(
+        two["session_opens_per_s"] / one["session_opens_per_s"], 2)
+    return result
 
 
 def measure_jupyterhub(workdir: Path, settle: float, proxy: str | None) -> dict[str, Any]:
@@ -128,6 +203,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="clients logging in (4)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long they do (10)")
     parser.add_argument("--proxy", default=None, help="configurable-http-proxy executable")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/"
+                        "postgres", help="PostgreSQL server for the replica runs (a database "
+                        "is made on it for each run and dropped)")
+    parser.add_argument("--sessions", type=int, default=8, help="sessions opened per replica "
+                        "run (8)")
     parser.add_argument("--skip-jupyterhub", action="store_true")
     args = parser.parse_args()
     proxy = args.proxy or shutil.which("configurable-http-proxy")
@@ -136,6 +216,9 @@ def main() -> int:
         result: dict[str, Any] = {"machine": machine()}
         result["twinstack"] = guarded("twinstack", lambda: measure_twinstack(
             work, args.settle, args.threads, args.seconds))
+        result["twinstack"]["goal_idle_rss_mib"] = GOAL_RSS_MIB
+        result["front_door_replicas"] = guarded("replicas", lambda: measure_replicas(
+            work, args.postgres, args.settle, args.threads, args.seconds, args.sessions))
         result["jupyterhub"] = {"error": "skipped (--skip-jupyterhub)"} if args.skip_jupyterhub \
             else guarded("jupyterhub", lambda: measure_jupyterhub(work, args.settle, proxy))
     ours, theirs = result["twinstack"].get("idle"), result["jupyterhub"].get("idle")

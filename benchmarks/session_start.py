@@ -197,13 +197,13 @@ def twinstack(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def twinstack_up(data_dir: Path, log_file: Path, env: dict[str, str] | None = None
-                 ) -> Iterator[tuple[int, float]]:
-    """`twinstack up` on a free block of ports for the duration of the block: its base port,
-    and the seconds it took to say it is up."""
-    port = port_block(20)
-    with running(twinstack("up", "--data-dir", str(data_dir), "--port", str(port)), log_file,
-                 env=env) as proc:
+def twinstack_up(data_dir: Path, log_file: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = (), ports: int = 20) -> Iterator[tuple[int, float]]:
+    """`twinstack up ARGS` on a free block of `ports` ports for the duration of the block: its
+    base port, and the seconds it took to say it is up."""
+    port = port_block(ports)
+    with running(twinstack("up", "--data-dir", str(data_dir), "--port", str(port), *args),
+                 log_file, env=env) as proc:
         yield port, wait_until(
             lambda: "TwinStack is up" in log_file.read_text(errors="replace"), "twinstack up",
             proc, log_file)

@@ -150,4 +150,4 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 # Fixtures defined in their own modules, available to every test.
 from tests.platform_fixtures import platform  # noqa: E402, F401
-from tests.store_fixtures import database_url, db, postgres_server_url  # noqa: E402, F401
+from tests.store_fixtures import database_url, db, postgres_server_url, postgres_url  # noqa: E402, F401

@@ -8,6 +8,7 @@ PostgreSQL half of the tests is skipped, with the reason, when neither is possib
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -112,14 +113,9 @@ def postgres_server_url() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database: a SQLite file in tmp_path, or a new PostgreSQL database
-    that is dropped (with its connections) afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'twinstack.db'}"
-        return
-    server = request.getfixturevalue("postgres_server_url")
+@contextlib.contextmanager
+def new_postgres_database(server: str) -> Iterator[str]:
+    """The URL of a new, empty database on `server`, dropped (with its connections) after."""
     name = f"twinstack_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_conninfo(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -128,6 +124,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with psycopg.connect(_conninfo(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file in tmp_path, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'twinstack.db'}"
+        return
+    with new_postgres_database(request.getfixturevalue("postgres_server_url")) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A URL of a new, empty PostgreSQL database (for what SQLite cannot do)."""
+    with new_postgres_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture

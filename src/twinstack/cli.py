@@ -114,7 +114,8 @@ def _up(args: argparse.Namespace) -> int:
 
     os.umask(PRIVATE_UMASK)
     platform = Platform(_up_data_dir(args), args.host, args.port, verbose=args.verbose,
-                        database_url=args.database_url, lss_count=args.lss_count)
+                        database_url=args.database_url, lss_count=args.lss_count,
+                        replicas=args.replicas)
     return asyncio.run(platform.run())
 
 
@@ -602,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:  # once for the services it forks
                     help="PostgreSQL URL (postgresql+psycopg://...); default SQLite in --data-dir")
     up.add_argument("--lss-count", type=int, default=1,
                     help="local session services to run here (0: only remote ones)")
+    up.add_argument("--replicas", type=int, choices=range(1, 4), default=1,
+                    help="run gss, auth and relay this many times each (needs PostgreSQL); "
+                    "clients and LSS fail over between them (default 1)")
     up.add_argument("--verbose", action="store_true",
                     help="keep every service's output in the foreground")
     up.set_defaults(run=_up)

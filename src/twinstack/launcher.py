@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
+
 from twinstack.config import load_settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki import PkiError, init_authority
@@ -67,6 +69,15 @@ class Part:
 PLATFORM = (Part("logger", 16), Part("auth", 12, public=1), Part("gss", 10, public=0),
             Part("relay", 14, public=2), Part("lss", 18))
 PARTS = {part.name: part for part in PLATFORM}
+FRONT_DOOR = ("gss", "auth", "relay")  # what --replicas runs several of
+REPLICA_PORTS = 10  # each further replica's block, above the first replica's 24 ports
+
+
+def replica_parts(number: int) -> list[Part]:
+    """The front door's parts of replica `number` (2, 3, ...): public ports +0..2 of its
+    block, like the first's 0..2; internal and health ports above them."""
+    base = 24 + REPLICA_PORTS * (number - 2)
+    return [Part(name, base + 4 + 2 * i, public=base + i) for i, name in enumerate(FRONT_DOOR)]
 # Started stage by stage, each stage's services together: every service sends its records to
 # the logger; relay and LSS subscribe to gss (they would retry, with back-off, if it were late).
 START_STAGES = ({"logger"}, {"auth", "gss"}, {"relay", "lss"})
@@ -230,7 +241,8 @@ class Platform:
     """The platform's processes: started in stages, restarted with back-off if they crash."""
 
     def __init__(self, data_dir: Path, host: str, port: int, *, verbose: bool = False,
-                 database_url: str | None = None, lss_count: int = 1) -> None:
+                 database_url: str | None = None, lss_count: int = 1, replicas: int = 1
+                 ) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
@@ -241,25 +253,34 @@ class Platform:
         self.policy = RestartPolicy.from_settings(settings)
         self.ready_timeout = settings.ready_timeout_seconds
         self.liveness_seconds = settings.liveness_seconds
+        if replicas > 1 and make_url(self.database_url).get_backend_name() != "postgresql":
+            raise FatalError(ExitCode.CONFIG_ERROR, f"--replicas {replicas} needs PostgreSQL "
+                             "(--database-url postgresql+psycopg://...): the replicas share "
+                             "their state through it; SQLite serves one")
+        # every part first, so that each child's arguments can name all replicas of the others
+        parts = [(part, part.name) for part in PLATFORM if part.name != "lss"]
+        parts += [(part, f"{part.name}-{number}") for number in range(2, replicas + 1)
+                  for part in replica_parts(number)]
+        parts += [(Part("lss", PARTS["lss"].internal + 2 * i),
+                   "local" if lss_count == 1 else f"local-{i + 1}") for i in range(lss_count)]
+        self.parts = [part for part, _ in parts]
         self.children: list[Child] = []
-        for part in PLATFORM:
-            if part.name != "lss":
-                self._add_child(part, part.name, self._arguments(part))
-        for i in range(lss_count):
-            lss = Part("lss", PARTS["lss"].internal + 2 * i)
-            name = "local" if lss_count == 1 else f"local-{i + 1}"
-            self._add_child(lss, name, [*self._arguments(lss), "--lss-name", name])
-
-    def _add_child(self, part: Part, label: str, extra: list[str]) -> None:
-        self.children.append(Child(part, label, extra, RestartCounter(self.policy)))
+        for part, label in parts:
+            extra = ["--lss-name", label] if part.name == "lss" else []
+            self.children.append(Child(part, label, [*self._arguments(part), *extra],
+                                       RestartCounter(self.policy)))
 
     def _url(self, name: str, channel: str = "internal") -> str:
-        return PARTS[name].url(self._reachable(), self.port, channel)
+        """The service's URL; with replicas, each one's, comma-separated."""
+        return ",".join(part.url(self._reachable(), self.port, channel)
+                        for part in self.parts if part.name == name)
 
     def _front_door_origins(self) -> list[str]:
-        """The origins a browser may load the page from: every name in the certificates."""
-        port = self.port + (PARTS["gss"].public or 0)
-        return [f"https://{f'[{h}]' if ':' in h else h}:{port}" for h in self._hosts()]
+        """The origins a browser may load the page from: every name in the certificates, at
+        every gss replica."""
+        ports = [self.port + (part.public or 0) for part in self.parts if part.name == "gss"]
+        return [f"https://{f'[{h}]' if ':' in h else h}:{port}"
+                for port in ports for h in self._hosts()]
 
     def _hosts(self) -> list[str]:
         return sorted({self.host, socket.gethostname(), "localhost", "127.0.0.1"} - {"0.0.0.0"})

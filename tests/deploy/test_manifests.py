@@ -608,7 +608,9 @@ def test_service_wiring(rendered: dict[str, list[dict[str, Any]]], overlay: str)
     assert lss["TWINSTACK_GPUS"] == ("1" if overlay == "gpu" else "0")
     assert found["lss"]["spec"]["replicas"] == 1
     assert found["lss"]["spec"]["strategy"]["type"] == "Recreate"
-    assert found["gss"]["spec"]["replicas"] == 1  # LSS control channels live in its memory
+    # gss replicas share state through PostgreSQL (LISTEN/NOTIFY): production runs two
+    assert found["gss"]["spec"]["replicas"] == (2 if overlay == "production" else 1)
+    assert found["gss"]["spec"]["strategy"]["type"] == "RollingUpdate"
     # gss tells clients the public URLs that the Ingress serves.
     gss = found["gss"]["spec"]["template"]["spec"]["containers"][0]
     (config_name,) = [e["configMapRef"]["name"] for e in gss["envFrom"]]
@@ -715,13 +717,13 @@ def test_production_certificates(rendered: dict[str, list[dict[str, Any]]]) -> N
             docs, "PersistentVolumeClaim")
         budgets = of_kind(docs, "PodDisruptionBudget")
         replicas = {n: w["spec"].get("replicas", 1) for n, w in workloads(docs).items()}
-        assert replicas["relay"] >= 3 and replicas["auth"] >= 2
+        assert replicas["relay"] >= 3 and replicas["auth"] >= 2 and replicas["gss"] >= 2
         for budget in budgets.values():
             (target,) = [n for n, w in workloads(docs).items()
                          if selects(budget["spec"]["selector"],
                                     w["spec"]["template"]["metadata"]["labels"])]
             assert replicas[target] > 1, f"a budget for a single replica blocks drains: {target}"
-        assert {"relay", "auth"} <= set(budgets)
+        assert {"relay", "auth", "gss"} <= set(budgets)
 
 
 def test_platform_moves_to_another_namespace(render_dir: Path) -> None:

@@ -50,6 +50,7 @@ from aiohttp import WSCloseCode
 from twinstack.client.credentials import Credentials, load_credentials
 from twinstack.client.model import Geochemistry, Meshing, Model, Modeling, Solver, Visualization
 from twinstack.pki.tls import TLS12_CIPHERS
+from twinstack.wire.client import Replicas
 from twinstack.wire.errors import ActionError, ServiceUnavailable
 
 T = TypeVar("T")
@@ -69,6 +70,10 @@ DEFAULT_CALL_TIMEOUT = 300.0  # Session.call's default: then it gives up and can
 CANCEL_ANSWER_TIMEOUT = 2.0  # how long a timed-out call waits for the relay to confirm cancel
 HEARTBEAT = 15.0  # a silent connection (no pong) counts as dropped after this
 MAX_MESSAGE_BYTES = 256 * 2**20  # the relay bounds its messages; this only guards against a bug
+# Actions that do no harm when they run twice: sent to the next replica when the connection to
+# one fails with the request perhaps delivered (one whose connection was refused always is).
+REPEATABLE = frozenset({"info", "login", "list_projects", "project_history", "list_sessions",
+                        "open_session", "close_session", "list_nodes", "accounts"})
 
 
 def tls_context(ca: str | Path | None) -> ssl.SSLContext:
@@ -162,7 +167,9 @@ class _Loop:
 
 
 class Client:
-    """The platform at `url` (gss's public address), trusting the CA file `ca`.
+    """The platform at `url` (gss's public address; with replicas, their addresses
+    comma-separated: a call that cannot reach one goes on to the next), trusting the CA file
+    `ca`.
 
     `token` resumes a login made elsewhere (`twinstack login` stores one: see
     `Client.from_credentials`).
@@ -171,6 +178,7 @@ class Client:
     def __init__(self, url: str, ca: str | Path | None = None, timeout: float = 60.0,
                  token: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.front_door = Replicas(url)
         self.timeout = timeout
         self.ca = ca
         self.ssl = tls_context(ca)
@@ -179,6 +187,7 @@ class Client:
         self._loop = _Loop()
         self._http: aiohttp.ClientSession = self._loop.run(self._new_http())
         self._info: dict[str, Any] | None = None
+        self._auth: Replicas | None = None
         self.attached: list[Session] = []  # sessions whose WebSocket is open
 
     @classmethod
@@ -213,27 +222,43 @@ class Client:
 
     # plumbing -------------------------------------------------------------------------------
 
-    async def _post(self, url: str, action: str, params: dict[str, Any]) -> Any:
+    async def _post(self, replicas: Replicas, action: str, params: dict[str, Any]) -> Any:
+        """Call `action` on one replica; on the next if that one cannot be reached and the
+        call may be repeated."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            async with self._http.post(f"{url}/execute", json={"action": action,
-                                                              "params": params},
-                                       headers=headers,
-                                       timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
-                body = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise connection_error(url, exc, self.ca) from exc
+        for tries_left in reversed(range(len(replicas.urls))):
+            url = replicas.url
+            try:
+                async with self._http.post(
+                        f"{url}/execute", json={"action": action, "params": params},
+                        headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
+                    body = await r.json(content_type=None)
+                break
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = connection_error(url, exc, self.ca)
+                refused = isinstance(exc, aiohttp.ClientConnectorError)
+                if error.status != 503 or not tries_left or not (
+                        refused or action in REPEATABLE):
+                    raise error from exc
+                log.info("%s; trying %s there", error.message, action)
+                replicas.fail_over(url)
         if r.status >= 400:
             raise ActionError.from_json(r.status, (body or {}).get("error", {}))
         return body["result"]
 
-    def _call(self, url: str, action: str, **params: Any) -> Any:
-        return self._loop.run(self._post(url, action, {k: v for k, v in params.items()
-                                                       if v is not None}))
+    def _call(self, replicas: Replicas, action: str, **params: Any) -> Any:
+        return self._loop.run(self._post(replicas, action, {k: v for k, v in params.items()
+                                                            if v is not None}))
 
     def gss(self, action: str, **params: Any) -> Any:
         """Any public action of the global session service."""
-        return self._call(self.url, action, **params)
+        return self._call(self.front_door, action, **params)
+
+    def auth(self, action: str, **params: Any) -> Any:
+        """Any public action of the auth service."""
+        if self._auth is None:
+            self._auth = Replicas(self.info()["auth_url"])
+        return self._call(self._auth, action, **params)
 
     # the platform ------------------------------------------------------------------------------
 
@@ -243,12 +268,12 @@ class Client:
         return self._info
 
     def login(self, user: str, password: str) -> dict[str, Any]:
-        reply = self._call(self.info()["auth_url"], "login", user=user, password=password)
+        reply = self.auth("login", user=user, password=password)
         self.token, self.user = reply["token"], reply["user"]
         return reply
 
     def logout(self) -> None:
-        self._call(self.info()["auth_url"], "logout")
+        self.auth("logout")
         self.token = None
 
     def create_project(self, name: str, session_type: str) -> dict[str, Any]:
@@ -285,7 +310,7 @@ class Client:
 
     def accounts(self) -> dict[str, list[dict[str, Any]]]:
         """Every user and group (with its members). Administrators only."""
-        return dict(self._call(self.info()["auth_url"], "accounts"))
+        return dict(self.auth("accounts"))
 
     def nodes(self) -> list[dict[str, Any]]:
         """The session nodes (LSS): state, capacity, live sessions, load. Administrators only."""
@@ -376,7 +401,8 @@ class Session:
         self._detaching = False
         self._up = asyncio.Event()  # set while attached, and once calls can never go through
         self._news = asyncio.Event()  # set (and renewed) when a service restarts or state moves
-        self._relay = client.info()["relay_url"]  # here, not on the loop: info() blocks on it
+        # here, not on the loop: info() blocks on it
+        self._relays = Replicas(client.info()["relay_url"])
         self._ws: aiohttp.ClientWebSocketResponse = client._loop.run(self._connect())
         self._keeper: asyncio.Task[None] = client._loop.run(self._start_keeper())
         client.attached.append(self)
@@ -386,18 +412,24 @@ class Session:
         return asyncio.create_task(self._keep(), name=f"session {self.id}")
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
-        relay = self._relay
-        try:
-            async with asyncio.timeout(self.client.timeout):
-                return await self.client._http.ws_connect(
-                    f"{relay}/session?id={self.id}", heartbeat=HEARTBEAT,
-                    max_msg_size=MAX_MESSAGE_BYTES,
-                    headers={"Authorization": f"Bearer {self.client.token}"})
-        except aiohttp.WSServerHandshakeError as exc:
-            raise ActionError(exc.status, "refused", f"relay refused session {self.id}: "
-                              f"{exc.message}") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise connection_error(relay, exc, self.client.ca) from exc
+        """Attach through the relay in use, or, if it cannot be reached, the next replica."""
+        for tries_left in reversed(range(len(self._relays.urls))):
+            relay = self._relays.url
+            try:
+                async with asyncio.timeout(self.client.timeout):
+                    return await self.client._http.ws_connect(
+                        f"{relay}/session?id={self.id}", heartbeat=HEARTBEAT,
+                        max_msg_size=MAX_MESSAGE_BYTES,
+                        headers={"Authorization": f"Bearer {self.client.token}"})
+            except aiohttp.WSServerHandshakeError as exc:
+                raise ActionError(exc.status, "refused", f"relay refused session {self.id}: "
+                                  f"{exc.message}") from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = connection_error(relay, exc, self.client.ca)
+                if error.status != 503 or not tries_left:
+                    raise error from exc
+                self._relays.fail_over(relay)
+        raise AssertionError("unreachable")
 
     async def _keep(self) -> None:
         """Read from the relay; after a drop the relay did not decide on, attach again."""
@@ -665,7 +697,7 @@ class Session:
         return target
 
     async def _fetch_blob(self, digest: str, write: Callable[[bytes], Any]) -> None:
-        url = f"{self._relay}/blobs/{digest}"
+        url = f"{self._relays.url}/blobs/{digest}"
         check = hashlib.sha256()
         try:
             async with self.client._http.get(

@@ -5,7 +5,10 @@ the internal channel and keep one WebSocket open (`lss_attach`), over which they
 start/stop commands and report heartbeats and session progress; the relay asks here whether a
 token may use a session and subscribes to the session's events. All state that must survive a
 restart lives in the database; only the open LSS sockets and event subscribers are in memory,
-and both come back by themselves (LSS nodes and relays reconnect).
+and both come back by themselves (LSS nodes and relays reconnect, to any replica).
+
+On PostgreSQL, several replicas may serve side by side: what one learns that another's sockets
+must hear goes over the bus (twinstack.store.bus), and placement runs on one replica at a time.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import asyncio
 import collections
 import contextlib
 import functools
-import itertools
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -28,9 +31,10 @@ from sqlalchemy.orm import Session as Tx
 from twinstack import __version__
 from twinstack.metrics import GssMetrics
 from twinstack.pki.crl import crl_routes
-from twinstack.services.database import ServiceDatabase
+from twinstack.services.database import ServiceDatabase, database_url
 from twinstack.sessiontypes import SESSION_TYPE_NEEDS, SESSION_TYPES, Needs
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, history, projects
+from twinstack.store.bus import Message, open_bus
 from twinstack.store.models import FINAL_STATES, SessionRecord, User, utcnow
 from twinstack.web import web_routes
 from twinstack.wire.actions import Call, action
@@ -40,6 +44,7 @@ from twinstack.wire.runtime import NoParams, Ports, ServiceBase
 log = logging.getLogger(__name__)
 
 DISPATCH_TICK = 1.0  # seconds: the queue is looked at least this often (timeouts, new LSS)
+PLACEMENT_LOCK = 0x7757_0002  # advisory lock: one replica places queued sessions at a time
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,18 @@ def choose_lss(nodes: list[Candidate], needs: Needs) -> str | None:
     """The least loaded LSS with room for one more session needing `needs`, or None."""
     open_nodes = [n for n in nodes if n.has_room_for(needs)]
     return min(open_nodes, key=lambda n: (load_score(n), n.name)).name if open_nodes else None
+
+
+def start_command(session: str, project: str, session_type: str) -> dict[str, Any]:
+    """What an LSS is told to start a session of an offered type."""
+    return {"type": "start_session", "session": session, "project": project,
+            "services": list(SESSION_TYPES[session_type])}
+
+
+def state_event(record: SessionRecord) -> dict[str, Any]:
+    """A session's state as its subscribers are first told it."""
+    return {"type": "state", "session": record.id, "state": record.state,
+            "services": record.services or {}, "reason": record.reason}
 
 
 def session_view(record: SessionRecord) -> dict[str, Any]:
@@ -224,20 +241,23 @@ class GssService(ServiceBase):
         self.placement = asyncio.Lock()  # one placement pass at a time: no LSS overbooked
         self.queue_changed = asyncio.Event()
         self.queue_positions: dict[str, int] = {}  # last place told to each waiting session
-        self.dispatcher = asyncio.create_task(self._dispatch_loop())
-        self.tunnel_ids = itertools.count(1)
         self.tunnel_replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.access_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.bus = open_bus(database_url(self.settings), self._on_bus, self._resync)
+        await self.bus.start()
+        self.dispatcher = asyncio.create_task(self._dispatch_loop())
 
     async def stop(self) -> None:
         for task in (self.sweeper, self.dispatcher):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.bus.close()
         self.db.close()
 
     def essential_tasks(self) -> dict[str, asyncio.Task[Any]]:
-        return {"LSS sweep": self.sweeper, "session queue": self.dispatcher}
+        return {"LSS sweep": self.sweeper, "session queue": self.dispatcher,
+                **self.bus.tasks()}
 
     def public_routes(self) -> list[web.RouteDef]:
         """The web page (GET /, /web/...) and the CAs' CRLs (GET /pki/ca.crl,
@@ -251,16 +271,72 @@ class GssService(ServiceBase):
             return Principal(user.id, user.name, user.admin) if user else None
         return await self.db.run(resolve)
 
-    # events -------------------------------------------------------------------------------
+    # events, over the bus to every replica ------------------------------------------------------
 
     def publish(self, session: str, event: dict[str, Any]) -> None:
+        self.bus.publish({"topic": "session", "session": session, "event": event})
+
+    def access_changed(self, kind: str, ident: str) -> None:
+        self.bus.publish({"topic": "access", "kind": kind, "id": ident})
+
+    def queue_moved(self) -> None:
+        """The queue may move (a session was queued, an LSS has room): every replica looks."""
+        self.bus.publish({"topic": "queue"})
+
+    def command(self, lss: str, command: dict[str, Any]) -> bool:
+        """Send a command down an LSS's control link: here if it is linked to this replica,
+        else over the bus to the one it is linked to. False if it is certainly not linked (to
+        this replica, the only one); a command to an LSS between replicas is sent again when it
+        links (lss_attach)."""
+        queue = self.commands.get(lss)
+        if queue is not None:
+            queue.put_nowait(command)
+            return True
+        if self.bus.shared:
+            self.bus.publish({"topic": "lss", "lss": lss, "command": command})
+        return self.bus.shared
+
+    def _on_bus(self, message: Message) -> None:
+        """A message from any replica, this one's own included."""
+        topic = message["topic"]
+        if topic == "session":
+            self._tell_subscribers(message["session"], message["event"])
+        elif topic == "access":
+            self._tell_access_watchers(message["kind"], message["id"])
+        elif topic == "queue":
+            self.queue_changed.set()
+        elif topic == "lss" and (queue := self.commands.get(message["lss"])) is not None:
+            queue.put_nowait(message["command"])
+        elif topic == "tunnel" and (waiting := self.tunnel_replies.get(
+                message["answer"]["call_id"])) is not None and not waiting.done():
+            waiting.set_result(message["answer"])
+
+    def _resync(self) -> None:
+        """The bus was away (messages may be lost): subscribers get their session's state
+        again, relays re-check every socket, and the queue is looked at."""
+        self.queue_changed.set()
+        self._tell_access_watchers("all", "*")
+        self.resync_task = asyncio.create_task(self._tell_states(list(self.subscribers)))
+
+    async def _tell_states(self, sessions: list[str]) -> None:
+        try:
+            records = await self.db.run(
+                lambda s: [s.get(SessionRecord, session) for session in sessions])
+        except ActionError as exc:
+            log.warning("cannot read the sessions again after a bus outage: %s", exc.message)
+            return
+        for record in records:
+            if record is not None:
+                self._tell_subscribers(record.id, state_event(record))
+
+    def _tell_subscribers(self, session: str, event: dict[str, Any]) -> None:
         if event.get("state") in ("closing", *FINAL_STATES):
             self.queue_changed.set()  # its LSS slot is free: the queue may move
         for queue in self.subscribers.get(session, ()):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(event)
 
-    def access_changed(self, kind: str, ident: str) -> None:
+    def _tell_access_watchers(self, kind: str, ident: str) -> None:
         """Tell every relay; one that lags so far that its queue fills re-checks everything."""
         for queue in self.access_watchers:
             try:
@@ -269,13 +345,6 @@ class GssService(ServiceBase):
                 while not queue.empty():
                     queue.get_nowait()
                 queue.put_nowait({"kind": "all", "id": "*"})
-
-    def command(self, lss: str, command: dict[str, Any]) -> bool:
-        queue = self.commands.get(lss)
-        if queue is None:
-            return False
-        queue.put_nowait(command)
-        return True
 
     # public: projects -----------------------------------------------------------------------
 
@@ -394,16 +463,16 @@ class GssService(ServiceBase):
                 await self._dispatch()
             except Exception:  # it stays queued; the dispatch loop tries again
                 log.exception("session queue: dispatch pass failed; retrying")
-                self.queue_changed.set()
+                self.queue_moved()
             record = await self.db.run(lambda s: projects.get_session(s, record.id))
         return session_view(record)
 
     async def _candidates(self) -> list[Candidate]:
-        """The connected nodes this gss holds a control link to, as placement sees them."""
+        """The connected nodes, as placement sees them: with one gss, those linked to it."""
         return [Candidate(n["name"], n["capacity"], n["live_sessions"], n["load"],
                           n["memory_mb"], n["reserved_mb"])
                 for n in await self._nodes()
-                if n["state"] == "connected" and n["name"] in self.commands]
+                if n["state"] == "connected" and (self.bus.shared or n["name"] in self.commands)]
 
     # the queue: sessions waiting for an LSS with room -----------------------------------------
 
@@ -425,8 +494,9 @@ class GssService(ServiceBase):
 
     async def _dispatch(self) -> None:
         """Place queued sessions first come, first served while an LSS has room, fail those
-        that waited past the queue timeout, and tell the others their new place."""
-        async with self.placement:
+        that waited past the queue timeout, and tell the others their new place. One replica
+        at a time: two would each see room for one more session on the same LSS."""
+        async with self.placement, self.bus.exclusive(PLACEMENT_LOCK):
             queued = await self.db.run(projects.queued_sessions)
             if not queued:
                 self.queue_positions = {}
@@ -456,16 +526,14 @@ class GssService(ServiceBase):
                      nodes: list[Candidate]) -> bool:
         """Start the session on the least loaded LSS with room (counted in `nodes`); False if
         none has room, True once it no longer waits (placed, or closed meanwhile)."""
-        services = SESSION_TYPES.get(session_type)
-        if services is None:
+        if session_type not in SESSION_TYPES:
             raise ValueError(f"its project's session type {session_type!r} is not offered "
                              f"any more (known: {', '.join(SESSION_TYPES)})")
         needs = SESSION_TYPE_NEEDS[session_type]
         while (lss := choose_lss(nodes, needs)) is not None:
             if not await self.db.run(lambda s: projects.place_session(s, session, lss)):
                 return True
-            if self.command(lss, {"type": "start_session", "session": session,
-                                  "project": project, "services": list(services)}):
+            if self.command(lss, start_command(session, project, session_type)):
                 log.info("session %s placed on %s", session, lss)
                 self.publish(session, {"type": "placed", "session": session,
                                        "state": "starting"})
@@ -634,8 +702,7 @@ class GssService(ServiceBase):
         self.subscribers[params.session].add(queue)
         try:
             record = await self.db.run(lambda s: projects.get_session(s, params.session))
-            yield {"type": "state", "session": record.id, "state": record.state,
-                   "services": record.services or {}, "reason": record.reason}
+            yield state_event(record)
             if record.state == "queued" and (place := await self._queue_snapshot(record.id)):
                 yield place
             while True:
@@ -649,7 +716,7 @@ class GssService(ServiceBase):
     async def tunnel_call(self, call: Call, params: TunnelCall) -> Any:
         """A relay call to a compute service behind NAT, carried over its LSS's link."""
         record = await self.db.run(lambda s: projects.get_session(s, params.session))
-        call_id = next(self.tunnel_ids)
+        call_id = secrets.randbits(62)  # unique among the replicas' calls too
         reply = self.tunnel_replies[call_id] = asyncio.get_running_loop().create_future()
         try:
             if record.lss_id is None or not self.command(record.lss_id, {
@@ -670,36 +737,53 @@ class GssService(ServiceBase):
 
     @action(allow=("lss",))
     async def tunnel_result(self, call: Call, params: TunnelResult) -> dict[str, Any]:
+        """A tunnelled call's answer, to the replica whose relay waits for it."""
+        answer = params.model_dump()
         waiting = self.tunnel_replies.get(params.call_id)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(params.model_dump())
+        if waiting is None:
+            self.bus.publish({"topic": "tunnel", "answer": answer})
+        elif not waiting.done():
+            waiting.set_result(answer)
         return {"ok": True}
 
     # internal: LSS nodes --------------------------------------------------------------------
 
     @action(allow=("lss",))
     async def lss_attach(self, call: Call, params: LssHello) -> AsyncIterator[dict[str, Any]]:
-        """An LSS's control channel: register it, reconcile sessions, then stream commands."""
+        """An LSS's control channel: register it, reconcile sessions, then stream commands.
+
+        Reconciling: a session it runs that should not run is stopped; one still starting that
+        it does not run is started (its start command may have been lost with a replica it was
+        linked to); a ready one it does not run any more is lost."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.commands[params.name] = queue
         running = set(params.sessions)
 
-        def register(s: Tx) -> tuple[list[str], list[str]]:
+        def register(s: Tx) -> tuple[list[str], list[dict[str, Any]], list[str]]:
             projects.upsert_lss(s, params.name, params.capacity, params.load, params.memory_mb)
             known = {r.id: r for r in projects.sessions_of_lss(s, params.name, states=LIVE_STATES)}
-            vanished = [sid for sid in known if sid not in running]
-            for sid in vanished:
-                projects.set_session_state(s, sid, "lost", reason=f"LSS {params.name} "
-                                           "reconnected without it")
-            return vanished, [sid for sid in running if sid not in known]
+            vanished, starts = [], []
+            for sid, record in known.items():
+                if sid in running:
+                    continue
+                session_type = projects.get_project(s, record.project_id).session_type
+                if record.state == "starting" and session_type in SESSION_TYPES:
+                    starts.append(start_command(sid, record.project_id, session_type))
+                else:
+                    projects.set_session_state(s, sid, "lost", reason=f"LSS {params.name} "
+                                               "reconnected without it")
+                    vanished.append(sid)
+            return vanished, starts, [sid for sid in running if sid not in known]
 
-        vanished, unwanted = await self.db.run(register)
+        vanished, starts, unwanted = await self.db.run(register)
         for sid in vanished:
             self.publish(sid, {"type": "lost", "session": sid, "state": "lost",
                                "reason": f"LSS {params.name} reconnected without it"})
+        for command in starts:
+            queue.put_nowait(command)
         for sid in unwanted:
             queue.put_nowait({"type": "stop_session", "session": sid})
-        self.queue_changed.set()  # its room may take queued sessions now
+        self.queue_moved()  # its room may take queued sessions now
         log.info("LSS %s attached (capacity %d, running %d)", params.name, params.capacity,
                  len(running))
         try:
@@ -714,7 +798,7 @@ class GssService(ServiceBase):
     @action(allow=("lss",))
     async def lss_heartbeat(self, call: Call, params: LssHeartbeat) -> dict[str, Any]:
         await self.db.run(lambda s: projects.record_heartbeat(s, params.name, params.load))
-        self.queue_changed.set()  # its load changed: a queued session may fit now
+        self.queue_moved()  # its load changed: a queued session may fit now
         return {"ok": True}
 
     @action(allow=("lss",))

@@ -21,8 +21,9 @@ NOT_BUILT = ("this installation has no web page: it was not built (scripts/build
 
 
 def web_routes(*peers: str | None, static: Path = STATIC) -> list[web.RouteDef]:
-    """The page and its files; `peers` are the public URLs it may call besides its own."""
-    policy = content_security_policy([p for p in peers if p])
+    """The page and its files; `peers` are the public URLs it may call besides its own (each
+    may be a comma-separated list of replicas)."""
+    policy = content_security_policy([url for p in peers if p for url in p.split(",")])
 
     async def page(request: web.Request) -> web.StreamResponse:
         if not (static / "app.js").exists():  # index.html alone would be a blank page

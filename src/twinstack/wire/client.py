@@ -2,6 +2,8 @@
 
 Idempotent calls are retried with back-off on connection failures and 503s; other calls are
 retried only when the connection was refused, i.e. when the request certainly never arrived.
+A service with replicas is given as a comma-separated list of URLs: a call or link that cannot
+reach one goes on to the next (failing over), and stays there while it answers.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import re
 import ssl
 from collections.abc import AsyncIterator
@@ -48,17 +51,46 @@ async def streamed_get(http: aiohttp.ClientSession, url: str, *, headers: dict[s
         raise ServiceUnavailable(f"{url}: {exc or type(exc).__name__}") from exc
 
 
+class Replicas:
+    """The URLs of a service's replicas (a comma-separated list) and the one in use: a random
+    one at first, so that many callers spread over the replicas."""
+
+    def __init__(self, urls: str) -> None:
+        self.urls = [url.strip().rstrip("/") for url in urls.split(",") if url.strip()]
+        if not self.urls:
+            raise ValueError(f"no URL in {urls!r}")
+        self._current = random.randrange(len(self.urls))
+
+    @property
+    def url(self) -> str:
+        return self.urls[self._current]
+
+    def fail_over(self, failed: str) -> bool:
+        """Move on from `failed` to the next replica; False when there is no other."""
+        if len(self.urls) == 1:
+            return False
+        if self.url == failed:
+            self._current = (self._current + 1) % len(self.urls)
+        return True
+
+
 class ServiceClient:
-    """`max_message_bytes` bounds what a reply or pushed message may be (default: 64 MiB)."""
+    """`url`: one URL, or several (replicas, comma-separated) to fail over between.
+    `max_message_bytes` bounds what a reply or pushed message may be (default: 64 MiB)."""
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext, *, timeout: float = 30.0,
                  max_message_bytes: int = 64 * 2**20) -> None:
-        self.url = url.rstrip("/")
+        self.replicas = Replicas(url)
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        """The replica calls go to now."""
+        return self.replicas.url
 
     async def __aenter__(self) -> ServiceClient:
         return self
@@ -89,53 +121,67 @@ class ServiceClient:
         total = timeout or self.timeout
         limit = aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_TIMEOUT, total))
         for attempt in itertools.count():
+            url = self.url
             try:
                 async with self._http().post(
-                        f"{self.url}/execute", data=orjson.dumps(body), timeout=limit,
+                        f"{url}/execute", data=orjson.dumps(body), timeout=limit,
                         headers={**self._headers(), "Content-Type": "application/json"}) as resp:
                     payload = await self._payload(resp)
                     if resp.status == 503 and idempotent and attempt < len(_RETRY_DELAYS):
                         await asyncio.sleep(_RETRY_DELAYS[attempt])
                         continue
                     if not isinstance(payload, dict):
-                        raise ServiceUnavailable(f"{self.url} {action}: not a TwinStack reply")
+                        raise ServiceUnavailable(f"{url} {action}: not a TwinStack reply")
                     if resp.status >= 400:
                         raise ActionError.from_json(resp.status, payload.get("error", {}))
                     return payload.get("result")
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 if (idempotent or refused) and attempt < len(_RETRY_DELAYS):
-                    await asyncio.sleep(_RETRY_DELAYS[attempt])
+                    if not self.replicas.fail_over(url):  # another replica is tried at once
+                        await asyncio.sleep(_RETRY_DELAYS[attempt])
                     continue
-                raise ServiceUnavailable(f"{self.url} {action}: {exc or type(exc).__name__}") \
+                raise ServiceUnavailable(f"{url} {action}: {exc or type(exc).__name__}") \
                     from exc
         raise AssertionError("unreachable")
 
     async def connect(self, *, expect: PeerIdentity | None = None) -> Link:
         """A WebSocket to the service carrying many calls and streams at once; with `expect`,
         refused (WrongPeer) unless the peer's certificate names that service and session."""
-        return Link(await self.websocket(expect=expect), self.url)
+        ws = await self.websocket(expect=expect)
+        return Link(ws, self.url)
 
     async def websocket(self, *, expect: PeerIdentity | None = None,
                         headers: dict[str, str] | None = None
                         ) -> aiohttp.ClientWebSocketResponse:
-        """The service's `/ws` as a bare WebSocket, its peer checked as for `connect`."""
+        """The service's `/ws` as a bare WebSocket, its peer checked as for `connect`; every
+        replica is tried once, from the current one on."""
+        for _ in range(len(self.replicas.urls) - 1):
+            url = self.url
+            try:
+                return await self._websocket(url, expect, headers)
+            except ServiceUnavailable:
+                self.replicas.fail_over(url)
+        return await self._websocket(self.url, expect, headers)
+
+    async def _websocket(self, url: str, expect: PeerIdentity | None,
+                         headers: dict[str, str] | None) -> aiohttp.ClientWebSocketResponse:
         timeout = aiohttp.ClientWSTimeout(ws_close=5.0)
         try:
             ws = await self._http().ws_connect(
-                f"{self.url}/ws", headers={**self._headers(), **(headers or {})}, heartbeat=15,
+                f"{url}/ws", headers={**self._headers(), **(headers or {})}, heartbeat=15,
                 timeout=timeout,
                 max_msg_size=self.max_message_bytes)
         except aiohttp.WSServerHandshakeError as exc:
-            raise ActionError(exc.status, "refused", f"{self.url}/ws refused: {exc.message}") \
+            raise ActionError(exc.status, "refused", f"{url}/ws refused: {exc.message}") \
                 from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"{self.url}/ws: {exc or type(exc).__name__}") from exc
+            raise ServiceUnavailable(f"{url}/ws: {exc or type(exc).__name__}") from exc
         if expect is not None:
             found = PeerIdentity.from_peercert(ws.get_extra_info("peercert") or {})
             if found != expect:
                 await ws.close()
-                raise WrongPeer(self.url, expect, found)
+                raise WrongPeer(url, expect, found)
         return ws
 
     async def _payload(self, resp: aiohttp.ClientResponse) -> Any:

@@ -254,6 +254,10 @@ $("logout").addEventListener("click", async () => {
 async function start() {
   try {
     state.info = await call("", "info");
+    // Replicas come as a comma-separated list; the page uses the first of each.
+    for (const key of ["auth_url", "relay_url"]) {
+      state.info[key] = state.info[key].split(",")[0];
+    }
   } catch (err) {
     say(err.message);
     return;

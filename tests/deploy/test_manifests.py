@@ -608,8 +608,8 @@ def test_service_wiring(rendered: dict[str, list[dict[str, Any]]], overlay: str)
     assert lss["TWINSTACK_GPUS"] == ("1" if overlay == "gpu" else "0")
     assert found["lss"]["spec"]["replicas"] == 1
     assert found["lss"]["spec"]["strategy"]["type"] == "Recreate"
-    # gss replicas share state through PostgreSQL (LISTEN/NOTIFY): production runs two
-    assert found["gss"]["spec"]["replicas"] == (2 if overlay == "production" else 1)
+    # gss replicas share state through PostgreSQL (LISTEN/NOTIFY): production (and gpu) run two
+    assert found["gss"]["spec"]["replicas"] == (1 if overlay == "dev" else 2)
     assert found["gss"]["spec"]["strategy"]["type"] == "RollingUpdate"
     # gss tells clients the public URLs that the Ingress serves.
     gss = found["gss"]["spec"]["template"]["spec"]["containers"][0]

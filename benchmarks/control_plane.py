@@ -6,10 +6,10 @@ Install as for session_start.py (JupyterHub and configurable-http-proxy). Run:
 
     .venv/bin/python benchmarks/control_plane.py > result.json
 
-* Idle footprint: `twinstack up` (no session open) and a JupyterHub hub with its proxy (no
-  server running), each left alone for `--settle` seconds; then the RSS and PSS of every
-  process of each, summed and per process. Issue 15's goal: the idle platform within 250 MiB of
-  RSS.
+* Idle footprint: `twinstack up` (no session open), `twinstack up --combined` (logger, auth,
+  gss and relay in one process) and a JupyterHub hub with its proxy (no server running), each
+  left alone for `--settle` seconds; then the RSS and PSS of every process of each, summed and
+  per process. Issue 15's goal: the idle platform within 250 MiB of RSS.
 * Logins per second: `--threads` clients logging in to TwinStack over and over for
   `--seconds` (each a password check, argon2id, and a token written).
 * One against two replicas of the front door (gss, auth, relay: `twinstack up --replicas N`)
@@ -142,11 +142,13 @@ def postgres_database(server: str) -> Iterator[str]:
 
 
 def measure_twinstack(workdir: Path, settle: float, threads: int, seconds: float,
-                      replicas: int = 1, database_url: str | None = None, sessions: int = 0
-                      ) -> dict[str, Any]:
-    data_dir = workdir / f"twinstack-{replicas}-{'pg' if database_url else 'sqlite'}"
+                      replicas: int = 1, database_url: str | None = None, sessions: int = 0,
+                      combined: bool = False) -> dict[str, Any]:
+    data_dir = workdir / (f"twinstack-{replicas}-{'pg' if database_url else 'sqlite'}"
+                          f"{'-combined' if combined else ''}")
     args = ("--replicas", str(replicas),
-            *(("--database-url", database_url) if database_url else ()))
+            *(("--database-url", database_url) if database_url else ()),
+            *(("--combined",) if combined else ()))
     env = {**os.environ, "TWINSTACK_CAPACITY": str(max(sessions, 4)),
            "TWINSTACK_SESSION_MEMORY_MB": "100000"}  # every session placed, none queued
     with twinstack_up(data_dir, workdir / f"{data_dir.name}.log", env, args,
@@ -161,7 +163,8 @@ def measure_twinstack(workdir: Path, settle: float, threads: int, seconds: float
         rate = logins_per_second(url, ca, threads, seconds)
         log(f"twinstack ({data_dir.name}): {rate} logins/s")
         result = {"idle": idle, "logins_per_s": rate, "replicas": replicas,
-                  "database": "postgresql" if database_url else "sqlite"}
+                  "database": "postgresql" if database_url else "sqlite", "combined": combined,
+                  "goal_idle_rss_mib": GOAL_RSS_MIB}
         if sessions:
             result["session_opens_per_s"] = opens_per_second(url, ca, threads, sessions)
             log(f"twinstack ({data_dir.name}): {result['session_opens_per_s']} opens/s")
@@ -216,15 +219,18 @@ def main() -> int:
         result: dict[str, Any] = {"machine": machine()}
         result["twinstack"] = guarded("twinstack", lambda: measure_twinstack(
             work, args.settle, args.threads, args.seconds))
-        result["twinstack"]["goal_idle_rss_mib"] = GOAL_RSS_MIB
+        result["twinstack_combined"] = guarded("twinstack --combined", lambda: measure_twinstack(
+            work, args.settle, args.threads, args.seconds, combined=True))
         result["front_door_replicas"] = guarded("replicas", lambda: measure_replicas(
             work, args.postgres, args.settle, args.threads, args.seconds, args.sessions))
         result["jupyterhub"] = {"error": "skipped (--skip-jupyterhub)"} if args.skip_jupyterhub \
             else guarded("jupyterhub", lambda: measure_jupyterhub(work, args.settle, proxy))
-    ours, theirs = result["twinstack"].get("idle"), result["jupyterhub"].get("idle")
-    if ours and theirs:
-        result["idle_rss_ratio"] = round(ours["rss_mib"] / theirs["rss_mib"], 2)
-        result["idle_pss_ratio"] = round(ours["pss_mib"] / theirs["pss_mib"], 2)
+    theirs = result["jupyterhub"].get("idle")
+    for mode in ("twinstack", "twinstack_combined"):
+        ours = result[mode].get("idle")
+        if ours and theirs:
+            result[f"{mode}_idle_rss_ratio"] = round(ours["rss_mib"] / theirs["rss_mib"], 2)
+            result[f"{mode}_idle_pss_ratio"] = round(ours["pss_mib"] / theirs["pss_mib"], 2)
     print(json.dumps(result, indent=2))
     return 0 if "error" not in result["twinstack"] else 1
 

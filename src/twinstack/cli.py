@@ -82,24 +82,40 @@ def _certs_crl(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    return _serve_all([(args.service, load_settings(vars(args)))])
+
+
+def _serve_together(args: argparse.Namespace) -> int:
+    """The services of a `serve-together` file (JSON: one `twinstack serve` argument list
+    each), in one process."""
+    parser = build_parser()
+    services = []
+    for argv in json.loads(args.spec.read_text()):
+        given = parser.parse_args(["serve", *argv])
+        services.append((given.service, load_settings(vars(given))))
+    return _serve_all(services)
+
+
+def _serve_all(services: list[tuple[str, Settings]]) -> int:
     import uvloop  # asyncio's API with a faster loop and TLS: relayed calls cost half the CPU
 
     from twinstack import logs
     from twinstack.services import load_service
-    from twinstack.wire.runtime import serve
+    from twinstack.wire.runtime import serve_together
 
     os.umask(PRIVATE_UMASK)
-    settings = load_settings(vars(args))
-    logs.configure(args.service, level=settings.log_level, verbose=settings.verbose,
-                   session=settings.session)
+    names = "+".join(name for name, _ in services)
+    first = services[0][1]
+    logs.configure(names, level=first.log_level, verbose=first.verbose, session=first.session)
     log = logging.getLogger("twinstack.serve")
     try:
-        return uvloop.run(serve(load_service(args.service), settings))
+        return uvloop.run(serve_together([(load_service(name), settings)
+                                          for name, settings in services]))
     except FatalError as exc:
-        log.error("cannot run %s: %s", args.service, exc.message, extra={"exit_code": exc.code})
+        log.error("cannot run %s: %s", names, exc.message, extra={"exit_code": exc.code})
         raise
     except Exception:
-        log.exception("%s stopped by an unexpected error", args.service)
+        log.exception("%s stopped by an unexpected error", names)
         return ExitCode.INTERNAL_ERROR
 
 
@@ -115,7 +131,7 @@ def _up(args: argparse.Namespace) -> int:
     os.umask(PRIVATE_UMASK)
     platform = Platform(_up_data_dir(args), args.host, args.port, verbose=args.verbose,
                         database_url=args.database_url, lss_count=args.lss_count,
-                        replicas=args.replicas)
+                        replicas=args.replicas, combined=args.combined)
     return asyncio.run(platform.run())
 
 
@@ -591,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:  # once for the services it forks
     add_setting_flags(serve)
     serve.set_defaults(run=_serve)
 
+    together = verbs.add_parser("serve-together", help="run several services in one process "
+                                "(twinstack up --combined)")
+    together.add_argument("spec", type=Path, help="JSON file: a list of `serve` argument "
+                          "lists, one per service, started in that order")
+    together.set_defaults(run=_serve_together)
+
     up = verbs.add_parser("up", help="run a whole local platform (dev PKI, separate processes)")
     up.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
                     help="certificates, database and logs live here (env "
@@ -606,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:  # once for the services it forks
     up.add_argument("--replicas", type=int, choices=range(1, 4), default=1,
                     help="run gss, auth and relay this many times each (needs PostgreSQL); "
                     "clients and LSS fail over between them (default 1)")
+    up.add_argument("--combined", action="store_true",
+                    help="run the logger, auth, gss and relay in one process (less memory; "
+                    "still each with its own listeners, certificate and mutual TLS; one "
+                    "crash restarts all four)")
     up.add_argument("--verbose", action="store_true",
                     help="keep every service's output in the foreground")
     up.set_defaults(run=_up)

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import make_url
-
 from twinstack.config import load_settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.pki import PkiError, init_authority
@@ -40,7 +38,7 @@ from twinstack.pki.authority import CA_CERT
 from twinstack.pki.identity import ensure_identity
 from twinstack.pki.revocation import crl_url, refresh_crls
 from twinstack.pki.tls import TlsFiles
-from twinstack.store import Database, sqlite_url
+from twinstack.store import sqlite_url
 from twinstack.supervision import (
     NotReady,
     RestartCounter,
@@ -85,6 +83,7 @@ LOCK_FILE = "twinstack.lock"
 LIVENESS_FAILURES = 3  # health checks failed in a row before a platform service is killed
 PLATFORM_FILE = "platform.json"
 STALE_STOP_TIMEOUT = 20.0  # how long a killed launcher's services may take to stop
+MIGRATE = "import sys; from twinstack.store import Database; Database(sys.stdin.read()).migrate()"
 CRL_REFRESH_SECONDS = 3600.0  # refresh_crls re-signs a CRL only when less than 4 days are left
 
 
@@ -150,13 +149,14 @@ def read_platform_file(data_dir: Path) -> dict[str, Any] | None:
 
 
 def serves_from(pid: int, data_dir: Path) -> bool:
-    """Whether `pid` is a live `twinstack serve` of this data directory (not a reused pid)."""
+    """Whether `pid` is a live `twinstack serve` (or serve-together) of this data directory (not
+    a reused pid)."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except (OSError, IndexError):
         return False
-    return state != "Z" and b"serve" in args and \
+    return state != "Z" and not {b"serve", b"serve-together"}.isdisjoint(args) and \
         any(arg.startswith(str(data_dir).encode()) for arg in args)
 
 
@@ -217,18 +217,16 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
-@dataclass
-class Child:
+@dataclass(frozen=True)
+class Member:
+    """One platform service as its process runs it."""
+
     part: Part
-    label: str  # the part's name, or local-N for one of several LSS
-    extra: list[str]
-    restarts: RestartCounter
-    proc: asyncio.subprocess.Process | None = None
-    addresses: dict[str, Any] | None = None
-    ready: bool = False  # its current process has written its ready file
+    label: str  # the part's name, or NAME-N for a replica, or local-N for one of several LSS
+    extra: tuple[str, ...]
 
     def ports(self, base: int) -> dict[int, str]:
-        """The ports this child binds, each with what it is for."""
+        """The ports it binds, each with what it is for."""
         who = self.part.name if self.label == self.part.name else f"{self.part.name} {self.label}"
         ports = {base + self.part.internal: f"{who} (internal channel)",
                  base + self.part.internal + 1: f"{who} (health channel)"}
@@ -237,12 +235,33 @@ class Child:
         return ports
 
 
+@dataclass
+class Child:
+    """One process of the platform: one service, or with --combined several (they start,
+    fail and restart together)."""
+
+    members: tuple[Member, ...]
+    restarts: RestartCounter
+    proc: asyncio.subprocess.Process | None = None
+    addresses: dict[str, dict[str, Any]] | None = None  # each member's ready file, by label
+    ready: bool = False  # its current process has written its ready files
+
+    @property
+    def label(self) -> str:
+        return "+".join(member.label for member in self.members)
+
+    def ports(self, base: int) -> dict[int, str]:
+        """The ports this child binds, each with what it is for."""
+        return {port: what for member in self.members
+                for port, what in member.ports(base).items()}
+
+
 class Platform:
     """The platform's processes: started in stages, restarted with back-off if they crash."""
 
     def __init__(self, data_dir: Path, host: str, port: int, *, verbose: bool = False,
-                 database_url: str | None = None, lss_count: int = 1, replicas: int = 1
-                 ) -> None:
+                 database_url: str | None = None, lss_count: int = 1, replicas: int = 1,
+                 combined: bool = False) -> None:
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
@@ -253,22 +272,28 @@ class Platform:
         self.policy = RestartPolicy.from_settings(settings)
         self.ready_timeout = settings.ready_timeout_seconds
         self.liveness_seconds = settings.liveness_seconds
-        if replicas > 1 and make_url(self.database_url).get_backend_name() != "postgresql":
+        if replicas > 1 and not self.database_url.startswith("postgresql"):
             raise FatalError(ExitCode.CONFIG_ERROR, f"--replicas {replicas} needs PostgreSQL "
                              "(--database-url postgresql+psycopg://...): the replicas share "
                              "their state through it; SQLite serves one")
-        # every part first, so that each child's arguments can name all replicas of the others
-        parts = [(part, part.name) for part in PLATFORM if part.name != "lss"]
-        parts += [(part, f"{part.name}-{number}") for number in range(2, replicas + 1)
-                  for part in replica_parts(number)]
-        parts += [(Part("lss", PARTS["lss"].internal + 2 * i),
-                   "local" if lss_count == 1 else f"local-{i + 1}") for i in range(lss_count)]
-        self.parts = [part for part, _ in parts]
-        self.children: list[Child] = []
-        for part, label in parts:
-            extra = ["--lss-name", label] if part.name == "lss" else []
-            self.children.append(Child(part, label, [*self._arguments(part), *extra],
-                                       RestartCounter(self.policy)))
+        # Every part first (with the process it runs in), so that each child's arguments can
+        # name all replicas of the others. --combined: the logger and the first replica of the
+        # front door in one process, each further replica in one; each LSS on its own.
+        parts = [(part, part.name, "front-1" if combined else part.name)
+                 for part in PLATFORM if part.name != "lss"]
+        parts += [(part, f"{part.name}-{n}", f"front-{n}" if combined else f"{part.name}-{n}")
+                  for n in range(2, replicas + 1) for part in replica_parts(n)]
+        for i in range(lss_count):
+            label = "local" if lss_count == 1 else f"local-{i + 1}"
+            parts.append((Part("lss", PARTS["lss"].internal + 2 * i), label, label))
+        self.parts = [part for part, _, _ in parts]
+        processes: dict[str, list[Member]] = {}
+        for part, label, process in parts:
+            extra = ("--lss-name", label) if part.name == "lss" else ()
+            processes.setdefault(process, []).append(
+                Member(part, label, (*self._arguments(part), *extra)))
+        self.children = [Child(tuple(members), RestartCounter(self.policy))
+                         for members in processes.values()]
 
     def _url(self, name: str, channel: str = "internal") -> str:
         """The service's URL; with replicas, each one's, comma-separated."""
@@ -343,25 +368,45 @@ class Platform:
         return (f"{child.label} could not bind one of its ports ({listed}), taken while it "
                 f"started; see {log}. Choose another block: twinstack up --port PORT")
 
+    def _ready_file(self, member: Member) -> Path:
+        return self.data_dir / "run" / f"{member.label}.ready"
+
+    def _serve_arguments(self, member: Member) -> list[str]:
+        """`twinstack serve`'s arguments for one member: where it listens, who it is."""
+        name, part, d = member.part.name, member.part, pki_dir(self.data_dir)
+        return [name, "--bind", f"{self.host}:{self.port + part.internal}",
+                "--health-bind", f"{self.host}:{self.port + part.internal + 1}",
+                "--cert", str(d / f"{name}-chain.pem"), "--key", str(d / f"{name}-key.pem"),
+                "--ca", str(d / CA_CERT), "--crl-dir", str(d),
+                "--data-dir", str(self.data_dir / member.label),
+                "--ready-file", str(self._ready_file(member)), "--parent-pid", str(os.getpid()),
+                *member.extra, *(["--verbose"] if self.verbose else [])]
+
+    def _read_ready_files(self, child: Child) -> dict[str, dict[str, Any]] | None:
+        """Every member's ready file, by label, once all are written."""
+        found = {}
+        for member in child.members:
+            ready = read_ready_file(self._ready_file(member))
+            if ready is None:
+                return None
+            found[member.label] = ready
+        return found
+
     async def _spawn(self, child: Child) -> None:
         """Start the child and wait until it is ready (FatalError if it is not)."""
-        name, part = child.part.name, child.part
-        d = pki_dir(self.data_dir)
-        ready = self.data_dir / "run" / f"{child.label}.ready"
-        ready.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ready.unlink(missing_ok=True)
+        run_dir = self.data_dir / "run"
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for member in child.members:
+            self._ready_file(member).unlink(missing_ok=True)
         log = self.data_dir / "logs" / f"{child.label}.out"
-        cmd = [sys.executable, "-m", "twinstack", "serve", name,
-               "--bind", f"{self.host}:{self.port + part.internal}",
-               "--health-bind", f"{self.host}:{self.port + part.internal + 1}",
-               "--cert", str(d / f"{name}-chain.pem"), "--key", str(d / f"{name}-key.pem"),
-               "--ca", str(d / CA_CERT), "--crl-dir", str(d),
-               "--data-dir", str(self.data_dir / child.label),
-               "--ready-file", str(ready), "--parent-pid", str(os.getpid()), *child.extra]
+        arguments = [self._serve_arguments(member) for member in child.members]
+        cmd = [sys.executable, "-m", "twinstack", "serve", *arguments[0]]
+        if len(arguments) > 1:
+            spec = run_dir / f"{child.label}.json"
+            write_private(spec, json.dumps(arguments))
+            cmd = [sys.executable, "-m", "twinstack", "serve-together", str(spec)]
         out: int | None = None
-        if self.verbose:
-            cmd.append("--verbose")
-        else:
+        if not self.verbose:
             log.parent.mkdir(mode=0o700, exist_ok=True)
             out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         child.ready = False  # not probed until ready again
@@ -374,8 +419,8 @@ class Platform:
         proc = child.proc
         try:
             child.addresses = await wait_ready(
-                lambda: read_ready_file(ready), timeout=self.ready_timeout, what=child.label,
-                exited=lambda: proc.returncode)
+                lambda: self._read_ready_files(child), timeout=self.ready_timeout,
+                what=child.label, exited=lambda: proc.returncode)
         except NotReady as exc:
             raise self._start_failure(child, exc, log) from exc
         except ValueError as exc:
@@ -397,15 +442,23 @@ class Platform:
     async def start(self) -> None:
         for issued in ensure_dev_pki(self.data_dir, self._hosts(), self._crl_url()):
             print(f"  certificate issued: {issued}", flush=True)
-        db = Database(self.database_url)  # migrate once here, before services share it
-        try:
-            await asyncio.to_thread(db.migrate)
-        finally:
-            db.dispose()
+        await self._migrate()
         for stage in START_STAGES:
             await together(*(self._spawn(child) for child in self.children
-                             if child.part.name in stage))
+                             if child.members[0].part.name in stage))
         self._write_platform_file()
+
+    async def _migrate(self) -> None:
+        """Bring the schema up to date once, before the services share the database; in a
+        process of its own, so that the launcher never holds SQLAlchemy and Alembic (~30 MB).
+        The URL goes through stdin: it may hold a password."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", MIGRATE, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate(self.database_url.encode())
+        if proc.returncode != 0:
+            raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, "cannot bring the database up "
+                             f"to date:\n{out.decode(errors='replace')[-3000:]}")
 
     def _crl_url(self) -> str:
         """Where clients fetch the root's CRL: gss's public listener, by a name they can reach
@@ -432,7 +485,8 @@ class Platform:
         write_private(self.data_dir / PLATFORM_FILE, json.dumps(
             {"url": self._url("gss", "public"), "logger_url": self._url("logger"),
              "auth_url": self._url("auth"), "gss_url": self._url("gss"), "pid": os.getpid(),
-             "services": {c.label: c.addresses for c in self.children}}, indent=2))
+             "services": {label: found for c in self.children
+                          for label, found in (c.addresses or {}).items()}}, indent=2))
 
     async def _supervise(self) -> None:
         """Restart a child that exits, with the restart policy's back-off; stop the platform
@@ -465,9 +519,10 @@ class Platform:
             self._write_platform_file()
 
     async def _probe_liveness(self, child: Child) -> None:
-        """Kill a ready child whose /healthz fails LIVENESS_FAILURES times in a row (an
-        essential loop has ended, or it hangs), as Kubernetes' liveness probe would: its exit
-        then takes the restart path, and a killed LSS leaves its sessions to the next one."""
+        """Kill a ready child whose /healthz (any of its services') fails LIVENESS_FAILURES
+        times in a row (an essential loop has ended, or it hangs), as Kubernetes' liveness
+        probe would: its exit then takes the restart path, and a killed LSS leaves its sessions
+        to the next one."""
         import aiohttp
 
         from twinstack.pki.tls import client_context
@@ -483,12 +538,15 @@ class Platform:
                         or addresses is None:
                     failures = 0  # exited or starting: the restart path has it
                     continue
-                try:
-                    async with http.get(f"https://{addresses['health']}/healthz",
-                                        ssl=tls) as resp:
-                        problem = None if resp.status == 200 else await resp.text()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    problem = f"no answer ({type(exc).__name__})"
+                problem = None
+                for label, found in addresses.items():  # each service of the process
+                    try:
+                        async with http.get(f"https://{found['health']}/healthz",
+                                            ssl=tls) as resp:
+                            if resp.status != 200:
+                                problem = f"{label}: {await resp.text()}"
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        problem = f"{label}: no answer ({type(exc).__name__})"
                 failures = 0 if problem is None else failures + 1
                 if failures >= LIVENESS_FAILURES and proc.returncode is None:
                     print(f"{child.label} failed its health check {failures} times in a row "

@@ -52,12 +52,17 @@ def mask_value(key: str, value: Any) -> Any:
     return value
 
 
+def record_service(record: logging.LogRecord) -> str:
+    """The service a record is from: its own field, else the logging context's."""
+    return getattr(record, "service", None) or service_id.get()
+
+
 def record_to_dict(record: logging.LogRecord) -> dict[str, Any]:
     """The wire and disk form of a record; ids come from the context the record was made in."""
     out: dict[str, Any] = {
         "ts": record.created,
         "level": record.levelname.lower(),
-        "service": getattr(record, "service", None) or service_id.get(),
+        "service": record_service(record),
         "session": getattr(record, "session", None) or session_id.get(),
         "request": getattr(record, "request", None) or request_id.get(),
         "logger": record.name,
@@ -93,9 +98,12 @@ class LogForwarder(logging.Handler):
     """Buffers records and ships them in batches through `send`; never blocks the caller."""
 
     def __init__(self, send: Callable[[list[dict[str, Any]]], Awaitable[None]],
-                 capacity: int = 10_000, batch_size: int = 500, interval: float = 0.5) -> None:
+                 capacity: int = 10_000, batch_size: int = 500, interval: float = 0.5,
+                 service: str | None = None) -> None:
+        """`service`: ship only that service's records (several may share a process)."""
         super().__init__()
         self.send = send
+        self.service = service
         self.buffer: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
         self.batch_size = batch_size
         self.interval = interval
@@ -104,6 +112,8 @@ class LogForwarder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if self.service is not None and record_service(record) != self.service:
+                return
             if len(self.buffer) == self.buffer.maxlen:
                 self.dropped += 1
             self.buffer.append(record_to_dict(record))

@@ -7,12 +7,13 @@ from `Database.transaction()` and never commit themselves.
 """
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twinstack.store.errors import Conflict, Invalid, NotFound, StoreError
 
 if TYPE_CHECKING:
-    from twinstack.store.db import Database, sqlite_url
+    from twinstack.store.db import Database
     from twinstack.store.models import (
         LIVE_STATES,
         ROLES,
@@ -28,9 +29,14 @@ if TYPE_CHECKING:
         User,
     )
 
-_SQL_NAMES = {"Database": "db", "sqlite_url": "db", **dict.fromkeys(
+_SQL_NAMES = {"Database": "db", **dict.fromkeys(
     ["LIVE_STATES", "ROLES", "SESSION_STATES", "Base", "Group", "LssNode", "Membership",
      "Project", "SessionRecord", "Share", "Token", "User"], "models")}
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default embedded database inside a service's data directory."""
+    return f"sqlite:///{(Path(data_dir) / 'twinstack.db').resolve()}"
 
 
 def __getattr__(name: str) -> Any:

@@ -18,11 +18,6 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x7757_0001  # PostgreSQL advisory lock key: one migrator at a time
 
 
-def sqlite_url(data_dir: Path) -> str:
-    """The default embedded database inside a service's data directory."""
-    return f"sqlite:///{(Path(data_dir) / 'twinstack.db').resolve()}"
-
-
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # isolation_level=None stops the sqlite3 module from issuing its own BEGIN/COMMIT, which
     # would break SAVEPOINTs; _sqlite_begin below starts every transaction instead.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import functools
 import json
@@ -34,7 +35,7 @@ from pydantic import BaseModel
 from twinstack import __version__
 from twinstack.config import Settings, join_host_port, published_address, split_host_port
 from twinstack.exitcodes import ExitCode, FatalError
-from twinstack.logs import LogForwarder, request_id
+from twinstack.logs import LogForwarder, request_id, service_id
 from twinstack.metrics import ServiceMetrics
 from twinstack.pki.tls import ReloadingContexts, TlsFiles
 from twinstack.supervision import hold_lease
@@ -340,6 +341,9 @@ class Runtime:
             log.error("stopping: %s", reason)
         self._stopping.set()
 
+    async def stop_requested(self) -> None:
+        await self._stopping.wait()
+
     async def start(self) -> None:
         s = self.settings
         if s.parent_pid is not None:
@@ -407,18 +411,6 @@ class Runtime:
         if self._logger_client is not None:
             await self._logger_client.close()
 
-    async def run(self) -> ExitCode:
-        """Serve until SIGTERM/SIGINT or request_stop(); return the exit code."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        try:
-            await self.start()
-            await self._stopping.wait()
-        finally:
-            await self.stop()
-        return self.exit_code
-
     # plumbing -------------------------------------------------------------------------------
 
     async def _connect_logger(self) -> None:
@@ -433,7 +425,7 @@ class Runtime:
             assert self._logger_client is not None
             await self._logger_client.call("append", {"records": records}, timeout=5.0)
 
-        self._forwarder = LogForwarder(send)
+        self._forwarder = LogForwarder(send, service=self.service_cls.name)
         logging.getLogger().addHandler(self._forwarder)
         self._tasks.append(asyncio.create_task(self._forwarder.run()))
 
@@ -691,4 +683,38 @@ class Runtime:
 
 
 async def serve(service_cls: type[ServiceBase], settings: Settings) -> ExitCode:
-    return await Runtime(service_cls, settings).run()
+    return await serve_together([(service_cls, settings)])
+
+
+async def serve_together(services: list[tuple[type[ServiceBase], Settings]]) -> ExitCode:
+    """Serve until SIGTERM/SIGINT or a request_stop(); return the first non-zero exit code.
+
+    Several services in one process (`twinstack up --combined`) each keep their own runtime:
+    listeners, certificate, metrics, and log records under their own name (each runs in a
+    context of its own). They start in the order given and stop in reverse; one stopping
+    stops them all, so that the process exits and its supervisor restarts it whole."""
+    runtimes: list[tuple[Runtime, contextvars.Context]] = []
+    for service_cls, settings in services:
+        context = contextvars.copy_context()
+        context.run(service_id.set, service_cls.name)
+        runtimes.append((Runtime(service_cls, settings), context))
+
+    def stop_all() -> None:
+        for runtime, _ in runtimes:
+            runtime.request_stop()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_all)
+    started: list[tuple[Runtime, contextvars.Context]] = []
+    try:
+        for runtime, context in runtimes:
+            started.append((runtime, context))
+            await asyncio.create_task(runtime.start(), context=context)
+        waits = [asyncio.create_task(runtime.stop_requested()) for runtime, _ in runtimes]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+    finally:
+        for runtime, context in reversed(started):
+            await asyncio.create_task(runtime.stop(), context=context)
+    return next((r.exit_code for r, _ in runtimes if r.exit_code != ExitCode.OK), ExitCode.OK)

@@ -176,7 +176,7 @@ def test_an_expired_token_is_refused_everywhere(world):
 def _refused_everywhere(tw: Client, session: Session) -> None:
     refused(401, "unauthorized", tw.projects)  # gss
     refused(401, "unauthorized", tw.gss, "open_session", project=session.project_id)
-    refused(401, "unauthorized", tw._call, tw.info()["auth_url"], "whoami")  # auth
+    refused(401, "unauthorized", tw.auth, "whoami")  # auth
     refused(401, "refused", attach, tw, session)  # relay
 
 

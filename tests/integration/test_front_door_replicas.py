@@ -2,8 +2,8 @@
 two gss, two auth and two relays (real processes, mutual TLS) and one LSS, while two users call
 their sessions and gss in a loop. Killing (SIGKILL) the gss the LSS is linked to and a relay the
 sessions go through, and then restarting every front-door process and the logger one after the
-other with ten sessions live: no call fails (idempotent ones are sent again by the client), no session is lost,
-a session opens during the outage, and the LSS links to the surviving gss."""
+other with ten sessions live: no call fails (idempotent ones are sent again by the client), no
+session is lost, a session opens during the outage, and the LSS links to the surviving gss."""
 
 from __future__ import annotations
 

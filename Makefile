@@ -44,7 +44,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
-test: system-packages lint kernels
+test: system-packages
+	@# the container tests' base image (debootstrap: mostly downloads), made meanwhile
+	@if [ "$$(id -u)" = 0 ] && command -v podman > /dev/null && \
+	    command -v debootstrap > /dev/null; then \
+	  deploy/containers/base.sh > "$${TMPDIR:-/tmp}/twinstack-base-image.log" 2>&1 & fi
+	@$(MAKE) --no-print-directory lint kernels
 	$(BIN)/python -m pytest -m 'not alone'
 	$(BIN)/python -m pytest -m alone -n 0
 

@@ -11,15 +11,7 @@ base="${BASE:-python:3.12-slim}"
 
 if [ "${1:-}" = "--local-base" ]; then
     base="${BASE:-localhost/twinstack-base:bookworm}"
-    if ! podman image exists "$base"; then
-        root=$(mktemp -d)
-        trap 'rm -rf "$root"' EXIT
-        echo "making $base with debootstrap (a few minutes)" >&2
-        debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-            bookworm "$root" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >&2
-        rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-        tar -C "$root" -c . | podman import --change 'CMD ["/bin/sh"]' - "$base"
-    fi
+    BASE="$base" deploy/containers/base.sh
 fi
 
 # Behind a TLS-inspecting proxy pip needs the host's CA bundle: mounted into the build step,

@@ -11,8 +11,11 @@ import collections
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -27,6 +30,7 @@ from tests.platform_fixtures import (
 )
 from tests.store_fixtures import new_postgres_database
 from twinstack.client import Client, Session
+from twinstack.exitcodes import ExitCode
 from twinstack.launcher import FRONT_DOOR, PARTS, replica_parts
 
 USERS = ("ada", "bob")
@@ -174,3 +178,13 @@ def test_a_rolling_restart_of_the_front_door_goes_unnoticed(replicated: Platform
                        what=f"{label} restarted")
             more_rounds(done, f"calls after restarting {label}", rounds=1)
     assert_all_ready(clients, sessions, failures)
+
+
+def test_replicas_on_sqlite_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "twinstack", "up", "--replicas", "2", "--data-dir",
+         str(tmp_path / "data"), "--port", str(free_port_block(34))],
+        capture_output=True, text=True, timeout=60)
+    assert refused.returncode == ExitCode.CONFIG_ERROR
+    assert "--replicas 2 needs PostgreSQL" in refused.stderr
+    assert not (tmp_path / "data").exists()

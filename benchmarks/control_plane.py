@@ -58,6 +58,7 @@ from sqlalchemy import make_url
 
 from twinstack.client import Client
 from twinstack.launcher import REPLICA_PORTS
+from twinstack.store.bus import libpq_url
 
 GOAL_RSS_MIB = 250
 
@@ -130,8 +131,7 @@ def opens_per_second(url: str, ca: Path, threads: int, sessions: int) -> float:
 def postgres_database(server: str) -> Iterator[str]:
     """A new database on `server` for one run, dropped afterwards."""
     name = f"twinstack_bench_{uuid.uuid4().hex[:12]}"
-    conninfo = make_url(server).set(drivername="postgresql").render_as_string(
-        hide_password=False)
+    conninfo = libpq_url(server)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -25,20 +25,16 @@ import pytest
 from sqlalchemy import make_url
 
 from twinstack.store import Database
+from twinstack.store.bus import libpq_url
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 INSTALL_POSTGRES = ("install PostgreSQL (apt-get install postgresql) or point "
                     "$TWINSTACK_TEST_PG_URL at a server")
 
 
-def _conninfo(url: str) -> str:
-    """libpq connection string for a SQLAlchemy URL (psycopg does not take `+psycopg`)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _answers(url: str) -> bool:
     try:
-        with psycopg.connect(_conninfo(url), connect_timeout=3) as conn:
+        with psycopg.connect(libpq_url(url), connect_timeout=3) as conn:
             conn.execute("SELECT 1")
         return True
     except psycopg.Error:
@@ -117,12 +113,12 @@ def postgres_server_url() -> Iterator[str]:
 def new_postgres_database(server: str) -> Iterator[str]:
     """The URL of a new, empty database on `server`, dropped (with its connections) after."""
     name = f"twinstack_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_conninfo(server), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(_conninfo(server), autocommit=True) as conn:
+        with psycopg.connect(libpq_url(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

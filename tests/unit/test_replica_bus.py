@@ -43,8 +43,8 @@ def test_every_replica_hears_every_message_in_order(postgres_url: str) -> None:
 
     async def scenario() -> None:
         one, two = Replica(postgres_url), Replica(postgres_url)
-        await one.bus.start()
-        await two.bus.start()
+        await one.bus.start(30)
+        await two.bus.start(30)
         try:
             sent = [{"topic": "session", "n": n} for n in range(50)]
             sent.insert(25, {"topic": "tunnel", "text": long_text})
@@ -63,7 +63,7 @@ def test_every_replica_hears_every_message_in_order(postgres_url: str) -> None:
 def test_a_replica_that_lost_the_database_is_told_to_read_again(postgres_url: str) -> None:
     async def scenario() -> None:
         replica = Replica(postgres_url)
-        await replica.bus.start()
+        await replica.bus.start(30)
         try:
             with psycopg.connect(libpq_url(postgres_url), autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "

@@ -226,8 +226,7 @@ class Client:
         """Call `action` on one replica; on the next if that one cannot be reached and the
         call may be repeated."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        for tries_left in reversed(range(len(replicas.urls))):
-            url = replicas.url
+        for url, last in replicas.each():
             try:
                 async with self._http.post(
                         f"{url}/execute", json={"action": action, "params": params},
@@ -237,8 +236,7 @@ class Client:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = connection_error(url, exc, self.ca)
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
-                if error.status != 503 or not tries_left or not (
-                        refused or action in REPEATABLE):
+                if error.status != 503 or last or not (refused or action in REPEATABLE):
                     raise error from exc
                 log.info("%s; trying %s there", error.message, action)
                 replicas.fail_over(url)
@@ -413,8 +411,7 @@ class Session:
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         """Attach through the relay in use, or, if it cannot be reached, the next replica."""
-        for tries_left in reversed(range(len(self._relays.urls))):
-            relay = self._relays.url
+        for relay, last in self._relays.each():
             try:
                 async with asyncio.timeout(self.client.timeout):
                     return await self.client._http.ws_connect(
@@ -426,7 +423,7 @@ class Session:
                                   f"{exc.message}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = connection_error(relay, exc, self.client.ca)
-                if error.status != 503 or not tries_left:
+                if error.status != 503 or last:
                     raise error from exc
                 self._relays.fail_over(relay)
         raise AssertionError("unreachable")

@@ -35,7 +35,7 @@ from twinstack.services.database import ServiceDatabase, database_url
 from twinstack.sessiontypes import SESSION_TYPE_NEEDS, SESSION_TYPES, Needs
 from twinstack.store import LIVE_STATES, ROLES, Conflict, NotFound, accounts, history, projects
 from twinstack.store.bus import Message, open_bus
-from twinstack.store.models import FINAL_STATES, SessionRecord, User, utcnow
+from twinstack.store.models import FINAL_STATES, LssNode, SessionRecord, User, utcnow
 from twinstack.web import web_routes
 from twinstack.wire.actions import Call, action
 from twinstack.wire.errors import ActionError, forbidden, not_found, unauthorized
@@ -243,12 +243,13 @@ class GssService(ServiceBase):
         self.queue_positions: dict[str, int] = {}  # last place told to each waiting session
         self.tunnel_replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.access_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.resync: asyncio.Task[None] | None = None
         self.bus = open_bus(database_url(self.settings), self._on_bus, self._resync)
-        await self.bus.start()
+        await self.bus.start(self.settings.dependency_timeout)
         self.dispatcher = asyncio.create_task(self._dispatch_loop())
 
     async def stop(self) -> None:
-        for task in (self.sweeper, self.dispatcher):
+        for task in (self.sweeper, self.dispatcher, *([self.resync] if self.resync else [])):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -316,7 +317,7 @@ class GssService(ServiceBase):
         again, relays re-check every socket, and the queue is looked at."""
         self.queue_changed.set()
         self._tell_access_watchers("all", "*")
-        self.resync_task = asyncio.create_task(self._tell_states(list(self.subscribers)))
+        self.resync = asyncio.create_task(self._tell_states(list(self.subscribers)))
 
     async def _tell_states(self, sessions: list[str]) -> None:
         try:
@@ -715,11 +716,15 @@ class GssService(ServiceBase):
     @action(allow=("relay",))
     async def tunnel_call(self, call: Call, params: TunnelCall) -> Any:
         """A relay call to a compute service behind NAT, carried over its LSS's link."""
-        record = await self.db.run(lambda s: projects.get_session(s, params.session))
+        def read(s: Tx) -> tuple[SessionRecord, bool]:
+            record = projects.get_session(s, params.session)
+            node = s.get(LssNode, record.lss_id) if record.lss_id else None
+            return record, node is not None and node.state == "connected"
+        record, connected = await self.db.run(read)
         call_id = secrets.randbits(62)  # unique among the replicas' calls too
         reply = self.tunnel_replies[call_id] = asyncio.get_running_loop().create_future()
-        try:
-            if record.lss_id is None or not self.command(record.lss_id, {
+        try:  # (not connected: with replicas, no replica would carry the call)
+            if record.lss_id is None or not connected or not self.command(record.lss_id, {
                     "type": "call", "call_id": call_id, **params.model_dump()}):
                 raise ActionError(503, "unavailable", f"LSS {record.lss_id} is not connected")
             answer = await asyncio.wait_for(reply, 600)

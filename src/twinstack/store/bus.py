@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 from sqlalchemy import make_url
 
+from twinstack.exitcodes import ExitCode, FatalError
+
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
@@ -42,7 +44,7 @@ class LocalBus:
     def __init__(self, deliver: Callable[[Message], None]) -> None:
         self.deliver = deliver
 
-    async def start(self) -> None:
+    async def start(self, timeout: float) -> None:
         pass
 
     async def close(self) -> None:
@@ -84,11 +86,17 @@ class PostgresBus:
         self._lock_connections: dict[int, Any] = {}  # one per lock: each may wait alone
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
-    async def start(self) -> None:
-        """Listen before the first message can be sent, so a replica hears its own."""
+    async def start(self, timeout: float) -> None:
+        """Listen before the first message can be sent, so a replica hears its own; a
+        database that does not let it within `timeout` seconds is a fatal error."""
         self._tasks = {"bus listener": asyncio.create_task(self._listen()),
                        "bus sender": asyncio.create_task(self._send())}
-        await self.listening.wait()
+        try:
+            await asyncio.wait_for(self.listening.wait(), timeout)
+        except TimeoutError as exc:
+            await self.close()
+            raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, "cannot LISTEN on the database "
+                             f"within {timeout:g} s (see the bus warnings)") from exc
 
     async def close(self) -> None:
         for task in self._tasks.values():

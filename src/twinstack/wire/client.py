@@ -14,7 +14,7 @@ import itertools
 import random
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -65,13 +65,16 @@ class Replicas:
     def url(self) -> str:
         return self.urls[self._current]
 
-    def fail_over(self, failed: str) -> bool:
-        """Move on from `failed` to the next replica; False when there is no other."""
-        if len(self.urls) == 1:
-            return False
+    def fail_over(self, failed: str) -> None:
+        """Move on from `failed` to the next replica (if it is still the one in use)."""
         if self.url == failed:
             self._current = (self._current + 1) % len(self.urls)
-        return True
+
+    def each(self) -> Iterator[tuple[str, bool]]:
+        """Every replica once, from the one in use on: its URL, and whether it is the last to
+        try. The caller calls fail_over(url) on a failure to move on."""
+        for left in reversed(range(len(self.urls))):
+            yield self.url, left == 0
 
 
 class ServiceClient:
@@ -120,6 +123,7 @@ class ServiceClient:
         # A peer that silently drops packets must fail fast, however long the action may run.
         total = timeout or self.timeout
         limit = aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_TIMEOUT, total))
+        first = self.url
         for attempt in itertools.count():
             url = self.url
             try:
@@ -138,7 +142,8 @@ class ServiceClient:
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
                 if (idempotent or refused) and attempt < len(_RETRY_DELAYS):
-                    if not self.replicas.fail_over(url):  # another replica is tried at once
+                    self.replicas.fail_over(url)  # another replica is tried at once; after
+                    if self.url == first:  # all of them, again after a pause
                         await asyncio.sleep(_RETRY_DELAYS[attempt])
                     continue
                 raise ServiceUnavailable(f"{url} {action}: {exc or type(exc).__name__}") \
@@ -156,13 +161,14 @@ class ServiceClient:
                         ) -> aiohttp.ClientWebSocketResponse:
         """The service's `/ws` as a bare WebSocket, its peer checked as for `connect`; every
         replica is tried once, from the current one on."""
-        for _ in range(len(self.replicas.urls) - 1):
-            url = self.url
+        for url, last in self.replicas.each():
             try:
                 return await self._websocket(url, expect, headers)
             except ServiceUnavailable:
+                if last:
+                    raise
                 self.replicas.fail_over(url)
-        return await self._websocket(self.url, expect, headers)
+        raise AssertionError("unreachable")
 
     async def _websocket(self, url: str, expect: PeerIdentity | None,
                          headers: dict[str, str] | None) -> aiohttp.ClientWebSocketResponse:

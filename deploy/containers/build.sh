@@ -21,7 +21,7 @@ if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
     ca_args=(--volume "$PIP_CERT:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
 fi
 
-for image in core compute; do
+for image in core compute postgres; do
     echo "building twinstack-$image:$version from $base" >&2
     podman build --build-arg BASE="$base" "${ca_args[@]}" \
         -f "deploy/containers/Containerfile.$image" -t "twinstack-$image:$version" .

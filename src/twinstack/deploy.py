@@ -47,9 +47,11 @@ def ensure_certificates(pki: Path, namespace: str, public_hosts: list[str],
             hosts = [] if service == "admin" else service_hosts(service, namespace, public_hosts)
             issue_identity(pki, service, prefix, hosts=hosts)
             written.append(Path(f"{prefix}-chain.pem"))
-        if owner is not None:  # containers run as this uid and must read their key
-            for path in pki.glob(f"{service}*.pem"):
-                os.chown(path, owner, owner)
+    if owner is not None:  # containers run as this uid and must read their keys: each
+        # service its own, the LSS also the intermediate CA's (it signs session certificates)
+        for path in (*pki.glob("intermediate*.pem"),
+                     *(p for s in (*PLATFORM_SERVICES, "admin") for p in pki.glob(f"{s}*.pem"))):
+            os.chown(path, owner, owner)
     return written
 
 

@@ -1,7 +1,6 @@
 """deploy/compose.yaml: the network levels and certificate mounts a user relies on.
 
-Running it needs the postgres image from a registry, which this machine cannot reach; the
-images themselves are exercised in test_containers.py.
+test_containers.py runs it with podman-compose and serves a session through it.
 """
 
 from __future__ import annotations
@@ -46,3 +45,11 @@ def test_every_service_knows_where_the_others_are():
     for name in ("gss", "auth"):
         assert "@postgres/" in SERVICES[name]["environment"]["TWINSTACK_DATABASE_URL"]
     assert SERVICES["lss"]["image"].startswith("localhost/twinstack-compute")
+
+
+def test_every_image_is_one_build_sh_makes_so_no_registry_is_needed():
+    images = {service.get("image", COMPOSE["x-twinstack"]["image"])
+              for service in SERVICES.values()}
+    assert {i.split(":")[0] for i in images} == {"localhost/twinstack-core",
+                                                 "localhost/twinstack-compute",
+                                                 "localhost/twinstack-postgres"}

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -165,3 +166,71 @@ def test_the_images_run_services_that_talk_mutual_tls(images, pki: Pki, tmp_path
     finally:
         for name in names:
             podman("rm", "-f", "-t", "2", name)
+
+
+def test_the_compose_deployment_serves_a_session(images, tmp_path):
+    """deploy/compose.yaml started as its header says, PostgreSQL from the local image.
+
+    The published ports are free ones (the file's TWINSTACK_*_PORT variables), so nothing
+    else on the machine is disturbed; the client sees only the public network's ports.
+    """
+    from twinstack.client import Client
+
+    compose_file = tmp_path / "compose.yaml"
+    shutil.copy(ROOT / "deploy/compose.yaml", compose_file)
+    certs = subprocess.run(
+        [sys.executable, "-m", "twinstack", "deploy", "certs", "--pki", str(tmp_path / "pki"),
+         "--public-host", "localhost", "--owner", "10001"],
+        capture_output=True, text=True, timeout=120)
+    assert certs.returncode == 0, certs.stderr
+    ports = {"TWINSTACK_GSS_PORT": free_port(), "TWINSTACK_AUTH_PORT": free_port(),
+             "TWINSTACK_RELAY_PORT": free_port()}
+    project = f"tscompose{uuid.uuid4().hex[:8]}"
+    env = {**ENV, **{k: str(v) for k, v in ports.items()},
+           "TWINSTACK_DB_PASSWORD": uuid.uuid4().hex}
+
+    def compose(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "podman-compose"),
+                               "-p", project, "-f", str(compose_file), *args],
+                              input=stdin, capture_output=True, text=True, timeout=300, env=env,
+                              cwd=tmp_path)
+
+    def logs() -> str:
+        names = podman("ps", "-a", "--filter", f"label=io.podman.compose.project={project}",
+                       "--format", "{{.Names}}").stdout.split()
+        return "\n".join(f"== {n}\n{podman('logs', '--tail', '20', n).stdout}"
+                         f"{podman('logs', '--tail', '20', n).stderr}" for n in names)
+
+    up = compose("up", "-d")
+    try:
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        url = f"https://localhost:{ports['TWINSTACK_GSS_PORT']}"
+        deadline = time.monotonic() + 180  # a hang guard: gss waits for PostgreSQL to start
+        while True:
+            try:
+                with Client(url, ca=tmp_path / "pki/ca.pem") as tw:
+                    tw.info()
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"gss not serving: {exc}\n{logs()}") from exc
+                time.sleep(1)
+        added = compose("exec", "-T", "gss", "twinstack", "user", "add", "kim",
+                        "--password-stdin", stdin="compose password\n")
+        assert added.returncode == 0, added.stdout + added.stderr
+        with Client(url, ca=tmp_path / "pki/ca.pem") as tw:
+            tw.login("kim", "compose password")
+            made = tw.create_project("in compose", "data analysis")
+            try:
+                with tw.open_session(made["id"], timeout=120) as session:
+                    result = session.call("kriging", "interpolate",
+                                          points=[[0, 0], [1, 0], [0, 1], [1, 1]],
+                                          values=[1, 2, 3, 4], targets=[[0.5, 0.5]],
+                                          variogram={"model": "linear", "slope": 1.0,
+                                                     "nugget": 0.0})
+            except Exception as exc:
+                raise AssertionError(f"{exc}\n{logs()}") from exc
+        assert result["estimates"] == [2.5]
+    finally:
+        down = compose("down", "-v", "-t", "5")
+        assert down.returncode == 0, down.stderr[-2000:]

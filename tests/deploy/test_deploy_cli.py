@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import kubernetes_validate
+import pytest
 import yaml
 from cryptography import x509
 
@@ -50,3 +52,15 @@ def test_certs_secrets_and_render_match(tmp_path):
 def test_render_names_the_overlays_it_knows():
     bad = twinstack("render", "staging")
     assert bad.returncode == 10 and "known: dev, gpu, production" in bad.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another uid needs root")
+def test_certs_with_an_owner_give_the_containers_uid_what_it_mounts_and_no_more(tmp_path):
+    """Each service reads its own key, the LSS the intermediate CA's; the root CA's key stays
+    the deployer's (it signs nothing at run time)."""
+    pki = tmp_path / "pki"
+    made = twinstack("certs", "--pki", str(pki), "--owner", "4242")
+    assert made.returncode == 0, made.stderr
+    owned = {p.name for p in pki.iterdir() if p.stat().st_uid == 4242}
+    assert {"gss-key.pem", "lss-key.pem", "intermediate-key.pem", "intermediate.pem"} <= owned
+    assert "ca-key.pem" not in owned

@@ -87,8 +87,10 @@ class ProcessSpawner(Spawner):
     def _serve_args(self) -> list[str]:
         """`twinstack serve SERVICE` and its flags: the service's identity, session, sockets."""
         s = self.spec
-        cmd = ["serve", s.service,
-               "--bind-fd", str(self._listener_fd()), "--health-bind", f"{self.host}:0",
+        # --publish: the inherited socket knows only its address; peers dial the name the
+        # service's certificate holds (spawn_host: "lss" in compose, not the container's IP)
+        cmd = ["serve", s.service, "--bind-fd", str(self._listener_fd()),
+               "--publish", self.endpoint(), "--health-bind", f"{self.host}:0",
                "--cert", str(s.identity.cert), "--key", str(s.identity.key),
                "--ca", str(s.identity.ca), "--session", s.session,
                "--data-dir", str(s.workdir / "data"), "--ready-file", str(self.ready_file)]

@@ -45,10 +45,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: system-packages
-	@# the container tests' base image (debootstrap: mostly downloads), made meanwhile
+	@# made meanwhile (mostly downloads): the container tests' debootstrap base image and the
+	@# manifest tests' checkov venv; the tests wait for them (locks) where they are not done
 	@if [ "$$(id -u)" = 0 ] && command -v podman > /dev/null && \
 	    command -v debootstrap > /dev/null; then \
 	  deploy/containers/base.sh > "$${TMPDIR:-/tmp}/twinstack-base-image.log" 2>&1 & fi
+	@$(PYTHON) tests/deploy/checkov_venv.py > "$${TMPDIR:-/tmp}/twinstack-checkov.log" 2>&1 &
 	@$(MAKE) --no-print-directory lint kernels
 	$(BIN)/python -m pytest -m 'not alone'
 	$(BIN)/python -m pytest -m alone -n 0

@@ -17,13 +17,11 @@ cluster). Then:
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import ipaddress
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,6 +32,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.deploy.checkov_venv import checkov_executable
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -48,7 +48,6 @@ KUBERNETES_VERSIONS = ("1.31.0", "1.33.0", "1.35.0")
 # (production, gpu) are skipped there, and checked by test_production_certificates instead.
 CRD_KINDS = {("cert-manager.io/v1", "Certificate"), ("cert-manager.io/v1", "Issuer")}
 
-CHECKOV_VERSION = "3.3.30"
 # Checks skipped for every object, and why. Per-object exceptions are `checkov.io/skip<N>`
 # annotations in the manifests, each with its reason (test_checkov asserts one is given).
 CHECKOV_SKIPS = {
@@ -181,28 +180,10 @@ def test_only_cert_manager_kinds_lack_schemas(rendered: dict[str, list[dict[str,
 
 
 def _checkov_executable() -> Path:
-    """checkov in its own venv under the user cache, built on first use (then reused)."""
-    if override := os.environ.get("TWINSTACK_CHECKOV"):
-        return Path(override)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twinstack"
-    venv = cache / f"checkov-{CHECKOV_VERSION}"
-    exe = venv / "bin" / "checkov"
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / "checkov.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time
-        if not (venv / ".complete").exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-            install = subprocess.run(
-                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                 "--disable-pip-version-check", f"checkov=={CHECKOV_VERSION}"],
-                capture_output=True, text=True, timeout=900, check=False)
-            if install.returncode != 0:
-                shutil.rmtree(venv, ignore_errors=True)
-                pytest.fail(f"could not install checkov {CHECKOV_VERSION} into {venv}:\n"
-                            f"{install.stdout}\n{install.stderr}")
-            (venv / ".complete").touch()
-    return exe
+    try:
+        return checkov_executable()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

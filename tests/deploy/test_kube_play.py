@@ -37,7 +37,7 @@ from tests.deploy.test_containers import (  # noqa: F401
 from twinstack.client import Client
 from twinstack.deploy import ensure_certificates, render, secret_manifests
 
-# alone: its pod publishes port 7400, which the README's examples use too
+# alone: its pods bind 7400-7441 on the host, which the README's examples use too (test_readme)
 pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(1500),
               *NEEDS_IMAGE_BUILD]
 PASSWORD = "kube play password"

@@ -21,7 +21,8 @@ import pytest
 
 from tests.platform_fixtures import wait_until
 
-pytestmark = pytest.mark.alone  # the examples name port 7400, as kube play's pod does
+# The examples name port 7400, as test_kube_play.py's pods do: that one is marked alone, so
+# the two never run at once; every other test takes its ports from its worker's range.
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

@@ -119,6 +119,9 @@ def played(images, tmp_path: Path):  # noqa: F811
         yield pki, shared
     finally:
         podman("kube", "down", str(play), timeout=120)
+        # podman 4.3 keeps a volume per ConfigMap after `kube down`
+        podman("volume", "rm", "-f", *(d["metadata"]["name"] for d in docs
+                                       if d["kind"] == "ConfigMap"))
 
 
 def _logs() -> str:

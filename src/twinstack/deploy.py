@@ -49,9 +49,9 @@ def ensure_certificates(pki: Path, namespace: str, public_hosts: list[str],
             written.append(Path(f"{prefix}-chain.pem"))
     if owner is not None:  # containers run as this uid and must read their keys: each
         # service its own, the LSS also the intermediate CA's (it signs session certificates)
-        for path in (*pki.glob("intermediate*.pem"),
-                     *(p for s in (*PLATFORM_SERVICES, "admin") for p in pki.glob(f"{s}*.pem"))):
-            os.chown(path, owner, owner)
+        for name in ("intermediate", *PLATFORM_SERVICES, "admin"):
+            for path in pki.glob(f"{name}*.pem"):
+                os.chown(path, owner, owner)
     return written
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Pki, free_port
+from tests.platform_fixtures import wait_until
+from twinstack.client import Client
 from twinstack.pki.tls import TlsFiles, client_context
 from twinstack.wire.client import ServiceClient
 
@@ -29,6 +31,10 @@ VERSION = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(),
 CORE, COMPUTE = f"localhost/twinstack-core:{VERSION}", f"localhost/twinstack-compute:{VERSION}"
 PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40,}")
 ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy/containers/containers.conf")}
+# A call whose answer is known exactly: the centre of a linear variogram's unit square is 2.5.
+SQUARE_KRIGING = {"points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
+                  "targets": [[0.5, 0.5]],
+                  "variogram": {"model": "linear", "slope": 1.0, "nugget": 0.0}}
 
 # What building the images needs; test_kube_play.py (which uses the images) skips on it too.
 NEEDS_IMAGE_BUILD = [
@@ -146,11 +152,7 @@ def test_the_images_run_services_that_talk_mutual_tls(images, pki: Pki, tmp_path
             admin = client_context(pki.identity("admin"))
             async with ServiceClient(f"https://127.0.0.1:{kriging_port}", relay) as kriging, \
                     ServiceClient(f"https://127.0.0.1:{logger_port}", admin) as logger:
-                result = await kriging.call("interpolate", {
-                    "points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
-                    "targets": [[0.5, 0.5]],
-                    "variogram": {"model": "linear", "slope": 1.0, "nugget": 0.0}},
-                    idempotent=True)
+                result = await kriging.call("interpolate", SQUARE_KRIGING, idempotent=True)
                 deadline = time.monotonic() + 60  # a hang guard: forwarding is not timed
                 while True:
                     records = await logger.call("query", {"service": "kriging"})
@@ -174,8 +176,6 @@ def test_the_compose_deployment_serves_a_session(images, tmp_path):
     The published ports are free ones (the file's TWINSTACK_*_PORT variables), so nothing
     else on the machine is disturbed; the client sees only the public network's ports.
     """
-    from twinstack.client import Client
-
     compose_file = tmp_path / "compose.yaml"
     shutil.copy(ROOT / "deploy/compose.yaml", compose_file)
     certs = subprocess.run(
@@ -205,16 +205,19 @@ def test_the_compose_deployment_serves_a_session(images, tmp_path):
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         url = f"https://localhost:{ports['TWINSTACK_GSS_PORT']}"
-        deadline = time.monotonic() + 180  # a hang guard: gss waits for PostgreSQL to start
-        while True:
+
+        def gss_serves() -> bool:
             try:
                 with Client(url, ca=tmp_path / "pki/ca.pem") as tw:
                     tw.info()
-                break
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"gss not serving: {exc}\n{logs()}") from exc
-                time.sleep(1)
+                return True
+            except Exception:
+                return False
+
+        try:  # 180 s: a hang guard (gss waits for PostgreSQL's first start)
+            wait_until(gss_serves, timeout=180, interval=1, what="gss through its published port")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{logs()}") from exc
         added = compose("exec", "-T", "gss", "twinstack", "user", "add", "kim",
                         "--password-stdin", stdin="compose password\n")
         assert added.returncode == 0, added.stdout + added.stderr
@@ -223,11 +226,7 @@ def test_the_compose_deployment_serves_a_session(images, tmp_path):
             made = tw.create_project("in compose", "data analysis")
             try:
                 with tw.open_session(made["id"], timeout=120) as session:
-                    result = session.call("kriging", "interpolate",
-                                          points=[[0, 0], [1, 0], [0, 1], [1, 1]],
-                                          values=[1, 2, 3, 4], targets=[[0.5, 0.5]],
-                                          variogram={"model": "linear", "slope": 1.0,
-                                                     "nugget": 0.0})
+                    result = session.call("kriging", "interpolate", **SQUARE_KRIGING)
             except Exception as exc:
                 raise AssertionError(f"{exc}\n{logs()}") from exc
         assert result["estimates"] == [2.5]

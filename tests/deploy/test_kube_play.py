@@ -31,6 +31,7 @@ from tests.deploy.test_containers import (  # noqa: F401
     CORE,
     ENV,
     NEEDS_IMAGE_BUILD,
+    SQUARE_KRIGING,
     images,
     podman,
 )
@@ -151,11 +152,7 @@ def test_kube_play_of_the_dev_overlay_serves_a_session(played):
                 made = {p["name"]: p for p in tw.projects()}  # a retry finds the first try's
                 project = made.get("in pods") or tw.create_project("in pods", "data analysis")
                 with tw.open_session(project["id"], timeout=60) as session:
-                    result = session.call("kriging", "interpolate",
-                                          points=[[0, 0], [1, 0], [0, 1], [1, 1]],
-                                          values=[1, 2, 3, 4], targets=[[0.5, 0.5]],
-                                          variogram={"model": "linear", "slope": 1.0,
-                                                     "nugget": 0.0})
+                    result = session.call("kriging", "interpolate", **SQUARE_KRIGING)
                 assert result["estimates"] == [2.5]
                 return
         except Exception as exc:

@@ -82,7 +82,15 @@ def _certs_crl(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    return _serve_all([(args.service, load_settings(vars(args)))])
+    settings = load_settings(vars(args))
+    if settings.claim_bind is not None:  # a warm pool's pod: its session comes later
+        from twinstack.spawners.claim import wait_for_claim
+
+        claimed = wait_for_claim(args.service, vars(args))
+        if claimed is None:
+            return ExitCode.OK
+        settings = claimed
+    return _serve_all([(args.service, settings)])
 
 
 def _serve_together(args: argparse.Namespace) -> int:

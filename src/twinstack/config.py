@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         None, ge=0, description="internal listener: a listening socket inherited as this file "
         "descriptor (from the LSS, which knows its address before the service starts), instead "
         "of --bind")
+    claim_bind: Address | None = Field(
+        None, description="wait, warmed up and of no session, until an LSS claims this "
+        "process for a session at this address (mutual TLS; a Kubernetes warm pool's pod), "
+        "then serve that session")
     publish: Address | None = Field(
         None, description="address other services use to reach the internal listener "
         "(host:port); default: this machine's host name and the bound port")
@@ -189,8 +193,9 @@ class Settings(BaseSettings):
         "processes forked from a warm parent that has imported the platform once, or one pod "
         "each (from inside a cluster)")
     warm_pool: int = Field(
-        0, ge=0, le=16, description="forked spawner: this many waiting, warmed-up children of "
-        "each compute service kind, which sessions claim instead of a new fork (one each)")
+        0, ge=0, le=16, description="this many waiting, warmed-up compute services of each "
+        "kind, which sessions claim instead of starting one (one each): children of the warm "
+        "parent (forked spawner) or pods in the namespace (kubernetes spawner)")
     namespace: str = Field("twinstack", description="Kubernetes namespace for compute pods")
     compute_image: str = Field(
         "twinstack-compute:0.1.0", description="image of compute pods (kubernetes spawner)")

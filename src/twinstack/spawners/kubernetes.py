@@ -3,10 +3,13 @@
 What it creates, all labelled so NetworkPolicies and cleanup can find them:
 - a Secret per compute service with its certificate (`tls.crt`, `tls.key`, `ca.crt`), mounted
   read-only into the pod (no image contains a key);
-- a headless Service per session, so each compute pod has a stable DNS name
-  (`<service>.<session-service>.<namespace>.svc`) that survives the pod being recreated;
+- a headless Service per compute service, selecting its pod by session and service labels,
+  so the service has a stable DNS name (`<service>-<session>.<namespace>.svc`) whichever pod
+  serves it: one started for it, its restart, or a warm pool's pod claimed for it
+  (`kube_pool.py`);
 - the pod: `twinstack serve SERVICE` in the compute image, restricted security context,
   resource requests, `nvidia.com/gpu` for solver services, probes on the health port.
+With a warm pool, a session's service first tries to claim a waiting pool pod.
 
 The manifests are built by pure functions (tested against the Kubernetes schemas). Pod status
 comes from one shared watch per LSS (`PodReflector`), not from a poll per pod.
@@ -23,9 +26,13 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twinstack.pki.tls import TlsFiles
 from twinstack.spawners.base import ServiceSpec, Spawner, SpawnError
+
+if TYPE_CHECKING:
+    from twinstack.spawners.kube_pool import PodPool
 
 log = logging.getLogger(__name__)
 
@@ -57,51 +64,52 @@ def pod_name(session: str, service: str) -> str:
     return _dns_label(f"{service}-{session[:12]}")[:63]
 
 
-def session_service_name(session: str) -> str:
-    return _dns_label(f"ts-{session[:12]}")
+def session_label(session: str) -> str:
+    return _dns_label(session)[:63]
 
 
-def labels(settings: PodSettings, session: str, service: str | None = None) -> dict[str, str]:
+def labels(settings: PodSettings, session: str | None, service: str) -> dict[str, str]:
+    """What every object of a compute service carries (a pool pod: no session yet)."""
     found = {"app.kubernetes.io/name": "twinstack", "app.kubernetes.io/part-of": "twinstack",
              "app.kubernetes.io/component": "compute", "app.kubernetes.io/managed-by": MANAGED_BY,
-             "twinstack.dev/session": _dns_label(session)[:63], "twinstack.dev/lss":
-             _dns_label(settings.lss)[:63]}
-    if service is not None:
-        found["twinstack.dev/service"] = _dns_label(service)
+             "twinstack.dev/lss": _dns_label(settings.lss)[:63],
+             "twinstack.dev/service": _dns_label(service)}
+    if session is not None:
+        found["twinstack.dev/session"] = session_label(session)
     return found
 
 
 def pod_host(settings: PodSettings, session: str, service: str) -> str:
-    """The pod's stable DNS name, which the relay dials and its certificate must name."""
-    return (f"{pod_name(session, service)}.{session_service_name(session)}."
-            f"{settings.namespace}.svc")
+    """The service's stable DNS name (its headless Service's), which the relay dials and its
+    certificate must name."""
+    return f"{pod_name(session, service)}.{settings.namespace}.svc"
 
 
 def endpoint(settings: PodSettings, spec: ServiceSpec) -> str:
     return f"{pod_host(settings, spec.session, spec.service)}:{INTERNAL_PORT}"
 
 
-def certificate_secret(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
-    """The compute service's identity, as a Secret of PEM strings."""
+def certificate_secret(settings: PodSettings, pod: str, pod_labels: dict[str, str],
+                       identity: TlsFiles) -> dict[str, Any]:
+    """The identity of the compute service in pod `pod`, as a Secret of PEM strings."""
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": pod_name(spec.session, spec.service) + "-tls",
-                     "namespace": settings.namespace,
-                     "labels": labels(settings, spec.session, spec.service)},
-        "stringData": {"tls.crt": spec.identity.cert.read_text(),
-                       "tls.key": spec.identity.key.read_text(),
-                       "ca.crt": spec.identity.ca.read_text()},
+        "metadata": {"name": pod + "-tls", "namespace": settings.namespace,
+                     "labels": pod_labels},
+        "stringData": {"tls.crt": identity.cert.read_text(), "tls.key": identity.key.read_text(),
+                       "ca.crt": identity.ca.read_text()},
     }
 
 
-def session_service(settings: PodSettings, session: str) -> dict[str, Any]:
-    """Headless Service giving the session's pods stable DNS names."""
+def compute_service(settings: PodSettings, session: str, service: str) -> dict[str, Any]:
+    """Headless Service giving one compute service its stable DNS name (`pod_host`)."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": session_service_name(session), "namespace": settings.namespace,
-                     "labels": labels(settings, session)},
+        "metadata": {"name": pod_name(session, service), "namespace": settings.namespace,
+                     "labels": labels(settings, session, service)},
         "spec": {"clusterIP": "None", "publishNotReadyAddresses": False,
-                 "selector": {"twinstack.dev/session": _dns_label(session)[:63],
+                 "selector": {"twinstack.dev/session": session_label(session),
+                              "twinstack.dev/service": _dns_label(service),
                               "app.kubernetes.io/component": "compute"},
                  "ports": [{"name": "internal", "port": INTERNAL_PORT,
                             "targetPort": INTERNAL_PORT}]},
@@ -111,25 +119,35 @@ def session_service(settings: PodSettings, session: str) -> dict[str, Any]:
 def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
     """The pod running one compute service; it never restarts by itself (the LSS does)."""
     name = pod_name(spec.session, spec.service)
+    env = {"TWINSTACK_PUBLISH": endpoint(settings, spec), "TWINSTACK_SESSION": spec.session}
+    return service_pod(settings, name, labels(settings, spec.session, spec.service), spec.service,
+                       env, [spec.service, *spec.extra_args], logger_url=spec.logger_url,
+                       gpus=spec.gpus)
+
+
+def service_pod(settings: PodSettings, name: str, pod_labels: dict[str, str], service: str,
+                env: dict[str, str], args: list[str], *, logger_url: str | None,
+                gpus: int) -> dict[str, Any]:
+    """A pod running `twinstack serve ARGS` with its identity from the Secret NAME-tls: a
+    session's compute service, or a warm pool's waiting one."""
     check = {"path": "/healthz", "port": HEALTH_PORT, "scheme": "HTTPS"}
     probe = {"httpGet": check, "periodSeconds": 10, "timeoutSeconds": 3}
     env = {"TWINSTACK_BIND": f"0.0.0.0:{INTERNAL_PORT}",
-           "TWINSTACK_PUBLISH": endpoint(settings, spec),
            "TWINSTACK_HEALTH_BIND": f"0.0.0.0:{HEALTH_PORT}",
            "TWINSTACK_CERT": f"{TLS_DIR}/tls.crt", "TWINSTACK_KEY": f"{TLS_DIR}/tls.key",
-           "TWINSTACK_CA": f"{TLS_DIR}/ca.crt", "TWINSTACK_SESSION": spec.session,
-           "TWINSTACK_DATA_DIR": "/var/lib/twinstack"}
-    if spec.logger_url:
-        env["TWINSTACK_LOGGER_URL"] = spec.logger_url
+           "TWINSTACK_CA": f"{TLS_DIR}/ca.crt", "TWINSTACK_DATA_DIR": "/var/lib/twinstack",
+           **env}
+    if logger_url:
+        env["TWINSTACK_LOGGER_URL"] = logger_url
     limits: dict[str, str] = {"cpu": settings.cpu_limit, "memory": settings.memory_limit}
     requests: dict[str, str] = {"cpu": settings.cpu_request, "memory": settings.memory_request}
-    if spec.gpus:
-        limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = str(spec.gpus)
+    if gpus:
+        limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = str(gpus)
     container = {
-        "name": _dns_label(spec.service),
+        "name": _dns_label(service),
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": [spec.service, *spec.extra_args],  # the image's entrypoint: twinstack serve
+        "args": args,  # the image's entrypoint: twinstack serve
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": [{"name": "internal", "containerPort": INTERNAL_PORT},
                   {"name": "health", "containerPort": HEALTH_PORT}],
@@ -147,7 +165,6 @@ def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
     pod_spec: dict[str, Any] = {
-        "hostname": name, "subdomain": session_service_name(spec.session),
         "restartPolicy": "Never", "serviceAccountName": "twinstack-compute",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -158,12 +175,11 @@ def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
                                                "defaultMode": 0o440}},
                     {"name": "data", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
     }
-    if spec.gpus:
+    if gpus:
         pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
                                     "effect": "NoSchedule"}]
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": settings.namespace,
-                         "labels": labels(settings, spec.session, spec.service)},
+            "metadata": {"name": name, "namespace": settings.namespace, "labels": pod_labels},
             "spec": pod_spec}
 
 
@@ -384,13 +400,15 @@ class KubernetesSpawner(Spawner):
     """One compute service as a pod; `core` is a kubernetes_asyncio CoreV1Api."""
 
     def __init__(self, spec: ServiceSpec, settings: PodSettings, core: Any,
-                 reflector: PodReflector) -> None:
+                 reflector: PodReflector, pool: PodPool | None = None) -> None:
         super().__init__(spec)
         self.settings = settings
         self.core = core
         self.reflector = reflector
+        self.pool = pool
         self.timeout = reflector.request_timeout  # of each API request
-        self.name = pod_name(spec.session, spec.service)
+        self.own_name = pod_name(spec.session, spec.service)  # of a pod started for it
+        self.name = self.own_name  # of the pod serving it: a claimed pool pod's, or own_name
         self._tail: list[str] = []
 
     def _pod(self) -> dict[str, Any] | None:
@@ -434,25 +452,53 @@ class KubernetesSpawner(Spawner):
         from kubernetes_asyncio.client.exceptions import ApiException
 
         ns = self.settings.namespace
-        deadline = asyncio.get_running_loop().time() + timeout
-        await self._replace(self.core.create_namespaced_secret,
-                            self.core.delete_namespaced_secret,
-                            certificate_secret(self.settings, self.spec))
-        with contextlib.suppress(ApiException):  # one per session: may exist already
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with contextlib.suppress(ApiException):  # from an earlier start: may exist already
             await self.core.create_namespaced_service(
-                ns, session_service(self.settings, self.spec.session),
+                ns, compute_service(self.settings, self.spec.session, self.spec.service),
                 _request_timeout=self.timeout)
-        if not await self.reflector.wait_loaded(deadline - asyncio.get_running_loop().time()):
+        if not await self.reflector.wait_loaded(deadline - loop.time()):
             await self.stop()
             raise SpawnError(f"{self.spec.service} pod {self.name} could not start: the pod "
                              f"watch has not loaded in {timeout:g} s", None, [])
-        if self._pod() is not None:  # left from an earlier start
-            await self.core.delete_namespaced_pod(self.name, ns, grace_period_seconds=0,
-                                                  _request_timeout=self.timeout)
-            await self.reflector.wait(lambda: self._pod() is None,
-                                      deadline - asyncio.get_running_loop().time())
+        if self.pool is not None and self.name == self.own_name \
+                and (claimed := await self.pool.claim(self.spec.service, self.spec.session)):
+            self.name = claimed["metadata"]["name"]  # stop() deletes it, whatever happens
+            if await self.pool.hand_over(claimed, self.spec, self.endpoint(), deadline):
+                return await self._until_serving(deadline, timeout)
+            await self._delete(self.name)  # it refused or could not be reached: a pod of its own
+        await self._replace(self.core.create_namespaced_secret,
+                            self.core.delete_namespaced_secret,
+                            certificate_secret(self.settings, self.own_name,
+                                               labels(self.settings, self.spec.session,
+                                                      self.spec.service), self.spec.identity))
+        for name in {self.name, self.own_name}:  # left from an earlier start
+            if name in self.reflector.pods:
+                await self._delete(name)
+        self.name = self.own_name
         await self.core.create_namespaced_pod(ns, compute_pod(self.settings, self.spec),
                                               _request_timeout=self.timeout)
+        return await self._until_serving(deadline, timeout)
+
+    async def _delete(self, name: str) -> None:
+        """Delete pod `name` at once and wait until the watch has seen it go."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        with contextlib.suppress(ApiException):
+            await self.core.delete_namespaced_pod(name, self.settings.namespace,
+                                                  grace_period_seconds=0,
+                                                  _request_timeout=self.timeout)
+        await self.reflector.wait(lambda: name not in self.reflector.pods, self.timeout)
+
+    async def _until_serving(self, deadline: float, timeout: float) -> str:
+        """The endpoint once the pod is ready; a SpawnError (nothing left) if it exits or is
+        not ready by `deadline`."""
+        if self.name != self.own_name:  # a claimed pool pod: ready once it serves the session
+            assert self.pool is not None
+            done = await self.pool.until_serving(self._pod, pod_host(
+                self.settings, self.spec.session, self.spec.service), deadline)
+            return await self._settled(done, timeout)
 
         def settled() -> bool:
             pod = self._pod()
@@ -460,6 +506,9 @@ class KubernetesSpawner(Spawner):
 
         done = await self.reflector.wait(settled,
                                          deadline - asyncio.get_running_loop().time())
+        return await self._settled(done, timeout)
+
+    async def _settled(self, done: bool, timeout: float) -> str:
         code = self.poll()
         if not done or code is not None:
             self._tail = await self._logs()
@@ -484,9 +533,13 @@ class KubernetesSpawner(Spawner):
         with contextlib.suppress(ApiException, TimeoutError, ClientError):
             await self.core.delete_namespaced_pod(self.name, ns, grace_period_seconds=int(grace),
                                                   _request_timeout=self.timeout)
+        for name in {self.name, self.own_name}:  # a claimed pool pod's Secret, and its own
+            with contextlib.suppress(ApiException, TimeoutError, ClientError):
+                await self.core.delete_namespaced_secret(name + "-tls", ns,
+                                                         _request_timeout=self.timeout)
         with contextlib.suppress(ApiException, TimeoutError, ClientError):
-            await self.core.delete_namespaced_secret(self.name + "-tls", ns,
-                                                     _request_timeout=self.timeout)
+            await self.core.delete_namespaced_service(self.own_name, ns,
+                                                      _request_timeout=self.timeout)
 
     def get_state(self) -> dict[str, Any]:
         return {"pod": self.name}
@@ -508,12 +561,17 @@ class KubernetesSpawner(Spawner):
 
 async def remove_session(core: Any, settings: PodSettings, session: str,
                          request_timeout: float = 30.0) -> None:
-    """Delete what a session left in the cluster (its headless Service)."""
+    """Delete what a session left in the cluster (the Services of services that never stopped
+    cleanly)."""
     from kubernetes_asyncio.client.exceptions import ApiException
 
     with contextlib.suppress(ApiException):
-        await core.delete_namespaced_service(session_service_name(session), settings.namespace,
-                                             _request_timeout=request_timeout)
+        listing = await core.list_namespaced_service(
+            settings.namespace, label_selector=f"{selector(settings)},twinstack.dev/session="
+            f"{session_label(session)}", _request_timeout=request_timeout)
+        for item in listing.items:
+            await core.delete_namespaced_service(item.metadata.name, settings.namespace,
+                                                 _request_timeout=request_timeout)
 
 
 async def remove_orphans(core: Any, settings: PodSettings, keep: set[str],

@@ -351,10 +351,23 @@ def _compute_pod(session: str, service: str, ip: str, namespace: str = NAMESPACE
     identity = TlsFiles(Path("tls.crt"), Path("tls.key"), Path("ca.crt"))
     spec = ServiceSpec(service=service, session=session, identity=identity,
                        workdir=Path("work"), logger_url="https://logger.twinstack.svc:7410")
-    pod = spawner.compute_pod(settings, spec)
+    return _endpoint(f"{service}@{session}", ip, spawner.compute_pod(settings, spec))
+
+
+def _pool_pod(service: str, ip: str, namespace: str = NAMESPACE) -> Endpoint:
+    """A warm pool's waiting pod exactly as the pool builds it."""
+    from twinstack.spawners import kube_pool, kubernetes
+
+    settings = kubernetes.PodSettings(namespace=namespace, image="twinstack-compute:0.1.0",
+                                      lss="kubernetes")
+    name = kube_pool.pool_pod_name(service)
+    return _endpoint(name, ip, kube_pool.pool_pod(settings, service, name, logger_url=None,
+                                                  gpus=0))
+
+
+def _endpoint(name: str, ip: str, pod: dict[str, Any]) -> Endpoint:
     ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
-    return Endpoint(f"{service}@{session}", ip, pod["metadata"]["namespace"],
-                    pod["metadata"]["labels"], ports)
+    return Endpoint(name, ip, pod["metadata"]["namespace"], pod["metadata"]["labels"], ports)
 
 
 def cluster(docs: list[dict[str, Any]]) -> dict[str, Endpoint]:
@@ -370,6 +383,7 @@ def cluster(docs: list[dict[str, Any]]) -> dict[str, Endpoint]:
     found["compute-a"] = _compute_pod("session-a", "kriging", "10.244.2.10", namespace)
     found["compute-a2"] = _compute_pod("session-a", "fit-td", "10.244.2.11", namespace)
     found["compute-b"] = _compute_pod("session-b", "kriging", "10.244.2.12", namespace)
+    found["compute-pool"] = _pool_pod("kriging", "10.244.2.13", namespace)
     found["stranger"] = Endpoint("stranger", "10.244.1.99", namespace,
                                  {"app.kubernetes.io/component": "something-new"})
     found["kube-dns"] = Endpoint("kube-dns", "10.244.0.5", "kube-system",
@@ -405,6 +419,10 @@ REACHABILITY = [
     ("relay", "compute-a", 7450, True), ("relay", "compute-b", 7450, True),
     ("lss", "compute-a", 7450, True), ("lss", "compute-a", 7451, True),
     ("compute-a", "compute-a2", 7450, True),  # session peers (mTLS separates sessions)
+    # A warm pool's waiting pod takes claims from the LSS only.
+    ("lss", "compute-pool", 7452, True), ("node", "compute-pool", 7451, True),
+    *[(src, "compute-pool", 7452, False)
+      for src in ("relay", "compute-a", "gss", "internet", "other-tenant", "stranger")],
     ("gss", "postgres", 5432, True), ("auth", "postgres", 5432, True),
     *[(src, "logger", 7410, True) for src in ("gss", "auth", "relay", "lss", *COMPUTE)],
     ("lss", "api-server", 6443, True), ("lss", "api-server", 443, True),
@@ -470,6 +488,7 @@ def test_default_deny(rendered: dict[str, list[dict[str, Any]]], overlay: str) -
 
 
 def test_policies_match_spawner_ports() -> None:
+    assert _pool_pod("kriging", "10.244.2.13").ports == {**COMPUTE_PORTS, "claim": 7452}
     pod = _compute_pod("s", "kriging", "10.244.2.10")
     assert pod.ports == COMPUTE_PORTS
     assert pod.labels["app.kubernetes.io/component"] == "compute"
@@ -657,7 +676,7 @@ def test_lss_rbac_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> 
         rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"])
                  for r in role["rules"]}
         assert rules == {
-            (("",), ("pods",)): {"get", "list", "watch", "create", "delete"},
+            (("",), ("pods",)): {"get", "list", "watch", "create", "delete", "patch"},
             (("",), ("pods/log",)): {"get"},
             (("",), ("secrets",)): {"get", "list", "watch", "create", "delete"},
             (("",), ("services",)): {"get", "list", "create", "delete"},

@@ -2,10 +2,13 @@
 
 The code under test talks to it through the real kubernetes_asyncio client (CoreV1Api over
 ApiClient, host http://127.0.0.1:PORT), so the reflector and spawner run unchanged. It serves
-pods (list, watch as JSON lines, create, delete, log), and Secrets and Services (create,
-delete), keeps one resourceVersion counter and a history of pod events, and can misbehave the
-way an API server does: compact its history (watches from older versions get 410 Gone), drop
-watch connections, hang a watch, hold lists back, or answer 503 to everything.
+pods (list, watch as JSON lines, create, delete, log, and a JSON merge patch of their labels
+that honours a resourceVersion precondition with 409 Conflict, as the API server does), and
+Secrets and Services (create, list, delete), keeps one resourceVersion counter and a history
+of pod events, and can misbehave the way an API server does: compact its history (watches from
+older versions get 410 Gone), drop watch connections, hang a watch, hold lists back, or answer
+503 to everything. With `kubelet` set, created and deleted pods are handed to it (a test's
+stand-in for the node, e.g. one that runs them as processes) instead of turning ready.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class Seen:
         if self.method == "GET":
             return ("watch" if self.query.get("watch", "").lower() == "true" else
                     "list" if self.name is None else "get")
-        return {"POST": "create", "DELETE": "delete"}.get(self.method, self.method)
+        return {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(self.method,
+                                                                             self.method)
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -79,6 +83,7 @@ class FakeKubeApi:
         self.hung_closed = 0  # hung watches the client gave up on
         self.lists_held: asyncio.Event | None = None  # lists wait for it to be set
         self.ready_on_create = True  # a created pod becomes ready right after its ADDED
+        self.kubelet: Any = None  # with created(pod) and deleted(name): runs pods instead
         self._watchers: set[asyncio.Queue[Any]] = set()
         self._changed = asyncio.Event()
         self.app = web.Application()
@@ -214,7 +219,9 @@ class FakeKubeApi:
                                          status=409)
             if kind == "pods":
                 self.add_pod(obj, PENDING)
-                if self.ready_on_create:
+                if self.kubelet is not None:
+                    self.kubelet.created(copy.deepcopy(obj))
+                elif self.ready_on_create:
                     asyncio.get_running_loop().call_soon(self.set_status, name, RUNNING_READY)
             else:
                 store[name] = obj
@@ -226,10 +233,33 @@ class FakeKubeApi:
             obj = store[name]
             if kind == "pods":
                 self._emit("DELETED", copy.deepcopy(obj))
+                if self.kubelet is not None:
+                    self.kubelet.deleted(name)
             else:
                 del store[name]
             return web.json_response(obj)
+        if method == "PATCH" and kind == "pods" and name is not None:
+            return self._patch(name, json.loads(body))
         return web.json_response(_status(405, "MethodNotAllowed", method), status=405)
+
+    def _patch(self, name: str, patch: dict[str, Any]) -> web.Response:
+        """A JSON merge patch of a pod's labels (what the warm pool sends)."""
+        if name not in self.objects["pods"]:
+            return web.json_response(_status(404, "NotFound", f"{name} not found"), status=404)
+        pod = copy.deepcopy(self.objects["pods"][name])
+        metadata = patch.get("metadata", {})
+        wanted = metadata.get("resourceVersion")
+        if wanted is not None and wanted != pod["metadata"]["resourceVersion"]:
+            return web.json_response(_status(409, "Conflict", f"the object has been modified; "
+                                             f"{name} is at another resourceVersion"), status=409)
+        labels = pod["metadata"].setdefault("labels", {})
+        for key, value in (metadata.get("labels") or {}).items():
+            if value is None:
+                labels.pop(key, None)
+            else:
+                labels[key] = value
+        self._emit("MODIFIED", pod)
+        return web.json_response(pod)
 
     async def _watch(self, request: web.Request, query: dict[str, str]) -> web.StreamResponse:
         since = int(query.get("resourceVersion") or 0)

@@ -18,10 +18,13 @@ from twinstack.spawners.kubernetes import (
     PodSettings,
     certificate_secret,
     compute_pod,
+    compute_service,
     endpoint,
     exit_code,
     is_ready,
-    session_service,
+    labels,
+    pod_host,
+    pod_name,
 )
 
 VERSIONS = ("1.33.0", "1.35.0", "1.37.0")
@@ -44,9 +47,26 @@ def spec(tmp_path_factory) -> ServiceSpec:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_manifests_validate_strictly(spec, version):
     gpu = ServiceSpec(**{**spec.__dict__, "service": "fit-td", "gpus": 2})
-    for manifest in (compute_pod(SETTINGS, spec), compute_pod(SETTINGS, gpu),
-                     certificate_secret(SETTINGS, spec), session_service(SETTINGS, SESSION)):
+    for manifest in (compute_pod(SETTINGS, spec), compute_pod(SETTINGS, gpu), secret_of(spec),
+                     compute_service(SETTINGS, SESSION, "kriging")):
         kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def secret_of(spec: ServiceSpec) -> dict:
+    return certificate_secret(SETTINGS, pod_name(spec.session, spec.service),
+                              labels(SETTINGS, spec.session, spec.service), spec.identity)
+
+
+def test_each_service_is_named_by_a_service_that_selects_its_pod(spec):
+    """The DNS name a certificate gives is a headless Service's, which selects by labels: a pod
+    started for the service and a pool pod relabelled for it get the same name."""
+    service = compute_service(SETTINGS, SESSION, "kriging")
+    assert f"{service['metadata']['name']}.twinstack.svc" == pod_host(SETTINGS, SESSION,
+                                                                       "kriging")
+    assert endpoint(SETTINGS, spec) == pod_host(SETTINGS, SESSION, "kriging") + ":7450"
+    pod_labels = compute_pod(SETTINGS, spec)["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["clusterIP"] == "None"
 
 
 def test_pod_is_restricted_labelled_and_mounts_its_certificate(spec):
@@ -67,7 +87,7 @@ def test_pod_is_restricted_labelled_and_mounts_its_certificate(spec):
     assert pod["spec"]["restartPolicy"] == "Never"  # the LSS restarts with its own back-off
     assert pod["spec"]["serviceAccountName"] == "twinstack-compute"
     assert not pod["spec"]["automountServiceAccountToken"]
-    secret = certificate_secret(SETTINGS, spec)
+    secret = secret_of(spec)
     assert secret["stringData"]["tls.key"].startswith("-----BEGIN PRIVATE KEY-----")
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]
 

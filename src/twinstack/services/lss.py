@@ -158,7 +158,7 @@ class SessionRunner:
         self.lease.touch()
         spec = ServiceSpec(service=service, session=self.session,
                            identity=identity, workdir=self.workdir / service,
-                           logger_url=s.logger_url, gpus=s.gpus if service in GPU_SERVICES else 0,
+                           logger_url=s.logger_url, gpus=self.lss.gpus_for(service),
                            extra_args=(*self._data_args(service), *self._limit_args()))
         return self.lss.spawner_for(spec)
 
@@ -371,11 +371,11 @@ class LssService(ServiceBase):
         self.background: set[asyncio.Task[None]] = set()  # stops and tunnelled calls
         self.tunnelled: dict[int, asyncio.Task[None]] = {}  # by gss's call id, to cancel
         self.kube: Any = None
+        self.pod_pool: Any = None  # kube_pool.PodPool, with the Kubernetes spawner's warm pool
         self.warm_parent: WarmParent | None = None
+        kinds = tuple(sorted({name for services in SESSION_TYPES.values() for name in services}))
         if s.spawner == "forked":
-            kinds = sorted({name for services in SESSION_TYPES.values() for name in services})
-            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent", s.warm_pool,
-                                          tuple(kinds))
+            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent", s.warm_pool, kinds)
             adopt_orphans()
             self._in_background(self._warm_up(self.warm_parent))
         self.restart_policy = RestartPolicy.from_settings(s)
@@ -391,6 +391,14 @@ class LssService(ServiceBase):
             removed = await kubernetes.remove_orphans(self.kube, self.pod_settings,
                                                       keep=set(self.runners))
             log.info("removed %d kubernetes objects of earlier sessions", removed)
+            if s.warm_pool:  # after the orphans: its pods have no session either
+                from twinstack.spawners.kube_pool import PodPool
+
+                self.pod_pool = PodPool(
+                    self.pod_settings, self.kube, self.reflector, s.warm_pool, kinds,
+                    identity=self._pool_identity, client_tls=self.runtime.tls.client(),
+                    logger_url=s.logger_url, gpus=self.gpus_for)
+                self.pool_filler: asyncio.Task[None] = asyncio.create_task(self.pod_pool.run())
         self.control = asyncio.create_task(self._control())
 
     async def _adopt(self) -> None:
@@ -444,6 +452,19 @@ class LssService(ServiceBase):
             raise FatalError(ExitCode.DEPENDENCY_UNREACHABLE, "the Kubernetes pod watch did not "
                              f"load within {self.settings.ready_timeout_seconds:g} s")
 
+    def gpus_for(self, service: str) -> int:
+        return self.settings.gpus if service in GPU_SERVICES else 0
+
+    def _pool_identity(self, service: str, pod: str, folder: Path) -> TlsFiles:
+        """A warm pool pod's certificate: it names the pod, and its 'session' is the pod's own,
+        which no peer shares (a session's identity comes with the claim)."""
+        s = self.settings
+        assert s.session_ca is not None and s.ca is not None
+        issued = ensure_identity(s.session_ca, service, folder / "identity", session=pod,
+                                 hosts=[pod], issuer="intermediate", days=CERT_DAYS,
+                                 renew_before=timedelta(days=CERT_DAYS / 2))
+        return TlsFiles(issued.files.cert, issued.files.key, s.ca)
+
     def service_hosts(self, session: str, service: str) -> list[str]:
         """The names a compute service is dialled at, for its certificate."""
         if self.kube is None:
@@ -475,7 +496,8 @@ class LssService(ServiceBase):
                                   lease_seconds=self.settings.lease_seconds)
         from twinstack.spawners.kubernetes import KubernetesSpawner
 
-        return KubernetesSpawner(spec, self.pod_settings, self.kube, self.reflector)
+        return KubernetesSpawner(spec, self.pod_settings, self.kube, self.reflector,
+                                 self.pod_pool)
 
     async def session_closed(self, session: str) -> None:
         if self.kube is not None:
@@ -496,6 +518,11 @@ class LssService(ServiceBase):
         for keeper in self.compute_links.values():
             await keeper.close()
         await self.compute.close()
+        if self.pod_pool is not None:
+            self.pool_filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.pool_filler
+            await self.pod_pool.drain()
         if self.kube is not None:
             self.watch.cancel()
             await self.kube.api_client.close()

@@ -27,7 +27,9 @@ import contextlib
 import logging
 import secrets
 import ssl
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twinstack.config import join_host_port
@@ -79,11 +81,12 @@ def _address(pod: dict[str, Any], port: int) -> str:
 
 
 class PodPool:
-    """One LSS's waiting pods, by kind; `identity(service, pod)` issues a pool pod's
-    certificate (naming the pod); `client_tls` is the LSS's own mutual-TLS client context."""
+    """One LSS's waiting pods, by kind; `identity(service, pod, folder)` issues a pool pod's
+    certificate (naming the pod) into `folder` (removed once the pod's Secret holds it);
+    `client_tls` is the LSS's own mutual-TLS client context."""
 
     def __init__(self, settings: PodSettings, core: Any, reflector: PodReflector, size: int,
-                 kinds: tuple[str, ...], *, identity: Callable[[str, str], TlsFiles],
+                 kinds: tuple[str, ...], *, identity: Callable[[str, str, Path], TlsFiles],
                  client_tls: ssl.SSLContext, logger_url: str | None = None,
                  gpus: Callable[[str], int] = lambda service: 0) -> None:
         self.settings = settings
@@ -150,11 +153,12 @@ class PodPool:
 
     async def _create(self, kind: str) -> None:
         name = pool_pod_name(kind)
-        identity = await asyncio.to_thread(self.identity, kind, name)
         ns = self.settings.namespace
-        await self.core.create_namespaced_secret(
-            ns, certificate_secret(self.settings, name, pool_labels(self.settings, kind),
-                                   identity), _request_timeout=self.timeout)
+        with tempfile.TemporaryDirectory() as folder:
+            identity = await asyncio.to_thread(self.identity, kind, name, Path(folder))
+            secret = certificate_secret(self.settings, name, pool_labels(self.settings, kind),
+                                        identity)
+        await self.core.create_namespaced_secret(ns, secret, _request_timeout=self.timeout)
         self.creating[name] = kind
         try:
             await self.core.create_namespaced_pod(
@@ -175,6 +179,12 @@ class PodPool:
         with contextlib.suppress(ApiException):
             await self.core.delete_namespaced_secret(name + "-tls", ns,
                                                      _request_timeout=self.timeout)
+
+    async def drain(self) -> None:
+        """Delete every waiting pod (a clean stop of the LSS; its successor makes its own)."""
+        for name in [pod["metadata"]["name"] for kind in self.kinds
+                     for pod in self._of_kind(kind)]:
+            await self._delete(name)
 
     async def claim(self, kind: str, session: str) -> dict[str, Any] | None:
         """A ready waiting pod of `kind`, now labelled as `session`'s (the pod as the watch

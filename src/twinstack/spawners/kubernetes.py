@@ -474,7 +474,7 @@ class KubernetesSpawner(Spawner):
                                                labels(self.settings, self.spec.session,
                                                       self.spec.service), self.spec.identity))
         for name in {self.name, self.own_name}:  # left from an earlier start
-            if name in self.reflector.pods:
+            if name in self.reflector.pods or name != self.own_name:
                 await self._delete(name)
         self.name = self.own_name
         await self.core.create_namespaced_pod(ns, compute_pod(self.settings, self.spec),
@@ -482,13 +482,18 @@ class KubernetesSpawner(Spawner):
         return await self._until_serving(deadline, timeout)
 
     async def _delete(self, name: str) -> None:
-        """Delete pod `name` at once and wait until the watch has seen it go."""
+        """Delete pod `name` at once (a pool pod with its Secret) and wait until the watch has
+        seen it go."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
         with contextlib.suppress(ApiException):
             await self.core.delete_namespaced_pod(name, self.settings.namespace,
                                                   grace_period_seconds=0,
                                                   _request_timeout=self.timeout)
+        if name != self.own_name:
+            with contextlib.suppress(ApiException):
+                await self.core.delete_namespaced_secret(name + "-tls", self.settings.namespace,
+                                                         _request_timeout=self.timeout)
         await self.reflector.wait(lambda: name not in self.reflector.pods, self.timeout)
 
     async def _until_serving(self, deadline: float, timeout: float) -> str:

@@ -1,0 +1,158 @@
+"""The Kubernetes warm pool against the fake API transport: its manifests, how it keeps each
+kind's waiting pods, and that a pod is claimed once only, whoever claims it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.unit.kube_api_fake import RUNNING_READY, FakeKubeApi, exited, fake_kube_api
+from tests.unit.test_kubernetes_spawner import SETTINGS, VERSIONS
+from tests.unit.test_pod_reflector import reflecting, run
+from twinstack.pki.identity import issue_identity
+from twinstack.pki.tls import TlsFiles, client_context
+from twinstack.spawners.kube_pool import (
+    CLAIM_PORT,
+    CLAIMED,
+    POOL_LABEL,
+    WAITING,
+    PodPool,
+    pool_labels,
+    pool_pod,
+)
+from twinstack.spawners.kubernetes import PodReflector, certificate_secret
+
+KINDS = ("kriging", "cartesian-mesh")
+
+
+@pytest.fixture(scope="module")
+def issue(tmp_path_factory):
+    """What the LSS does for a pool pod: a certificate naming the pod, its own 'session'."""
+    from twinstack.pki import init_authority
+
+    pki = tmp_path_factory.mktemp("pool-pki")
+    init_authority(pki)
+
+    def identity(service: str, pod: str, folder: Path = pki) -> TlsFiles:
+        return issue_identity(pki, service, folder / pod, session=pod, hosts=[pod],
+                              issuer="intermediate")
+    identity.ca = pki / "ca.pem"  # type: ignore[attr-defined]
+    return identity
+
+
+def pool_of(core: Any, reflector: PodReflector, issue: Any, size: int = 1,
+            kinds: tuple[str, ...] = KINDS) -> PodPool:
+    return PodPool(SETTINGS, core, reflector, size, kinds, identity=issue,
+                   client_tls=client_context(ca=issue.ca), logger_url=None)
+
+
+def waiting(fake: FakeKubeApi, kind: str | None = None) -> list[str]:
+    return sorted(name for name, pod in fake.objects["pods"].items()
+                  if pod["metadata"]["labels"].get(POOL_LABEL) == WAITING
+                  and kind in (None, pod["metadata"]["labels"]["twinstack.dev/service"]))
+
+
+@contextlib.asynccontextmanager
+async def running(pool: PodPool) -> Any:
+    task = asyncio.create_task(pool.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_pool_manifests_validate_and_carry_no_session(issue, version):
+    identity = issue("kriging", "pool-kriging-0a1b2c3d")
+    pod = pool_pod(SETTINGS, "kriging", "pool-kriging-0a1b2c3d", logger_url=None, gpus=0)
+    secret = certificate_secret(SETTINGS, "pool-kriging-0a1b2c3d",
+                                pool_labels(SETTINGS, "kriging"), identity)
+    for manifest in (pod, secret):
+        kubernetes_validate.validate(manifest, version, strict=True)
+    labels = pod["metadata"]["labels"]
+    assert labels[POOL_LABEL] == WAITING and "twinstack.dev/session" not in labels
+    [container] = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TWINSTACK_CLAIM_BIND"] == f"0.0.0.0:{CLAIM_PORT}"
+    assert "TWINSTACK_SESSION" not in env and "TWINSTACK_PUBLISH" not in env
+    assert container["args"] == ["kriging"]
+    assert pod["spec"]["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]
+
+
+def test_the_pool_keeps_each_kind_full_and_replaces_claimed_and_exited_pods(issue):
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
+            pool = pool_of(core, reflector, issue, size=2)
+            async with running(pool):
+                await fake.until(lambda: len(waiting(fake)) == 4)
+                assert [len(waiting(fake, kind)) for kind in KINDS] == [2, 2]
+                assert len(fake.objects["secrets"]) == 4  # each its own pool identity
+                await reflector.wait(lambda: all(
+                    p["metadata"]["name"] in reflector.pods for p in
+                    fake.objects["pods"].values()), 10)
+
+                claimed = await pool.claim("kriging", "S1")
+                assert claimed is not None
+                name = claimed["metadata"]["name"]
+                labels = fake.objects["pods"][name]["metadata"]["labels"]
+                assert labels[POOL_LABEL] == CLAIMED and labels["twinstack.dev/session"] == "s1"
+                await fake.until(lambda: len(waiting(fake, "kriging")) == 2)  # a replacement
+                assert name not in waiting(fake)
+
+                broken = waiting(fake, "cartesian-mesh")[0]
+                fake.set_status(broken, exited(1))  # it died waiting: deleted and replaced
+                await fake.until(lambda: broken not in fake.objects["pods"]
+                                 and len(waiting(fake, "cartesian-mesh")) == 2)
+                assert f"{broken}-tls" not in fake.objects["secrets"]
+                assert len(fake.requests("create")) == 6
+
+    run(scenario())
+
+
+def test_a_waiting_pod_goes_to_one_session_however_many_claim_it_at_once(issue):
+    """Three sessions of one LSS and one of another LSS claim at once; two pods wait."""
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as ours, \
+                reflecting(core) as theirs:
+            for name in ("pool-kriging-00000001", "pool-kriging-00000002"):
+                fake.add_pod({"metadata": {"name": name, "namespace": "twinstack",
+                                           "labels": pool_labels(SETTINGS, "kriging")}},
+                             RUNNING_READY)
+            for reflector in (ours, theirs):
+                await reflector.wait(lambda r=reflector: len(r.pods) == 2, 10)
+            lss_a, lss_b = pool_of(core, ours, issue), pool_of(core, theirs, issue)
+            claims = await asyncio.gather(lss_a.claim("kriging", "a1"),
+                                          lss_a.claim("kriging", "a2"),
+                                          lss_a.claim("kriging", "a3"),
+                                          lss_b.claim("kriging", "b1"))
+            won = [c["metadata"]["name"] for c in claims if c is not None]
+            assert sorted(won) == ["pool-kriging-00000001", "pool-kriging-00000002"]
+            sessions = {fake.objects["pods"][n]["metadata"]["labels"]["twinstack.dev/session"]
+                        for n in won}
+            assert len(sessions) == 2  # each pod one session's, and told which
+            assert await lss_b.claim("kriging", "b2") is None  # none left waiting
+            assert len(fake.requests("patch")) >= 2
+
+    run(scenario())
+
+
+def test_a_pod_still_warming_up_is_not_claimed(issue):
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
+            fake.add_pod({"metadata": {"name": "pool-kriging-00000003", "namespace": "twinstack",
+                                       "labels": pool_labels(SETTINGS, "kriging")}},
+                         {"phase": "Running"})
+            await reflector.wait(lambda: bool(reflector.pods), 10)
+            assert await pool_of(core, reflector, issue).claim("kriging", "s") is None
+            assert not fake.requests("patch")
+
+    run(scenario())
+
+

@@ -45,10 +45,12 @@ SQUARE = {"points": [[0, 0], [1, 0], [0, 1], [1, 1]], "values": [1, 2, 3, 4],
           "targets": [[0.5, 0.5]]}
 
 
-def _free_address() -> str:
-    """A loopback address (127.0.0.N) whose pod ports are all free: a pod IP of our own."""
+def _free_address(taken: set[str]) -> str:
+    """A loopback address (127.0.0.N), not `taken`, whose pod ports are all free: a pod IP."""
     for n in range(100, 250):
         ip = f"127.0.0.{n}"
+        if ip in taken:
+            continue
         try:
             for port in (INTERNAL_PORT, HEALTH_PORT, CLAIM_PORT):
                 with socket.socket() as probe:
@@ -83,8 +85,15 @@ class ProcessKubelet:
             proc.send_signal(signal.SIGTERM)
 
     async def _run(self, pod: dict[str, Any]) -> None:
+        ip = _free_address(self.ips)
+        self.ips.add(ip)  # until its process has ended: pods started together differ
+        try:
+            await self._serve(pod, ip)
+        finally:
+            self.ips.discard(ip)
+
+    async def _serve(self, pod: dict[str, Any], ip: str) -> None:
         name = pod["metadata"]["name"]
-        ip = _free_address()
         [container] = pod["spec"]["containers"]
         tls = self.folder / name / "tls"
         tls.mkdir(parents=True)
@@ -204,7 +213,8 @@ def test_a_session_claims_a_warm_pod_which_serves_it_and_the_pool_refills(pki, i
             assert pod_name(SESSION, "kriging") in fake.objects["services"]
 
             assert await reflector.wait(lambda: len(waiting(reflector)) == 1, 120)
-            assert waiting(reflector) != [warm]  # its replacement
+            [replacement] = waiting(reflector)
+            assert replacement != warm
 
             # the claimed pod dies: restarted as a pod of its own, under the same name
             kubelet.deleted(warm)
@@ -213,7 +223,7 @@ def test_a_session_claims_a_warm_pod_which_serves_it_and_the_pool_refills(pki, i
             assert spawner.name == pod_name(SESSION, "kriging")
             ip = reflector.pods[spawner.name]["status"]["podIP"]
             assert await interpolate(f"{ip}:{INTERNAL_PORT}", host, relay) == pytest.approx(2.5)
-            assert len(waiting(reflector)) == 1  # the pool's own pod was not taken for it
+            assert waiting(reflector) == [replacement]  # not taken for a restart
 
             await spawner.stop()
             await fake.until(lambda: not any(

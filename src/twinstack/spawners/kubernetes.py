@@ -467,16 +467,16 @@ class KubernetesSpawner(Spawner):
             self.name = claimed["metadata"]["name"]  # stop() deletes it, whatever happens
             if await self.pool.hand_over(claimed, self.spec, self.endpoint(), deadline):
                 return await self._until_serving(deadline, timeout)
-            await self._delete(self.name)  # it refused or could not be reached: a pod of its own
+        if self.name != self.own_name:  # a claimed pool pod that refused, or ended: a pod of
+            await self._delete(self.name)  # its own now
+            self.name = self.own_name
         await self._replace(self.core.create_namespaced_secret,
                             self.core.delete_namespaced_secret,
                             certificate_secret(self.settings, self.own_name,
                                                labels(self.settings, self.spec.session,
                                                       self.spec.service), self.spec.identity))
-        for name in {self.name, self.own_name}:  # left from an earlier start
-            if name in self.reflector.pods or name != self.own_name:
-                await self._delete(name)
-        self.name = self.own_name
+        if self._pod() is not None:  # left from an earlier start
+            await self._delete(self.name)
         await self.core.create_namespaced_pod(ns, compute_pod(self.settings, self.spec),
                                               _request_timeout=self.timeout)
         return await self._until_serving(deadline, timeout)

@@ -89,8 +89,9 @@ _EKU_NAMES = {
 # --------------------------------------------------------------------------- file helpers
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` so readers see the old file or the whole new one, never a torn file."""
+def _atomic_write(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
+    """Write ``data`` so readers see the old file or the whole new one, never a torn file;
+    `durable`: on disk before it returns (fsync), so it survives a power cut too."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates the file 0600; set the final mode before any content lands.
@@ -98,13 +99,15 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_directory(path.parent)
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -515,8 +518,9 @@ def subject_alt_names(request: CertificateRequest) -> list[x509.GeneralName]:
     return names
 
 
-def write_issued(issued: IssuedCertificate, prefix: Path) -> list[Path]:
-    """Write ``PREFIX.pem``, ``PREFIX-key.pem`` (0600) and ``PREFIX-chain.pem`` atomically.
+def write_issued(issued: IssuedCertificate, prefix: Path, *, durable: bool = True) -> list[Path]:
+    """Write ``PREFIX.pem``, ``PREFIX-key.pem`` (0600) and ``PREFIX-chain.pem`` atomically
+    (`durable`: and fsync'd).
 
     The chain file (leaf first, then intermediates) is what ``load_cert_chain`` wants; the
     bare leaf is kept for tools that inspect a single certificate.
@@ -527,9 +531,10 @@ def write_issued(issued: IssuedCertificate, prefix: Path) -> list[Path]:
     chain_path = prefix.with_name(f"{prefix.name}-chain.pem")
     try:
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(key_path, _key_pem(issued.key), _KEY_MODE)
-        _atomic_write(cert_path, _cert_pem(issued.certificate), _CERT_MODE)
-        _atomic_write(chain_path, _cert_pem(issued.certificate, *issued.chain), _CERT_MODE)
+        _atomic_write(key_path, _key_pem(issued.key), _KEY_MODE, durable=durable)
+        _atomic_write(cert_path, _cert_pem(issued.certificate), _CERT_MODE, durable=durable)
+        _atomic_write(chain_path, _cert_pem(issued.certificate, *issued.chain), _CERT_MODE,
+                      durable=durable)
     except OSError as exc:
         raise PkiError(f"{prefix}: cannot write certificate files: {exc.strerror or exc}") from None
     return [cert_path, key_path, chain_path]

@@ -56,12 +56,15 @@ def identity_files(pki_dir: Path, prefix: Path) -> TlsFiles:
 def issue_identity(pki_dir: Path, service: str, prefix: Path, *, session: str | None = None,
                    hosts: Sequence[str] = (), issuer: IssuerKind = "root",
                    days: float = 365, not_before: datetime | None = None,
-                   not_after: datetime | None = None, crl_url: str | None = None) -> TlsFiles:
-    """Issue and write PREFIX-chain.pem / PREFIX-key.pem; return the files a process loads."""
+                   not_after: datetime | None = None, crl_url: str | None = None,
+                   durable: bool = True) -> TlsFiles:
+    """Issue and write PREFIX-chain.pem / PREFIX-key.pem; return the files a process loads.
+    `durable=False` leaves out the fsyncs: for identities that need not outlive a power cut
+    (a session's, whose processes would not either)."""
     issued = Authority.load(pki_dir, issuer=issuer).issue(
         service_request(service, session=session, hosts=hosts), days=days,
         not_before=not_before, not_after=not_after, crl_url=crl_url)
-    write_issued(issued, prefix)
+    write_issued(issued, prefix, durable=durable)
     return identity_files(pki_dir, prefix)
 
 
@@ -150,8 +153,9 @@ def ensure_identity(pki_dir: Path, service: str, prefix: Path, *,
                     hosts: Sequence[str] = (), crl_url: str | None = None,
                     session: str | None = None, issuer: IssuerKind = "root",
                     days: float = 365, renew_before: timedelta = RENEW_BEFORE,
-                    now: datetime | None = None) -> EnsuredIdentity:
-    """Keep PREFIX's certificate if it still fits (`identity_mismatch`), else issue a new one.
+                    now: datetime | None = None, durable: bool = True) -> EnsuredIdentity:
+    """Keep PREFIX's certificate if it still fits (`identity_mismatch`), else issue a new one
+    (`durable`: see issue_identity).
 
     `now` (default: the clock) is the moment the certificate is judged at and a new one starts.
 
@@ -167,6 +171,6 @@ def ensure_identity(pki_dir: Path, service: str, prefix: Path, *,
                                renew_before=renew_before, now=now)
     if reason is not None:
         issue_identity(pki_dir, service, prefix, session=session, hosts=hosts, issuer=issuer,
-                       days=days, crl_url=crl_url,
+                       days=days, crl_url=crl_url, durable=durable,
                        not_before=None if now is None else now - CLOCK_SKEW)
     return EnsuredIdentity(files, reason)

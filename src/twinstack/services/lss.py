@@ -35,7 +35,7 @@ from typing import Any, ClassVar, cast
 from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.metrics import LssMetrics
-from twinstack.pki.identity import ensure_identity
+from twinstack.pki.identity import ensure_identity, issue_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.sessiontypes import SESSION_TYPES, session_memory_mb
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
@@ -149,8 +149,9 @@ class SessionRunner:
                                  session=self.session,
                                  hosts=self.lss.service_hosts(self.session, service),
                                  issuer="intermediate", days=CERT_DAYS,
-                                 renew_before=timedelta(days=CERT_DAYS / 2))
-        return TlsFiles(issued.files.cert, issued.files.key, s.ca)
+                                 renew_before=timedelta(days=CERT_DAYS / 2),
+                                 durable=False)  # the session's processes would not outlive
+        return TlsFiles(issued.files.cert, issued.files.key, s.ca)  # a power cut either
 
     def _spawner(self, service: str) -> Spawner:
         s = self.lss.settings
@@ -460,10 +461,10 @@ class LssService(ServiceBase):
         which no peer shares (a session's identity comes with the claim)."""
         s = self.settings
         assert s.session_ca is not None and s.ca is not None
-        issued = ensure_identity(s.session_ca, service, folder / "identity", session=pod,
-                                 hosts=[pod], issuer="intermediate", days=CERT_DAYS,
-                                 renew_before=timedelta(days=CERT_DAYS / 2))
-        return TlsFiles(issued.files.cert, issued.files.key, s.ca)
+        issued = issue_identity(s.session_ca, service, folder / "identity", session=pod,
+                                hosts=[pod], issuer="intermediate", days=CERT_DAYS,
+                                durable=False)  # read into the pod's Secret at once
+        return TlsFiles(issued.cert, issued.key, s.ca)
 
     def service_hosts(self, session: str, service: str) -> list[str]:
         """The names a compute service is dialled at, for its certificate."""

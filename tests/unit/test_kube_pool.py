@@ -156,3 +156,18 @@ def test_a_pod_still_warming_up_is_not_claimed(issue):
     run(scenario())
 
 
+
+
+def test_a_pod_that_waited_half_its_certificate_life_is_replaced(issue):
+    """A claim must find the pod's certificate valid as long as a session's own would be."""
+    async def scenario() -> None:
+        async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
+            fake.add_pod({"metadata": {"name": "pool-kriging-0000000a", "namespace": "twinstack",
+                                       "labels": pool_labels(SETTINGS, "kriging"),
+                                       "creationTimestamp": "2026-01-01T00:00:00Z"}},
+                         RUNNING_READY)
+            async with running(pool_of(core, reflector, issue, kinds=("kriging",))):
+                await fake.until(lambda: "pool-kriging-0000000a" not in fake.objects["pods"]
+                                 and len(waiting(fake)) == 1)
+
+    run(scenario())

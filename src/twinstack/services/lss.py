@@ -398,7 +398,8 @@ class LssService(ServiceBase):
                 self.pod_pool = PodPool(
                     self.pod_settings, self.kube, self.reflector, s.warm_pool, kinds,
                     identity=self._pool_identity, client_tls=self.runtime.tls.client(),
-                    logger_url=s.logger_url, gpus=self.gpus_for)
+                    logger_url=s.logger_url, gpus=self.gpus_for,
+                    max_age=timedelta(days=CERT_DAYS / 2))
                 self.pool_filler: asyncio.Task[None] = asyncio.create_task(self.pod_pool.run())
         self.control = asyncio.create_task(self._control())
 

@@ -16,8 +16,10 @@ would have. It is ready once its health port presents the session's certificate 
 If the pod refuses or cannot be reached, it is deleted and the service gets a pod of its own.
 
 `run()` keeps N waiting (or starting) pods of each kind: a claimed pod leaves the count, and
-the change the watch reports wakes it to create the replacement; a pool pod that has exited
-is deleted and replaced. Pool pods of an earlier LSS process are removed with its orphans.
+the change the watch reports wakes it to create the replacement; a pool pod that has exited,
+or has waited for half its certificate's life (`max_age`: a claim must find it valid for
+as long as a session's own), is deleted and replaced. Pool pods of an earlier LSS process are
+removed with its orphans.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +79,12 @@ def pool_pod(settings: PodSettings, service: str, name: str, *, logger_url: str 
     return pod
 
 
+def _created(pod: dict[str, Any]) -> datetime:
+    """When the API server created the pod (now, where it does not say)."""
+    stamp = pod["metadata"].get("creationTimestamp")
+    return datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
+
+
 def _address(pod: dict[str, Any], port: int) -> str:
     return join_host_port(pod.get("status", {}).get("podIP") or "", port)
 
@@ -88,7 +97,8 @@ class PodPool:
     def __init__(self, settings: PodSettings, core: Any, reflector: PodReflector, size: int,
                  kinds: tuple[str, ...], *, identity: Callable[[str, str, Path], TlsFiles],
                  client_tls: ssl.SSLContext, logger_url: str | None = None,
-                 gpus: Callable[[str], int] = lambda service: 0) -> None:
+                 gpus: Callable[[str], int] = lambda service: 0,
+                 max_age: timedelta = timedelta(hours=12)) -> None:
         self.settings = settings
         self.core = core
         self.reflector = reflector
@@ -98,6 +108,7 @@ class PodPool:
         self.client_tls = client_tls
         self.logger_url = logger_url
         self.gpus = gpus
+        self.max_age = max_age
         self.timeout = reflector.request_timeout
         self.creating: dict[str, str] = {}  # kind by pod: created, not yet seen by the watch
         self.claiming: set[str] = set()  # being claimed by a session of this LSS
@@ -127,12 +138,12 @@ class PodPool:
         while True:
             try:
                 await self.reflector.wait_loaded()
-                await self._remove_exited()
+                await self._remove_spent()
                 for kind, missing in self._missing().items():
                     for _ in range(missing):
                         await self._create(kind)
                 delay = 1.0
-                await self.reflector.wait(lambda: bool(self._missing() or self._exited()),
+                await self.reflector.wait(lambda: bool(self._missing() or self._spent()),
                                           timeout=60.0)
             except asyncio.CancelledError:
                 raise
@@ -142,13 +153,15 @@ class PodPool:
                 await asyncio.sleep(delay)
                 delay = min(60.0, delay * 2)
 
-    def _exited(self) -> list[str]:
+    def _spent(self) -> list[str]:
+        """Waiting pods to replace: exited, or older than `max_age`."""
+        oldest = datetime.now(UTC) - self.max_age
         return [pod["metadata"]["name"] for kind in self.kinds for pod in self._of_kind(kind)
-                if exit_code(pod) is not None]
+                if exit_code(pod) is not None or _created(pod) < oldest]
 
-    async def _remove_exited(self) -> None:
-        for name in self._exited():
-            log.warning("warm pool pod %s exited: replacing it", name)
+    async def _remove_spent(self) -> None:
+        for name in self._spent():
+            log.info("replacing warm pool pod %s: it has exited or waited too long", name)
             await self._delete(name)
 
     async def _create(self, kind: str) -> None:

@@ -53,6 +53,21 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("other-pki"))
 
 
+def served_certificate(address: str, peer: TlsFiles) -> bytes:
+    """The certificate the mutual-TLS listener at `address` (host:port) presents to `peer`
+    (DER)."""
+    from twinstack.pki.tls import client_context
+
+    host, port = address.rsplit(":", 1)
+    context = client_context(peer)
+    context.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw) as conn:
+        served = conn.getpeercert(binary_form=True)
+    assert served is not None
+    return served
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

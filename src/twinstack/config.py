@@ -109,6 +109,10 @@ class Settings(BaseSettings):
         "only services with a public channel open it")
     cert: Path | None = Field(
         None, description="this service's certificate chain (PEM: leaf first, then intermediates)")
+    identity_from: Path | None = Field(
+        None, description="a directory (a mounted Kubernetes Secret: tls.crt, tls.key) whose "
+        "certificate and key of this session replace --cert and --key whenever they change: "
+        "how a claimed warm pool pod takes its renewed certificates")
     key: Path | None = Field(None, description="private key of --cert (PEM)")
     ca: Path | None = Field(None, description="CA bundle that peers' certificates must chain to")
     crl_dir: Path | None = Field(

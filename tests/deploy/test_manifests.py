@@ -678,7 +678,7 @@ def test_lss_rbac_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> 
         assert rules == {
             (("",), ("pods",)): {"get", "list", "watch", "create", "delete", "patch"},
             (("",), ("pods/log",)): {"get"},
-            (("",), ("secrets",)): {"get", "list", "watch", "create", "delete"},
+            (("",), ("secrets",)): {"get", "list", "watch", "create", "delete", "patch"},
             (("",), ("services",)): {"get", "list", "create", "delete"},
         }
         (binding,) = of_kind(docs, "RoleBinding").values()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.conftest import served_certificate
 from tests.platform_fixtures import (
     Platform,
     gone,
@@ -96,17 +96,6 @@ def sockets_of(pid: int) -> set[str]:
 def service_files(platform: Platform, session: str, service: str) -> Path:
     [folder] = [p for p in platform.data.rglob(f"sessions/{session}/{service}") if p.is_dir()]
     return folder
-
-
-def served_certificate(address: str, identity: TlsFiles) -> bytes:
-    host, port = address.rsplit(":", 1)
-    context = client_context(identity)
-    context.check_hostname = False
-    with socket.create_connection((host, int(port)), timeout=10) as raw, \
-            context.wrap_socket(raw) as tls:
-        served = tls.getpeercert(binary_form=True)
-    assert served is not None
-    return served
 
 
 def identity_of(folder: Path, ca: Path) -> TlsFiles:

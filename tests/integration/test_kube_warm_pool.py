@@ -22,7 +22,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.conftest import served_certificate
 from tests.unit.kube_api_fake import RUNNING_READY, FakeKubeApi, exited, fake_kube_api
 from tests.unit.test_kubernetes_spawner import SETTINGS
 from tests.unit.test_pod_reflector import reflecting
@@ -70,6 +73,7 @@ class ProcessKubelet:
         self.fake = fake
         self.folder = folder
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.mounts: dict[str, str] = {}  # the Secret each pod mounts
         self.ips: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         fake.kubelet = self
@@ -78,6 +82,19 @@ class ProcessKubelet:
         task = asyncio.get_running_loop().create_task(self._run(pod))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def secret_changed(self, name: str) -> None:
+        """Bring a Secret's new data into the pods that mount it, as the kubelet does."""
+        for pod, secret in self.mounts.items():
+            if secret == name and pod in self.procs:
+                self._write_secret(pod)
+
+    def _write_secret(self, pod: str) -> None:
+        tls = self.folder / pod / "tls"
+        tls.mkdir(parents=True, exist_ok=True)
+        for file, text in self.fake.objects["secrets"][self.mounts[pod]]["stringData"].items():
+            (tls / f".{file}").write_text(text)
+            (tls / f".{file}").replace(tls / file)
 
     def deleted(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -96,11 +113,10 @@ class ProcessKubelet:
         name = pod["metadata"]["name"]
         [container] = pod["spec"]["containers"]
         tls = self.folder / name / "tls"
-        tls.mkdir(parents=True)
-        secret = self.fake.objects["secrets"][pod["spec"]["volumes"][0]["secret"]["secretName"]]
-        for file, text in secret["stringData"].items():
-            (tls / file).write_text(text)
+        self.mounts[name] = pod["spec"]["volumes"][0]["secret"]["secretName"]
+        self._write_secret(name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TWINSTACK_")}
+        env["TWINSTACK_CERT_RELOAD_SECONDS"] = "0.2"  # renewals show in a moment, not 5 s
         for item in container["env"]:
             env[item["name"]] = (item["value"].replace("0.0.0.0", ip)
                                  .replace(TLS_DIR, str(tls))
@@ -192,9 +208,18 @@ async def cluster(tmp_path: Path, pki: Any, issuer: Any, size: int = 1) -> Any:
             await kubelet.close()
 
 
+async def fake_wait(predicate: Any, timeout: float = 60.0) -> bool:
+    """Poll `predicate` (a blocking check) until it holds; False after `timeout` (a guard)."""
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(predicate):
+            await asyncio.sleep(0.05)
+    return True
+
+
 def test_a_session_claims_a_warm_pod_which_serves_it_and_the_pool_refills(pki, issuer,
                                                                          tmp_path):
-    relay = client_context(pki.identity("relay"))
+    relay_files = pki.identity("relay")
+    relay = client_context(relay_files)
 
     async def scenario() -> None:
         async with cluster(tmp_path, pki, issuer) as (fake, core, reflector, kubelet, pool):
@@ -208,6 +233,16 @@ def test_a_session_claims_a_warm_pod_which_serves_it_and_the_pool_refills(pki, i
             assert pod_name(SESSION, "kriging") not in fake.objects["pods"]  # none of its own
             ip = reflector.pods[warm]["status"]["podIP"]
             assert await interpolate(f"{ip}:{INTERNAL_PORT}", host, relay) == pytest.approx(2.5)
+            # a renewal reaches the claimed pod: through its mounted Secret, which it follows
+            old = served_certificate(f"{ip}:{INTERNAL_PORT}", relay_files)
+            issue_identity(pki.dir, "kriging", tmp_path / f"kriging-{SESSION}", session=SESSION,
+                           hosts=[host], issuer="intermediate")
+            await spawner.renewed()
+            new = spec.identity.cert.read_bytes()
+            assert await fake_wait(lambda: served_certificate(
+                f"{ip}:{INTERNAL_PORT}", relay_files) != old)
+            assert served_certificate(f"{ip}:{INTERNAL_PORT}", relay_files) == \
+                x509.load_pem_x509_certificate(new).public_bytes(Encoding.DER)
             labels = fake.objects["pods"][warm]["metadata"]["labels"]
             assert labels["twinstack.dev/session"] == SESSION[:63]
             assert pod_name(SESSION, "kriging") in fake.objects["services"]

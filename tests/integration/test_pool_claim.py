@@ -14,8 +14,10 @@ import urllib.request
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.conftest import free_port
+from tests.conftest import free_port, served_certificate
 from tests.platform_fixtures import wait_until
 from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import client_context
@@ -45,7 +47,8 @@ def worker(pki, services, tmp_path):
                           hosts=[POOL_POD], issuer="intermediate")
     claim_at, health = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     proc, ready_file, output = services.spawn("kriging", pool, "--claim-bind", claim_at,
-                                              "--health-bind", health)
+                                              "--health-bind", health,
+                                              "--cert-reload-seconds", "0.1")
     lss = client_context(pki.identity("lss"))
     wait_until(lambda: serves(health, POOL_POD, lss) or proc.poll() is not None,
                what="the pool worker waiting")
@@ -100,6 +103,19 @@ def test_a_claimed_worker_serves_its_session_with_the_session_certificate(pki, w
 
     second = claim(claim_at, POOL_POD, body, lss)  # its claim listener is closed
     assert second is not None and "Connect" in second
+
+    # Renewal: the LSS writes the session's new certificate into the Secret the pod mounts
+    # (here: the pool identity's folder, as tls.crt and tls.key), and the service takes it.
+    renewed = issue_identity(pki.dir, "kriging", tmp_path / "renewed", session=SESSION,
+                             hosts=[HOST], issuer="intermediate")
+    relay = pki.identity("relay")
+    first = served_certificate(internal, relay)
+    (tmp_path / "tls.key").write_bytes(renewed.key.read_bytes())
+    (tmp_path / "tls.crt").write_bytes(renewed.cert.read_bytes())
+    wait_until(lambda: served_certificate(internal, relay) != first,
+               what="the renewed certificate")
+    assert served_certificate(internal, relay) == x509.load_pem_x509_certificate(
+        renewed.cert.read_bytes()).public_bytes(Encoding.DER)
 
 
 def test_a_waiting_worker_stops_cleanly_on_sigterm(worker):

@@ -3,8 +3,9 @@
 The code under test talks to it through the real kubernetes_asyncio client (CoreV1Api over
 ApiClient, host http://127.0.0.1:PORT), so the reflector and spawner run unchanged. It serves
 pods (list, watch as JSON lines, create, delete, log, and a JSON merge patch of their labels
-that honours a resourceVersion precondition with 409 Conflict, as the API server does), and
-Secrets and Services (create, list, delete), keeps one resourceVersion counter and a history
+that honours a resourceVersion precondition with 409 Conflict, as the API server does),
+Secrets (create, list, delete, a merge patch of their data) and Services (create, list,
+delete), keeps one resourceVersion counter and a history
 of pod events, and can misbehave the way an API server does: compact its history (watches from
 older versions get 410 Gone), drop watch connections, hang a watch, hold lists back, or answer
 503 to everything. With `kubelet` set, created and deleted pods are handed to it (a test's
@@ -83,7 +84,7 @@ class FakeKubeApi:
         self.hung_closed = 0  # hung watches the client gave up on
         self.lists_held: asyncio.Event | None = None  # lists wait for it to be set
         self.ready_on_create = True  # a created pod becomes ready right after its ADDED
-        self.kubelet: Any = None  # with created(pod) and deleted(name): runs pods instead
+        self.kubelet: Any = None  # created(pod), deleted(name), secret_changed(name): runs pods
         self._watchers: set[asyncio.Queue[Any]] = set()
         self._changed = asyncio.Event()
         self.app = web.Application()
@@ -240,6 +241,11 @@ class FakeKubeApi:
             return web.json_response(obj)
         if method == "PATCH" and kind == "pods" and name is not None:
             return self._patch(name, json.loads(body))
+        if method == "PATCH" and kind == "secrets" and name is not None and name in store:
+            store[name].setdefault("stringData", {}).update(json.loads(body)["stringData"])
+            if self.kubelet is not None:
+                self.kubelet.secret_changed(name)
+            return web.json_response(store[name])
         return web.json_response(_status(405, "MethodNotAllowed", method), status=405)
 
     def _patch(self, name: str, patch: dict[str, Any]) -> web.Response:

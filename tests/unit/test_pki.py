@@ -510,3 +510,35 @@ def test_describe_certificate_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate\n", encoding="utf-8")
     with pytest.raises(PkiError, match=r"junk\.pem: no PEM certificate"):
         describe_certificate(tmp_path / "junk.pem")
+
+
+def test_a_claimed_pod_follows_only_its_own_sessions_renewals(pki_dir: Path,
+                                                               tmp_path: Path) -> None:
+    """follow_identity: what a claimed warm pool pod does with its mounted Secret."""
+    from twinstack.pki.identity import follow_identity, issue_identity
+
+    served = issue_identity(pki_dir, "kriging", tmp_path / "served", session="s1",
+                            issuer="intermediate")
+    mount = tmp_path / "mount"
+    mount.mkdir()
+
+    def mounted(cert: TlsFiles, key: TlsFiles) -> None:
+        (mount / "tls.crt").write_bytes(cert.cert.read_bytes())
+        (mount / "tls.key").write_bytes(key.key.read_bytes())
+    before = served.cert.read_bytes()
+    assert not follow_identity(mount, served, "s1")  # nothing mounted yet
+    pool = issue_identity(pki_dir, "kriging", tmp_path / "pool", session="pool-kriging-1",
+                          issuer="intermediate")
+    renewed = issue_identity(pki_dir, "kriging", tmp_path / "renewed", session="s1",
+                             issuer="intermediate")
+    other = issue_identity(pki_dir, "kriging", tmp_path / "other", session="s2",
+                           issuer="intermediate")
+    for cert, key in ((pool, pool), (other, other), (renewed, pool)):  # not its session's,
+        mounted(cert, key)                                            # or a half-written pair
+        assert not follow_identity(mount, served, "s1")
+        assert served.cert.read_bytes() == before
+    mounted(renewed, renewed)
+    assert follow_identity(mount, served, "s1")
+    assert served.cert.read_bytes() == renewed.cert.read_bytes()
+    assert served.key.read_bytes() == renewed.key.read_bytes()
+    assert not follow_identity(mount, served, "s1")  # taken: nothing more to do

@@ -540,6 +540,14 @@ def write_issued(issued: IssuedCertificate, prefix: Path, *, durable: bool = Tru
     return [cert_path, key_path, chain_path]
 
 
+def replace_identity(cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: bytes) -> None:
+    """Put a certificate chain and its key (PEM) in place of a service's files, each
+    atomically, the key first: a reload between the two finds a mismatched pair, fails, and
+    keeps the old one (`pki.tls.ReloadingContexts`)."""
+    _atomic_write(key_path, key_pem, _KEY_MODE, durable=False)
+    _atomic_write(cert_path, cert_pem, _CERT_MODE, durable=False)
+
+
 def write_crl(crl: x509.CertificateRevocationList, path: Path) -> None:
     """Write a CRL as PEM, atomically: a service reloading it sees the old list or the new one.
 

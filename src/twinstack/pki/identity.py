@@ -26,6 +26,7 @@ from twinstack.pki.authority import (
     Authority,
     IssuerKind,
     crl_urls,
+    replace_identity,
     subject_alt_names,
     subject_name,
     write_issued,
@@ -174,3 +175,28 @@ def ensure_identity(pki_dir: Path, service: str, prefix: Path, *,
                        days=days, crl_url=crl_url, durable=durable,
                        not_before=None if now is None else now - CLOCK_SKEW)
     return EnsuredIdentity(files, reason)
+
+
+def follow_identity(source: Path, files: TlsFiles, session: str | None) -> bool:
+    """Copy SOURCE/tls.crt and SOURCE/tls.key over `files` when they differ and are a matching
+    certificate and key of `session` (a claimed warm pool pod's mounted Secret, where the LSS
+    writes its renewals); whether it did. Anything else there (the pool's own certificate, a
+    half-written pair) is left alone."""
+    try:
+        cert, key = (source / "tls.crt").read_bytes(), (source / "tls.key").read_bytes()
+        if cert == files.cert.read_bytes() and key == files.key.read_bytes():
+            return False
+        leaf = x509.load_pem_x509_certificate(cert)
+        private = serialization.load_pem_private_key(key, password=None)
+    except (OSError, ValueError):
+        return False
+    units = [a.value for a in leaf.subject.get_attributes_for_oid(
+        x509.NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    same_key = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == \
+        leaf.public_key().public_bytes(serialization.Encoding.DER,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    if session is None or f"{SESSION_OU_PREFIX}{session}" not in units or not same_key:
+        return False
+    replace_identity(files.cert, files.key, cert, key)
+    return True

@@ -141,6 +141,10 @@ class SessionRunner:
     def _certify(self, service: str) -> TlsFiles:
         """The service's certificate (CN service, OU session:<id>): kept while it has more than
         half its life left and fits, issued anew otherwise (the service reloads it in place)."""
+        return self._ensure_identity(service)[0]
+
+    def _ensure_identity(self, service: str) -> tuple[TlsFiles, bool]:
+        """The service's certificate files, and whether they were issued anew just now."""
         s = self.lss.settings
         assert s.session_ca is not None and s.ca is not None
         workdir = self.workdir / service
@@ -151,7 +155,8 @@ class SessionRunner:
                                  issuer="intermediate", days=CERT_DAYS,
                                  renew_before=timedelta(days=CERT_DAYS / 2),
                                  durable=False)  # the session's processes would not outlive
-        return TlsFiles(issued.files.cert, issued.files.key, s.ca)  # a power cut either
+        return TlsFiles(issued.files.cert, issued.files.key, s.ca), \
+            issued.reissued is not None  # a power cut either
 
     def _spawner(self, service: str) -> Spawner:
         s = self.lss.settings
@@ -272,9 +277,11 @@ class SessionRunner:
         """Keep every service's certificate in its second half-life at most; a failed renewal
         is logged and tried again (the old certificate is still valid for hours)."""
         while True:
-            for name in list(self.children):
+            for name, child in list(self.children.items()):
                 try:
-                    await asyncio.to_thread(self._certify, name)
+                    _, reissued = await asyncio.to_thread(self._ensure_identity, name)
+                    if reissued:
+                        await child.spawner.renewed()
                 except Exception:
                     log.exception("renewing the certificate of %s of session %s failed", name,
                                   self.session)

@@ -82,6 +82,12 @@ class Spawner(ABC):
     def output_tail(self, lines: int = 20) -> list[str]:
         """The service's last output lines, for failure reports."""
 
+    async def renewed(self) -> None:
+        """The service's certificate files (the spec's identity) were issued anew: get them to
+        it where it does not read them from the LSS's disk. A process reloads them in place
+        (it watches its files): nothing to do here."""
+        return None
+
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """Events while starting (e.g. 'pulling image'); processes start too fast for any."""
         return

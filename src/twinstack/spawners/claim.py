@@ -195,7 +195,8 @@ def wait_for_claim(service: str, flags: dict[str, Any]) -> Settings | None:
             out.write(text)
     given = build_parser().parse_args(["serve", service, *claim.args, "--session", claim.session,
                                        "--publish", claim.publish, "--cert", str(cert),
-                                       "--key", str(key)])
+                                       "--key", str(key), "--identity-from",
+                                       str(Path(settings.cert).parent)])
     return load_settings({**flags, **vars(given), "claim_bind": None})
 
 

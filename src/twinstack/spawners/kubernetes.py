@@ -546,6 +546,18 @@ class KubernetesSpawner(Spawner):
             await self.core.delete_namespaced_service(self.own_name, ns,
                                                       _request_timeout=self.timeout)
 
+    async def renewed(self) -> None:
+        """Write the new certificate into the Secret the pod mounts: the kubelet updates the
+        mounted files (within about a minute), and the service reloads them. A claimed pool
+        pod mounts its pool Secret, and follows it once it holds its session's identity
+        (claim.follow_mounted_identity)."""
+        identity = self.spec.identity
+        await self.core.patch_namespaced_secret(
+            self.name + "-tls", self.settings.namespace,
+            {"stringData": {"tls.crt": identity.cert.read_text(),
+                            "tls.key": identity.key.read_text()}},
+            _content_type="application/merge-patch+json", _request_timeout=self.timeout)
+
     def get_state(self) -> dict[str, Any]:
         return {"pod": self.name}
 

@@ -37,6 +37,7 @@ from twinstack.config import Settings, join_host_port, published_address, split_
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.logs import LogForwarder, request_id, service_id
 from twinstack.metrics import ServiceMetrics
+from twinstack.pki.identity import follow_identity
 from twinstack.pki.tls import ReloadingContexts, TlsFiles
 from twinstack.supervision import hold_lease
 from twinstack.wire.actions import (
@@ -455,8 +456,12 @@ class Runtime:
         self.addresses[channel] = join_host_port(*sock.getsockname()[:2])
 
     async def _watch_certificates(self) -> None:
+        s = self.settings
         while True:
-            await asyncio.sleep(self.settings.cert_reload_seconds)
+            await asyncio.sleep(s.cert_reload_seconds)
+            if s.identity_from is not None:
+                await asyncio.to_thread(follow_identity, s.identity_from, self.tls.files,
+                                        s.session)
             if self.tls.reload_if_changed():
                 self.metrics.certificate_reloads.labels(self.service_cls.name).inc()
 

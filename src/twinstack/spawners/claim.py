@@ -182,8 +182,9 @@ def wait_for_claim(service: str, flags: dict[str, Any]) -> Settings | None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings(flags)
+    listener = ClaimListener(service, settings)
     load_service(service).warm_up()
-    claim = uvloop.run(ClaimListener(service, settings).wait())
+    claim = uvloop.run(listener.wait())
     if claim is None:
         return None
     folder = Path(settings.data_dir or "/tmp") / "session-identity"
@@ -196,7 +197,7 @@ def wait_for_claim(service: str, flags: dict[str, Any]) -> Settings | None:
     given = build_parser().parse_args(["serve", service, *claim.args, "--session", claim.session,
                                        "--publish", claim.publish, "--cert", str(cert),
                                        "--key", str(key), "--identity-from",
-                                       str(Path(settings.cert).parent)])
+                                       str(listener.files.cert.parent)])  # the pod's Secret
     return load_settings({**flags, **vars(given), "claim_bind": None})
 
 

@@ -31,6 +31,7 @@ import secrets
 import ssl
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -89,29 +90,29 @@ def _address(pod: dict[str, Any], port: int) -> str:
     return join_host_port(pod.get("status", {}).get("podIP") or "", port)
 
 
+@dataclass
 class PodPool:
-    """One LSS's waiting pods, by kind; `identity(service, pod, folder)` issues a pool pod's
-    certificate (naming the pod) into `folder` (removed once the pod's Secret holds it);
-    `client_tls` is the LSS's own mutual-TLS client context."""
+    """One LSS's waiting pods, `size` of each of `kinds`; `identity(service, pod, folder)`
+    issues a pool pod's certificate (naming the pod) into `folder` (removed once the pod's
+    Secret holds it); `client_tls` is the LSS's own mutual-TLS client context."""
 
-    def __init__(self, settings: PodSettings, core: Any, reflector: PodReflector, size: int,
-                 kinds: tuple[str, ...], *, identity: Callable[[str, str, Path], TlsFiles],
-                 client_tls: ssl.SSLContext, logger_url: str | None = None,
-                 gpus: Callable[[str], int] = lambda service: 0,
-                 max_age: timedelta = timedelta(hours=12)) -> None:
-        self.settings = settings
-        self.core = core
-        self.reflector = reflector
-        self.size = size
-        self.kinds = kinds
-        self.identity = identity
-        self.client_tls = client_tls
-        self.logger_url = logger_url
-        self.gpus = gpus
-        self.max_age = max_age
-        self.timeout = reflector.request_timeout
-        self.creating: dict[str, str] = {}  # kind by pod: created, not yet seen by the watch
-        self.claiming: set[str] = set()  # being claimed by a session of this LSS
+    settings: PodSettings
+    core: Any  # kubernetes_asyncio's CoreV1Api
+    reflector: PodReflector
+    size: int
+    kinds: tuple[str, ...]
+    identity: Callable[[str, str, Path], TlsFiles]
+    client_tls: ssl.SSLContext
+    logger_url: str | None = None
+    gpus: Callable[[str], int] = lambda service: 0
+    max_age: timedelta = timedelta(hours=12)
+    creating: dict[str, str] = field(default_factory=dict)  # kind by pod: not yet watched
+    claiming: set[str] = field(default_factory=set)  # being claimed by a session of this LSS
+
+    @property
+    def timeout(self) -> float:
+        """Of each API request."""
+        return self.reflector.request_timeout
 
     def _of_kind(self, kind: str) -> list[dict[str, Any]]:
         """The waiting pool pods of `kind` the watch knows, not being deleted."""

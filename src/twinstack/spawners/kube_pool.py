@@ -108,6 +108,7 @@ class PodPool:
     max_age: timedelta = timedelta(hours=12)
     creating: dict[str, str] = field(default_factory=dict)  # kind by pod: not yet watched
     claiming: set[str] = field(default_factory=set)  # being claimed by a session of this LSS
+    deleting: set[str] = field(default_factory=set)  # deleted here, still watched
 
     @property
     def timeout(self) -> float:
@@ -155,14 +156,17 @@ class PodPool:
                 delay = min(60.0, delay * 2)
 
     def _spent(self) -> list[str]:
-        """Waiting pods to replace: exited, or older than `max_age`."""
+        """Waiting pods to replace: exited, or older than `max_age` (and not deleted yet)."""
+        self.deleting &= set(self.reflector.pods)
         oldest = datetime.now(UTC) - self.max_age
         return [pod["metadata"]["name"] for kind in self.kinds for pod in self._of_kind(kind)
-                if exit_code(pod) is not None or _created(pod) < oldest]
+                if (exit_code(pod) is not None or _created(pod) < oldest)
+                and pod["metadata"]["name"] not in self.deleting]
 
     async def _remove_spent(self) -> None:
         for name in self._spent():
             log.info("replacing warm pool pod %s: it has exited or waited too long", name)
+            self.deleting.add(name)
             await self._delete(name)
 
     async def _create(self, kind: str) -> None:

@@ -111,9 +111,12 @@ class ClaimListener:
         if settings.cert is None or settings.key is None or settings.ca is None:
             raise FatalError(ExitCode.CONFIG_ERROR, "--claim-bind needs --cert, --key and "
                              "--ca: the pool identity the claim is verified against")
+        from twinstack.services import load_service
+
         self.service = service
         self.settings = settings
         self.files = TlsFiles(settings.cert, settings.key, settings.ca)
+        self.health = settings.health_bind or f"0.0.0.0:{load_service(service).ports.health}"
         self.claimed: asyncio.Future[Claim | None] | None = None
 
     async def _claim(self, request: web.Request) -> web.Response:
@@ -156,7 +159,7 @@ class ClaimListener:
         try:
             for runner, address, client_cert in (
                     (runners[0], self.settings.claim_bind, True),
-                    (runners[1], self.settings.health_bind or "0.0.0.0:7451", False)):
+                    (runners[1], self.health, False)):
                 assert address is not None
                 await runner.setup()
                 host, port = split_host_port(address)

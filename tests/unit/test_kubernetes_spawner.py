@@ -92,6 +92,14 @@ def test_pod_is_restricted_labelled_and_mounts_its_certificate(spec):
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == secret["metadata"]["name"]
 
 
+def test_pods_request_what_their_service_is_declared_to_take(spec):
+    requests = compute_pod(SETTINGS, spec)["spec"]["containers"][0]["resources"]["requests"]
+    assert requests == {"cpu": "250m", "memory": "125Mi"}  # kriging's SERVICE_NEEDS
+    modeling = ServiceSpec(**{**spec.__dict__, "service": "modeling"})
+    requests = compute_pod(SETTINGS, modeling)["spec"]["containers"][0]["resources"]["requests"]
+    assert requests == {"cpu": "50m", "memory": "300Mi"}  # the OpenCascade kernel's memory
+
+
 def test_solver_pods_request_gpus(spec):
     gpu = ServiceSpec(**{**spec.__dict__, "service": "fit-td", "gpus": 2})
     container = compute_pod(SETTINGS, gpu)["spec"]["containers"][0]

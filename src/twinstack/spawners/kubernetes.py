@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twinstack.pki.tls import TlsFiles
+from twinstack.sessiontypes import SERVICE_NEEDS
 from twinstack.spawners.base import ServiceSpec, Spawner, SpawnError
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ class PodSettings:
     namespace: str
     image: str
     lss: str
-    cpu_request: str = "250m"
-    memory_request: str = "256Mi"
     cpu_limit: str = "2"
     memory_limit: str = "2Gi"
 
@@ -125,6 +124,13 @@ def compute_pod(settings: PodSettings, spec: ServiceSpec) -> dict[str, Any]:
                        gpus=spec.gpus)
 
 
+def pod_requests(service: str) -> dict[str, str]:
+    """What the scheduler reserves for a service's pod: what the session types declare it
+    takes (sessiontypes.SERVICE_NEEDS), as the LSS's placement does on a node."""
+    needs = SERVICE_NEEDS[service]
+    return {"cpu": f"{max(10, round(needs.cpus * 1000))}m", "memory": f"{needs.memory_mb}Mi"}
+
+
 def service_pod(settings: PodSettings, name: str, pod_labels: dict[str, str], service: str,
                 env: dict[str, str], args: list[str], *, logger_url: str | None,
                 gpus: int) -> dict[str, Any]:
@@ -140,7 +146,7 @@ def service_pod(settings: PodSettings, name: str, pod_labels: dict[str, str], se
     if logger_url:
         env["TWINSTACK_LOGGER_URL"] = logger_url
     limits: dict[str, str] = {"cpu": settings.cpu_limit, "memory": settings.memory_limit}
-    requests: dict[str, str] = {"cpu": settings.cpu_request, "memory": settings.memory_request}
+    requests = pod_requests(service)
     if gpus:
         limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = str(gpus)
     container = {

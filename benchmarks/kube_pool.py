@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
@@ -33,9 +34,8 @@ from tests.integration.test_kube_warm_pool import ProcessKubelet, spec_of, waiti
 from tests.unit.kube_api_fake import fake_kube_api
 from tests.unit.test_kubernetes_spawner import SETTINGS
 from tests.unit.test_pod_reflector import reflecting
-from twinstack.pki.identity import issue_identity
-from twinstack.pki.tls import TlsFiles, client_context
-from twinstack.spawners.kube_pool import PodPool
+from twinstack.pki.tls import client_context
+from twinstack.spawners.kube_pool import PodPool, pool_identity
 from twinstack.spawners.kubernetes import KubernetesSpawner
 
 
@@ -47,14 +47,11 @@ def summary(samples: list[float]) -> dict[str, Any]:
 
 async def measure(runs: int, folder: Path) -> dict[str, list[float]]:
     pki = Pki(folder / "pki")
-
-    def pool_identity(service: str, pod: str, into: Path) -> TlsFiles:
-        return issue_identity(pki.dir, service, into / pod, session=pod, hosts=[pod],
-                              issuer="intermediate")
     times: dict[str, list[float]] = {"claimed_pool_pod": [], "pod_of_its_own": []}
     async with fake_kube_api() as (fake, core), reflecting(core) as reflector:
         kubelet = ProcessKubelet(fake, folder / "node")
-        pool = PodPool(SETTINGS, core, reflector, 1, ("kriging",), identity=pool_identity,
+        pool = PodPool(SETTINGS, core, reflector, 1, ("kriging",),
+                       identity=functools.partial(pool_identity, pki.dir, pki.ca, 1.0),
                        client_tls=client_context(pki.identity("lss")))
         filler = asyncio.create_task(pool.run())
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import os
 import signal
 import socket
@@ -32,7 +33,13 @@ from tests.unit.test_pod_reflector import reflecting
 from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles, client_context
 from twinstack.spawners import ServiceSpec
-from twinstack.spawners.kube_pool import CLAIM_PORT, POOL_LABEL, WAITING, PodPool
+from twinstack.spawners.kube_pool import (
+    CLAIM_PORT,
+    POOL_LABEL,
+    WAITING,
+    PodPool,
+    pool_identity,
+)
 from twinstack.spawners.kubernetes import (
     HEALTH_PORT,
     INTERNAL_PORT,
@@ -157,10 +164,8 @@ class ProcessKubelet:
 
 @pytest.fixture
 def issuer(pki):
-    def identity(service: str, pod: str, folder: Path) -> TlsFiles:
-        return issue_identity(pki.dir, service, folder / pod, session=pod, hosts=[pod],
-                              issuer="intermediate")
-    return identity
+    """The LSS's pool identities (kube_pool.pool_identity), from the tests' CA."""
+    return functools.partial(pool_identity, pki.dir, pki.ca, 1.0)
 
 
 def spec_of(pki, tmp_path: Path, session: str = SESSION) -> ServiceSpec:

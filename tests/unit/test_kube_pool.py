@@ -5,23 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
+import functools
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from tests.unit.kube_api_fake import RUNNING_READY, FakeKubeApi, exited, fake_kube_api
 from tests.unit.test_kubernetes_spawner import SETTINGS, VERSIONS
 from tests.unit.test_pod_reflector import reflecting, run
-from twinstack.pki.identity import issue_identity
-from twinstack.pki.tls import TlsFiles, client_context
+from twinstack.pki.tls import client_context
 from twinstack.spawners.kube_pool import (
     CLAIM_PORT,
     CLAIMED,
     POOL_LABEL,
     WAITING,
     PodPool,
+    pool_identity,
     pool_labels,
     pool_pod,
 )
@@ -32,17 +34,25 @@ KINDS = ("kriging", "cartesian-mesh")
 
 @pytest.fixture(scope="module")
 def issue(tmp_path_factory):
-    """What the LSS does for a pool pod: a certificate naming the pod, its own 'session'."""
+    """The LSS's pool identities, from a CA of their own."""
     from twinstack.pki import init_authority
 
     pki = tmp_path_factory.mktemp("pool-pki")
     init_authority(pki)
-
-    def identity(service: str, pod: str, folder: Path = pki) -> TlsFiles:
-        return issue_identity(pki, service, folder / pod, session=pod, hosts=[pod],
-                              issuer="intermediate")
+    identity = functools.partial(pool_identity, pki, pki / "ca.pem", 1.0)
     identity.ca = pki / "ca.pem"  # type: ignore[attr-defined]
     return identity
+
+
+def test_a_pool_identity_names_its_pod_and_no_session(issue, tmp_path):
+    files = issue("kriging", "pool-kriging-0a1b2c3d", tmp_path)
+    leaf = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "kriging"
+    assert leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == \
+        "session:pool-kriging-0a1b2c3d"  # a 'session' of its own, which no peer shares
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "pool-kriging-0a1b2c3d" in names.get_values_for_type(x509.DNSName)
+    assert files.ca == issue.ca  # (a claim checks the pod presents it: test_kube_warm_pool)
 
 
 def pool_of(core: Any, reflector: PodReflector, issue: Any, size: int = 1,
@@ -69,8 +79,8 @@ async def running(pool: PodPool) -> Any:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_pool_manifests_validate_and_carry_no_session(issue, version):
-    identity = issue("kriging", "pool-kriging-0a1b2c3d")
+def test_pool_manifests_validate_and_carry_no_session(issue, version, tmp_path):
+    identity = issue("kriging", "pool-kriging-0a1b2c3d", tmp_path)
     pod = pool_pod(SETTINGS, "kriging", "pool-kriging-0a1b2c3d", logger_url=None, gpus=0)
     secret = certificate_secret(SETTINGS, "pool-kriging-0a1b2c3d",
                                 pool_labels(SETTINGS, "kriging"), identity)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -35,7 +36,7 @@ from typing import Any, ClassVar, cast
 from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
 from twinstack.metrics import LssMetrics
-from twinstack.pki.identity import ensure_identity, issue_identity
+from twinstack.pki.identity import ensure_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.sessiontypes import SESSION_TYPES, session_memory_mb
 from twinstack.spawners import ServiceSpec, Spawner, SpawnError
@@ -400,11 +401,13 @@ class LssService(ServiceBase):
                                                       keep=set(self.runners))
             log.info("removed %d kubernetes objects of earlier sessions", removed)
             if s.warm_pool:  # after the orphans: its pods have no session either
-                from twinstack.spawners.kube_pool import PodPool
+                from twinstack.spawners.kube_pool import PodPool, pool_identity
 
+                assert s.ca is not None
                 self.pod_pool = PodPool(
                     self.pod_settings, self.kube, self.reflector, s.warm_pool, kinds,
-                    identity=self._pool_identity, client_tls=self.runtime.tls.client(),
+                    identity=functools.partial(pool_identity, s.session_ca, s.ca, CERT_DAYS),
+                    client_tls=self.runtime.tls.client(),
                     logger_url=s.logger_url, gpus=self.gpus_for,
                     max_age=timedelta(days=CERT_DAYS / 2))
                 self.pool_filler: asyncio.Task[None] = asyncio.create_task(self.pod_pool.run())
@@ -463,16 +466,6 @@ class LssService(ServiceBase):
 
     def gpus_for(self, service: str) -> int:
         return self.settings.gpus if service in GPU_SERVICES else 0
-
-    def _pool_identity(self, service: str, pod: str, folder: Path) -> TlsFiles:
-        """A warm pool pod's certificate: it names the pod, and its 'session' is the pod's own,
-        which no peer shares (a session's identity comes with the claim)."""
-        s = self.settings
-        assert s.session_ca is not None and s.ca is not None
-        issued = issue_identity(s.session_ca, service, folder / "identity", session=pod,
-                                hosts=[pod], issuer="intermediate", days=CERT_DAYS,
-                                durable=False)  # read into the pod's Secret at once
-        return TlsFiles(issued.cert, issued.key, s.ca)
 
     def service_hosts(self, session: str, service: str) -> list[str]:
         """The names a compute service is dialled at, for its certificate."""

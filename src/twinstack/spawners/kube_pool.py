@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from twinstack.config import join_host_port
+from twinstack.pki.identity import issue_identity
 from twinstack.pki.tls import TlsFiles
 from twinstack.spawners.base import ServiceSpec
 from twinstack.spawners.claim import claim_body, send_claim, serves_as
@@ -78,6 +79,17 @@ def pool_pod(settings: PodSettings, service: str, name: str, *, logger_url: str 
                       logger_url=logger_url, gpus=gpus)
     pod["spec"]["containers"][0]["ports"].append({"name": "claim", "containerPort": CLAIM_PORT})
     return pod
+
+
+def pool_identity(session_ca: Path, ca: Path, days: float, service: str, pod: str,
+                  folder: Path) -> TlsFiles:
+    """A pool pod's certificate, from the LSS's intermediate CA (SESSION_CA), into FOLDER: it
+    names the pod, and its 'session' is the pod's own, which no peer shares (a session's
+    identity comes with the claim)."""
+    issued = issue_identity(session_ca, service, folder / "identity", session=pod, hosts=[pod],
+                            issuer="intermediate", days=days,
+                            durable=False)  # read into the pod's Secret at once
+    return TlsFiles(issued.cert, issued.key, ca)
 
 
 def _created(pod: dict[str, Any]) -> datetime:

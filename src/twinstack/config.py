@@ -198,8 +198,9 @@ class Settings(BaseSettings):
         "each (from inside a cluster)")
     warm_pool: int = Field(
         0, ge=0, le=16, description="this many waiting, warmed-up compute services of each "
-        "kind, which sessions claim instead of starting one (one each): children of the warm "
-        "parent (forked spawner) or pods in the namespace (kubernetes spawner)")
+        "kind (at most --capacity), which sessions claim instead of starting one (one each): "
+        "children of the warm parent (forked spawner) or pods in the namespace (kubernetes "
+        "spawner)")
     namespace: str = Field("twinstack", description="Kubernetes namespace for compute pods")
     compute_image: str = Field(
         "twinstack-compute:0.1.0", description="image of compute pods (kubernetes spawner)")

@@ -383,8 +383,11 @@ class LssService(ServiceBase):
         self.pod_pool: Any = None  # kube_pool.PodPool, with the Kubernetes spawner's warm pool
         self.warm_parent: WarmParent | None = None
         kinds = tuple(sorted({name for services in SESSION_TYPES.values() for name in services}))
+        # A session claims one waiting worker of a kind, and no more than `capacity` sessions
+        # start here at once: more would wait for nothing.
+        pool = min(s.warm_pool, s.capacity)
         if s.spawner == "forked":
-            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent", s.warm_pool, kinds)
+            self.warm_parent = WarmParent(Path(s.data_dir) / "warm-parent", pool, kinds)
             adopt_orphans()
             self._in_background(self._warm_up(self.warm_parent))
         self.restart_policy = RestartPolicy.from_settings(s)
@@ -400,12 +403,12 @@ class LssService(ServiceBase):
             removed = await kubernetes.remove_orphans(self.kube, self.pod_settings,
                                                       keep=set(self.runners))
             log.info("removed %d kubernetes objects of earlier sessions", removed)
-            if s.warm_pool:  # after the orphans: its pods have no session either
+            if pool:  # after the orphans: its pods have no session either
                 from twinstack.spawners.kube_pool import PodPool, pool_identity
 
                 assert s.ca is not None
                 self.pod_pool = PodPool(
-                    self.pod_settings, self.kube, self.reflector, s.warm_pool, kinds,
+                    self.pod_settings, self.kube, self.reflector, pool, kinds,
                     identity=functools.partial(pool_identity, s.session_ca, s.ca, CERT_DAYS),
                     client_tls=self.runtime.tls.client(),
                     logger_url=s.logger_url, gpus=self.gpus_for,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
+from tests.conftest import free_port
 from tests.js_harness import tool
 
 JS = Path(__file__).resolve().parents[1] / "js"
@@ -27,7 +28,8 @@ def test_the_pages_functions_under_node():
 
 def _relay_that_restarts() -> web.Application:
     """Closes the first session socket once it is open (1012: service restart); answers
-    every call on later ones with the action's name."""
+    every call on later ones with the action's name. Also answers POST /actions/NAME with
+    the name, as auth does an action (for the page's failover between auth replicas)."""
     connections = 0
 
     async def session(request: web.Request) -> web.WebSocketResponse:
@@ -44,8 +46,12 @@ def _relay_that_restarts() -> web.Application:
                 await ws.send_json({"id": call["id"], "result": {"answered": call["action"]}})
         return ws
 
+    async def action(request: web.Request) -> web.Response:
+        return web.json_response({"result": {"answered": request.match_info["name"]}})
+
     app = web.Application()
     app.router.add_get("/session", session)
+    app.router.add_post("/actions/{name}", action)
     return app
 
 
@@ -61,7 +67,8 @@ async def _session_socket_tests() -> tuple[int | None, str]:
     try:
         done = await asyncio.create_subprocess_exec(
             node, *flags, "--test", str(JS / "session_socket.test.mjs"),
-            env={**os.environ, "RELAY_URL": f"ws://127.0.0.1:{port}"},
+            env={**os.environ, "RELAY_URL": f"ws://127.0.0.1:{port}",
+                 "DEAD_URL": f"ws://127.0.0.1:{free_port()}"},  # nothing listens there
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out, _ = await asyncio.wait_for(done.communicate(), timeout=120)
         return done.returncode, out.decode()
@@ -72,4 +79,4 @@ async def _session_socket_tests() -> tuple[int | None, str]:
 def test_the_session_socket_under_node_against_a_relay_that_restarts():
     returncode, output = asyncio.run(_session_socket_tests())
     assert returncode == 0, output
-    assert "# pass 1" in output and "# fail 0" in output
+    assert "# pass 3" in output and "# fail 0" in output

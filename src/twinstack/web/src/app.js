@@ -2,7 +2,7 @@
 // administrator's view of users, groups, nodes and sessions, and an opened project
 // (project.js). Every call is the platform's public API, the one the Python client uses.
 // Bundled with three.js by esbuild.
-import { call, state } from "./api.js";
+import { call, callAuth, state } from "./api.js";
 import { $, button, tableRow } from "./dom.js";
 import { ProjectView } from "./project.js";
 
@@ -62,7 +62,7 @@ async function guarded(work) {
 // --- projects --------------------------------------------------------------------------------
 
 async function showProjects() {
-  const me = await guarded(() => call(state.info.auth_url, "whoami"));
+  const me = await guarded(() => callAuth("whoami"));
   const listed = me && await guarded(() => call("", "list_projects"));
   if (!listed) return;
   state.admin = me.admin;
@@ -126,7 +126,7 @@ for (const [kind, answer] of Object.entries(ANSWERS)) {
 
 async function showAdmin(projects) {
   const [accounts, nodes, sessions] = await Promise.all([
-    guarded(() => call(state.info.auth_url, "accounts")), guarded(() => call("", "list_nodes")),
+    guarded(() => callAuth("accounts")), guarded(() => call("", "list_nodes")),
     guarded(() => call("", "list_sessions"))]);
   if (!accounts || !nodes || !sessions) return;
   $("user-rows").replaceChildren(...accounts.users.map((u) => tableRow(
@@ -221,7 +221,7 @@ $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
   say("");
-  const reply = await guarded(() => call(state.info.auth_url, "login",
+  const reply = await guarded(() => callAuth("login",
     { user: form.elements.user.value, password: form.elements.password.value }));
   form.elements.password.value = "";
   if (!reply) return;
@@ -245,7 +245,7 @@ $("create").addEventListener("submit", async (event) => {
 
 $("logout").addEventListener("click", async () => {
   leaveProject();
-  await call(state.info.auth_url, "logout").catch(() => undefined);  // gone already is fine
+  await callAuth("logout").catch(() => undefined);  // gone already is fine
   forget();
   show("login");
   say("You are logged out.", "info");
@@ -254,10 +254,6 @@ $("logout").addEventListener("click", async () => {
 async function start() {
   try {
     state.info = await call("", "info");
-    // Replicas come as a comma-separated list; the page uses the first of each.
-    for (const key of ["auth_url", "relay_url"]) {
-      state.info[key] = state.info[key].split(",")[0];
-    }
   } catch (err) {
     say(err.message);
     return;

@@ -3,7 +3,7 @@
 // the history graph, the log and the session's facts. Every change anyone makes comes back as
 // a `model_changed` event on the session's socket, and the page redraws from the model then:
 // what another user does shows the same way as what this one does.
-import { PlatformError, SessionSocket, call, fetchBlob, state } from "./api.js";
+import { PlatformError, SessionSocket, call, callAuth, fetchBlob, state } from "./api.js";
 import { GeochemistryPanel } from "./geochemistry.js";
 import { drawHistory } from "./history.js";
 import { krigingMap, parsePoints } from "./kriging.js";
@@ -101,7 +101,7 @@ export class ProjectView {
     shown.textContent = link === "closed" ? `Disconnected: ${reason}`
       : `Connection lost (${reason}): reconnecting…`;
     if (link === "closed" || attempts === 3) {  // is it the token? then back to the login
-      this.guarded(() => call(state.info.auth_url, "whoami"));
+      this.guarded(() => callAuth("whoami"));
     }
   }
 

@@ -4,8 +4,8 @@ The code under test talks to it through the real kubernetes_asyncio client (Core
 ApiClient, host http://127.0.0.1:PORT), so the reflector and spawner run unchanged. It serves
 pods (list, watch as JSON lines, create, delete, log, and a JSON merge patch of their labels
 that honours a resourceVersion precondition with 409 Conflict, as the API server does),
-Secrets (create, list, delete, a merge patch of their data) and Services (create, list,
-delete), keeps one resourceVersion counter and a history
+Secrets (create, list, delete, a merge patch of their data and labels) and Services
+(create, list, delete), keeps one resourceVersion counter and a history
 of pod events, and can misbehave the way an API server does: compact its history (watches from
 older versions get 410 Gone), drop watch connections, hang a watch, hold lists back, or answer
 503 to everything. With `kubelet` set, created and deleted pods are handed to it (a test's
@@ -241,10 +241,17 @@ class FakeKubeApi:
             return web.json_response(obj)
         if method == "PATCH" and kind == "pods" and name is not None:
             return self._patch(name, json.loads(body))
-        if method == "PATCH" and kind == "secrets" and name is not None and name in store:
-            store[name].setdefault("stringData", {}).update(json.loads(body)["stringData"])
-            if self.kubelet is not None:
-                self.kubelet.secret_changed(name)
+        if method == "PATCH" and kind == "secrets" and name is not None:
+            if name not in store:
+                return web.json_response(_status(404, "NotFound", f"{name} not found"),
+                                         status=404)
+            changes = json.loads(body)
+            store[name]["metadata"].setdefault("labels", {}).update(
+                changes.get("metadata", {}).get("labels", {}))
+            if "stringData" in changes:
+                store[name].setdefault("stringData", {}).update(changes["stringData"])
+                if self.kubelet is not None:
+                    self.kubelet.secret_changed(name)
             return web.json_response(store[name])
         return web.json_response(_status(405, "MethodNotAllowed", method), status=405)
 

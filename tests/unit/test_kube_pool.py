@@ -27,7 +27,7 @@ from twinstack.spawners.kube_pool import (
     pool_labels,
     pool_pod,
 )
-from twinstack.spawners.kubernetes import PodReflector, certificate_secret
+from twinstack.spawners.kubernetes import PodReflector, certificate_secret, remove_orphans
 
 KINDS = ("kriging", "cartesian-mesh")
 
@@ -135,6 +135,8 @@ def test_a_waiting_pod_goes_to_one_session_however_many_claim_it_at_once(issue):
                 fake.add_pod({"metadata": {"name": name, "namespace": "twinstack",
                                            "labels": pool_labels(SETTINGS, "kriging")}},
                              RUNNING_READY)
+                fake.objects["secrets"][f"{name}-tls"] = {"metadata": {
+                    "name": f"{name}-tls", "labels": pool_labels(SETTINGS, "kriging")}}
             for reflector in (ours, theirs):
                 await reflector.wait(lambda r=reflector: len(r.pods) == 2, 10)
             lss_a, lss_b = pool_of(core, ours, issue), pool_of(core, theirs, issue)
@@ -144,11 +146,17 @@ def test_a_waiting_pod_goes_to_one_session_however_many_claim_it_at_once(issue):
                                           lss_b.claim("kriging", "b1"))
             won = [c["metadata"]["name"] for c in claims if c is not None]
             assert sorted(won) == ["pool-kriging-00000001", "pool-kriging-00000002"]
-            sessions = {fake.objects["pods"][n]["metadata"]["labels"]["twinstack.dev/session"]
-                        for n in won}
-            assert len(sessions) == 2  # each pod one session's, and told which
+            session_of = {n: fake.objects["pods"][n]["metadata"]["labels"]["twinstack.dev/session"]
+                          for n in won}
+            assert len(set(session_of.values())) == 2  # each pod one session's, and told which
+            for name in won:  # its Secret goes with it: kept and removed with its session
+                assert fake.objects["secrets"][f"{name}-tls"]["metadata"]["labels"] == \
+                    fake.objects["pods"][name]["metadata"]["labels"]
             assert await lss_b.claim("kriging", "b2") is None  # none left waiting
-            assert len(fake.requests("patch")) >= 2
+            kept, gone = won
+            await remove_orphans(core, SETTINGS, keep={session_of[kept]})  # a new LSS's start
+            assert kept in fake.objects["pods"] and f"{kept}-tls" in fake.objects["secrets"]
+            assert gone not in fake.objects["pods"] and f"{gone}-tls" not in fake.objects["secrets"]
 
     run(scenario())
 

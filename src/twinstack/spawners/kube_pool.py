@@ -225,13 +225,13 @@ class PodPool:
             name = pod["metadata"]["name"]
             if name in self.claiming or not is_ready(pod) or exit_code(pod) is not None:
                 continue
-            patch = {"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"],
-                                  "labels": {POOL_LABEL: CLAIMED,
-                                             "twinstack.dev/session": session_label(session)}}}
+            claimed = {POOL_LABEL: CLAIMED, "twinstack.dev/session": session_label(session)}
             self.claiming.add(name)
             try:
                 await self.core.patch_namespaced_pod(
-                    name, self.settings.namespace, patch,
+                    name, self.settings.namespace,
+                    {"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"],
+                                  "labels": claimed}},
                     _content_type="application/merge-patch+json", _request_timeout=self.timeout)
             except ApiException as exc:
                 if exc.status in (404, 409):  # taken or gone meanwhile: the next one
@@ -239,6 +239,14 @@ class PodPool:
                 raise
             finally:
                 self.claiming.discard(name)
+            # its Secret is the session's now too: a new LSS keeps it with the session's pod
+            # (renewals go into it) and removes it with the session's objects
+            try:
+                await self.core.patch_namespaced_secret(
+                    name + "-tls", self.settings.namespace, {"metadata": {"labels": claimed}},
+                    _content_type="application/merge-patch+json", _request_timeout=self.timeout)
+            except ApiException as exc:  # gone: the pod still has what it mounted
+                log.warning("the Secret of warm pool pod %s: %s", name, _describe(exc))
             log.info("session %s claimed warm pool pod %s", session, name)
             return pod
         return None

@@ -275,14 +275,18 @@ class SessionRunner:
                             restart=child.restarts.count)
 
     async def _renew_certificates(self) -> None:
-        """Keep every service's certificate in its second half-life at most; a failed renewal
-        is logged and tried again (the old certificate is still valid for hours)."""
+        """Keep every service's certificate in its second half-life at most, and get renewed
+        ones to the services (`Spawner.renewed`); a failed renewal is logged and tried again
+        (the old certificate is still valid for hours)."""
+        undelivered: set[str] = set()  # renewed, not yet taken to the service
         while True:
             for name, child in list(self.children.items()):
                 try:
                     _, reissued = await asyncio.to_thread(self._ensure_identity, name)
-                    if reissued:
+                    if reissued or name in undelivered:
+                        undelivered.add(name)
                         await child.spawner.renewed()
+                        undelivered.discard(name)
                 except Exception:
                     log.exception("renewing the certificate of %s of session %s failed", name,
                                   self.session)

@@ -256,3 +256,16 @@ def test_waiting_workers_end_with_their_parent_and_claimed_ones_go_on(pooled):
             assert new_parent != parent and parent_of(kriging_pid(later)) == new_parent
             wait_until(lambda: len(waiting_workers(new_parent, "kriging")) == 1,
                        what="a new pool")
+
+
+def test_a_pool_holds_no_more_of_a_kind_than_sessions_can_start(tmp_path):
+    """--warm-pool 3 on a node of --capacity 1: one waiting worker of each kind, since a
+    session claims one of each and only one session runs there."""
+    with running_platform(tmp_path, env={"TWINSTACK_SPAWNER": "forked",
+                                         "TWINSTACK_WARM_POOL": "3",
+                                         "TWINSTACK_CAPACITY": "1"}) as capped:
+        wait_until(lambda: bool(warm_parents(capped)), what="the warm parent")
+        [parent] = warm_parents(capped)
+        argv = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+        module = argv.index(b"twinstack.spawners.forked")
+        assert argv[module + 2] == b"1"  # SOCKET POOL KINDS

@@ -86,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.claim_bind is not None:  # a warm pool's pod: its session comes later
         from twinstack.spawners.claim import wait_for_claim
 
-        claimed = wait_for_claim(args.service, vars(args))
+        claimed = wait_for_claim(args.service, settings, vars(args))
         if claimed is None:
             return ExitCode.OK
         settings = claimed

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,16 +73,19 @@ class NotReady(Exception):
         self.exit_code = exit_code
 
 
-async def wait_ready(check: Callable[[], T | None], *, timeout: float, what: str,
-                     exited: Callable[[], int | None] = lambda: None,
+async def wait_ready(check: Callable[[], T | Awaitable[T | None] | None], *, timeout: float,
+                     what: str, exited: Callable[[], int | None] = lambda: None,
                      first: float = 0.005, longest: float = 0.1) -> T:
-    """Poll `check` until it returns something, fast at first (most of a start is imports),
-    then every `longest` seconds; raise NotReady as soon as `exited` gives an exit code, or
-    once `timeout` has passed."""
+    """Poll `check` (a function, or a coroutine function: a probe over the network) until it
+    returns something, fast at first (most of a start is imports), then every `longest`
+    seconds; raise NotReady as soon as `exited` gives an exit code, or once `timeout` has
+    passed."""
     deadline = time.monotonic() + timeout
     delay = first
     while True:
         found = check()
+        if inspect.isawaitable(found):
+            found = await found
         if found is not None:
             return found
         code = exited()

@@ -213,8 +213,9 @@ async def cluster(tmp_path: Path, pki: Any, issuer: Any, size: int = 1) -> Any:
             await kubelet.close()
 
 
-async def fake_wait(predicate: Any, timeout: float = 60.0) -> bool:
-    """Poll `predicate` (a blocking check) until it holds; False after `timeout` (a guard)."""
+async def eventually(predicate: Any, timeout: float = 60.0) -> bool:
+    """Poll `predicate` (a blocking check) in a thread until it holds, beside the event loop
+    the fake API and kubelet run in; TimeoutError after `timeout` (a hang guard)."""
     async with asyncio.timeout(timeout):
         while not await asyncio.to_thread(predicate):
             await asyncio.sleep(0.05)
@@ -244,7 +245,7 @@ def test_a_session_claims_a_warm_pod_which_serves_it_and_the_pool_refills(pki, i
                            hosts=[host], issuer="intermediate")
             await spawner.renewed()
             new = spec.identity.cert.read_bytes()
-            assert await fake_wait(lambda: served_certificate(
+            assert await eventually(lambda: served_certificate(
                 f"{ip}:{INTERNAL_PORT}", relay_files) != old)
             assert served_certificate(f"{ip}:{INTERNAL_PORT}", relay_files) == \
                 x509.load_pem_x509_certificate(new).public_bytes(Encoding.DER)

@@ -77,7 +77,8 @@ def test_a_claimed_worker_serves_its_session_with_the_session_certificate(pki, w
                      ({**body, "args": ["--cert", "/etc/passwd"]}, "--cert is set by the claim"),
                      ({**body, "args": ["--no-such-flag"]}, "not arguments of"),
                      ({**body, "key": "none"}, "key: a PEM private key"),
-                     ({"session": SESSION}, "exactly the fields")):
+                     ({**body, "port": 1}, "port: Extra inputs are not permitted"),
+                     ({"session": SESSION}, "publish: Field required")):
         refused = claim(claim_at, POOL_POD, bad, lss)
         assert refused is not None and refused.startswith("400") and why in refused, refused
     assert proc.poll() is None

@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from twinstack.config import Settings
 from twinstack.exitcodes import ExitCode, FatalError
@@ -46,6 +46,9 @@ from twinstack.supervision import RestartCounter, RestartPolicy, renew_leases, t
 from twinstack.wire.client import ClientPool, Link, LinkKeeper, ServiceClient
 from twinstack.wire.errors import ActionError
 from twinstack.wire.runtime import Ports, ServiceBase
+
+if TYPE_CHECKING:
+    from twinstack.spawners.kube_pool import PodPool
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +158,8 @@ class SessionRunner:
                                  hosts=self.lss.service_hosts(self.session, service),
                                  issuer="intermediate", days=CERT_DAYS,
                                  renew_before=timedelta(days=CERT_DAYS / 2),
-                                 durable=False)  # the session's processes would not outlive
-        return TlsFiles(issued.files.cert, issued.files.key, s.ca), \
-            issued.reissued is not None  # a power cut either
+                                 durable=False)  # its processes would not outlive a power cut
+        return TlsFiles(issued.files.cert, issued.files.key, s.ca), issued.reissued is not None
 
     def _spawner(self, service: str) -> Spawner:
         s = self.lss.settings
@@ -384,7 +386,7 @@ class LssService(ServiceBase):
         self.background: set[asyncio.Task[None]] = set()  # stops and tunnelled calls
         self.tunnelled: dict[int, asyncio.Task[None]] = {}  # by gss's call id, to cancel
         self.kube: Any = None
-        self.pod_pool: Any = None  # kube_pool.PodPool, with the Kubernetes spawner's warm pool
+        self.pod_pool: PodPool | None = None  # the Kubernetes spawner's warm pool
         self.warm_parent: WarmParent | None = None
         kinds = tuple(sorted({name for services in SESSION_TYPES.values() for name in services}))
         # A session claims one waiting worker of a kind, and no more than `capacity` sessions

@@ -24,18 +24,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import re
 import signal
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from twinstack.config import Settings, load_settings, split_host_port
+from twinstack.config import Address, Settings, load_settings, split_host_port
 from twinstack.exitcodes import ExitCode, FatalError
+from twinstack.pki.authority import replace_identity
 from twinstack.pki.tls import TlsFiles, server_context
 from twinstack.wire.identity import PeerIdentity
 
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 CLAIM_PATH = "/claim"
 MAX_CLAIM = 64 * 1024  # two PEM blocks and a few arguments
 CLAIMER = "lss"
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # what the claim sets itself: the LSS may not pass these as arguments
 RESERVED = ("--claim-bind", "--session", "--publish", "--cert", "--key", "--ca", "--config")
 
@@ -53,54 +51,63 @@ class BadClaim(ValueError):
     """A claim this worker does not take; the message says why."""
 
 
-@dataclass(frozen=True)
-class Claim:
-    session: str
-    publish: str
+class Claim(BaseModel):
+    """What the LSS sends: the session, the address to publish, the session's certificate and
+    key (PEM), and the `twinstack serve` arguments it gives every service of the session
+    (checked against the claimed service's parser: `context={"service": ...}`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    publish: Address
     cert: str
     key: str
     args: tuple[str, ...]
 
+    @field_validator("cert")
+    @classmethod
+    def _a_certificate(cls, value: str) -> str:
+        if "BEGIN CERTIFICATE" not in value:
+            raise ValueError("a PEM certificate chain")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _a_key(cls, value: str) -> str:
+        if "PRIVATE KEY" not in value:
+            raise ValueError("a PEM private key")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _serve_arguments(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if reserved := [a for a in value if a.split("=", 1)[0] in RESERVED]:
+            raise ValueError(f"{reserved[0]} is set by the claim itself")
+        from twinstack.cli import build_parser
+
+        service = (info.context or {})["service"]
+        try:
+            build_parser().parse_args(["serve", service, *value])
+        except SystemExit as exc:  # argparse has printed why to stderr
+            raise ValueError(f"not arguments of `twinstack serve {service}`") from exc
+        return value
+
 
 def claim_body(session: str, publish: str, identity: TlsFiles,
                args: tuple[str, ...]) -> dict[str, Any]:
-    """What the LSS sends: the session's identity and arguments for the service."""
+    """What the LSS sends (`Claim`, as JSON)."""
     return {"session": session, "publish": publish, "cert": identity.cert.read_text(),
             "key": identity.key.read_text(), "args": list(args)}
 
 
 def parse_claim(service: str, body: Any) -> Claim:
     """The claim in `body`, checked as far as it can be before the service starts."""
-    if not isinstance(body, dict):
-        raise BadClaim("a claim is a JSON object")
-    fields = {"session", "publish", "cert", "key", "args"}
-    if set(body) != fields:
-        raise BadClaim(f"a claim has exactly the fields {sorted(fields)}")
-    session, publish, cert, key, args = (body[name] for name in
-                                         ("session", "publish", "cert", "key", "args"))
-    if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
-        raise BadClaim("session: 1-64 letters, digits, '-' or '_'")
-    if not isinstance(publish, str):
-        raise BadClaim("publish: host:port")
     try:
-        split_host_port(publish)
-    except ValueError as exc:
-        raise BadClaim(f"publish: {exc}") from exc
-    if not isinstance(cert, str) or "BEGIN CERTIFICATE" not in cert:
-        raise BadClaim("cert: a PEM certificate chain")
-    if not isinstance(key, str) or "PRIVATE KEY" not in key:
-        raise BadClaim("key: a PEM private key")
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise BadClaim("args: a list of strings")
-    if reserved := [a for a in args if a.split("=", 1)[0] in RESERVED]:
-        raise BadClaim(f"args: {reserved[0]} is set by the claim itself")
-    from twinstack.cli import build_parser
-
-    try:
-        build_parser().parse_args(["serve", service, *args])
-    except SystemExit as exc:  # argparse has printed why to stderr
-        raise BadClaim(f"args: not arguments of `twinstack serve {service}`") from exc
-    return Claim(session, publish, cert, key, tuple(args))
+        return Claim.model_validate(body, context={"service": service})
+    except ValidationError as exc:
+        raise BadClaim("; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'claim'}: "
+            f"{err['msg'].removeprefix('Value error, ')}" for err in exc.errors())) from exc
 
 
 class ClaimListener:
@@ -174,17 +181,16 @@ class ClaimListener:
                 loop.remove_signal_handler(sig)
 
 
-def wait_for_claim(service: str, flags: dict[str, Any]) -> Settings | None:
+def wait_for_claim(service: str, settings: Settings, flags: dict[str, Any]) -> Settings | None:
     """Warm up, wait for a claim, and return the settings the claimed service runs with: those
-    of `flags` (a parsed `twinstack serve`) and the environment, with the claim's on top (None:
-    stopped before any claim)."""
+    of `flags` (a parsed `twinstack serve`, which gave `settings`) and the environment, with the
+    claim's on top (None: stopped before any claim)."""
     import uvloop
 
     from twinstack.cli import build_parser
     from twinstack.services import load_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings(flags)
     listener = ClaimListener(service, settings)
     load_service(service).warm_up()
     claim = uvloop.run(listener.wait())
@@ -193,10 +199,7 @@ def wait_for_claim(service: str, flags: dict[str, Any]) -> Settings | None:
     folder = Path(settings.data_dir or "/tmp") / "session-identity"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert, key = folder / "tls.crt", folder / "tls.key"
-    for path, text in ((cert, claim.cert), (key, claim.key)):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+    replace_identity(cert, key, claim.cert.encode(), claim.key.encode())  # the key 0600
     given = build_parser().parse_args(["serve", service, *claim.args, "--session", claim.session,
                                        "--publish", claim.publish, "--cert", str(cert),
                                        "--key", str(key), "--identity-from",

@@ -54,6 +54,7 @@ from twinstack.spawners.kubernetes import (
     service_pod,
     session_label,
 )
+from twinstack.supervision import NotReady, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -270,15 +271,21 @@ class PodPool:
         has gone or exited, or at `deadline`."""
         from aiohttp import ClientSession, ClientTimeout
 
-        loop = asyncio.get_running_loop()
-        pause = READY_POLLS[0]
         async with ClientSession(timeout=ClientTimeout(total=5.0)) as http:
-            while loop.time() < deadline:
+            async def serving() -> bool | None:
                 found = pod()
-                if found is None or exit_code(found) is not None:
-                    return False
-                if await serves_as(http, _address(found, HEALTH_PORT), host, self.client_tls):
+                if found is not None and await serves_as(
+                        http, _address(found, HEALTH_PORT), host, self.client_tls):
                     return True
-                await asyncio.sleep(pause)
-                pause = min(READY_POLLS[1], pause * 2)
-        return False
+                return None  # not yet
+
+            def exited() -> int | None:
+                found = pod()
+                return -1 if found is None else exit_code(found)
+            try:
+                return await wait_ready(
+                    serving, what=host, exited=exited, first=READY_POLLS[0],
+                    longest=READY_POLLS[1],
+                    timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+            except NotReady:
+                return False

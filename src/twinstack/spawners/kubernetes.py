@@ -555,8 +555,8 @@ class KubernetesSpawner(Spawner):
     async def renewed(self) -> None:
         """Write the new certificate into the Secret the pod mounts: the kubelet updates the
         mounted files (within about a minute), and the service reloads them. A claimed pool
-        pod mounts its pool Secret, and follows it once it holds its session's identity
-        (claim.follow_mounted_identity)."""
+        pod mounts its pool Secret, and takes what it holds once that is its session's
+        identity (`--identity-from`, pki.identity.follow_identity)."""
         identity = self.spec.identity
         await self.core.patch_namespaced_secret(
             self.name + "-tls", self.settings.namespace,
